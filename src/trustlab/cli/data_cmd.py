@@ -1,0 +1,33 @@
+"""``trustlab data``: the dataset registry."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_datasets() -> None:
+    """What exists, whether it is installed here, its size and how to install it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trustlab.data import listing
+
+    table = Table("name", "kind", "installed", "size", "install")
+    for row in listing():
+        table.add_row(row["name"], row["kind"], "yes" if row["installed"] else "no", row["size"], row["install"])
+    Console().print(table)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="A registry name or a file spec such as npz:FILE.")) -> None:
+    """Load one dataset and print what it holds."""
+    from trustlab.data import load
+
+    data = load(name)
+    typer.echo(f"{data.name}: {type(data).__name__}, {len(data)} items")
+    for attr in ("shape", "classes", "columns"):
+        if hasattr(data, attr):
+            typer.echo(f"  {attr}: {getattr(data, attr)}")

@@ -1,0 +1,140 @@
+"""Root of the ``trustlab`` CLI: demo, report, data, models, and one sub-app per lab.
+
+Nothing heavy is imported at module level: ``trustlab --help`` must answer without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from trustlab import __version__
+from trustlab.runtime.errors import TrustlabError
+
+# lab name -> module holding its typer ``app``, ``run_demo(out, quick) -> Path`` and ``report_section``
+LABS: dict[str, str] = {
+    "fingerprint": "trustlab.fingerprint.cli",
+    "vfl": "trustlab.vfl.cli",
+    "safety": "trustlab.safety.cli",
+    "certify": "trustlab.certify.cli",
+}
+LAB_HELP = {
+    "fingerprint": "OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.",
+    "vfl": "HashVFL: hashed vertical federated learning, reconstruction attacks, multi-host parties.",
+    "safety": "SafeChain: safety of long chain-of-thought models, thinking control, safe fine-tuning.",
+    "certify": "Availability attacks on certifiers (randomized smoothing, IBP/CROWN), defences, metrics.",
+}
+
+app = typer.Typer(name="trustlab", help="Security of machine-learning systems: four labs behind one CLI.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def available_labs() -> list[str]:
+    """Labs whose CLI module is present in this install (found without importing it)."""
+    return [lab for lab, mod in LABS.items() if importlib.util.find_spec(mod.rsplit(".", 1)[0]) is not None
+            and importlib.util.find_spec(mod) is not None]
+
+
+def lab_module(lab: str):
+    return importlib.import_module(LABS[lab])
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trustlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit."),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """trustlab: fingerprint, vfl, safety and certify labs."""
+    if quiet:
+        from trustlab.runtime.progress import set_quiet
+
+        set_quiet(True)
+
+
+def _register_subapps() -> None:
+    from . import data_cmd, models_cmd
+
+    app.add_typer(data_cmd.app, name="data", help="Datasets: list what exists and what is installed.")
+    app.add_typer(models_cmd.app, name="models", help="Models: list them, prepare the SmolLM2 cache.")
+    for lab in available_labs():
+        app.add_typer(lab_module(lab).app, name=lab, help=LAB_HELP[lab])
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder holding results.json.")) -> None:
+    """Render report.md and a standalone report.html from a run's results.json."""
+    from trustlab.report import render
+
+    md, page = render(run_dir, sections=lab_sections())
+    typer.echo(f"wrote {md} and {page}")
+
+
+def lab_sections() -> dict:
+    """lab -> its report section renderer, for the labs installed."""
+    return {lab: lab_module(lab).report_section for lab in available_labs()}
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for all demo runs and the report."),
+         labs: Optional[str] = typer.Option(None, "--labs", help="Comma-separated subset of labs."),
+         quick: bool = typer.Option(True, "--quick/--full", help="Quick demos (minutes) or full ones.")) -> None:
+    """Run every lab's demo into one folder and write one combined report."""
+    from trustlab.report import Heading, Text, prefix_images, render, run_blocks
+
+    chosen = available_labs() if labs is None else [s.strip() for s in labs.split(",") if s.strip()]
+    unknown = [lab for lab in chosen if lab not in available_labs()]
+    if unknown:
+        from trustlab.runtime.errors import ConfigError
+
+        raise ConfigError(f"unknown or uninstalled lab(s): {', '.join(unknown)}",
+                          hint=f"choose from {', '.join(available_labs())}")
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    if not chosen:
+        blocks.append(Text("No lab is installed yet; nothing to demonstrate."))
+    for lab in chosen:
+        typer.echo(f"== {lab} demo")
+        run_dir = Path(lab_module(lab).run_demo(out / lab, quick=quick))
+        blocks += [Heading(lab, 1), *prefix_images(run_blocks(run_dir, lab_sections()),
+                                                   str(run_dir.relative_to(out)))]
+    md, page = render(out, title="trustlab demo", blocks=blocks)
+    typer.echo(f"wrote {md} and {page}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: TrustlabError -> 'error:'/'hint:' lines and its exit code; Ctrl-C -> 130."""
+    import click
+
+    _register_subapps()
+    try:
+        app(args=argv, standalone_mode=False)
+    except TrustlabError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""results.json -> report.md + standalone report.html (PNG plots embedded as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from trustlab.runtime.errors import DataError
+
+from .blocks import Block, Bullets, Heading, Image, Table, Text, fmt
+
+SectionFn = Callable[[dict[str, Any], Path], Sequence[Block]]
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``RUN_DIR/results.json``; a missing or corrupt file is a DataError naming it."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise DataError(f"{str(run_dir)!r} holds no results.json", hint="pass a finished run folder (runs/<lab>-...)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{str(path)!r} is not valid JSON: {exc.msg}") from exc
+
+
+def generic_section(results: dict[str, Any], run_dir: Path) -> list[Block]:
+    """Fallback section for any run: its metrics flattened into a table, and its plots."""
+    rows = [(k, fmt(v)) for k, v in _flatten(results.get("metrics", {}))]
+    blocks: list[Block] = [Heading(f"{results.get('lab', '?')} {results.get('verb', '')}".strip())]
+    if rows:
+        blocks.append(Table(("metric", "value"), rows))
+    blocks += [Image(a) for a in results.get("artifacts", []) if str(a).endswith(".png")]
+    return blocks
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(d, list) and len(d) > 8:
+        return [(prefix, f"[{len(d)} values]")]
+    return [(prefix, d)]
+
+
+def run_blocks(run_dir: Path, sections: Mapping[str, SectionFn] | None = None) -> list[Block]:
+    """The blocks for one run: the lab's own section renderer if registered, else the generic one."""
+    results = load_results(run_dir)
+    section = (sections or {}).get(results.get("lab", ""), generic_section)
+    env = results.get("environment", {})
+    footer = Text(f"trustlab {results.get('trustlab_version', '?')}, seed {results.get('seed')}, "
+                  f"{results.get('started', '?')} – {results.get('finished', '?')}, "
+                  f"python {env.get('python', '?')}, torch {env.get('torch', '—')}, device {env.get('device', '—')}, "
+                  f"threads {env.get('threads', '—')}.")
+    return [*section(results, run_dir), footer]
+
+
+def render(run_dir: str | Path, sections: Mapping[str, SectionFn] | None = None,
+           title: str | None = None, blocks: Sequence[Block] | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``run_dir``; image paths are relative to it."""
+    run_dir = Path(run_dir)
+    blocks = list(blocks) if blocks is not None else run_blocks(run_dir, sections)
+    title = title or f"trustlab report: {run_dir.name}"
+    md = to_markdown(title, blocks)
+    page = to_html(title, blocks, run_dir)
+    (run_dir / "report.md").write_text(md)
+    (run_dir / "report.html").write_text(page)
+    return run_dir / "report.md", run_dir / "report.html"
+
+
+def to_markdown(title: str, blocks: Sequence[Block]) -> str:
+    out = [f"# {title}", ""]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out += [f"{'#' * (b.level)} {b.text}", ""]
+        elif isinstance(b, Text):
+            out += [b.text, ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {item}" for item in b.items] + [""]
+        elif isinstance(b, Table):
+            if b.caption:
+                out += [f"*{b.caption}*", ""]
+            out.append("| " + " | ".join(map(str, b.headers)) + " |")
+            out.append("|" + "---|" * len(b.headers))
+            out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in b.rows]
+            out.append("")
+        elif isinstance(b, Image):
+            out += [f"![{b.caption or Path(b.path).stem}]({b.path})", ""]
+    return "\n".join(out)
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
+        "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}figcaption{color:#555;font-size:.9em}caption{caption-side:top;color:#555}")
+
+
+def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
+    esc = html.escape
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+           f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            lvl = min(max(b.level, 1), 6)
+            out.append(f"<h{lvl}>{esc(b.text)}</h{lvl}>")
+        elif isinstance(b, Text):
+            out.append(f"<p>{esc(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            cap = f"<caption>{esc(b.caption)}</caption>" if b.caption else ""
+            head = "".join(f"<th>{esc(str(h))}</th>" for h in b.headers)
+            body = "".join("<tr>" + "".join(f"<td>{esc(fmt(c))}</td>" for c in row) + "</tr>" for row in b.rows)
+            out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Image):
+            path = run_dir / b.path
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                out.append(f"<figure><img alt='{esc(b.caption)}' src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{esc(b.caption)}</figcaption></figure>")
+            else:
+                out.append(f"<p><em>missing plot {esc(b.path)}</em></p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def prefix_images(blocks: Sequence[Block], prefix: str) -> list[Block]:
+    """Re-root image paths (for a combined report one folder above the runs)."""
+    return [Image(f"{prefix}/{b.path}", b.caption) if isinstance(b, Image) else b for b in blocks]

@@ -1,0 +1,42 @@
+"""Rich progress bars that stay silent under --quiet, in CI and when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+_quiet = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet or os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("TRUSTLAB_QUIET") == "1"
+
+
+def progress(items: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a rich progress bar on stderr, unless quiet or not a terminal."""
+    if is_quiet() or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.console import Console
+
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total if total is not None else _len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def _len(items: Iterable[object]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
