@@ -15,7 +15,10 @@ def list_datasets() -> None:
 
     from trustlab.data import listing
 
-    table = Table("name", "kind", "installed", "size", "install")
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for col in ("kind", "installed", "size", "install"):
+        table.add_column(col)
     for row in listing():
         table.add_row(row["name"], row["kind"], "yes" if row["installed"] else "no", row["size"], row["install"])
     Console().print(table)

@@ -51,7 +51,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit."),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """trustlab: fingerprint, vfl, safety and certify labs."""

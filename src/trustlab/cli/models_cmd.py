@@ -15,7 +15,10 @@ def list_models() -> None:
 
     from trustlab.models.causal_lm import listing
 
-    table = Table("name", "what", "available", "cached")
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for col in ("what", "available", "cached"):
+        table.add_column(col)
     for row in listing():
         table.add_row(row["name"], row["what"], "yes" if row["available"] else "no", "yes" if row["cached"] else "no")
     Console().print(table)

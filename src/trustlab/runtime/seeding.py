@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import random
 
-import numpy as np
 
-
-def seed_everything(seed: int) -> np.random.Generator:
+def seed_everything(seed: int):
     """Seed ``random``, numpy's legacy RNG and torch (CPU and CUDA); return a fresh numpy Generator."""
+    import numpy as np
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -23,5 +23,7 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def derive_seed(*parts: int | str) -> int:
     """A stable 63-bit seed from a tuple such as (run_seed, party, "noise", epoch)."""
+    import numpy as np
+
     words = [p if isinstance(p, int) else int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little") for p in parts]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))

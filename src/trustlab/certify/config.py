@@ -1,0 +1,275 @@
+"""Frozen dataclass configs for the certify lab; YAML mirrors them field for field (spec §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from trustlab.runtime import ConfigError, require_choice, require_range
+from trustlab.runtime import config as _rc
+
+CERTIFIERS = ("smoothing", "ibp", "crown-ibp", "crown", "best")
+BOUND_METHODS = ("ibp", "crown-ibp", "crown", "best")
+DEFENCES = ("strip", "spectral", "activation-clustering", "fine-pruning")
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """T(x) = clamp((1-m)*x + m*p, 0, 1); ``patch``: square of ``size`` at ``position``; ``blend``: m = blend_alpha."""
+
+    kind: str = "patch"  # patch | blend
+    size: int = 3
+    position: Union[str, tuple[int, int]] = "br"  # br | bl | tr | tl | (row, col)
+    margin: int = 0
+    pattern: str = "solid"  # solid | checker | random
+    value: float = 1.0
+    blend_alpha: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        require_choice("trigger.kind", self.kind, ("patch", "blend"))
+        require_choice("trigger.pattern", self.pattern, ("solid", "checker", "random"))
+        require_range("trigger.size", self.size, 1)
+        require_range("trigger.margin", self.margin, 0)
+        require_range("trigger.value", self.value, 0.0, 1.0)
+        require_range("trigger.blend_alpha", self.blend_alpha, 0.0, 1.0, lo_open=True)
+        if isinstance(self.position, str):
+            require_choice("trigger.position", self.position, ("br", "bl", "tr", "tl"))
+        elif len(tuple(self.position)) != 2:
+            raise ConfigError(f"trigger.position must be br|bl|tr|tl or [row, col]; got {self.position!r}")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """A = ``label-noise`` (data poisoning), B = ``max-entropy`` (training-objective poisoning); both
+    reconstructed from the paper's abstract and threat model. ``none`` = the clean model."""
+
+    kind: str = "none"  # none | label-noise | max-entropy
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    rate: float = 0.01
+    label_mode: str = "uniform"  # uniform | not-true | soft | all-labels
+    mode: str = "add"  # add | replace
+    lam: float = 3.0
+    beta: float = 0.3
+
+    def __post_init__(self):
+        require_choice("attack.kind", self.kind, ("none", "label-noise", "max-entropy"))
+        require_choice("attack.label_mode", self.label_mode, ("uniform", "not-true", "soft", "all-labels"))
+        require_choice("attack.mode", self.mode, ("add", "replace"))
+        if self.kind == "label-noise":
+            require_range("attack.rate", self.rate, 0.0, 1.0, lo_open=True, hi_open=True)
+        require_range("attack.lam", self.lam, 0.0)
+        require_range("attack.beta", self.beta, 0.0, 1.0, lo_open=True)
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam; ``standard`` | ``gaussian`` (x + sigma*xi, fresh noise each step) | ``ibp`` (kappa*CE + (1-kappa)*robust CE,
+    eps 0->eps and kappa 1->kappa_end linearly per step over the first ``ramp`` fraction of steps)."""
+
+    procedure: str = "standard"
+    epochs: int = 80
+    batch_size: int = 64
+    lr: float = 1e-3
+    sigma: float = 0.25
+    eps: float = 0.05
+    kappa_end: float = 0.5
+    ramp: float = 0.5
+    robust_loss: str = "margin"  # margin | interval
+    ckpt_every: int = 5
+
+    def __post_init__(self):
+        require_choice("train.procedure", self.procedure, ("standard", "gaussian", "ibp"))
+        require_choice("train.robust_loss", self.robust_loss, ("margin", "interval"))
+        require_range("train.epochs", self.epochs, 1)
+        require_range("train.batch_size", self.batch_size, 1)
+        require_range("train.lr", self.lr, 0.0, lo_open=True)
+        require_range("train.sigma", self.sigma, 0.0, lo_open=True)
+        require_range("train.eps", self.eps, 0.0)
+        require_range("train.kappa_end", self.kappa_end, 0.0, 1.0)
+        require_range("train.ramp", self.ramp, 0.0, 1.0)
+        require_range("train.ckpt_every", self.ckpt_every, 1)
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """Cohen et al. CERTIFY(n0, n, alpha) at noise ``sigma``; ``predict`` also runs PREDICT(n, alpha)."""
+
+    sigma: float = 0.25
+    n0: int = 100
+    n: int = 100_000
+    alpha: float = 0.001
+    batch_size: int = 1000
+    radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    predict: bool = False
+
+    def __post_init__(self):
+        require_range("smoothing.sigma", self.sigma, 0.0, lo_open=True)
+        require_range("smoothing.n0", self.n0, 1)
+        require_range("smoothing.n", self.n, 1)
+        require_range("smoothing.alpha", self.alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+        require_range("smoothing.batch_size", self.batch_size, 1)
+
+
+@dataclass(frozen=True)
+class BoundsConfig:
+    """Deterministic L-inf certification of the predicted class at ``eps`` on the box clipped to ``clip``."""
+
+    method: str = "ibp"
+    eps: float = 0.05
+    eps_grid: tuple[float, ...] = (0.0, 0.01, 0.025, 0.05, 0.1)
+    clip: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        require_choice("bounds.method", self.method, BOUND_METHODS)
+        require_range("bounds.eps", self.eps, 0.0)
+        for e in self.eps_grid:
+            require_range("bounds.eps_grid", e, 0.0)
+
+
+@dataclass(frozen=True)
+class DefenceConfig:
+    """Defences; the defender holds ``defender_frac`` of the clean training pool (still trained on)."""
+
+    names: tuple[str, ...] = ()
+    defender_frac: float = 0.1
+    strip_n: int = 20
+    strip_frr: float = 0.01
+    strip_tail: str = "both"  # low | high | both (both tails are reported either way)
+    spectral_factor: float = 1.5
+    expected_rate: Optional[float] = None
+    ac_dims: int = 10
+    ac_reduce: str = "pca"  # pca | ica
+    ac_max_share: float = 0.35
+    fp_max_drop: float = 0.04
+    fp_epochs: int = 10
+
+    def __post_init__(self):
+        for n in self.names:
+            require_choice("defences.names", n, DEFENCES)
+        require_range("defences.defender_frac", self.defender_frac, 0.0, 1.0, lo_open=True)
+        require_range("defences.strip_frr", self.strip_frr, 0.0, 1.0, lo_open=True, hi_open=True)
+        require_choice("defences.strip_tail", self.strip_tail, ("low", "high", "both"))
+        require_choice("defences.ac_reduce", self.ac_reduce, ("pca", "ica"))
+        require_range("defences.fp_max_drop", self.fp_max_drop, 0.0, 1.0)
+        require_range("defences.fp_epochs", self.fp_epochs, 0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``mlp`` (hidden widths) | ``small_cnn``; or ``factory: "pkg.mod:fn"`` (called fn(shape, K)) and/or a
+    ``checkpoint`` (state dict or TorchScript)."""
+
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+    factory: Optional[str] = None
+    checkpoint: Optional[str] = None
+
+    def __post_init__(self):
+        require_choice("model.arch", self.arch, ("mlp", "small_cnn"))
+
+
+@dataclass(frozen=True)
+class Track:
+    """A clean model plus one model per attack, trained with ``train`` and certified with ``certifiers``."""
+
+    name: str = "rs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    certifiers: tuple[str, ...] = ("smoothing",)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+
+    def __post_init__(self):
+        for c in self.certifiers:
+            require_choice(f"tracks[{self.name}].certifiers", c, CERTIFIERS)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"track name must be a non-empty folder name, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    seeds: tuple[int, ...] = (0,)
+    data: str = "digits"
+    test_frac: float = 0.2
+    tracks: tuple[Track, ...] = (Track(),)
+    attacks: tuple[AttackConfig, ...] = (AttackConfig(kind="label-noise"), AttackConfig(kind="max-entropy"))
+    defences: DefenceConfig = field(default_factory=DefenceConfig)
+    max_test: Optional[int] = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        require_range("test_frac", self.test_frac, 0.0, 1.0, lo_open=True, hi_open=True)
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+        names = [t.name for t in self.tracks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"track names must be unique, got {names}")
+        kinds = [a.kind for a in self.attacks if a.kind != "none"]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"each attack kind may appear once, got {kinds}")
+        trig = {a.trigger for a in self.attacks if a.kind != "none"}
+        if len(trig) > 1:
+            raise ConfigError("all attacks of one experiment must share one trigger (the clean model is certified on "
+                              "the same triggered inputs)", hint="run a sweep over trigger settings instead")
+        for t in self.tracks:
+            for a in self.attacks:
+                if a.kind == "label-noise" and a.label_mode == "soft" and t.train.procedure == "ibp":
+                    raise ConfigError(f"attack.label_mode 'soft' cannot be used with ibp training (track {t.name})",
+                                      hint="use uniform, not-true or all-labels with ibp training")
+        if self.max_test is not None:
+            require_range("max_test", self.max_test, 1)
+
+    @property
+    def trigger(self) -> TriggerConfig:
+        for a in self.attacks:
+            if a.kind != "none":
+                return a.trigger
+        return TriggerConfig()
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an experiment YAML (unknown key -> ConfigError listing the valid keys)."""
+    return _rc.load_config(ExperimentConfig, path)
+
+
+def from_mapping(data: dict[str, Any]) -> ExperimentConfig:
+    return _rc.from_dict(ExperimentConfig, data)
+
+
+def dump_config(cfg: Any, path: str | Path) -> None:
+    _rc.dump_yaml(cfg, path)
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped in ``trustlab/configs/certify/<name>.yaml``."""
+    from importlib import resources
+
+    p = Path(str(resources.files("trustlab") / "configs" / "certify" / f"{name}.yaml"))
+    if not p.is_file():
+        avail = sorted(q.stem for q in p.parent.glob("*.yaml")) if p.parent.is_dir() else []
+        raise ConfigError(f"no shipped certify config {name!r}", hint=f"choose one of {', '.join(avail)}")
+    return p
+
+
+def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
+    """``dataclasses.replace`` along a dotted path (``smoothing.sigma`` etc. handled by the sweep)."""
+    head, _, rest = dotted.partition(".")
+    if not dataclasses.is_dataclass(cfg) or head not in {f.name for f in dataclasses.fields(cfg)}:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    if rest:
+        return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def ceil_count(rate: float, n: int) -> int:
+    """ceil(rate * n) guarded against float noise (0.01 * 100 -> 1, never 2)."""
+    return int(math.ceil(round(rate * n, 9)))

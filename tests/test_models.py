@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from trustlab.models import load_causal_lm, mlp, small_cnn
+from trustlab.runtime.errors import ConfigError, ModelError
+
+
+def test_mlp_and_cnn_shapes():
+    x = torch.rand(5, 1, 28, 28)
+    assert mlp((1, 28, 28), (64, 32), 10)(x).shape == (5, 10)
+    cnn = small_cnn((1, 28, 28), 10)
+    assert cnn(x).shape == (5, 10)
+    assert isinstance(cnn, torch.nn.Sequential) and [type(m).__name__ for m in cnn][:2] == ["Conv2d", "ReLU"]
+    assert small_cnn((3, 8, 8), 4, channels=(8,), hidden=20)(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+    with pytest.raises(ConfigError, match="num_classes"):
+        mlp(4, (8,), 1)
+
+
+def test_tiny_llama_is_small_deterministic_and_generates(tiny_lm):
+    model, tok = tiny_lm
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 0.5e6 < n_params < 1.5e6
+    again, _ = load_causal_lm("tiny-llama")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    enc = tok.apply_chat_template([{"role": "user", "content": "héllo"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    assert tok.decode(enc["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    out = model.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert out.shape == (1, enc["input_ids"].shape[1] + 6)
+    assert torch.equal(out, model.generate(**enc, max_new_tokens=6, do_sample=False))  # greedy is reproducible
+
+
+def test_unknown_model_and_bad_folder(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'gpt9'"):
+        load_causal_lm("gpt9")
+    with pytest.raises(ModelError, match="no config.json"):
+        load_causal_lm(str(tmp_path))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_causal_lm(str(tmp_path / "m.gguf"))
+
+
+def test_hub_name_offline_fails_fast_with_hint(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(ModelError) as err:
+        load_causal_lm("someorg/some-model")
+    assert time.monotonic() - t0 < 20
+    assert "HF_HUB_OFFLINE" in err.value.message and "local folder" in err.value.hint
+
+
+def test_local_folder_round_trip(tiny_lm, tmp_path):
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, tok2 = load_causal_lm(str(tmp_path / "m"))
+    ids = torch.tensor([tok2.encode("abc")])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, loaded(ids).logits)
+
+
+@pytest.mark.slow
+def test_smollm2_cache_equals_gguf(tmp_path, monkeypatch):
+    """The safetensors cache gives the same logits and token ids as the de-quantised GGUF."""
+    from trustlab.models.causal_lm import load_gguf_uncached, save_converted
+
+    monkeypatch.setenv("TRUSTLAB_CACHE", str(tmp_path))
+    gguf_model, gguf_tok = load_gguf_uncached()
+    folder = save_converted(gguf_model, gguf_tok, tmp_path / "models" / "smollm2-135m-instruct")
+    cached, tok = load_causal_lm("smollm2-135m-instruct")  # must come from the folder just written
+    assert (folder / "model.safetensors").is_file()
+    msgs = [{"role": "user", "content": "Name three primary colours."}]
+    a = gguf_tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    b = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    with torch.no_grad():
+        la, lb = gguf_model(**a).logits, cached(**b).logits
+    assert np.abs((la - lb).numpy()).max() < 1e-4
