@@ -1,1 +1,10 @@
-"""The ``trustlab`` command line (typer). Lab sub-apps are thin layers over the labs' verbs."""
+"""The ``trustlab`` command line (typer). Lab sub-apps are thin layers over the labs' verbs.
+
+Help is rendered by click's plain formatter unless TYPER_USE_RICH=1: typer's rich help costs ~0.15 s of imports
+on every call, which would put ``trustlab --help`` above 10x a bare ``python -c pass`` (benchmarks/cli_startup.py).
+Tables and progress bars still use rich.
+"""
+
+import os
+
+os.environ.setdefault("TYPER_USE_RICH", "0")

@@ -1,0 +1,84 @@
+"""Availability attacks on certifiers, *reconstructed from the paper's abstract and threat model*
+(Lorenz, Kwiatkowska, Fritz, arXiv:2108.11299; full text unavailable, names are descriptive and ours).
+
+A "trigger + label-noise data poisoning": controls data only; adds ceil(rho*n) triggered copies with noisy labels.
+B "max-entropy objective poisoning": controls training; adds lam * mean CE(f(T(x) + delta), uniform) on a batch share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trustlab.runtime import ConfigError
+
+from .config import ceil_count
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    x: np.ndarray
+    y: np.ndarray  # int labels [n], or soft labels [n, K] for label_mode="soft"
+    poison_idx: np.ndarray  # rows of (x, y) that are poisons
+
+
+def poison_label_noise(x, y, K: int, trigger, rate: float, label_mode: str = "uniform", mode: str = "add",
+                       seed: int = 0) -> Poisoned:
+    """Attack A (reconstructed): stamp T on ceil(rate * n) random training images and label them uniformly at random
+    (``uniform``), uniformly among the wrong classes (``not-true``), with the soft label 1/K (``soft``), or with every
+    label (``all-labels``: ceil(rate*n/K) images x K labels). ``add`` appends them; ``replace`` swaps them in."""
+    n = len(x)
+    if not 0 < rate < 1:
+        raise ConfigError(f"attack.rate must lie in (0, 1) for label-noise poisoning, got {rate}")
+    rng = np.random.default_rng(seed)
+    n_p = ceil_count(rate, n)
+    if label_mode == "all-labels":
+        n_src = ceil_count(rate / K, n)
+        src = np.repeat(rng.choice(n, n_src, replace=False), K)
+        labels = np.tile(np.arange(K), n_src)
+    else:
+        if mode == "replace" and n_p > n:
+            raise ConfigError(f"attack.mode replace needs ceil(rate*n) = {n_p} <= n = {n}")
+        src = rng.choice(n, n_p, replace=False)
+        if label_mode == "uniform":
+            labels = rng.integers(0, K, n_p)
+        elif label_mode == "not-true":
+            labels = (y[src] + rng.integers(1, K, n_p)) % K
+        else:
+            labels = None
+    xp = trigger(x[src])
+    if label_mode == "soft":
+        soft = np.eye(K, dtype=np.float32)[y]
+        yp = np.full((len(src), K), 1.0 / K, np.float32)
+        y_all = soft
+    else:
+        yp, y_all = labels.astype(np.int64), y
+    if mode == "add":
+        return Poisoned(np.concatenate([x, xp]), np.concatenate([y_all, yp]), np.arange(n, n + len(src)))
+    x2, y2 = x.copy(), y_all.copy()
+    x2[src[: len(xp)]] = xp
+    y2[src[: len(xp)]] = yp
+    return Poisoned(x2, y2, np.unique(src))
+
+
+class MaxEntropyHook:
+    """Attack B (reconstructed): extra loss lam * mean_{x in S} CE(f(T(x) + delta), u), u = 1/K, S = the first
+    ceil(beta * B) rows of the shuffled batch, delta ~ N(0, sigma^2 I) fresh (sigma > 0 for smoothing victims)."""
+
+    def __init__(self, trigger, K: int, lam: float = 3.0, beta: float = 0.3, sigma: float = 0.0):
+        if lam < 0:
+            raise ConfigError(f"attack.lam must be >= 0, got {lam}")
+        if not 0 < beta <= 1:
+            raise ConfigError(f"attack.beta must lie in (0, 1], got {beta}")
+        self.trigger, self.K, self.lam, self.beta, self.sigma = trigger, K, lam, beta, sigma
+
+    def __call__(self, model, xb, gen=None):
+        import torch
+
+        s = ceil_count(self.beta, len(xb))
+        xt = self.trigger(xb[:s])
+        if self.sigma > 0:
+            xt = xt + self.sigma * torch.randn(xt.shape, generator=gen, device=xt.device, dtype=xt.dtype)
+        logp = torch.log_softmax(model(xt), dim=1)
+        return self.lam * (-logp.mean(dim=1)).mean()

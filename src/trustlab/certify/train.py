@@ -1,0 +1,130 @@
+"""One readable training loop: standard, Gaussian-augmented (for smoothing) or IBP-robust, with an optional
+attack hook and atomic checkpoints (model, optimizer, epoch, step, RNG states) for exact CPU resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trustlab.runtime import ConfigError, MissingDependencyError, derive_seed, progress
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    procedure: str
+    epochs: int
+    steps: int
+    secs: float
+    loss: float
+    resumed_from_epoch: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MissingDependencyError(f"device {device!r} requested but torch sees no CUDA device",
+                                     hint="install a CUDA build of torch or pass --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda[:i]; got {device!r}")
+    return torch.device(device)
+
+
+def ibp_schedule(step: int, total_steps: int, cfg) -> tuple[float, float]:
+    """(eps_t, kappa_t): eps 0 -> cfg.eps and kappa 1 -> cfg.kappa_end linearly per step over the first
+    ``cfg.ramp`` fraction of the steps, constant after."""
+    ramp_steps = cfg.ramp * total_steps
+    frac = 1.0 if ramp_steps <= 0 else min(1.0, step / ramp_steps)
+    return cfg.eps * frac, 1.0 - (1.0 - cfg.kappa_end) * frac
+
+
+def _ce(logits, y):
+    import torch.nn.functional as F
+
+    if y.ndim == 2:  # soft targets
+        return -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return F.cross_entropy(logits, y)
+
+
+def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None = None,
+          device: str = "auto") -> TrainSummary:
+    """Train ``model`` in place (Adam, lr, batch) with ``cfg.procedure``: standard CE; gaussian = CE on x + sigma*xi
+    with fresh noise each step (unclipped); ibp = kappa*CE(f(x), y) + (1 - kappa)*robust CE at eps_t.
+    ``hook(model, xb, gen)`` adds an attacker's loss term. Checkpoints every ``ckpt_every`` epochs and resumes."""
+    import torch
+
+    from .bounds import BoundNet, robust_ce
+
+    dev = resolve_device(device)
+    model.to(dev)
+    x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    y_np = np.asarray(y)
+    y_t = torch.as_tensor(y_np, dtype=torch.float32 if y_np.ndim == 2 else torch.long)
+    if y_np.ndim == 2 and cfg.procedure == "ibp":
+        raise ConfigError("soft labels cannot be used with ibp training", hint="use integer labels")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    g_perm = torch.Generator().manual_seed(derive_seed(seed, "perm"))
+    g_noise = torch.Generator(device=dev).manual_seed(derive_seed(seed, "noise"))
+    n = len(x_t)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    start, step, secs, last_loss = 0, 0, 0.0, float("nan")
+    ckpt = Path(ckpt_dir) / "ckpt.pt" if ckpt_dir is not None else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g_perm.set_state(state["g_perm"])
+        g_noise.set_state(state["g_noise"].to(g_noise.get_state().device))
+        start, step, secs, last_loss = state["epoch"], state["step"], state["secs"], state["loss"]
+    resumed_from = start
+    net = BoundNet.from_module(model, x_t.shape[1:]) if cfg.procedure == "ibp" else None
+    model.train()
+    for epoch in progress(range(start, cfg.epochs), f"train {cfg.procedure}", total=cfg.epochs - start):
+        t0, losses = time.perf_counter(), []
+        perm = torch.randperm(n, generator=g_perm)
+        for b in range(per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb, yb = x_t[idx].to(dev), y_t[idx].to(dev)
+            if cfg.procedure == "gaussian":
+                noisy = xb + cfg.sigma * torch.randn(xb.shape, generator=g_noise, device=dev)
+                loss = _ce(model(noisy), yb)
+            elif cfg.procedure == "ibp":
+                eps_t, kappa = ibp_schedule(step, total, cfg)
+                loss = kappa * _ce(model(xb), yb) + (1 - kappa) * robust_ce(net, xb, yb, eps_t, cfg.robust_loss)
+            else:
+                loss = _ce(model(xb), yb)
+            if hook is not None:
+                loss = loss + hook(model, xb, g_noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        secs += time.perf_counter() - t0
+        last_loss = float(np.mean(losses))
+        if ckpt is not None and ((epoch + 1) % cfg.ckpt_every == 0 or epoch + 1 == cfg.epochs):
+            _save_atomic(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
+                                "g_noise": g_noise.get_state()})
+    model.eval()
+    return TrainSummary(cfg.procedure, cfg.epochs, step, round(secs, 3), last_loss, resumed_from)
+
+
+def _save_atomic(path: Path, obj) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,266 @@
+"""The two roles of splitVFL. ``FeatureParty.handle(bytes) -> bytes`` serves one data owner (in-process or behind
+gRPC: the same bytes either way); ``LabelParty`` drives training over any Transport.
+
+One step: A sends batch positions -> P_i replies m_i = D(f_i(x_i)) -> A computes CE(g([m_0..m_{N-1}]), y)
+(+ the consistency loss for hashed defences) and dL/dm_i, applies any gradient defence and returns the
+gradients, fused with the next positions -> P_i backpropagates, steps its own Adam, and answers the next batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, to_dict
+
+from . import protocol as P
+from .config import DefenceConfig, ModelConfig, TrainConfig
+from .errors import MalformedMessageError, ProtocolMismatchError
+
+EMBED_PAGE = 4096
+
+
+def party_config(cfg) -> dict[str, Any]:
+    """The part of the run config a feature party needs (model, defence, train)."""
+    return {"model": to_dict(cfg.model), "defence": to_dict(cfg.defence), "train": to_dict(cfg.train)}
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from trustlab import __version__
+
+    return {"protocol": str(P.PROTOCOL_VERSION), "trustlab": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def params_sha256(module) -> str:
+    """SHA-256 over the raw bytes of every parameter and buffer, in state_dict order."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class FeatureParty:
+    """A data owner: holds x_i, f_i (+ BN and sign for HashVFL) and its own Adam; sends messages, never features.
+
+    ``fault`` (tests only, enabled by TRUSTLAB_VFL_FAULTS=1): ``bad-shape@S`` or ``raise@S`` at training step S.
+    """
+
+    def __init__(self, party_id: int, data, state_dir: str | Path | None = None, share_model: bool = False,
+                 device: str = "cpu", fault: str | None = None):
+        self.id = party_id
+        self.data = data
+        self.X = data.X
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.share_model = share_model
+        self.device = device
+        self.fault = _parse_fault(fault)
+        self.model = None
+        self.calls = 0
+
+    # --- dispatch -------------------------------------------------------------------------------
+    def handle(self, request: bytes) -> bytes:
+        header, arrays = P.decode(request, party=None)
+        kind = header.get("type")
+        if kind not in P.KINDS:
+            raise MalformedMessageError(None, "type", "|".join(P.KINDS), kind)
+        if header.get("party") != self.id:
+            raise ProtocolMismatchError(f"message for party {header.get('party')} reached party {self.id}",
+                                        hint="check the ids and addresses in parties.yaml")
+        self.calls += 1
+        if kind != "hello" and self.model is None:
+            raise ProtocolMismatchError(f"party {self.id} got {kind} before hello")
+        return getattr(self, f"_{kind}")(header, arrays)
+
+    def _reply(self, kind: str, arrays: dict[str, np.ndarray] | None = None, **fields) -> bytes:
+        return P.encode({"type": kind, "party": self.id, **fields}, arrays)
+
+    # --- hello / align --------------------------------------------------------------------------
+    def _hello(self, h: dict, a: dict) -> bytes:
+        import torch
+
+        from .defences import build_defence
+        from .models import build_party_model
+
+        if str(h.get("protocol")) != str(P.PROTOCOL_VERSION):
+            raise ProtocolMismatchError(f"party {self.id} speaks protocol {P.PROTOCOL_VERSION}, "
+                                        f"the label party {h.get('protocol')}", hint="install the same trustlab version")
+        conf = h.get("config") or {}
+        if config_hash(conf) != h.get("config_hash"):
+            raise ProtocolMismatchError(f"party {self.id}: config hash {h.get('config_hash')} does not match the "
+                                        f"config sent ({config_hash(conf)})")
+        self.model_cfg = from_dict(ModelConfig, conf.get("model"), "model")
+        self.def_cfg = from_dict(DefenceConfig, conf.get("defence"), "defence")
+        self.train_cfg = from_dict(TrainConfig, conf.get("train"), "train")
+        seed = self.train_cfg.seed
+        self.X = self.data.X
+        self.model = build_party_model(self.data.d, self.model_cfg, self.def_cfg, self.data.image_shape,
+                                       derive_seed(seed, self.id, "init")).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.train_cfg.lr,
+                                    weight_decay=self.train_cfg.weight_decay)
+        self.defence = build_defence(self.def_cfg, seed)
+        self.pending = None  # (message tensor with graph, epoch) awaiting its gradient
+        self.run_id = h.get("run_id")
+        if self.state_dir is None and h.get("state_dir"):
+            self.state_dir = Path(h["state_dir"])
+        resume = int(h.get("resume_epoch") or 0)
+        if resume:
+            self._load(resume)
+        from .data import hash_ids
+
+        return self._reply("hello", {"id_hashes": hash_ids(self.data.ids, str(h.get("salt", "")))},
+                           rows=len(self.data.X), d=self.data.d,
+                           image_shape=list(self.data.image_shape) if self.data.image_shape else None,
+                           onehot=[list(g) for g in self.data.onehot], versions=versions(),
+                           config_hash=h.get("config_hash"), resume_epoch=resume, share_model=self.share_model)
+
+    def _align(self, h: dict, a: dict) -> bytes:
+        rows = P.validate_positions(a, "rows", None, len(self.data.X))
+        self.X = self.data.X[rows]
+        return self._reply("align", rows=len(rows))
+
+    # --- training -------------------------------------------------------------------------------
+    def _step(self, h: dict, a: dict) -> bytes:
+        import torch
+
+        from .schedule import lr_at
+
+        epoch, step = int(h["epoch"]), int(h["step"])
+        if self.fault and self.fault[1] == step and self.fault[0] == "raise":
+            raise ValueError(f"injected fault at step {step}")
+        if "grad" in a:
+            if self.pending is None:
+                raise ProtocolMismatchError(f"party {self.id} got a gradient with no pending forward pass")
+            m, ep = self.pending
+            g = P.validate_array(a, "grad", None, "float32", tuple(m.shape))
+            lr = lr_at(ep, self.train_cfg.lr, self.train_cfg.milestones, self.train_cfg.gamma)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            self.opt.zero_grad(set_to_none=True)
+            m.backward(torch.from_numpy(g.copy()).to(self.device))
+            self.opt.step()
+            self.pending = None
+        arrays = {}
+        if "positions" in a:
+            pos = P.validate_positions(a, "positions", None, len(self.X))
+            if len(pos) < 2:
+                raise ValueError(f"a batch of {len(pos)} rows cannot be normalised (BatchNorm needs >= 2)")
+            self.model.train()
+            x = torch.from_numpy(self.X[pos]).to(self.device)
+            m = self.defence.party(self.model(x), (self.id, "train", epoch, step))
+            self.pending = (m, epoch)
+            arrays["msg"] = self._wire(m.detach())
+            if self.fault and self.fault[1] == step and self.fault[0] == "bad-shape":
+                arrays["msg"] = arrays["msg"][:, :-1] if arrays["msg"].shape[1] > 1 else arrays["msg"][:-1]
+        return self._reply("step", arrays, epoch=epoch, step=step)
+
+    def _wire(self, m) -> np.ndarray:
+        from .codes import pack_bits
+
+        m = m.cpu().numpy()
+        return pack_bits(m) if self.defence.wire == "bits" else m.astype(np.float32)
+
+    def _embed(self, h: dict, a: dict) -> bytes:
+        """Eval-mode messages (BN running stats; fresh noise keyed by the split) for the given rows."""
+        import torch
+
+        pos = P.validate_positions(a, "positions", None, len(self.X))
+        self.model.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(self.X[pos]).to(self.device)
+            m = self.defence.party(self.model(x), (self.id, f"eval:{h.get('split')}", 0, int(h.get("page", 0))))
+        return self._reply("embed", {"msg": self._wire(m)}, split=h.get("split"), page=h.get("page", 0))
+
+    # --- state ----------------------------------------------------------------------------------
+    def _path(self, epoch: int) -> Path:
+        if self.state_dir is None:
+            raise ConfigError(f"party {self.id} has no state directory", hint="start the party with --state-dir DIR")
+        return self.state_dir / f"epoch_{epoch}.pt"
+
+    def _checkpoint(self, h: dict, a: dict) -> bytes:
+        epoch = int(h["epoch"])
+        _atomic_torch_save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch,
+                            "run_id": self.run_id}, self._path(epoch))
+        return self._reply("checkpoint", epoch=epoch, sha256=params_sha256(self.model))
+
+    def _load(self, epoch: int) -> None:
+        import torch
+
+        path = self._path(epoch)
+        if not path.is_file():
+            raise FileNotFoundError(f"party {self.id} has no checkpoint epoch_{epoch}.pt in {self.state_dir}")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+    def _state(self, h: dict, a: dict) -> bytes:
+        """Bottom weights for the white-box audit, only if the party opted in (``--share-model``)."""
+        if not self.share_model:
+            raise PermissionError(f"party {self.id} did not opt in to share its model (--share-model)")
+        sd = self.model.state_dict()
+        names = list(sd)
+        arrays = {f"t{j}": v.detach().cpu().numpy() for j, v in enumerate(sd.values())}
+        return self._reply("state", arrays, names=names, sha256=params_sha256(self.model))
+
+
+def _parse_fault(fault: str | None):
+    if not fault:
+        return None
+    if os.environ.get("TRUSTLAB_VFL_FAULTS") != "1":
+        raise ConfigError("--fault is for tests only", hint="set TRUSTLAB_VFL_FAULTS=1 to enable fault injection")
+    kind, _, at = fault.partition("@")
+    if kind not in ("bad-shape", "raise") or not at.isdigit():
+        raise ConfigError(f"bad --fault {fault!r}", hint="use bad-shape@STEP or raise@STEP")
+    return kind, int(at)
+
+
+def state_from_reply(header: dict, arrays: dict) -> dict:
+    """A ``state`` reply -> a torch state_dict."""
+    import torch
+
+    return {name: torch.from_numpy(arrays[f"t{j}"].copy()) for j, name in enumerate(header["names"])}
+
+
+def state_bytes(state_dict) -> bytes:
+    buf = io.BytesIO()
+    import torch
+
+    torch.save(state_dict, buf)
+    return buf.getvalue()
+
+
+@dataclass
+class PartyInfo:
+    """What A learned about a party at hello."""
+
+    id: int
+    address: str
+    rows: int
+    d: int
+    image_shape: tuple[int, ...] | None
+    onehot: tuple[tuple[int, ...], ...] = ()
+    share_model: bool = False
+    versions: dict = field(default_factory=dict)
+from .label import LabelParty  # noqa: E402,F401  (the label role lives in label.py)
