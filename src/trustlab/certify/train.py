@@ -57,10 +57,11 @@ def _ce(logits, y):
 
 
 def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None = None,
-          device: str = "auto") -> TrainSummary:
+          device: str = "auto", param_masks: dict | None = None) -> TrainSummary:
     """Train ``model`` in place (Adam, lr, batch) with ``cfg.procedure``: standard CE; gaussian = CE on x + sigma*xi
     with fresh noise each step (unclipped); ibp = kappa*CE(f(x), y) + (1 - kappa)*robust CE at eps_t.
-    ``hook(model, xb, gen)`` adds an attacker's loss term. Checkpoints every ``ckpt_every`` epochs and resumes."""
+    ``hook(model, xb, gen)`` adds an attacker's loss term; ``param_masks`` {param: 0/1} freezes masked entries.
+    Checkpoints every ``ckpt_every`` epochs and resumes."""
     import torch
 
     from .bounds import BoundNet, robust_ce
@@ -89,6 +90,7 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
         start, step, secs, last_loss = state["epoch"], state["step"], state["secs"], state["loss"]
     resumed_from = start
     net = BoundNet.from_module(model, x_t.shape[1:]) if cfg.procedure == "ibp" else None
+    handles = [p.register_hook(lambda g, m=m: g * m) for p, m in (param_masks or {}).items()]
     model.train()
     for epoch in progress(range(start, cfg.epochs), f"train {cfg.procedure}", total=cfg.epochs - start):
         t0, losses = time.perf_counter(), []
@@ -117,6 +119,8 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
             _save_atomic(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                                 "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
                                 "g_noise": g_noise.get_state()})
+    for h in handles:
+        h.remove()
     model.eval()
     return TrainSummary(cfg.procedure, cfg.epochs, step, round(secs, 3), last_loss, resumed_from)
 

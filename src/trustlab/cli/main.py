@@ -112,24 +112,18 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: TrustlabError -> 'error:'/'hint:' lines and its exit code; Ctrl-C -> 130."""
-    import click
+    """Console entry point: TrustlabError -> 'error:'/'hint:' lines and its exit code.
 
+    Usage errors are click's (exit 2). Long-running verbs turn Ctrl-C into ``Interrupted`` (exit 130, the hint
+    names the resume command); a Ctrl-C anywhere else also exits 130.
+    """
     _register_subapps()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="trustlab")
     except TrustlabError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)

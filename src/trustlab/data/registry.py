@@ -69,7 +69,8 @@ def canonical(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in REGISTRY:
         raise ConfigError(f"unknown dataset {name!r}",
-                          hint=f"choose one of {', '.join(REGISTRY)}, or a file as {':/'.join(FILE_PREFIXES)}:PATH")
+                          hint=f"choose one of {', '.join(REGISTRY)}, or a file: idx:DIR, npz:FILE, csv:FILE, "
+                               "parquet:FILE, jsonl:FILE")
     return name
 
 

@@ -72,11 +72,11 @@ def decode(data: bytes, party: int | None = None) -> tuple[dict[str, Any], dict[
     return header, arrays
 
 
-def expect(header: dict[str, Any], party: int | None, **fields: Any) -> None:
+def expect(header: dict[str, Any], who: int | None, **fields: Any) -> None:
     """The echoed fields (type, party, epoch, step, ...) must equal what was asked."""
     for k, v in fields.items():
         if header.get(k) != v:
-            raise MalformedMessageError(party, k, v, header.get(k))
+            raise MalformedMessageError(who, k, v, header.get(k))
 
 
 def validate_array(arrays: dict[str, np.ndarray], name: str, party: int | None, dtype: str,

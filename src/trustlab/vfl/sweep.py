@@ -1,0 +1,192 @@
+"""Defence x parameter x seed sweeps, resumable per cell (a cell with results is skipped), aggregated as
+mean +- std into sweep.json / sweep.csv with the trade-off plot and a reconstruction grid per defence."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trustlab.runtime import ConfigError, RunDir, configure_threads, write_json_atomic
+
+from .config import DEFENCES, VFLConfig, with_
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    base: VFLConfig = field(default_factory=VFLConfig)
+    defences: tuple[str, ...] = ("none", "hash")
+    seeds: tuple[int, ...] = (0,)
+    param: str | None = None  # defence field to vary, e.g. noise_scale
+    values: tuple[float, ...] = ()
+    attacks: tuple[str, ...] = ("whitebox", "inverse", "label", "decode", "detect")
+
+
+def parse_param(spec: str | None) -> tuple[str | None, tuple[float, ...]]:
+    """``noise_scale=0.01,0.1,1`` -> ("noise_scale", (0.01, 0.1, 1.0))."""
+    if not spec:
+        return None, ()
+    name, _, vals = spec.partition("=")
+    from .config import DefenceConfig
+
+    if name not in DefenceConfig.__dataclass_fields__:
+        raise ConfigError(f"--param {name!r} is not a defence field",
+                          hint=f"choose from {', '.join(DefenceConfig.__dataclass_fields__)}")
+    try:
+        values = tuple(float(v) for v in vals.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--param {spec!r}: values must be numbers", hint="e.g. --param noise_scale=0.01,0.1,1")
+    if not values:
+        raise ConfigError(f"--param {spec!r} lists no values")
+    return name, values
+
+
+def cells(sc: SweepConfig) -> list[tuple[str, VFLConfig]]:
+    out = []
+    for d in sc.defences:
+        if d not in DEFENCES:
+            raise ConfigError(f"unknown defence {d!r}", hint=f"choose from {', '.join(DEFENCES)}")
+        vals = sc.values if sc.param and d not in ("none", "hash") else (None,)
+        for v in vals:
+            for s in sc.seeds:
+                dd = {"kind": d}
+                if v is not None:
+                    dd[sc.param] = int(v) if sc.param in ("code_len", "embed_dim") else v
+                cfg = with_(sc.base, defence=dd, train={"seed": s})
+                label = d if v is None else f"{d}-{sc.param}={v:g}"
+                out.append((f"{label}-s{s}", cfg))
+    return out
+
+
+def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep") -> dict:
+    """Train + evaluate every cell (skipping finished ones), then DCS against the seed's vanilla accuracy."""
+    configure_threads()
+    from .evaluate import dcs_block, evaluate
+    from .train import train
+
+    out = Path(out)
+    run = RunDir.open(out, "vfl", verb, sc, sc.base.train.seed)
+    results = {}
+    for name, cfg in cells(sc):
+        cdir = out / "cells" / name
+        rpath = cdir / "results.json"
+        if rpath.is_file():
+            r = json.loads(rpath.read_text())
+            if r.get("status") == "ok" and "attacks" in r:
+                log(f"[sweep] {name}: done, skipped")
+                results[name] = r
+                continue
+        log(f"[sweep] {name}: training")
+        train(cfg, cdir, force=True, log=log)
+        results[name] = evaluate(cdir, sc.attacks)
+        run.event("cell", item=name)
+        log(f"[sweep] {name}: acc {results[name]['train']['test_acc']:.3f}")
+    # DCS needs the vanilla accuracy of the same seed
+    ref = {r["config"]["train"]["seed"]: r["train"]["test_acc"] for r in results.values()
+           if r["config"]["defence"]["kind"] == "none"}
+    for name, r in results.items():
+        s = r["config"]["train"]["seed"]
+        if s in ref:
+            r["dcs"] = dcs_block(r["attacks"], r["baselines"], r["train"]["test_acc"], ref[s])
+    summary = aggregate(results)
+    write_json_atomic(out / "sweep.json", {"cells": {k: _slim(v) for k, v in results.items()}, "rows": summary})
+    with open(out / "sweep.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        keys = [k for k in summary[0] if k != "label"] if summary else []
+        w.writerow(["defence", *keys])
+        for row in summary:
+            w.writerow([row["label"], *[_pm(row[k]) for k in keys]])
+    plots(out, results, summary)
+    sweep = {"rows": summary, "cells": {k: _slim(v) for k, v in results.items()}}
+    metrics = {f"{r['label']}_{k}": r[k]["mean"] for r in summary for k in ("acc", "inverse_mse", "whitebox_mse")}
+    arts = [p for p in (out / "plots").glob("*.png")] + [out / "sweep.json", out / "sweep.csv"]
+    from .train import SCHEMA
+
+    run.write_results(metrics, arts, schema=SCHEMA, status="ok", sweep=sweep)
+    from trustlab.report import render
+
+    from .report import report_section
+
+    render(out, sections={"vfl": report_section})
+    return sweep
+
+
+def _slim(r: dict) -> dict:
+    keep = ("config", "train", "message", "codes", "bit_balance", "code_decode_acc", "attacks", "baselines",
+            "detection", "dcs", "attack_config", "status")
+    out = {k: r[k] for k in keep if k in r}
+    if "train" in out:
+        out["train"] = {k: v for k, v in out["train"].items() if k != "history"}
+    return out
+
+
+def _pm(v):
+    if isinstance(v, dict):
+        return f"{v['mean']:.4g} ± {v['std']:.2g}" if v.get("mean") is not None else ""
+    return v
+
+
+def _get(r: dict, path: str):
+    cur = r
+    for p in path.split("."):
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur if isinstance(cur, (int, float)) and not isinstance(cur, bool) else None
+
+
+METRICS = {
+    "acc": "train.test_acc",
+    "inverse_mse": "attacks.inverse_net.mse", "inverse_psnr": "attacks.inverse_net.psnr",
+    "inverse_ssim": "attacks.inverse_net.ssim",
+    "whitebox_mse": "attacks.whitebox.mse", "whitebox_psnr": "attacks.whitebox.psnr",
+    "whitebox_ssim": "attacks.whitebox.ssim",
+    "decoded_mse": "attacks.decoded_class_mean.mse", "decode_acc": "attacks.decoded_class_mean.decode_acc",
+    "label_leak": "attacks.label_leak.acc",
+    "aux_mean_mse": "baselines.aux_mean.mse", "class_mean_mse": "baselines.class_mean.mse",
+    "noise_mse": "baselines.noise.mse",
+    "auroc_uniform": "detection.uniform.auroc", "auroc_swap": "detection.swap.auroc",
+    "mean_abs_mu": "bit_balance.p0.mean_abs_mu", "frac_equal_oy": "bit_balance.p0.frac_equal_oy",
+    "c_dcs": "dcs.c_dcs",
+}
+
+
+def aggregate(results: dict) -> list[dict]:
+    """Mean and std (ddof 0) over seeds for each defence (and parameter value)."""
+    groups: dict[str, list[dict]] = {}
+    for name, r in results.items():
+        groups.setdefault(name.rsplit("-s", 1)[0], []).append(r)
+    rows = []
+    for label, rs in groups.items():
+        row = {"label": label, "seeds": len(rs)}
+        for key, path in METRICS.items():
+            vals = [v for v in (_get(r, path) for r in rs) if v is not None]
+            row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if vals else {"mean": None, "std": None}
+        rows.append(row)
+    return rows
+
+
+def plots(out: Path, results: dict, summary: list[dict]) -> None:
+    from .plots import recon_grid, tradeoff
+
+    pts = [{"label": r["label"], "mse": r["inverse_mse"]["mean"], "mse_std": r["inverse_mse"]["std"],
+            "acc": r["acc"]["mean"], "acc_std": r["acc"]["std"]} for r in summary if r["inverse_mse"]["mean"] is not None]
+    base = {k: np.mean([r[f"{k}_mse"]["mean"] for r in summary if r[f"{k}_mse"]["mean"] is not None] or [np.nan])
+            for k in ("aux_mean", "class_mean")}
+    if pts:
+        tradeoff(pts, out / "plots" / "tradeoff.png", base)
+    rows, shape = [], None
+    seed0 = [n for n in results if n.endswith(f"-s{min(r['config']['train']['seed'] for r in results.values())}")]
+    for i, name in enumerate(seed0):
+        z = np.load(out / "cells" / name / "recon.npz")
+        if len(z["image_shape"]) == 0:
+            return
+        shape = tuple(int(s) for s in z["image_shape"])
+        if i == 0:
+            rows += [("original", z["original"]), ("class mean", z["class_mean"])]
+        rows.append((f"{name.rsplit('-s', 1)[0]} (inv)", z["inverse_net"]))
+    if rows:
+        recon_grid(rows, shape, out / "plots" / "recon_grid.png")

@@ -1,0 +1,188 @@
+"""``train(cfg, run_dir)``: build the parties (in-process or gRPC), fit, embed every split, save what the
+attacks need (messages, splits, codes, top model, shared bottom weights) and the training part of results.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trustlab.runtime import (ConfigError, RunDir, TrustlabError, configure_threads, load_yaml, to_dict)
+
+from .config import VFLConfig, load_parties
+
+SCHEMA = "trustlab.vfl.result/1"
+
+
+def _flat(d, prefix=""):
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool = False, verb: str = "train"
+             ) -> RunDir:
+    """Open the run folder. A folder holding another config is refused unless ``force`` (start afresh); with
+    ``resume`` the differing keys are listed. Without ``resume`` earlier checkpoints are removed."""
+    path = Path(path)
+    old_cfg = path / "config.yaml"
+    if old_cfg.is_file():
+        old = _flat(load_yaml(old_cfg))
+        new = _flat(to_dict(cfg))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff and not force:
+            raise ConfigError(f"run folder {str(path)!r} holds a run with another config; differing keys: "
+                              f"{', '.join(diff)}", hint="pass --force to start it afresh, or use another --run-dir")
+        if diff:
+            resume = False
+    run = RunDir.open(path, "vfl", verb, cfg, cfg.train.seed, resume=resume)
+    if not resume:
+        for sub in ("checkpoint", "parties", "messages", "state"):
+            shutil.rmtree(run.path / sub, ignore_errors=True)
+    return run
+
+
+def label_data(cfg, vd=None):
+    """A's labels: a ``label.npz`` (ids, y) if data names one without features, else from the dataset."""
+    from .data import load_label_file, load_vertical
+
+    name = cfg.data.name if cfg.data.path is None else f"{cfg.data.name}:{cfg.data.path}"
+    if name.startswith("npz:"):
+        with np.load(name[4:], allow_pickle=False) as z:
+            labels_only = "X" not in z.files and "x_train" not in z.files
+        if labels_only:
+            return load_label_file(name[4:])
+    return (vd or load_vertical(cfg)).labels
+
+
+def build_transport(cfg, run_path: Path, vd=None, parties_file: str | None = None, channel_factory=None):
+    """In-process parties (sharing their models with the auditor) or gRPC endpoints from ``parties.yaml``."""
+    if cfg.transport.kind == "inproc":
+        from .party import FeatureParty
+        from .transport.inproc import InprocTransport
+
+        return InprocTransport([FeatureParty(i, p, run_path / "parties" / f"p{i}", share_model=True)
+                                for i, p in enumerate(vd.parties)])
+    from .transport.grpc_client import GrpcTransport
+
+    pf_path = parties_file or cfg.transport.parties
+    if pf_path is None:
+        raise ConfigError("transport grpc needs a parties file", hint="pass --parties parties.yaml")
+    pf = load_parties(pf_path)
+    if cfg.data.label_party_block is not None:
+        raise ConfigError("data.label_party_block is supported with the inproc transport only",
+                          hint="run the label party's own block as a party server on 127.0.0.1")
+    eps = [(p.id, p.address, p.ca, p.cert, p.key) for p in sorted(pf.parties, key=lambda p: p.id)]
+    if [e[0] for e in eps] != list(range(len(eps))):
+        raise ConfigError(f"party ids must be 0..{len(eps) - 1}, got {[e[0] for e in eps]}")
+    t = GrpcTransport(eps, cfg.transport, pf.ca, pf.cert, pf.key, pf.insecure, channel_factory)
+    t.connect()
+    return t
+
+
+def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+          parties_file: str | None = None, transport=None, log=print) -> dict:
+    """Train, embed, save artefacts; returns (and writes) the results dict. Errors write ``status: failed``."""
+    configure_threads()
+    from .data import load_vertical
+
+    run = open_run(run_dir, cfg, resume, force)
+    t0 = time.perf_counter()
+    try:
+        vd = load_vertical(cfg) if cfg.transport.kind == "inproc" and transport is None else None
+        labels = label_data(cfg, vd)
+        transport = transport or build_transport(cfg, run.path, vd, parties_file)
+        with transport:
+            res = _fit_and_embed(cfg, run, labels, transport, resume, log)
+    except TrustlabError as exc:
+        write_failure(run, exc)
+        raise
+    res["train"]["wall_s"] = time.perf_counter() - t0
+    write(run, res)
+    return res
+
+
+def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log) -> dict:
+    import torch
+
+    from .codes import min_hamming
+    from .label import LabelParty
+    from .metrics import bit_balance
+
+    lp = LabelParty(cfg, labels, transport, run.path, log)
+    fit = lp.fit(resume=resume, on_epoch=lambda r: run.event("epoch", **r))
+    msg_dir = run.artifact("messages/x").parent
+    preds, msgs = {}, {}
+    for split, pos in lp.splits.items():
+        msgs[split] = lp.embed(split, pos)
+        for i, m in enumerate(msgs[split]):
+            np.save(msg_dir / f"{split}_p{i}.npy", m)
+        preds[split] = lp.predict(msgs[split])
+    state_dir = run.artifact("state/x").parent
+    shared = []
+    for j in range(len(transport.ids)):
+        st = lp.fetch_state(j)
+        if st is not None:
+            torch.save(st, state_dir / f"p{j}.pt")
+            shared.append(j)
+    torch.save(lp.top.state_dict(), state_dir / "top.pt")
+    np.savez(run.path / "splits.npz", kept=lp.kept, y=lp.y, ids=lp.aligned.ids,
+             **{k: v for k, v in lp.splits.items()}, **{f"pred_{k}": v for k, v in preds.items()})
+    if lp.codes is not None:
+        np.save(run.path / "codes.npy", lp.codes)
+    meta = {"parties": [{"id": p.id, "address": p.address, "rows": p.rows, "d": p.d,
+                         "image_shape": list(p.image_shape) if p.image_shape else None,
+                         "onehot": [list(g) for g in p.onehot], "share_model": p.share_model}
+                        for p in lp.info],
+            "classes": list(labels.classes), "width": lp.width, "wire": lp.wire, "shared_state": shared}
+    (run.path / "meta.json").write_text(json.dumps(meta, indent=1))
+    y = lp.y
+    L = lp.width
+    bits = L if lp.wire == "bits" else 32 * L
+    res = {
+        "train": {"test_acc": float(np.mean(preds["test"] == y[lp.splits["test"]])),
+                  "train_acc": float(np.mean(preds["train"] == y[lp.splits["train"]])),
+                  "epochs": cfg.train.epochs, "history": fit.history, "fit_wall_s": fit.wall_s,
+                  "party_sha256": fit.party_sha256, "top_sha256": fit.top_sha256,
+                  "n": {k: int(len(v)) for k, v in lp.splits.items()}},
+        "message": {"bits_per_sample": bits, "bytes_per_sample": (L + 7) // 8 if lp.wire == "bits" else 4 * L,
+                    "float32_bytes_per_sample": 4 * L, "wire": lp.wire},
+    }
+    if lp.codes is not None:
+        yt = y[lp.splits["test"]]
+        from .codes import decode
+
+        res["codes"] = {"kind": cfg.defence.class_codes, "L": L, "min_hamming": min_hamming(lp.codes)}
+        res["bit_balance"] = {f"p{i}": bit_balance(m, lp.codes, yt) for i, m in enumerate(msgs["test"])}
+        res["code_decode_acc"] = {f"p{i}": float(np.mean(decode(m, lp.codes) == yt))
+                                  for i, m in enumerate(msgs["test"])}
+    return res
+
+
+def write(run: RunDir, res: dict, status: str = "ok") -> Path:
+    """results.json with the spec's fields as extras; metrics hold the headline numbers."""
+    metrics = {"test_acc": res.get("train", {}).get("test_acc")}
+    for name, att in (res.get("attacks") or {}).items():
+        if isinstance(att, dict) and "mse" in att:
+            metrics[f"{name}_mse"] = att["mse"]
+    if res.get("detection"):
+        metrics.update({f"auroc_{k}": v.get("auroc") for k, v in res["detection"].items()})
+    arts = sorted(str(p.relative_to(run.path)) for p in (run.path / "plots").glob("*.png"))
+    extra = {k: v for k, v in res.items() if k not in ("metrics", "artifacts")}
+    return run.write_results(metrics, arts, schema=SCHEMA, status=status, **extra)
+
+
+def write_failure(run: RunDir, exc: BaseException) -> None:
+    """``status: failed`` (or interrupted) with the error's type, message, party, address, epoch, step."""
+    from trustlab.runtime import Interrupted
+
+    err = {"type": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
+           "party": getattr(exc, "party", None), "address": getattr(exc, "address", None),
+           "epoch": getattr(exc, "epoch", None), "step": getattr(exc, "step", None)}
+    write(run, {"error": err}, status="interrupted" if isinstance(exc, Interrupted) else "failed")
