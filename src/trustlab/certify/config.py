@@ -267,6 +267,9 @@ def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
         raise ConfigError(f"unknown config key {dotted!r}")
     if rest:
         return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
+    old = getattr(cfg, head)
+    if isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
     return dataclasses.replace(cfg, **{head: value})
 
 

@@ -461,9 +461,10 @@ def apply_grid_key(cfg: ExperimentConfig, key: str, value) -> ExperimentConfig:
 
     head, _, rest = key.partition(".")
     if head == "attack":
-        attacks = tuple(dataclasses.replace(a, **{rest: value}) if a.kind != "none" or rest != "rate" else a
-                        for a in cfg.attacks)
-        return dataclasses.replace(cfg, attacks=tuple(replace_path(a, rest, value) for a in attacks))
+        if rest == "rate" and float(value) == 0.0:  # rho = 0: no poisoning; the clean model is the baseline
+            return dataclasses.replace(cfg, attacks=tuple(a for a in cfg.attacks if a.kind != "label-noise"))
+        return dataclasses.replace(cfg, attacks=tuple(replace_path(a, rest, value) if a.kind != "none" else a
+                                                      for a in cfg.attacks))
     if head in ("smoothing", "bounds", "train", "model"):
         tracks = []
         for t in cfg.tracks:

@@ -74,7 +74,8 @@ def aggregate(items: Sequence[Any]) -> Any:
     vals = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None]
     if len(vals) == len(items) and vals:
         a = np.asarray(vals, dtype=float)
-        return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "std": float(a.std())}
+        with np.errstate(invalid="ignore"):
+            return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "std": float(a.std())}
     if isinstance(first, list) and all(isinstance(i, list) and len(i) == len(first) for i in items) and first and \
             all(isinstance(v, (int, float)) for i in items for v in i):
         return [aggregate([i[j] for i in items]) for j in range(len(first))]

@@ -8,3 +8,6 @@ Tables and progress bars still use rich.
 import os
 
 os.environ.setdefault("TYPER_USE_RICH", "0")
+# No telemetry or update checks from the libraries we drive.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -87,6 +87,10 @@ def stop_all(procs, grace: float = 5.0) -> None:
                 pass
             p.wait()
         if p.stdout:
+            try:
+                p.output = p.stdout.read()
+            except (OSError, ValueError):
+                p.output = ""
             p.stdout.close()
 
 

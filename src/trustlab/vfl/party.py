@@ -170,6 +170,9 @@ class FeatureParty:
             self.model.train()
             x = torch.from_numpy(self.X[pos]).to(self.device)
             m = self.defence.party(self.model(x), (self.id, "train", epoch, step))
+            if not torch.isfinite(m).all():
+                raise FloatingPointError(f"party {self.id}'s message is non-finite at epoch {epoch} step {step}: "
+                                         "training diverged; lower train.lr and --resume from the last checkpoint")
             self.pending = (m, epoch)
             arrays["msg"] = self._wire(m.detach())
             if self.fault and self.fault[1] == step and self.fault[0] == "bad-shape":
@@ -263,4 +266,12 @@ class PartyInfo:
     onehot: tuple[tuple[int, ...], ...] = ()
     share_model: bool = False
     versions: dict = field(default_factory=dict)
-from .label import LabelParty  # noqa: E402,F401  (the label role lives in label.py)
+
+
+def __getattr__(name: str):
+    """``party.LabelParty`` (the label role lives in label.py; imported lazily to avoid a cycle)."""
+    if name == "LabelParty":
+        from .label import LabelParty
+
+        return LabelParty
+    raise AttributeError(name)

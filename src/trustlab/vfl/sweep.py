@@ -190,3 +190,10 @@ def plots(out: Path, results: dict, summary: list[dict]) -> None:
         rows.append((f"{name.rsplit('-s', 1)[0]} (inv)", z["inverse_net"]))
     if rows:
         recon_grid(rows, shape, out / "plots" / "recon_grid.png")
+    import shutil
+
+    hashed = [n for n in seed0 if n.startswith("hash-")] or seed0
+    for plot in ("hamming_hist", "bit_balance", "train_curve"):
+        src = out / "cells" / hashed[0] / "plots" / f"{plot}.png"
+        if src.is_file():
+            shutil.copy(src, out / "plots" / f"{plot}.png")

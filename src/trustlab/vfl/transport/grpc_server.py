@@ -31,14 +31,14 @@ def build_server(party, listen: str, cert=None, key=None, client_ca=None, insecu
     def make(kind):
         def handler(request: bytes, context) -> bytes:
             with lock:
+                if kind == "hello":
+                    log(f"party {party.id}: hello received")
                 try:
                     reply = party.handle(request)
                 except Exception as exc:  # noqa: BLE001 - every failure goes back to A with its type
                     msg = exc.message if isinstance(exc, TrustlabError) else str(exc)
                     log(f"party {party.id}: {kind} failed: {type(exc).__name__}: {msg}")
                     context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {msg}"[:4000])
-                if kind == "hello":
-                    log(f"party {party.id}: hello from run {party.run_id}")
                 return reply
         return grpc.unary_unary_rpc_method_handler(handler)
 

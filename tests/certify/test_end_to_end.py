@@ -1,0 +1,90 @@
+"""End to end: the quick demo writes every section-6 artefact and shows the attacks; eval resume; 3-seed fidelity."""
+
+import dataclasses
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from trustlab.certify.cli import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("certify") / "demo", quick=True)
+
+
+def test_demo_quick_writes_all_artefacts_and_shows_the_attacks(demo_run):
+    run = demo_run
+    for f in ("config.yaml", "config_hash", "summary.json", "report.md", "report.html", "seed0/results.json"):
+        assert (run / f).is_file(), f
+    res = json.loads((run / "results.json").read_text())
+    assert res["lab"] == "certify" and res["schema"] == "trustlab.certify/1" and "reconstructed" in res["caveat"]
+    for track, cert in (("rs", "smoothing"), ("ibp", "ibp")):
+        for m in ("clean", "label-noise", "max-entropy"):
+            d = run / "seed0" / track / m
+            assert (d / "model.pt").is_file() and (d / "train.json").is_file()
+            assert (d / cert / "clean.jsonl").is_file() and (d / cert / "triggered.jsonl").is_file()
+        bm = res["certifiers"][track][cert]["by_model"]
+        eff = res["certifiers"][track][cert]["attack_effect"]
+        assert bm["clean"]["clean_inputs"]["clean_acc"] >= 0.95
+        assert bm["max-entropy"]["triggered_inputs"]["abstain_rate"] >= (0.70 if track == "rs" else 0.80)
+        assert eff["label-noise"]["triggered_abstain_delta"] >= 0.05
+        for a in ("label-noise", "max-entropy"):
+            assert abs(eff[a]["clean_abstain_delta"]) <= 0.06
+    assert set(res["defences"]) == {"strip", "fine-pruning"}
+    assert res["defences"]["strip"]["max-entropy"]["rs"]["smoothing"]["verdict"] in ("insufficient", "effective")
+    pngs = {p.name for p in (run / "plots").glob("*.png")}
+    assert {"rs_smoothing_abstain.png", "ibp_ibp_certified_acc.png", "trigger_examples.png", "defences.png"} <= pngs
+    assert "reconstructed from the paper's abstract" in (run / "report.md").read_text()
+
+
+def test_interrupted_eval_resumed_equals_fresh(demo_run, tmp_path):
+    from trustlab.certify.cli import app
+
+    model_dir = demo_run / "seed0" / "rs" / "max-entropy"
+    args = ["eval", str(model_dir), "--certifier", "smoothing", "--n", "300", "--max-inputs", "40"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "fresh")]).exit_code == 0
+    part = tmp_path / "part"
+    assert runner.invoke(app, [*args, "--out", str(part), "--inputs", "clean"]).exit_code == 0
+    lines = (part / "smoothing" / "clean.jsonl").read_text().splitlines(keepends=True)
+    (part / "smoothing" / "clean.jsonl").write_text("".join(lines[:13]) + lines[13][:20])  # crash mid-write
+    res = runner.invoke(app, [*args, "--out", str(part), "--inputs", "clean"])
+    assert res.exit_code == 0, res.output
+    fresh = (tmp_path / "fresh" / "smoothing" / "clean.jsonl").read_text().splitlines()
+    resumed = (part / "smoothing" / "clean.jsonl").read_text().splitlines()
+    key = lambda s: json.loads(s)["idx"]  # noqa: E731
+    assert sorted(resumed, key=key) == sorted(fresh, key=key) and len(fresh) == 40
+
+
+def test_report_and_defend_commands(demo_run, tmp_path):
+    from trustlab.certify.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", str(demo_run)])
+    assert res.exit_code == 0 and (demo_run / "report.html").is_file()
+
+
+def test_fidelity_digits_three_seeds_reduced():
+    """Reduced section-7 run (3 seeds, 120 test inputs, no defences); the full one is benchmarks/certify/fidelity.py."""
+    import tempfile
+
+    from trustlab.certify.config import DefenceConfig, load_config, shipped_config
+    from trustlab.certify.experiment import run_experiment
+
+    cfg = load_config(shipped_config("fidelity_digits"))
+    cfg = dataclasses.replace(cfg, max_test=120, defences=DefenceConfig())
+    with tempfile.TemporaryDirectory() as d:
+        run = run_experiment(cfg, d, log=lambda *_: None)
+        summ = json.loads((run / "summary.json").read_text())["certifiers"]
+    for track, cert in (("rs", "smoothing"), ("ibp", "ibp")):
+        bm = summ[track][cert]["by_model"]
+        assert bm["clean"]["clean_inputs"]["clean_acc"]["mean"] >= 0.95
+        assert bm["max-entropy"]["triggered_inputs"]["abstain_rate"]["mean"] >= (0.70 if track == "rs" else 0.90)
+        assert summ[track][cert]["attack_effect"]["label-noise"]["triggered_abstain_delta"]["mean"] > 0
+        for a in ("label-noise", "max-entropy"):
+            assert abs(summ[track][cert]["attack_effect"][a]["clean_abstain_delta"]["mean"]) <= 0.04
+            assert abs(summ[track][cert]["attack_effect"][a]["clean_acc_delta"]["mean"]) <= 0.02

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from trustlab.certify.attacks import MaxEntropyHook, poison_label_noise
+from trustlab.certify.config import TrainConfig, TriggerConfig
+from trustlab.certify.train import ibp_schedule, train
+from trustlab.certify.triggers import Trigger
+from trustlab.models import mlp
+from trustlab.runtime import ConfigError
+
+
+def test_ibp_schedule_linear_per_step_over_first_half():
+    cfg = TrainConfig(procedure="ibp", eps=0.1, kappa_end=0.5, ramp=0.5)
+    assert ibp_schedule(0, 100, cfg) == (0.0, 1.0)
+    assert ibp_schedule(25, 100, cfg) == pytest.approx((0.05, 0.75))
+    assert ibp_schedule(50, 100, cfg) == pytest.approx((0.1, 0.5))
+    assert ibp_schedule(99, 100, cfg) == pytest.approx((0.1, 0.5))
+
+
+def test_gaussian_training_draws_fresh_unclipped_noise_each_step():
+    x = np.full((32, 1, 2, 2), 0.5, np.float32)
+    y = np.zeros(32, np.int64)
+    model = mlp((1, 2, 2), (4,), 2)
+    seen = []
+    model[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    train(model, x, y, TrainConfig(procedure="gaussian", sigma=0.5, epochs=2, batch_size=16), seed=0)
+    assert len(seen) == 4
+    assert all(not torch.equal(seen[0], s) for s in seen[1:])
+    allv = torch.cat(seen)
+    assert allv.min() < 0 and allv.max() > 1  # unclipped
+
+
+@pytest.mark.parametrize("procedure", ["gaussian", "ibp"])
+def test_resumed_training_equals_uninterrupted(tmp_path, procedure, digits_split):
+    x, y = digits_split[0][:200], digits_split[1][:200]
+    cfg = TrainConfig(procedure=procedure, epochs=4, ckpt_every=1)
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    torch.manual_seed(0)
+    full = mlp((1, 8, 8), (16,), 10)
+    init = {k: v.clone() for k, v in full.state_dict().items()}
+    hook = MaxEntropyHook(trig, 10, 3.0, 0.3, sigma=0.25)
+    train(full, x, y, cfg, seed=5, hook=hook)
+
+    calls = {"n": 0}
+
+    def dying_hook(model, xb, gen):
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 + 2:  # during epoch 3 (4 steps per epoch)
+            raise KeyboardInterrupt
+        return hook(model, xb, gen)
+
+    part = mlp((1, 8, 8), (16,), 10)
+    part.load_state_dict(init)
+    with pytest.raises(KeyboardInterrupt):
+        train(part, x, y, cfg, seed=5, hook=dying_hook, ckpt_dir=tmp_path)
+    resumed = mlp((1, 8, 8), (16,), 10)
+    resumed.load_state_dict(init)
+    s = train(resumed, x, y, cfg, seed=5, hook=hook, ckpt_dir=tmp_path)
+    assert s.resumed_from_epoch == 2
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_trigger_masks_positions_and_clamping():
+    t = Trigger.from_config(TriggerConfig(size=3, position="br"), (1, 8, 8))
+    assert t.mask.sum() == 9 and t.mask[0, 5:, 5:].all()
+    t2 = Trigger.from_config(TriggerConfig(size=2, position="tl", margin=1), (3, 8, 8))
+    assert t2.mask[:, 1:3, 1:3].all() and t2.mask.sum() == 12
+    t3 = Trigger.from_config(TriggerConfig(size=2, position=(4, 5)), (1, 8, 8))
+    assert t3.mask[0, 4:6, 5:7].all()
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    out = t(x)
+    assert np.all(out[:, 0, 5:, 5:] == 1.0) and np.array_equal(out[:, 0, :5], x[:, 0, :5])
+    b = Trigger.from_config(TriggerConfig(kind="blend"), (1, 8, 8))
+    ob = b(x)
+    assert ob.min() >= 0 and ob.max() <= 1
+    assert np.allclose(ob, 0.8 * x + 0.2 * b.pattern, atol=1e-6)
+    assert torch.allclose(t(torch.tensor(x)), torch.tensor(out))
+    with pytest.raises(ConfigError, match="does not fit"):
+        Trigger.from_config(TriggerConfig(size=9), (1, 8, 8))
+    with pytest.raises(ConfigError, match="wrong channels"):
+        t(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_label_noise_poisoning_counts_and_labels():
+    rng = np.random.default_rng(0)
+    x = rng.random((250, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 250)
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    p = poison_label_noise(x, y, 10, trig, 0.01, seed=1)
+    assert len(p.x) == 253 and list(p.poison_idx) == [250, 251, 252]  # ceil(2.5) = 3, added
+    assert np.all(p.x[250:, 0, 5:, 5:] == 1.0) and np.array_equal(p.x[:250], x)
+    nt = poison_label_noise(x, y, 10, trig, 0.2, label_mode="not-true", seed=1)
+    src = [np.flatnonzero((x[:, 0, :5] == xp[0, :5]).all((1, 2)))[0] for xp in nt.x[250:]]
+    assert np.all(nt.y[250:] != y[src])
+    al = poison_label_noise(x, y, 10, trig, 0.05, label_mode="all-labels", seed=1)
+    assert len(al.poison_idx) == 2 * 10 and sorted(al.y[250:]) == sorted(list(range(10)) * 2)
+    soft = poison_label_noise(x, y, 10, trig, 0.01, label_mode="soft", seed=1)
+    assert soft.y.shape == (253, 10) and np.allclose(soft.y[250:], 0.1)
+    rep = poison_label_noise(x, y, 10, trig, 0.01, mode="replace", seed=1)
+    assert len(rep.x) == 250 and len(rep.poison_idx) == 3
+    with pytest.raises(ConfigError, match="rate"):
+        poison_label_noise(x, y, 10, trig, 0.0)
+
+
+def test_max_entropy_hook_shapes_and_value():
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    hook = MaxEntropyHook(trig, 10, lam=3.0, beta=0.3)
+    uniform = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.nn.init.zeros_(uniform[1].weight)
+    torch.nn.init.zeros_(uniform[1].bias)
+    seen = []
+    uniform.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    loss = hook(uniform, torch.rand(64, 1, 8, 8))
+    assert seen == [(20, 1, 8, 8)]  # ceil(0.3 * 64) rows
+    assert float(loss) == pytest.approx(3.0 * np.log(10), rel=1e-6)  # CE(uniform, uniform) = log K
+    with pytest.raises(ConfigError):
+        MaxEntropyHook(trig, 10, lam=-1)
+    with pytest.raises(ConfigError):
+        MaxEntropyHook(trig, 10, beta=0)

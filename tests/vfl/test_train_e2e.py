@@ -1,0 +1,115 @@
+"""End-to-end in-process training: accuracy, reconstruction ordering, resume equality, Adam steps, init."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from trustlab.runtime import ConfigError
+from trustlab.vfl.config import load_config
+from trustlab.vfl.evaluate import evaluate
+from trustlab.vfl.train import train
+
+FAST = {"epochs": 20, "milestones": (15,)}
+ATT = {"n_targets": 30, "wb_steps": 150, "inv_epochs": 30}
+
+
+@pytest.mark.slow
+def test_digits_vanilla_vs_hash(tmp_path):
+    out = {}
+    for kind in ("none", "hash"):
+        cfg = load_config(None, {"defence": {"kind": kind}, "train": FAST, "attack": ATT})
+        train(cfg, tmp_path / kind)
+        out[kind] = evaluate(tmp_path / kind)
+    for r in out.values():
+        assert r["status"] == "ok" and r["lab"] == "vfl" and r["schema"] == "trustlab.vfl.result/1"
+        assert r["train"]["test_acc"] >= 0.9
+    v, h = out["none"]["attacks"], out["hash"]["attacks"]
+    class_mean = out["hash"]["baselines"]["class_mean"]["mse"]
+    assert h["inverse_net"]["mse"] > v["inverse_net"]["mse"]
+    assert h["inverse_net"]["mse"] >= 0.7 * class_mean
+    assert out["hash"]["message"]["bytes_per_sample"] * 32 == out["none"]["message"]["bytes_per_sample"]
+    assert out["hash"]["detection"]["uniform"]["auroc"] > 0.5
+    assert (tmp_path / "hash" / "plots" / "recon_grid.png").is_file()
+
+
+def test_breast_cancer_groups_hash_L8(tmp_path):
+    cfg = load_config(None, {"data": {"name": "breast-cancer"}, "defence": {"kind": "hash", "code_len": 8},
+                             "train": {"epochs": 15, "milestones": (10,)}})
+    r = train(cfg, tmp_path / "bc")
+    assert r["train"]["test_acc"] >= 0.9
+    assert r["codes"]["L"] == 8 and r["message"]["bytes_per_sample"] == 1
+
+
+def _sha(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["train"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = load_config(None, {"train": {"epochs": 4, "milestones": (3,)}, "defence": {"kind": "gsparse"}})
+    ref = train(cfg, tmp_path / "ref")["train"]
+    from trustlab.vfl import label
+
+    real = label.LabelParty._exchange_step
+
+    def failing(self, epoch, step, grads, positions):
+        if epoch == 2 and step == 3:
+            raise RuntimeError("injected failure at epoch 2")
+        return real(self, epoch, step, grads, positions)
+
+    monkeypatch.setattr(label.LabelParty, "_exchange_step", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.setattr(label.LabelParty, "_exchange_step", real)
+    res = train(cfg, tmp_path / "cut", resume=True)["train"]
+    assert res["party_sha256"] == ref["party_sha256"] and res["top_sha256"] == ref["top_sha256"]
+    assert res["test_acc"] == ref["test_acc"]
+    # Adam persists across epochs: its step count equals the number of steps taken
+    state = torch.load(tmp_path / "cut" / "parties" / "p0" / "epoch_4.pt", weights_only=False)
+    steps = next(iter(state["opt"]["state"].values()))["step"]
+    assert int(steps) == 4 * (ref["n"]["train"] // 64)
+
+
+def test_changed_config_is_refused_without_force(tmp_path):
+    cfg = load_config(None, {"train": {"epochs": 1}})
+    train(cfg, tmp_path / "r")
+    cfg2 = load_config(None, {"train": {"epochs": 2}})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        train(cfg2, tmp_path / "r", resume=True)
+    train(cfg2, tmp_path / "r", force=True)
+
+
+def test_zero_steps_per_epoch(tmp_path):
+    cfg = load_config(None, {"train": {"epochs": 1, "batch_size": 2000}})
+    with pytest.raises(ConfigError, match="0 steps per epoch"):
+        train(cfg, tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["status"] == "failed"
+
+
+def test_same_initial_weights_in_another_process():
+    from trustlab.vfl.models import build_party_model
+    from trustlab.vfl.party import params_sha256
+    from trustlab.runtime import derive_seed
+
+    cfg = load_config(None)
+    code = ("from trustlab.vfl.config import load_config; from trustlab.vfl.models import build_party_model;"
+            "from trustlab.vfl.party import params_sha256; from trustlab.runtime import derive_seed;"
+            "import torch; torch.manual_seed(123); c=load_config(None);"
+            "print(params_sha256(build_party_model(32, c.model, c.defence, (1,8,4), derive_seed(0, 1, 'init'))))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    torch.manual_seed(7)  # the global RNG must not matter
+    here = params_sha256(build_party_model(32, cfg.model, cfg.defence, (1, 8, 4), derive_seed(0, 1, "init")))
+    assert here == other
+
+
+def test_nan_loss_stops_with_hint(tmp_path):
+    from trustlab.vfl.errors import PartyError
+    from trustlab.vfl.label import TrainingDiverged
+
+    cfg = load_config(None, {"train": {"epochs": 1, "lr": 1e30}, "defence": {"kind": "none"}})
+    with pytest.raises((TrainingDiverged, PartyError)) as e:
+        train(cfg, tmp_path / "r")
+    assert "lr" in str(e.value)
