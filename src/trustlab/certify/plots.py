@@ -125,13 +125,15 @@ def sweep_plots(run_dir: Path, cells: list[dict]) -> list[str]:
                 for m in e["by_model"]:
                     vals = [c["summary"]["certifiers"][track][cert]["by_model"].get(m, {}).get("triggered_inputs", {})
                             .get("abstain_rate") for c in sel]
-                    if any(v is None for v in vals):
+                    pts = [(x, v) for x, v in zip(xs, vals) if v is not None]
+                    if not pts:
                         continue
+                    px, vals = [p[0] for p in pts], [p[1] for p in pts]
                     mean = [v["mean"] for v in vals]
                     err = [[v["mean"] - v["min"] for v in vals], [v["max"] - v["mean"] for v in vals]]
                     if m == "clean":
-                        ax.fill_between(xs, [v["min"] for v in vals], [v["max"] for v in vals], alpha=0.2)
-                    ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, label=f"{track}/{cert}/{m}")
+                        ax.fill_between(px, [v["min"] for v in vals], [v["max"] for v in vals], alpha=0.2)
+                    ax.errorbar(px, mean, yerr=err, marker="o", capsize=3, label=f"{track}/{cert}/{m}")
         ax.set_xlabel(key)
         ax.set_ylabel("abstain rate on T(x)")
         ax.set_ylim(0, 1.05)
