@@ -274,17 +274,20 @@ def backward_bound(ops, lam, nu, relu_bounds, lo, hi):
     return (lam * centre).reshape(B, M, -1).sum(-1) - (lam.abs() * rad).reshape(B, M, -1).sum(-1) + nu
 
 
-def crown_relu_bounds(ops, lo, hi, chunk: int = 512) -> list:
-    """Pre-activation bounds of every ReLU by CROWN itself (identity spec per layer; O(depth^2), chunked)."""
+def crown_relu_bounds(ops, lo, hi, max_elems: int = 2_000_000) -> list:
+    """Pre-activation bounds of every ReLU by CROWN itself (identity spec per layer; O(depth^2)), in chunks of
+    neurons so that one backward pass holds about ``max_elems`` numbers."""
     import torch
 
     bounds: list = []
+    widest = max(int(np.prod(o.in_shape)) for o in ops) if ops else 1
     for p, op in enumerate(ops):
         if op.kind != "relu":
             continue
         shape = op.in_shape
         n = int(np.prod(shape))
         B = lo.shape[0]
+        chunk = max(1, max_elems // (B * widest))
         lbs, ubs = [], []
         for s in range(0, n, chunk):
             m = min(chunk, n - s)
