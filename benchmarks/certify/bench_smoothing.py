@@ -42,7 +42,7 @@ def reference_certify(model, x, n0, n, alpha, batch, sigma, K, noise=None):
     return (-1, 0.0, p, n_a) if p < 0.5 else (int(c_hat), sigma * norm.ppf(p), p, n_a)
 
 
-def shared_noise(idx, run_seed, sigma, shape):
+def shared_noise(idx, run_seed, sigma, shape, device="cpu"):
     """Our per-input block streams, cut into whatever batch the reference asks for."""
     import torch
 
@@ -53,7 +53,8 @@ def shared_noise(idx, run_seed, sigma, shape):
     def fn(role, start, count):
         if role not in cache:
             total = {"select": fn.n0, "estimate": fn.n}[role]
-            parts = [torch.randn((s, *shape), generator=torch.Generator().manual_seed(block_seed(run_seed, idx, role, b)))
+            parts = [torch.randn((s, *shape), device=device,
+                                 generator=torch.Generator(device=device).manual_seed(block_seed(run_seed, idx, role, b)))
                      for b, s in enumerate(_blocks(total))]
             cache[role] = torch.cat(parts) * sigma
         return cache[role][start:start + count]
@@ -63,6 +64,9 @@ def shared_noise(idx, run_seed, sigma, shape):
 def bench_model(name, model, x, K, sigma, n_values, alpha=0.001, n0=100, batch=1000, inputs=(40, 10)):
     import torch
 
+    dev = next(model.parameters()).device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
     from trustlab.certify.config import SmoothingConfig
     from trustlab.certify.smoothing import certify_inputs
 
@@ -71,19 +75,25 @@ def bench_model(name, model, x, K, sigma, n_values, alpha=0.001, n0=100, batch=1
         xs = x[:m]
         cfg = SmoothingConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch)
         certify_inputs(model, xs[:2], cfg, seed=1, K=K)  # warm-up
+        reference_certify(model, torch.as_tensor(xs[0], device=dev), n0, n, alpha, batch, sigma, K)  # warm-up
+        sync()
         t0 = time.perf_counter()
         ours = certify_inputs(model, xs, cfg, seed=0, K=K)
+        sync()
         t_ours = time.perf_counter() - t0
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        ref = [reference_certify(model, torch.as_tensor(xs[i]), n0, n, alpha, batch, sigma, K) for i in range(m)]
+        ref = [reference_certify(model, torch.as_tensor(xs[i], device=dev), n0, n, alpha, batch, sigma, K)
+               for i in range(m)]
+        sync()
         t_ref = time.perf_counter() - t0
         # (a) shared noise
         shared = []
         for i in range(m):
-            fn = shared_noise(i, 0, sigma, xs.shape[1:])
+            fn = shared_noise(i, 0, sigma, xs.shape[1:], dev)
             fn.n0, fn.n = n0, n
-            shared.append(reference_certify(model, torch.as_tensor(xs[i]), n0, n, alpha, batch, sigma, K, fn))
+            shared.append(reference_certify(model, torch.as_tensor(xs[i], device=dev), n0, n, alpha, batch, sigma, K,
+                                            fn))
         same = all(o["pred"] == s[0] and o["n_a"] == s[3] and abs(o["p_lower"] - s[2]) <= 1e-9
                    and abs(o["radius"] - s[1]) <= 1e-9 for o, s in zip(ours, shared))
         # (b) independent noise
@@ -104,6 +114,8 @@ def bench_model(name, model, x, K, sigma, n_values, alpha=0.001, n0=100, batch=1
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1000, help="rows per forward (both implementations)")
     args = ap.parse_args()
     import torch
 
@@ -118,18 +130,21 @@ def main() -> None:
     tr, te = stratified_split(d.y, 0.2, 0)
     torch.manual_seed(0)
     m = mlp((1, 8, 8), (128, 128), 10)
-    train(m, d.x[tr], d.y[tr], TrainConfig(procedure="gaussian", epochs=20), seed=0)
-    res = bench_model("digits_mlp", m.eval(), d.x[te], 10, 0.25, (1000, 10_000),
+    train(m, d.x[tr], d.y[tr], TrainConfig(procedure="gaussian", epochs=20), seed=0, device=args.device)
+    res = bench_model("digits_mlp", m.eval(), d.x[te], 10, 0.25, (1000, 10_000), batch=args.batch,
                       inputs=(20, 4) if args.quick else (60, 12))
     if is_installed("mnist-5k") and not args.quick:
         mn = load("mnist-5k")
         tr, te = stratified_split(mn.y, 0.2, 0)
         torch.manual_seed(0)
         c = small_cnn((1, 28, 28), 10)
-        train(c, mn.x[tr][:2000], mn.y[tr][:2000], TrainConfig(procedure="gaussian", epochs=3), seed=0)
-        res.update(bench_model("mnist5k_cnn", c.eval(), mn.x[te], 10, 0.25, (1000, 10_000), inputs=(8, 2)))
+        train(c, mn.x[tr][:2000], mn.y[tr][:2000], TrainConfig(procedure="gaussian", epochs=3), seed=0,
+              device=args.device)
+        res.update(bench_model("mnist5k_cnn", c.eval(), mn.x[te], 10, 0.25, (1000, 10_000), batch=args.batch,
+                               inputs=(8, 2) if args.device == "cpu" else (40, 10)))
     ratios = [v["ratio"] for v in res.values()]
     print(json.dumps({"bench": "certify_smoothing", "baseline": "per-input locuslab/smoothing re-implementation",
+                      "device": args.device, "batch": args.batch,
                       "min_ratio": min(ratios), "results": res}))
 
 

@@ -114,7 +114,7 @@ def test_max_entropy_hook_shapes_and_value():
     uniform.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
     loss = hook(uniform, torch.rand(64, 1, 8, 8))
     assert seen == [(20, 1, 8, 8)]  # ceil(0.3 * 64) rows
-    assert float(loss) == pytest.approx(3.0 * np.log(10), rel=1e-6)  # CE(uniform, uniform) = log K
+    assert loss.item() == pytest.approx(3.0 * np.log(10), rel=1e-6)  # CE(uniform, uniform) = log K
     with pytest.raises(ConfigError):
         MaxEntropyHook(trig, 10, lam=-1)
     with pytest.raises(ConfigError):

@@ -77,8 +77,9 @@ def report_section(results: dict, run_dir: Path) -> list:
     for track, by_cert in results.get("certifiers", {}).items():
         p = by_cert.get("smoothing", {}).get("params")
         if p:
-            notes.append(f"{track}: sigma {p['sigma']}, n0 {p['n0']}, N {p['n']}, alpha {p['alpha']}: max certifiable "
-                         f"radius {p['max_radius']:.3f}, N minimum {p['n_min']}, PREDICT minimum {p['n_predict_min']}"
+            notes.append(f"{track}: sigma {p['sigma']:g}, n0 {p['n0']:g}, N {p['n']:g}, alpha {p['alpha']:g}: max "
+                         f"certifiable radius {p['max_radius']:.3f}, N minimum {p['n_min']:g}, PREDICT minimum "
+                         f"{p['n_predict_min']:g}"
                          + (" — N TOO SMALL" if p.get("n_too_small") else "")
                          + (f"; radii {p['radii_unreachable']} unreachable" if p.get("radii_unreachable") else ""))
     if notes:

@@ -90,7 +90,7 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
         start, step, secs, last_loss = state["epoch"], state["step"], state["secs"], state["loss"]
     resumed_from = start
     net = BoundNet.from_module(model, x_t.shape[1:]) if cfg.procedure == "ibp" else None
-    handles = [p.register_hook(lambda g, m=m: g * m) for p, m in (param_masks or {}).items()]
+    handles = [p.register_hook(lambda g, m=m.to(dev): g * m) for p, m in (param_masks or {}).items()]
     model.train()
     for epoch in progress(range(start, cfg.epochs), f"train {cfg.procedure}", total=cfg.epochs - start):
         t0, losses = time.perf_counter(), []
