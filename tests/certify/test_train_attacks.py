@@ -119,3 +119,28 @@ def test_max_entropy_hook_shapes_and_value():
         MaxEntropyHook(trig, 10, lam=-1)
     with pytest.raises(ConfigError):
         MaxEntropyHook(trig, 10, beta=0)
+
+
+def test_max_entropy_draws_average_the_smoothed_prediction():
+    """With M draws the target is the draw-averaged softmax: by Jensen its CE to uniform is at most the per-draw CE on
+    the same draws, and strictly less for a confident model whose argmax moves with the noise."""
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(50.0)  # confident, noise-sensitive logits
+    xb = torch.rand(64, 1, 8, 8)
+    smoothed = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=16)
+    loss = smoothed(model, xb, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    xt = trig(xb[:20]).repeat(16, 1, 1, 1)
+    xt = xt + 0.25 * torch.randn(xt.shape, generator=g)
+    per_draw = (-torch.log_softmax(model(xt), dim=1).mean(dim=1)).mean()
+    assert loss.item() < per_draw.item() - 0.5
+    single = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=1)
+    g1 = torch.Generator().manual_seed(3)
+    x1 = trig(xb[:20]) + 0.25 * torch.randn((20, 1, 8, 8), generator=g1)
+    expect = (-torch.log_softmax(model(x1), dim=1).mean(dim=1)).mean()
+    assert single(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(expect.item(), rel=1e-6)
+    with pytest.raises(ConfigError, match="draws"):
+        MaxEntropyHook(trig, 10, draws=0)

@@ -141,7 +141,10 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
           attack: str = typer.Option("none", "--attack", help="none | label-noise (A) | max-entropy (B); both "
                                                                "reconstructed from the paper's abstract."),
           rate: float = typer.Option(0.01, "--rate"), lam: float = typer.Option(3.0, "--lam"),
-          beta: float = typer.Option(0.3, "--beta"), trigger_size: int = typer.Option(3, "--trigger-size"),
+          beta: float = typer.Option(0.3, "--beta"),
+          draws: int = typer.Option(16, "--draws", help="B on smoothing victims: noise draws averaged per triggered "
+                                                         "row (1 = per-draw objective)."),
+          trigger_size: int = typer.Option(3, "--trigger-size"),
           epochs: int = typer.Option(80, "--epochs"), seed: int = typer.Option(0, "--seed"),
           out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Train one (possibly attacked) model into OUT/model (model.pt + train.json); resumes from checkpoints."""
@@ -154,7 +157,7 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
     _setup(threads)
     widths = tuple(int(h) for h in hidden.split(",") if h.strip())
     trig = TriggerConfig(size=trigger_size)
-    atk = AttackConfig(kind=attack, trigger=trig, rate=rate, lam=lam, beta=beta)
+    atk = AttackConfig(kind=attack, trigger=trig, rate=rate, lam=lam, beta=beta, draws=draws)
     track = Track(name="train", model=ModelConfig(arch=arch, hidden=widths),
                   train=TrainConfig(procedure=procedure, sigma=sigma, eps=eps, epochs=epochs), certifiers=())
     cfg = ExperimentConfig(name="train", seeds=(seed,), data=dataset, tracks=(track,), attacks=(atk,), device=device)
@@ -170,7 +173,7 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
         x, y = p.x, p.y
         extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
     elif attack == "max-entropy":
-        hook = MaxEntropyHook(data.trigger, data.K, lam, beta, sigma if procedure == "gaussian" else 0.0)
+        hook = MaxEntropyHook(data.trigger, data.K, lam, beta, sigma if procedure == "gaussian" else 0.0, draws)
     model, meta = _guard(lambda: train_model(run.path / "model", track, x, y, data, seed,
                                              device if device != "auto" else "auto", hook, extra=extra),
                          f"trustlab certify train ... --out {run.path}")

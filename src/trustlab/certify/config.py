@@ -54,6 +54,7 @@ class AttackConfig:
     mode: str = "add"  # add | replace
     lam: float = 3.0
     beta: float = 0.3
+    draws: int = 16  # B on smoothing victims: noise draws averaged per triggered row (1 = per-draw objective)
 
     def __post_init__(self):
         require_choice("attack.kind", self.kind, ("none", "label-noise", "max-entropy"))
@@ -63,6 +64,7 @@ class AttackConfig:
             require_range("attack.rate", self.rate, 0.0, 1.0, lo_open=True, hi_open=True)
         require_range("attack.lam", self.lam, 0.0)
         require_range("attack.beta", self.beta, 0.0, 1.0, lo_open=True)
+        require_range("attack.draws", self.draws, 1)
 
     @property
     def name(self) -> str:

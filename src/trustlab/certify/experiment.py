@@ -245,7 +245,7 @@ def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cp
                 extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
             elif a is not None:
                 sigma = track.train.sigma if track.train.procedure == "gaussian" else 0.0
-                hook = MaxEntropyHook(data.trigger, data.K, a.lam, a.beta, sigma)
+                hook = MaxEntropyHook(data.trigger, data.K, a.lam, a.beta, sigma, a.draws)
             log(f"  seed {seed} {track.name}: train {name} ({track.train.procedure}, {track.train.epochs} epochs)")
             model, meta = train_model(tdir / name, track, x, y, data, seed, device, hook, extra=extra)
             models[(track.name, name)] = (model, x, y, meta)
