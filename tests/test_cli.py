@@ -7,7 +7,7 @@ def test_help_lists_commands_and_does_not_import_torch():
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
-    for cmd in ("demo", "report", "data", "models"):
+    for cmd in ("demo", "report", "data", "models", "certify", "vfl"):
         assert cmd in out
     assert out.strip().endswith("NO-TORCH")
 

@@ -61,13 +61,18 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
         set_quiet(True)
 
 
-def _register_subapps() -> None:
+def _register_subapps(argv: list[str] | None = None) -> None:
+    """Attach data, models and the labs. Only the lab named on the command line loads its CLI module; the others
+    get a help-only placeholder, so ``trustlab --help`` does not build every lab's command tree."""
     from . import data_cmd, models_cmd
 
     app.add_typer(data_cmd.app, name="data", help="Datasets: list what exists and what is installed.")
     app.add_typer(models_cmd.app, name="models", help="Models: list them, prepare the SmolLM2 cache.")
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
     for lab in available_labs():
-        app.add_typer(lab_module(lab).app, name=lab, help=LAB_HELP[lab])
+        sub = lab_module(lab).app if lab == command else typer.Typer()
+        app.add_typer(sub, name=lab, help=LAB_HELP[lab])
 
 
 @app.command()
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors are click's (exit 2). Long-running verbs turn Ctrl-C into ``Interrupted`` (exit 130, the hint
     names the resume command); a Ctrl-C anywhere else also exits 130.
     """
-    _register_subapps()
+    _register_subapps(argv)
     try:
         app(args=argv, prog_name="trustlab")
     except TrustlabError as exc:

@@ -1,19 +1,31 @@
-"""Shared run-time ground: errors, threads, seeding, configs, run folders, progress. Imports nothing of ours."""
+"""Shared run-time ground: errors, threads, seeding, configs, run folders, progress. Imports nothing of ours.
 
-from .config import (config_hash, dump_yaml, from_dict, load_config, load_yaml, require_choice, require_range,
-                     to_dict)
-from .errors import (BackendError, ConfigError, DataError, Interrupted, MissingDependencyError, ModelError,
-                     TrustlabError, require)
-from .io import append_jsonl, read_jsonl, write_json_atomic
+Names load lazily from their submodules, so ``import trustlab.runtime.errors`` (the CLI's start-up path) does not
+pull in the config, run-folder and progress machinery.
+"""
+
+from importlib import import_module
+
+# ``progress`` is both a submodule and its main function: bind the function eagerly (the module is tiny) so that a
+# later ``import trustlab.runtime.progress`` cannot leave the package attribute pointing at the module.
 from .progress import is_quiet, progress, set_quiet
-from .rundir import RunDir, default_run_path, environment, utc_now
-from .seeding import derive_seed, seed_everything
-from .threads import configure as configure_threads
 
-__all__ = [
-    "BackendError", "ConfigError", "DataError", "Interrupted", "MissingDependencyError", "ModelError",
-    "RunDir", "TrustlabError", "append_jsonl", "config_hash", "configure_threads", "default_run_path",
-    "derive_seed", "dump_yaml", "environment", "from_dict", "is_quiet", "load_config", "load_yaml", "progress",
-    "read_jsonl", "require", "require_choice", "require_range", "seed_everything", "set_quiet", "to_dict",
-    "utc_now", "write_json_atomic",
-]
+_HOMES = {
+    "config": ("config_hash", "dump_yaml", "from_dict", "load_config", "load_yaml", "require_choice", "require_range",
+               "to_dict"),
+    "errors": ("BackendError", "ConfigError", "DataError", "Interrupted", "MissingDependencyError", "ModelError",
+               "TrustlabError", "require"),
+    "io": ("append_jsonl", "read_jsonl", "write_json_atomic"),
+    "rundir": ("RunDir", "default_run_path", "environment", "utc_now"),
+    "seeding": ("derive_seed", "seed_everything"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted([*_WHERE, "configure_threads", "is_quiet", "progress", "set_quiet"])
+
+
+def __getattr__(name: str):
+    if name == "configure_threads":
+        return import_module(".threads", __name__).configure
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
