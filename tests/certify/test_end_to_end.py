@@ -34,6 +34,10 @@ def test_demo_quick_writes_all_artefacts_and_shows_the_attacks(demo_run):
         assert eff["label-noise"]["triggered_abstain_delta"] >= 0.05
         for a in ("label-noise", "max-entropy"):
             assert abs(eff[a]["clean_abstain_delta"]) <= 0.06
+        # A's poisons without the trigger: the baseline that isolates the trigger's share of attack A's effect
+        assert (run / "seed0" / track / "label-noise-untriggered" / cert / "triggered.jsonl").is_file()
+        assert (bm["label-noise-untriggered"]["triggered_inputs"]["abstain_rate"]
+                < bm["label-noise"]["triggered_inputs"]["abstain_rate"])
     assert set(res["defences"]) == {"strip", "fine-pruning"}
     assert res["defences"]["strip"]["max-entropy"]["rs"]["smoothing"]["verdict"] in ("insufficient", "effective")
     pngs = {p.name for p in (run / "plots").glob("*.png")}

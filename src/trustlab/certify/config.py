@@ -207,6 +207,7 @@ class ExperimentConfig:
     defences: DefenceConfig = field(default_factory=DefenceConfig)
     max_test: Optional[int] = None
     device: str = "auto"
+    untriggered_baseline: bool = True  # also train attack A's poisons without the trigger (spec section 7 baseline)
 
     def __post_init__(self):
         require_range("test_frac", self.test_frac, 0.0, 1.0, lo_open=True, hi_open=True)

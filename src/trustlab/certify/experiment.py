@@ -223,23 +223,39 @@ def certify_model(model, folder: Path, track: Track, cert: str, data: SeedData, 
 
 
 # --- one seed -----------------------------------------------------------------------------------------------------
+UNTRIGGERED = "label-noise-untriggered"
+
+
+def model_variants(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
+    """(model name, attack or None) per trained model: the clean model, one per attack, and for attack A the same
+    poisons without the trigger stamped (the baseline that shows the trigger, not the label noise, does the work)."""
+    out: list[tuple[str, Any]] = [("clean", None)]
+    for a in cfg.attacks:
+        if a.kind == "none":
+            continue
+        out.append((a.kind, a))
+        if a.kind == "label-noise" and cfg.untriggered_baseline:
+            out.append((UNTRIGGERED, a))
+    return out
+
+
 def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cpu", log=print) -> dict:
     """Everything for one seed; returns (and writes) seed<S>/results.json."""
     from .attacks import MaxEntropyHook, poison_label_noise
 
     t0 = time.perf_counter()
     data = prepare_data(cfg, seed)
-    attacks = [a for a in cfg.attacks if a.kind != "none"]
     models_info, certifiers, records, models = {}, {}, {}, {}
+    variants = model_variants(cfg)
     for track in cfg.tracks:
         tdir = seed_dir / track.name
-        for a in [None, *attacks]:
-            name = "clean" if a is None else a.kind
+        for name, a in variants:
             x, y, hook = data.x_train, data.y_train, None
             extra = {"data": cfg.data, "test_frac": cfg.test_frac, "seed": seed, "max_test": cfg.max_test,
                      "trigger": to_dict(cfg.trigger), "attack": None if a is None else to_dict(a)}
             if a is not None and a.kind == "label-noise":
-                p = poison_label_noise(data.x_train, data.y_train, data.K, data.trigger, a.rate, a.label_mode, a.mode,
+                stamp = (lambda v: v) if name == UNTRIGGERED else data.trigger
+                p = poison_label_noise(data.x_train, data.y_train, data.K, stamp, a.rate, a.label_mode, a.mode,
                                        seed=derive_seed(seed, "poison"))
                 x, y = p.x, p.y
                 extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
@@ -260,10 +276,10 @@ def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cp
                 records[(track.name, cert, name)] = recs
         for cert in track.certifiers:
             entry = certifiers[track.name][cert]
-            entry["attack_effect"] = {a.kind: attack_effect(entry["by_model"]["clean"], entry["by_model"][a.kind],
-                                                            records[(track.name, cert, "clean")]["triggered"],
-                                                            records[(track.name, cert, a.kind)]["triggered"])
-                                      for a in attacks}
+            entry["attack_effect"] = {name: attack_effect(entry["by_model"]["clean"], entry["by_model"][name],
+                                                          records[(track.name, cert, "clean")]["triggered"],
+                                                          records[(track.name, cert, name)]["triggered"])
+                                      for name, a in variants if a is not None}
     defences = run_defences(cfg, seed_dir, seed, data, models, certifiers, device, log) if cfg.defences.names else {}
     result = {"seed": seed, "dataset": {"name": cfg.data, "n_train": len(data.x_train), "n_test": len(data.x_test),
                                         "shape": list(data.shape), "K": data.K, "n_defender": len(data.def_idx),
