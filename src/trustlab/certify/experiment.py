@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from trustlab.runtime import (ConfigError, RunDir, derive_seed, environment, read_jsonl, append_jsonl,
-                              write_json_atomic, config_hash, to_dict)
+                              save_torch_atomic, write_json_atomic, config_hash, to_dict)
 
 from . import RECONSTRUCTED
 from .config import ExperimentConfig, ModelConfig, Track, TrainConfig, ceil_count
@@ -144,8 +144,6 @@ def load_model_dir(folder: str | Path):
 def train_model(folder: Path, track: Track, x, y, data: SeedData, seed: int, device: str, hook=None,
                 tcfg: TrainConfig | None = None, extra: dict | None = None, init=None):
     """Train (or reload a finished) model into ``folder``: model.pt + train.json; checkpoints allow resume."""
-    import torch
-
     from .train import train
 
     if (folder / "model.pt").is_file() and (folder / "train.json").is_file():
@@ -157,10 +155,7 @@ def train_model(folder: Path, track: Track, x, y, data: SeedData, seed: int, dev
     summary = train(model, x, y, tcfg, seed=derive_seed(seed, track.name, "train"), hook=hook, ckpt_dir=folder,
                     device=device)
     model.cpu()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(folder / "model.pt")
+    save_torch_atomic(model.state_dict(), folder / "model.pt")
     meta = {**summary.to_dict(), "model": to_dict(track.model), "train": to_dict(tcfg), "shape": list(data.shape),
             "K": data.K, "n_train": len(x), **(extra or {})}
     write_json_atomic(folder / "train.json", meta)

@@ -4,14 +4,13 @@ attack hook and atomic checkpoints (model, optimizer, epoch, step, RNG states) f
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, MissingDependencyError, derive_seed, progress
+from trustlab.runtime import ConfigError, MissingDependencyError, derive_seed, progress, save_torch_atomic
 
 
 @dataclass(frozen=True)
@@ -116,19 +115,10 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
         secs += time.perf_counter() - t0
         last_loss = float(np.mean(losses))
         if ckpt is not None and ((epoch + 1) % cfg.ckpt_every == 0 or epoch + 1 == cfg.epochs):
-            _save_atomic(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
-                                "g_noise": g_noise.get_state()})
+            save_torch_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                               "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
+                               "g_noise": g_noise.get_state()}, ckpt)
     for h in handles:
         h.remove()
     model.eval()
     return TrainSummary(cfg.procedure, cfg.epochs, step, round(secs, 3), last_loss, resumed_from)
-
-
-def _save_atomic(path: Path, obj) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

@@ -64,8 +64,6 @@ def cached_dir(name: str) -> Path:
 
 def load_causal_lm(spec: str, device: str = "cpu", dtype: str = "float32"):
     """(model in eval mode, tokenizer) for a registry name, a local HF folder, a ``.gguf`` file or a hub name."""
-    import torch
-
     torch_dtype = _dtype(dtype)
     name = ALIASES.get(spec, spec)
     if name == TINY:

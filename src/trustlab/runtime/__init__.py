@@ -8,14 +8,14 @@ from importlib import import_module
 
 # ``progress`` is both a submodule and its main function: bind the function eagerly (the module is tiny) so that a
 # later ``import trustlab.runtime.progress`` cannot leave the package attribute pointing at the module.
-from .progress import is_quiet, progress, set_quiet
+from .progress import is_quiet, progress, set_quiet  # noqa: F401
 
 _HOMES = {
     "config": ("config_hash", "dump_yaml", "from_dict", "load_config", "load_yaml", "require_choice", "require_range",
                "to_dict"),
     "errors": ("BackendError", "ConfigError", "DataError", "Interrupted", "MissingDependencyError", "ModelError",
                "TrustlabError", "require"),
-    "io": ("append_jsonl", "read_jsonl", "write_json_atomic"),
+    "io": ("append_jsonl", "read_jsonl", "save_torch_atomic", "write_json_atomic"),
     "rundir": ("RunDir", "default_run_path", "environment", "utc_now"),
     "seeding": ("derive_seed", "seed_everything"),
 }

@@ -81,3 +81,17 @@ def _lines(raw: bytes) -> Iterator[bytes]:
     """Complete lines only: a last line without its newline is an interrupted write."""
     *complete, _tail = raw.split(b"\n")
     yield from complete
+
+
+def save_torch_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename: a crash never leaves half a checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +90,11 @@ def evaluate(run_dir: str | Path, attacks=ATTACKS, attack_cfg: AttackConfig | No
              aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True) -> dict:
     """Run the chosen attacks; write results.json (status ok) and plots; return the results dict."""
     configure_threads()
-    import torch
-
     from .attacks.inverse_net import inverse_attack
     from .attacks.label_leak import label_leak
     from .attacks.whitebox import whitebox_invert
     from .codes import decode
-    from .metrics import baselines, class_means, dcs, recon_ap, recon_metrics
+    from .metrics import baselines, class_means, recon_metrics
     from .train import write
 
     bad = [a for a in attacks if a not in ATTACKS]

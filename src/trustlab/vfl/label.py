@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import Interrupted, ModelError, config_hash, derive_seed, progress
+from trustlab.runtime import Interrupted, ModelError, config_hash, derive_seed, progress, save_torch_atomic
 
 from . import protocol as P
 from .config import HASHED
 from .errors import MalformedMessageError, ProtocolMismatchError
-from .party import EMBED_PAGE, PartyInfo, _atomic_torch_save, party_config, params_sha256
+from .party import EMBED_PAGE, PartyInfo, party_config, params_sha256
 
 
 class TrainingDiverged(ModelError):
@@ -205,7 +205,7 @@ class LabelParty:
                 rec = {"epoch": epoch, "lr": lr, "loss": tot_loss / steps, "train_acc": correct / (steps * B),
                        "wall_s": time.perf_counter() - t0}
                 history.append(rec)
-                _atomic_torch_save({"epoch": epoch + 1, "top": self.top.state_dict(), "opt": self.opt.state_dict(),
+                save_torch_atomic({"epoch": epoch + 1, "top": self.top.state_dict(), "opt": self.opt.state_dict(),
                                     "defence": self.defence.state_dict(), "history": history,
                                     "party_sha256": party_sha}, ckpt)
                 if on_epoch:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, to_dict
+from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, save_torch_atomic, to_dict
 
 from . import protocol as P
 from .config import DefenceConfig, ModelConfig, TrainConfig
@@ -48,18 +48,6 @@ def params_sha256(module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class FeatureParty:
@@ -204,7 +192,7 @@ class FeatureParty:
 
     def _checkpoint(self, h: dict, a: dict) -> bytes:
         epoch = int(h["epoch"])
-        _atomic_torch_save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch,
+        save_torch_atomic({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch,
                             "run_id": self.run_id}, self._path(epoch))
         return self._reply("checkpoint", epoch=epoch, sha256=params_sha256(self.model))
 
