@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from trustlab.runtime import (ConfigError, RunDir, append_jsonl, config_hash, derive_seed, from_dict, load_config,
+from trustlab.runtime import (ConfigError, RunDir, append_jsonl, config_diff, config_hash, derive_seed, from_dict,
+                              load_config,
                               read_jsonl, require_range, seed_everything, to_dict, write_json_atomic)
 
 
@@ -43,6 +44,11 @@ def test_load_config_from_yaml(tmp_path):
         load_config(Outer, tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+def test_config_diff_names_dotted_keys():
+    assert config_diff(Outer(), Outer(rate=0.2, inner=Inner(size=4))) == ["inner.size", "rate"]
+    assert config_diff(to_dict(Outer()), Outer()) == []
 
 
 def test_config_hash_changes_with_values():
@@ -90,7 +96,7 @@ def test_rundir_refuses_other_config_unless_no_resume(tmp_path):
     RunDir.open(tmp_path / "r", "lab", "verb", Outer(), seed=1).event("done", item=0)
     with pytest.raises(ConfigError, match="another config") as err:
         RunDir.open(tmp_path / "r", "lab", "verb", Outer(rate=0.5), seed=1)
-    assert "--no-resume" in err.value.hint
+    assert "--no-resume" in err.value.hint and err.value.message.endswith("differing keys: rate")
     fresh = RunDir.open(tmp_path / "r", "lab", "verb", Outer(rate=0.5), seed=1, resume=False)
     assert fresh.done() == set()
 

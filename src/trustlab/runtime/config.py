@@ -74,6 +74,21 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+def config_diff(old: Any, new: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs (dataclasses or their plain-data forms)."""
+    a, b = _flatten(to_dict(old)), _flatten(to_dict(new))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
 def config_hash(cfg: Any) -> str:
     """SHA-256 (first 16 hex digits) of the canonical JSON form of a config."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import config_hash, dump_yaml, to_dict
+from .config import config_diff, config_hash, dump_yaml, load_yaml, to_dict
 from .errors import ConfigError
 from .io import append_jsonl, read_jsonl, write_json_atomic
 
@@ -68,8 +68,11 @@ class RunDir:
         if hash_file.exists() and digest is not None:
             old = hash_file.read_text().strip()
             if old != digest and resume:
+                differing = config_diff(load_yaml(path / "config.yaml"), config) \
+                    if (path / "config.yaml").is_file() else []
                 raise ConfigError(
-                    f"run folder {str(path)!r} holds a run with another config (hash {old}, now {digest})",
+                    f"run folder {str(path)!r} holds a run with another config (hash {old}, now {digest}); "
+                    f"differing keys: {', '.join(differing) or 'unknown'}",
                     hint="pass --no-resume to start it afresh, or choose a new --out folder",
                 )
             if old != digest or not resume:

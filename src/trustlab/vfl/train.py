@@ -10,20 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import (ConfigError, RunDir, TrustlabError, configure_threads, load_yaml, to_dict)
+from trustlab.runtime import ConfigError, RunDir, TrustlabError, config_diff, configure_threads, load_yaml
 
 from .config import VFLConfig, load_parties
 
 SCHEMA = "trustlab.vfl.result/1"
-
-
-def _flat(d, prefix=""):
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
 
 
 def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool = False, verb: str = "train"
@@ -33,9 +24,7 @@ def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool
     path = Path(path)
     old_cfg = path / "config.yaml"
     if old_cfg.is_file():
-        old = _flat(load_yaml(old_cfg))
-        new = _flat(to_dict(cfg))
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = config_diff(load_yaml(old_cfg), cfg)
         if diff and not force:
             raise ConfigError(f"run folder {str(path)!r} holds a run with another config; differing keys: "
                               f"{', '.join(diff)}", hint="pass --force to start it afresh, or use another --run-dir")
