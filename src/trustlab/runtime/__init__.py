@@ -15,7 +15,10 @@ _HOMES = {
                "to_dict"),
     "errors": ("BackendError", "ConfigError", "DataError", "Interrupted", "MissingDependencyError", "ModelError",
                "TrustlabError", "require"),
-    "io": ("append_jsonl", "read_jsonl", "save_torch_atomic", "write_json_atomic"),
+    "io": ("append_jsonl", "load_stamped", "load_torch", "read_jsonl", "save_stamped", "save_torch_atomic",
+           "write_json_atomic"),
+    "files": ("at_path", "read_bytes", "read_text", "writable_dir", "write_secret"),
+    "validate": ("check_types", "coerce", "parse_float_list", "parse_int_list"),
     "rundir": ("RunDir", "default_run_path", "environment", "utc_now"),
     "seeding": ("derive_seed", "seed_everything"),
 }

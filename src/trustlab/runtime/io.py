@@ -36,10 +36,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; run artefacts follow the user's umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
@@ -83,13 +90,61 @@ def _lines(raw: bytes) -> Iterator[bytes]:
     yield from complete
 
 
+def save_stamped(state: Any, path: str | Path, stamp: str) -> None:
+    """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically with ``stamp``, the hash of the
+    settings it depends on (``runtime.config_hash``) plus anything else that identifies the run."""
+    save_torch_atomic({"trustlab_stamp": stamp, "state": state}, path)
+
+
+def load_stamped(path: str | Path, stamp: str, what: str = "checkpoint") -> Any:
+    """The state saved by ``save_stamped`` under the same ``stamp``; None when ``path`` does not exist.
+
+    Loads with ``weights_only=True`` (nothing is unpickled). A corrupt, truncated, crafted or foreign file is a
+    DataError (exit 2) naming the path; a file stamped by another run or config is a ConfigError naming both stamps.
+    """
+    from .errors import ConfigError, DataError
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    blob = load_torch(path, what)
+    if not isinstance(blob, dict) or "trustlab_stamp" not in blob:
+        raise DataError(f"{what} {str(path)!r} carries no trustlab stamp", hint="delete it, or start afresh with --no-resume")
+    if blob["trustlab_stamp"] != stamp:
+        raise ConfigError(f"{what} {str(path)!r} belongs to another run or config (stamp {blob['trustlab_stamp']}, "
+                          f"this run {stamp})", hint="start afresh with --no-resume, or choose another --out folder")
+    return blob["state"]
+
+
+def load_torch(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: a pickle that needs code, or a truncated or corrupt file, is a
+    DataError (exit 2) naming the path; never executes anything from the file."""
+    import pickle
+
+    import torch
+
+    from .errors import DataError
+    from .files import at_path
+
+    with at_path(path, what):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
+            raise DataError(f"{what} {str(path)!r} is refused: it is not plain tensor state ({first[:160]})",
+                            hint="load only checkpoints written by trustlab or torch.save of a state dict") from None
+        except (RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise DataError(f"{what} {str(path)!r} is truncated or corrupt ({type(exc).__name__})",
+                            hint="delete it and rerun, or start afresh with --no-resume") from None
+
+
 def save_torch_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file beside ``path``, fsync, then rename: a crash never leaves half a checkpoint."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()

@@ -1,0 +1,184 @@
+"""One typed validation layer for every config, CLI option and YAML file (scikit-learn style messages).
+
+``check_types(cfg)`` checks every field of a dataclass against its annotation and normalises it in place
+(``int`` -> ``float`` where a float is asked for, ``list`` -> ``tuple`` for tuple fields); call it first in
+``__post_init__`` so a config built in a notebook is checked exactly like one read from YAML. Ranges and choices
+are ``require_range`` / ``require_choice``. Every message names the field, what it expects and the value it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ConfigError
+
+_YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def type_name(tp: Any) -> str:
+    """Readable name of an annotation: ``int``, ``float``, ``tuple[int, ...]``, ``str or None``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (tuple, list):
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]" if args else origin.__name__
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _hint(name: str, tp: Any, value: Any) -> str:
+    if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
+        return (f"YAML 1.1 reads {value!r} as a string; write it with a decimal point and a signed exponent, "
+                f"e.g. {name}: {float(value):.1e}".replace("e-0", "e-").replace("e+0", "e+"))
+    return f"set {name} to a value of type {type_name(tp)}"
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """``value`` checked against annotation ``tp`` and normalised; ConfigError naming ``name`` otherwise.
+
+    bool is never an int here, NaN is never a float, and a string is never a sequence."""
+    if tp is Any or tp is typing.Any:
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(name, arg, value)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}", hint=_hint(name, tp, value))
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}; got {value!r}",
+                          hint=f"set {name} to one of {', '.join(map(str, args))}")
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list ({type_name(tp)}), got {value!r}",
+                              hint=f"write {name} as a list, e.g. [{value!r}]" if value is not None
+                              else f"set {name} to a list")
+        if args and (len(args) == 2 and args[1] is Ellipsis or origin is list):
+            items = [coerce(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)]
+        elif args:
+            if len(value) != len(args):
+                raise ConfigError(f"{name} must have {len(args)} items ({type_name(tp)}), got {value!r}",
+                                  hint=f"give exactly {len(args)} values for {name}")
+            items = [coerce(f"{name}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            items = list(value)
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}", hint=f"write {name} as key: value pairs")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            from .config import from_dict
+
+            return from_dict(tp, value, name)
+        raise ConfigError(f"{name} must be a mapping of {tp.__name__} fields, got {value!r}",
+                          hint=f"valid keys: {', '.join(f.name for f in dataclasses.fields(tp))}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}", hint=f"set {name} to true or false")
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer() and math.isfinite(value) and abs(value) < 2**53:
+            return int(value)
+        raise ConfigError(f"{name} must be an integer, got {value!r}", hint=_hint(name, tp, value))
+    if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = float(value)
+            if math.isnan(value):
+                raise ConfigError(f"{name} must be a number, got nan", hint=f"set {name} to a finite number")
+            return value
+        raise ConfigError(f"{name} must be a number, got {value!r}", hint=_hint(name, tp, value))
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, got {value!r}", hint=f"quote {name} in YAML, e.g. \"{value}\"")
+    if tp is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+        raise ConfigError(f"{name} must be a path, got {value!r}", hint=f"set {name} to a file or folder path")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}", hint=_hint(name, tp, value))
+    return value
+
+
+def check_types(cfg: Any, prefix: str | None = None) -> None:
+    """Check and normalise every field of dataclass ``cfg`` against its annotation (works on frozen ones)."""
+    hints = typing.get_type_hints(type(cfg))
+    where = prefix if prefix is not None else ""
+    for f in dataclasses.fields(cfg):
+        name = f"{where}.{f.name}" if where else f.name
+        value = getattr(cfg, f.name)
+        fixed = coerce(name, hints.get(f.name, Any), value)
+        if fixed is not value:
+            object.__setattr__(cfg, f.name, fixed)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def require_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                  lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise ConfigError naming ``name``, the allowed range and ``value`` when it is not a number inside it.
+
+    NaN is outside every range."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    if not _is_number(value):
+        raise ConfigError(f"{name} must be a number in {rng}, got {value!r}", hint=_hint(name, float, value))
+    bad = math.isnan(value) or (lo is not None and (value < lo or (lo_open and value == lo))) or (
+        hi is not None and (value > hi or (hi_open and value == hi)))
+    if bad:
+        raise ConfigError(f"{name} must lie in {rng}, got {value}", hint=f"set {name} within {rng}")
+
+
+def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise ConfigError naming ``name`` and the allowed values."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}",
+                          hint=f"set {name} to one of {', '.join(map(str, choices))}")
+
+
+def parse_int_list(name: str, text: str) -> tuple[int, ...]:
+    """``"128,64"`` -> ``(128, 64)`` for list-valued CLI flags; ConfigError naming the flag otherwise."""
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}",
+                          hint=f"e.g. {name} 128,64") from None
+
+
+def parse_float_list(name: str, text: str) -> tuple[float, ...]:
+    """``"0,0.25"`` -> ``(0.0, 0.25)``; NaN and non-numbers refused naming the flag."""
+    try:
+        values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}",
+                          hint=f"e.g. {name} 0,0.25,0.5") from None
+    if any(math.isnan(v) for v in values):
+        raise ConfigError(f"{name} must not contain nan, got {text!r}", hint=f"give finite numbers for {name}")
+    return values
