@@ -117,22 +117,65 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: TrustlabError -> 'error:'/'hint:' lines and its exit code.
+    """Console entry point: every failure becomes an ``error:`` line, a ``hint:`` line and its exit code.
 
-    Usage errors are click's (exit 2). Long-running verbs turn Ctrl-C into ``Interrupted`` (exit 130, the hint
-    names the resume command); a Ctrl-C anywhere else also exits 130.
+    TrustlabError -> its own code (2 bad input, 3 missing dependency, 4 remote peer, 130 interrupted); click usage
+    errors -> 2; Ctrl-C anywhere (typer/click would otherwise exit silently) -> 130 with a resume hint, and the
+    open run folders record ``status: interrupted``; a stray OSError -> 2 naming the path; anything else is a bug:
+    one line and exit 1 (``TRUSTLAB_DEBUG=1`` shows the traceback).
     """
+    import os
+
+    import click
+
+    from trustlab.runtime.rundir import begin_command
+
+    begin_command(argv)
     _register_subapps(argv)
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, prog_name="trustlab")
-    except TrustlabError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+        command.main(args=argv, prog_name="trustlab", standalone_mode=False)
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail(_interrupted(None))
+    except TrustlabError as exc:
+        _fail(_interrupted(exc) if exc.exit_code == 130 else exc)
+    except OSError as exc:
+        from trustlab.runtime.files import os_error
+
+        where = exc.filename if exc.filename is not None else "(unknown path)"
+        _fail(os_error(where, exc, what="path"))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback for a user
+        if os.environ.get("TRUSTLAB_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"error: internal error: {type(exc).__name__}: {first}", err=True)
+        typer.echo("hint: this is a trustlab bug; rerun with TRUSTLAB_DEBUG=1 for the traceback and report it",
+                   err=True)
+        sys.exit(1)
+
+
+def _interrupted(exc: TrustlabError | None) -> TrustlabError:
+    """Ctrl-C: mark the open run folders interrupted and give the command that resumes them."""
+    from trustlab.runtime.errors import Interrupted
+    from trustlab.runtime.rundir import mark_interrupted
+
+    hint = mark_interrupted()
+    if exc is not None:
+        return exc if exc.hint else Interrupted(exc.message, hint=hint)
+    return Interrupted("interrupted; the work finished so far is saved" if hint else "interrupted",
+                       hint=hint or "nothing was running that can be resumed; rerun the command")
+
+
+def _fail(exc: TrustlabError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

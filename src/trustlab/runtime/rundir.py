@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +13,40 @@ from typing import Any, Iterable
 
 from .config import config_diff, config_hash, dump_yaml, load_yaml, to_dict
 from .errors import ConfigError
+from .files import at_path, writable_dir
 from .io import append_jsonl, read_jsonl, write_json_atomic
+
+# Run folders opened in this process, newest last: on Ctrl-C the CLI marks them interrupted and prints the command
+# that resumes the newest one.
+_OPEN: list["RunDir"] = []
+# Flags that discard earlier work: a resume command must not carry them.
+FRESH_FLAGS = ("--no-resume", "--force", "--overwrite", "--fresh")
+_MARKERS = ("config_hash", "config.yaml", "results.json", "events.jsonl")
+_ARGV: list[str] | None = None
+
+
+def begin_command(argv: list[str] | None) -> None:
+    """Called by the CLI before each command: the arguments resume hints repeat, and no run folder open yet."""
+    global _ARGV
+    _ARGV = None if argv is None else list(argv)
+    _OPEN.clear()
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line of this CLI call with the flags that discard work removed: pasting it resumes the run
+    (every verb resumes by default)."""
+    args = list(argv if argv is not None else _ARGV if _ARGV is not None else sys.argv[1:])
+    return shlex.join(["trustlab", *[a for a in args if a not in FRESH_FLAGS]])
+
+
+def mark_interrupted() -> str | None:
+    """Record ``status: interrupted`` in every open run folder; return the newest one's resume hint."""
+    for run in _OPEN:
+        try:
+            run.event("status", status="interrupted")
+        except OSError:
+            pass
+    return f"resume with: {_OPEN[-1].resume_hint}" if _OPEN else None
 
 
 def utc_now() -> str:
@@ -55,18 +90,19 @@ class RunDir:
     config: Any = None
     seed: int | None = None
     started: str = field(default_factory=utc_now)
+    resume_hint: str = field(default_factory=resume_command)
 
     @classmethod
     def open(cls, path: str | Path | None, lab: str, verb: str, config: Any = None, seed: int | None = None,
              resume: bool = True) -> "RunDir":
         path = Path(path) if path is not None else default_run_path(lab, verb)
         run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "plots").mkdir(exist_ok=True)
+        writable_dir(path)
         digest = config_hash(config) if config is not None else None
         hash_file = path / "config_hash"
         if hash_file.exists() and digest is not None:
-            old = hash_file.read_text().strip()
+            with at_path(hash_file, "run stamp", ConfigError):
+                old = hash_file.read_text().strip()
             if old != digest and resume:
                 differing = config_diff(load_yaml(path / "config.yaml"), config) \
                     if (path / "config.yaml").is_file() else []
@@ -79,15 +115,32 @@ class RunDir:
                 run.reset()
         elif not resume:
             run.reset()
+        (path / "plots").mkdir(exist_ok=True)
         if config is not None:
-            dump_yaml(config, path / "config.yaml")
-            hash_file.write_text(digest + "\n")
+            with at_path(path, "run folder", ConfigError):
+                dump_yaml(config, path / "config.yaml")
+                hash_file.write_text(digest + "\n")
+        _OPEN.append(run)
         return run
 
     def reset(self) -> None:
-        """Forget earlier progress (events and results) in this folder."""
-        for name in ("events.jsonl", "results.json"):
-            (self.path / name).unlink(missing_ok=True)
+        """Start the folder afresh: remove everything an earlier run wrote in it (records, checkpoints, models,
+        plots, results). Refuses a non-empty folder that holds no trustlab run, so ``--out ~`` deletes nothing."""
+        entries = list(self.path.iterdir()) if self.path.is_dir() else []
+        if entries and not any((self.path / m).exists() for m in _MARKERS):
+            raise ConfigError(f"folder {str(self.path)!r} holds files but no trustlab run; refusing to clear it",
+                              hint="choose an empty or new --out folder")
+        with at_path(self.path, "run folder", ConfigError):
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+    def close(self) -> None:
+        """Forget this folder as an open run (the CLI no longer marks it interrupted on Ctrl-C)."""
+        if self in _OPEN:
+            _OPEN.remove(self)
 
     # --- events and resume -------------------------------------------------------------------
     @property
@@ -134,6 +187,7 @@ class RunDir:
             "metrics": metrics,
             "artifacts": arts,
             "environment": environment(),
+            "status": "ok",
             **extra,
         }
         write_json_atomic(self.path / "results.json", results)
