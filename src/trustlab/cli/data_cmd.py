@@ -25,11 +25,19 @@ def list_datasets() -> None:
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="A registry name or a file spec such as npz:FILE.")) -> None:
+def show(name: str = typer.Argument(..., help="A registry name or a file spec such as npz:FILE or csv:FILE."),
+         label: str = typer.Option(None, "--label", help="Label column of a csv:/parquet: table.")) -> None:
     """Load one dataset and print what it holds."""
     from trustlab.data import load
+    from trustlab.data.registry import dataset_path_kind
 
-    data = load(name)
+    is_table_file = name.partition(":")[0] in ("csv", "parquet")
+    if label is not None and not is_table_file:
+        from trustlab.runtime.errors import ConfigError
+
+        raise ConfigError(f"--label applies to csv:/parquet: tables, not {name!r} ({dataset_path_kind(name)})",
+                          hint=f"trustlab data show {name}")
+    data = load(name, label_column=label) if is_table_file else load(name)
     typer.echo(f"{data.name}: {type(data).__name__}, {len(data)} items")
     for attr in ("shape", "classes", "columns"):
         if hasattr(data, attr):

@@ -117,7 +117,13 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 4:
-        raise DataError(f"{where} images have shape {x.shape}; expected NHW, NHWC or NCHW")
+        raise DataError(f"{where} images have shape {x.shape}; expected NHW, NHWC or NCHW",
+                        hint="store images as an array of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    if len(x) == 0:
+        raise DataError(f"{where} holds no images", hint="store at least one image per split")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{where} images have dtype {x.dtype}; expected uint8 or floats",
+                        hint="store images as uint8 (0..255) or floats scaled to [0, 1]")
     if x.dtype == np.uint8:
         return (x.astype(np.float32) / 255.0)
     x = x.astype(np.float32)
@@ -143,14 +149,31 @@ def _image_data(name, x_train, y_train, x_test, y_test, classes=None) -> ImageDa
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{name} {split} labels have dtype {y.dtype}; expected integers 0..K-1")
         ys.append(y.astype(np.int64))
-    k = int(max(ys[0].max(), ys[1].max())) + 1
     for y, split in zip(ys, ("train", "test")):
         if y.min() < 0:
-            raise DataError(f"{name} {split} label {int(np.argmin(y))} is negative; labels must be 0..K-1")
+            raise DataError(f"{name} {split} label {int(np.argmin(y))} is negative; labels must be 0..K-1",
+                            hint="remap the labels to 0..K-1, e.g. numpy.unique(y, return_inverse=True)")
+    k = len(classes) if classes else int(max(ys[0].max(), ys[1].max())) + 1
     if k < 2:
-        raise DataError(f"{name} has a single class; need at least 2")
+        raise DataError(f"{name} has a single class; need at least 2", hint="store labels of at least two classes")
+    check_labels(ys[0], k, f"{name} train", classes is not None)
+    check_labels(ys[1], k, f"{name} test", True)
     classes = classes or tuple(str(i) for i in range(k))
     return ImageData(name, xs[0], ys[0], tuple(classes), xs[1], ys[1])
+
+
+def check_labels(y: np.ndarray, k: int, where: str, allow_missing: bool) -> None:
+    """Labels must be 0..K-1; with ``allow_missing`` false every class must occur (labels {0, 1, 2, 999} would
+    otherwise make a 1000-class model)."""
+    if y.max() >= k:
+        raise DataError(f"{where} label {int(y.max())} is outside 0..{k - 1}",
+                        hint="remap the labels to 0..K-1, e.g. numpy.unique(y, return_inverse=True)")
+    if not allow_missing:
+        absent = np.setdiff1d(np.arange(k), np.unique(y))
+        if len(absent):
+            shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+            raise DataError(f"{where} labels run to {k - 1} but {len(absent)} of the classes 0..{k - 1} never occur "
+                            f"({shown})", hint="remap the labels to 0..K-1, e.g. numpy.unique(y, return_inverse=True)")
 
 
 # --- Fashion-MNIST from the Debian package ------------------------------------------------------

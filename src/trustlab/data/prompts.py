@@ -97,9 +97,11 @@ def load_prompt_file(path: str | Path, column: str = "prompt", category_column: 
 
 
 def _read_rows(path: Path) -> list[dict]:
+    from trustlab.runtime.files import at_path, read_text
+
     if path.suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
+        for i, line in enumerate(read_text(path, "prompt file").splitlines()):
             if not line.strip():
                 continue
             try:
@@ -112,6 +114,6 @@ def _read_rows(path: Path) -> list[dict]:
             rows.append(row)
         return rows
     if path.suffix in (".csv", ".tsv"):
-        with open(path, newline="") as fh:
+        with at_path(path, "prompt file"), open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
     raise DataError(f"prompt file {str(path)!r} must be .jsonl, .csv or .tsv")

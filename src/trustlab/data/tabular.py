@@ -54,7 +54,7 @@ def load_adult() -> TableData:
     return TableData("adult", df.drop(columns=["income"]), y, ("<=50K", ">50K"), "income")
 
 
-def load_table_file(path: str | Path, label_column: str | None, id_column: str | None = None,
+def load_table_file(path: str | Path, label_column: str | None = None, id_column: str | None = None,
                     fillna: float | None = None) -> TableData:
     """A user's CSV or parquet table with a named label column (and optional id column)."""
     import pandas as pd
@@ -62,15 +62,23 @@ def load_table_file(path: str | Path, label_column: str | None, id_column: str |
     path = Path(path)
     if not path.is_file():
         raise DataError(f"table file {str(path)!r} does not exist", hint="check the path")
-    if label_column is None:
-        raise DataError(f"table {str(path)!r} needs a label column", hint="pass label_column=<name>")
     try:
         df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"table {str(path)!r} is not UTF-8 text (byte {exc.start})", hint="save it as UTF-8") from None
+    except OSError as exc:
+        from trustlab.runtime.files import os_error
+
+        raise os_error(path, exc, "table file") from None
     except Exception as exc:  # pandas raises many types: EmptyDataError, ParserError, ArrowInvalid
-        raise DataError(f"cannot read table {str(path)!r}: {str(exc).splitlines()[0]}",
-                        hint="pass a well-formed CSV with a header row, or a parquet file") from exc
+        raise DataError(f"cannot read table {str(path)!r}: {(str(exc).splitlines() or [type(exc).__name__])[0]}",
+                        hint="pass a well-formed CSV with a header row, or a parquet file") from None
     if df.empty:
-        raise DataError(f"table {str(path)!r} has no rows")
+        raise DataError(f"table {str(path)!r} has no rows", hint="add rows below the header")
+    if label_column is None:
+        raise DataError(f"table {str(path)!r} needs a label column",
+                        hint=f"name one of its columns ({', '.join(map(str, df.columns))}) as the label, "
+                             "e.g. --label <column> / label_column=<column>")
     for col in (label_column, id_column):
         if col is not None and col not in df.columns:
             raise DataError(f"column {col!r} not in {str(path)!r}",
@@ -82,6 +90,7 @@ def load_table_file(path: str | Path, label_column: str | None, id_column: str |
         col = nan_counts[nan_counts > 0].index[0]
         raise DataError(f"column {col!r} of {str(path)!r} has {int(nan_counts[col])} missing values",
                         hint="clean the file or pass fillna=<value>")
+    _refuse_stray_text(df.drop(columns=[c for c in (label_column, id_column) if c is not None]), path)
     labels = df[label_column]
     classes = tuple(sorted(labels.astype(str).unique()))
     if len(classes) < 2:
@@ -92,3 +101,21 @@ def load_table_file(path: str | Path, label_column: str | None, id_column: str |
     if feats.shape[1] == 0:
         raise DataError(f"table {str(path)!r} has no feature columns besides the label")
     return TableData(f"{path.name}", feats, y, classes, label_column, ids)
+
+
+def _refuse_stray_text(feats, path: Path) -> None:
+    """A column whose values are mostly numbers but not all is a typo, not a category: one-hot encoding it would
+    silently turn one feature into hundreds."""
+    import pandas as pd
+
+    for col in feats.columns:
+        if pd.api.types.is_numeric_dtype(feats[col]) or pd.api.types.is_bool_dtype(feats[col]):
+            continue
+        values = feats[col].astype(str).str.strip()
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna() & values.ne("")
+        if numeric.notna().mean() >= 0.5 and bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise DataError(f"column {col!r} of {str(path)!r} is numeric but row {row} holds {values.iloc[row]!r} "
+                            f"({int(bad.sum())} such value(s))",
+                            hint="fix or drop those rows; a text column must hold text in most rows")
