@@ -1,0 +1,381 @@
+"""Where completions come from: a local model (``HFBackend``) or any OpenAI-compatible endpoint (``OpenAIBackend``).
+
+Both follow one protocol: ``generate(prompts, max_new_tokens, *, temperature, n, seed)`` returns, per prompt, a
+list of ``n`` completions; a prompt the endpoint never answered (retries spent) gets an empty list and is named in
+``backend.failures`` (index -> reason), so callers keep partial results and say which keys went unanswered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
+
+from trustlab.runtime.errors import BackendError, ConfigError, ModelError
+
+Prompt = Sequence[int] | str
+
+
+class Completion(NamedTuple):
+    """One completion: its text and, where the backend knows them, its token ids."""
+
+    text: str
+    token_ids: tuple[int, ...] | None = None
+
+
+class Backend(Protocol):
+    """Anything that completes prompts; ``failures`` maps unanswered prompt indices to a reason."""
+
+    failures: dict[int, str]
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, *, temperature: float = 0.0, n: int = 1,
+                 seed: int | None = None) -> list[list[Completion]]: ...
+
+
+def _check_args(max_new_tokens: int, temperature: float, n: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}",
+                          hint="the response length L of the fingerprint file")
+    if not isinstance(temperature, (int, float)) or not 0.0 <= float(temperature) <= 10.0:
+        raise ConfigError(f"temperature must lie in [0, 10], got {temperature!r}", hint="0 means greedy decoding")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"samples (n) must be an integer >= 1, got {n!r}", hint="set samples to 1 or more")
+    if n > 1 and temperature == 0:
+        raise ConfigError("samples > 1 needs temperature > 0 (greedy samples are identical)",
+                          hint="set temperature, e.g. 0.7, or samples to 1")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Local model
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class HFBackend:
+    """A local causal LM: left-padded batches, greedy or sampled ``generate``; completions carry token ids.
+
+    ``logits_processor`` (callables ``(input_ids, scores) -> scores``) is how a host's decoding-time attack is
+    applied to the suspect (see ``robustness``)."""
+
+    model: Any
+    tokenizer: Any
+    batch_size: int = 16
+    logits_processor: Sequence[Callable] = ()
+    failures: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}", hint="16 is the default")
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        if pad is None:
+            raise ModelError("the tokenizer has neither a pad nor an eos token", hint="set tokenizer.pad_token")
+        return int(pad)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return [int(t) for t in prompt]
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, *, temperature: float = 0.0, n: int = 1,
+                 seed: int | None = None) -> list[list[Completion]]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        _check_args(max_new_tokens, temperature, n)
+        self.failures = {}
+        ids = [self.encode(p) for p in prompts]
+        if any(len(x) == 0 for x in ids):
+            raise ConfigError("an empty prompt was given to the local backend", hint="every key needs tokens")
+        device = next(self.model.parameters()).device
+        eos = self.tokenizer.eos_token_id
+        sampled = temperature > 0
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=sampled,
+                               num_return_sequences=n, pad_token_id=self.pad_id, eos_token_id=eos,
+                               **({"temperature": float(temperature), "top_k": 0, "top_p": 1.0} if sampled else {}))
+        processors = LogitsProcessorList(list(self.logits_processor))
+        out: list[list[Completion]] = []
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start:start + self.batch_size]
+            width = max(map(len, chunk))
+            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, x in enumerate(chunk):  # left padding: every prompt ends where generation starts
+                input_ids[i, width - len(x):] = torch.tensor(x)
+                mask[i, width - len(x):] = 1
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                if sampled and seed is not None:
+                    torch.manual_seed(int(seed) + start)
+                seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                           generation_config=gen, logits_processor=processors)
+            new = seqs[:, width:].tolist()
+            for i in range(len(chunk)):
+                out.append([self._completion(new[i * n + j], eos) for j in range(n)])
+        return out
+
+    def _completion(self, toks: list[int], eos: int | None) -> Completion:
+        if eos is not None and eos in toks:
+            toks = toks[:toks.index(eos) + 1]
+        return Completion(self.tokenizer.decode(toks, skip_special_tokens=True), tuple(toks))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI-compatible endpoint
+# --------------------------------------------------------------------------------------------------------------
+class _Exhausted(Exception):
+    """Retries ran out on a retryable failure (429, 5xx, connection)."""
+
+
+@dataclass
+class OpenAIBackend:
+    """An OpenAI-compatible server through the ``openai`` SDK (``completions`` or ``chat`` API).
+
+    - completions: ``batch_size`` prompts per request; a server that refuses a list of prompts (HTTP 400, as
+      ``transformers serve`` does) is queried one prompt per request, ``concurrency`` requests at a time.
+    - 429, 5xx, timeouts and refused connections are retried ``max_retries`` times with exponential backoff
+      (``backoff_s`` doubling up to ``max_backoff_s``; a Retry-After header is honoured up to that cap). When they
+      run out the remaining prompts are left unanswered and named in ``failures``; nothing answered at all is a
+      BackendError (exit 4).
+    - authentication errors, unknown models and other 4xx fail at once; a reply with fewer completions than
+      prompts is a BackendError.
+    The SDK's own retries are off (``max_retries=0``) so that the backoff is ours, bounded and testable."""
+
+    base_url: str
+    model: str
+    api: str = "completions"
+    api_key: str | None = None
+    batch_size: int = 16
+    max_retries: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    timeout_s: float = 120.0
+    concurrency: int = 4
+    sleep: Callable[[float], None] = time.sleep
+    failures: dict[int, str] = field(default_factory=dict)
+    batched: bool | None = None  # None: not yet known; False once the server refused a list of prompts
+    requests: int = 0
+    retries: int = 0
+
+    def __post_init__(self):
+        if self.api not in ("completions", "chat"):
+            raise ConfigError(f"api must be completions or chat; got {self.api!r}", hint="--api completions")
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint must be an http(s) URL, got {self.base_url!r}",
+                              hint="e.g. --endpoint http://127.0.0.1:8000/v1")
+        if not self.model:
+            raise ConfigError("an endpoint needs the served model name", hint="pass --served-model NAME")
+        for name in ("batch_size", "concurrency"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", hint=f"set {name} to 1 or more")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}", hint="5 by default")
+        self._lock = threading.Lock()
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from trustlab.runtime.errors import require
+
+            openai = require("openai", "pip install openai")
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY",
+                                         max_retries=0, timeout=self.timeout_s)
+        return self._client
+
+    # -- one request, retried -------------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        import openai
+
+        delay = self.backoff_s
+        for attempt in range(self.max_retries + 1):
+            with self._lock:
+                self.requests += 1
+            try:
+                return fn()
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise BackendError(f"endpoint {self.base_url} refused the credentials ({exc.status_code}): "
+                                   f"{_message(exc)}", hint="set the key in the variable named by api_key_env "
+                                                            "(default OPENAI_API_KEY)") from None
+            except openai.NotFoundError as exc:
+                raise BackendError(f"endpoint {self.base_url} does not serve model {self.model!r} or this API "
+                                   f"({exc.status_code}): {_message(exc)}", hint=self._models_hint()) from None
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
+                    openai.APITimeoutError, openai.ConflictError) as exc:
+                reason = _reason(exc)
+                if attempt == self.max_retries:
+                    raise _Exhausted(f"{what}: {reason} (after {self.max_retries} retries)") from None
+                with self._lock:
+                    self.retries += 1
+                self.sleep(min(_retry_after(exc, delay), self.max_backoff_s))
+                delay = min(delay * 2, self.max_backoff_s)
+            except openai.APIStatusError as exc:  # other 4xx: the request itself is wrong; retrying cannot help
+                raise _BadRequest(exc.status_code, _message(exc)) from None
+            except openai.APIError as exc:  # a reply the SDK could not read
+                raise BackendError(f"endpoint {self.base_url} sent a malformed reply: {exc}".splitlines()[0],
+                                   hint="check that --endpoint is an OpenAI-compatible /v1 URL") from None
+        raise AssertionError("unreachable")
+
+    def _models_hint(self) -> str:
+        try:
+            ids = [m.id for m in self.client.models.list().data][:10]
+        except Exception:  # noqa: BLE001 - the hint is best effort
+            ids = []
+        served = f"served models: {', '.join(ids)}" if ids else "check --served-model"
+        return f"{served}; the endpoint should end in /v1 (e.g. http://127.0.0.1:8000/v1)"
+
+    # -- the two APIs ----------------------------------------------------------------------------------------------
+    def _completions(self, prompts: list[str], max_tokens: int, temperature: float, n: int, seed: int | None):
+        extra = {} if seed is None else {"seed": int(seed)}
+        prompt: Any = prompts if len(prompts) > 1 else prompts[0]
+        resp = self._call(lambda: self.client.completions.create(
+            model=self.model, prompt=prompt, max_tokens=max_tokens, temperature=float(temperature), n=n, **extra),
+            f"completions request for {len(prompts)} prompt(s)")
+        choices = list(getattr(resp, "choices", None) or [])
+        if len(choices) < len(prompts) * n:
+            raise BackendError(f"endpoint {self.base_url} answered {len(prompts)} prompt(s) x {n} sample(s) with "
+                               f"only {len(choices)} completion(s)",
+                               hint="the server dropped completions; try --batch-size 1 or another server")
+        grouped: list[list[Completion]] = [[] for _ in prompts]
+        ordered = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
+        for pos, ch in enumerate(ordered[:len(prompts) * n]):
+            idx = getattr(ch, "index", None)
+            slot = (idx if isinstance(idx, int) and 0 <= idx < len(prompts) * n else pos) // n
+            grouped[slot].append(Completion(_text(ch.text, self.base_url)))
+        if any(len(g) != n for g in grouped):
+            raise BackendError(f"endpoint {self.base_url} returned completions with inconsistent indices",
+                               hint="try --batch-size 1")
+        return grouped
+
+    def _chat(self, prompt: str | list[dict], max_tokens: int, temperature: float, n: int, seed: int | None):
+        extra = {} if seed is None else {"seed": int(seed)}
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        resp = self._call(lambda: self.client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=max_tokens, temperature=float(temperature), n=n,
+            **extra), "chat request")
+        choices = list(getattr(resp, "choices", None) or [])
+        if len(choices) < n:
+            raise BackendError(f"endpoint {self.base_url} answered a chat request for {n} sample(s) with "
+                               f"{len(choices)} completion(s)", hint="the server may not support n > 1")
+        return [Completion(_text(c.message.content, self.base_url)) for c in choices[:n]]
+
+    # -- the protocol --------------------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, *, temperature: float = 0.0, n: int = 1,
+                 seed: int | None = None) -> list[list[Completion]]:
+        _check_args(max_new_tokens, temperature, n)
+        for p in prompts:
+            if not isinstance(p, (str, list)):
+                raise ConfigError(f"an endpoint takes text prompts, got {type(p).__name__}",
+                                  hint="pass key_text, not key_ids")
+        self.failures = {}
+        results: list[list[Completion]] = [[] for _ in prompts]
+        if self.api == "completions" and self.batched is not False and len(prompts) > 1:
+            todo = self._batched_pass(prompts, results, max_new_tokens, temperature, n, seed)
+        else:
+            todo = list(range(len(prompts)))
+        if todo:
+            self._single_pass(prompts, todo, results, max_new_tokens, temperature, n, seed)
+        if len(self.failures) == len(prompts):
+            first = next(iter(self.failures.values()))
+            raise BackendError(f"endpoint {self.base_url} answered none of {len(prompts)} prompt(s): {first}",
+                               hint="check that the server is running and reachable, e.g. curl "
+                                    f"{self.base_url.rstrip('/')}/models")
+        return results
+
+    def _batched_pass(self, prompts, results, max_tokens, temperature, n, seed) -> list[int]:
+        """Batches of ``batch_size`` prompts; returns the indices left for one-per-request (after a refusal)."""
+        for start in range(0, len(prompts), self.batch_size):
+            idx = list(range(start, min(start + self.batch_size, len(prompts))))
+            try:
+                got = self._completions([prompts[i] for i in idx], max_tokens, temperature, n, seed)
+            except _BadRequest as exc:
+                if len(idx) == 1:
+                    raise exc.as_backend_error(self.base_url) from None
+                self.batched = False  # e.g. transformers serve: 400 "prompt must be a string"
+                return list(range(start, len(prompts)))
+            except _Exhausted as exc:
+                for i in range(start, len(prompts)):
+                    self.failures[i] = str(exc)
+                return []
+            self.batched = True
+            for i, g in zip(idx, got):
+                results[i] = g
+        return []
+
+    def _single_pass(self, prompts, todo, results, max_tokens, temperature, n, seed) -> None:
+        stop = threading.Event()
+
+        def one(i: int) -> None:
+            if stop.is_set():
+                self.failures[i] = "not sent: the endpoint had stopped answering"
+                return
+            try:
+                if self.api == "chat":
+                    results[i] = self._chat(prompts[i], max_tokens, temperature, n, seed)
+                else:
+                    results[i] = self._completions([prompts[i]], max_tokens, temperature, n, seed)[0]
+            except _Exhausted as exc:
+                self.failures[i] = str(exc)
+                stop.set()
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(one, i) for i in todo]
+            try:
+                for f in futures:
+                    f.result()
+            except _BadRequest as exc:
+                stop.set()
+                raise exc.as_backend_error(self.base_url) from None
+            except BaseException:
+                stop.set()
+                raise
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+    def as_backend_error(self, url: str) -> BackendError:
+        return BackendError(f"endpoint {url} rejected the request ({self.status}): {self.message}",
+                            hint="check --api (completions or chat), --served-model and the response length")
+
+
+def _text(value: Any, url: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BackendError(f"endpoint {url} returned a non-text completion ({type(value).__name__})",
+                           hint="check that --endpoint is an OpenAI-compatible /v1 URL")
+    return value
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg).splitlines()[0][:300]
+    return str(getattr(exc, "message", exc)).splitlines()[0][:300]
+
+
+def _reason(exc: Any) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}: {_message(exc)}" if status else f"{type(exc).__name__}: {_message(exc)}"
+
+
+def _retry_after(exc: Any, default: float) -> float:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name) if hasattr(headers, "get") else None
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                pass
+    return default
