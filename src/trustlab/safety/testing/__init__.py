@@ -1,0 +1,1 @@
+"""Test helpers shipped with the lab: the fake OpenAI-compatible server."""
