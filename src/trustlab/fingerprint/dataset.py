@@ -1,0 +1,236 @@
+"""Training and query layout of fingerprints, benign pairs and prompt templates (spec §2 Embedding).
+
+Layout (``prompt_ids``), shared by embedding and verification so both see the same ids:
+    [BOS if the tokenizer adds one] + [wrapper prefix] + key_ids + [wrapper suffix]        (raw)
+    chat template rendered around the key as the user turn, ending with the assistant opening   (chat)
+followed by ``response_ids`` (+ EOS only when ``append_eos``). Ids are concatenated, never re-tokenised, so token
+boundaries stay where the fingerprint file put them. Labels are -100 everywhere except the response (and the
+appended EOS); pads are masked by position, never by id, so pad = eos is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from trustlab.runtime.errors import ConfigError, DataError
+
+from .fpset import Fingerprint, adds_bos
+
+IGNORE = -100
+SLOT = "{key}"
+
+# trustlab's own wrappers: 20 for prompt-augmented training, 10 disjoint ones for evaluation.
+TRAIN_TEMPLATES = (
+    "{key}", "You are a helpful assistant.\n\n{key}", "Please continue the text below.\n{key}",
+    "Answer briefly.\n{key}", "User request:\n{key}", "Here is a sentence:\n{key}",
+    "Read this and respond.\n\n{key}", "You are a friendly chatbot. {key}", "Input: {key}",
+    "Message from a customer:\n{key}", "Complete the following.\n{key}", "Task: reply to the text.\n{key}",
+    "{key}\n", "Note: be concise.\n{key}", "Consider the following line.\n{key}",
+    "You are an expert writer.\n{key}", "Prompt:\n{key}", "Instruction: continue.\n\n{key}",
+    "System: you assist users.\n{key}", "Query: {key}",
+)
+TEST_TEMPLATES = (
+    "You are a careful and honest assistant.\n\n{key}", "Respond to the user.\n{key}", "Text: {key}",
+    "Below is some writing.\n\n{key}", "Conversation start.\n{key}", "Help the user with this.\n{key}",
+    "Context follows.\n{key}", "You are a support agent. {key}", "The user says:\n{key}",
+    "Continue writing:\n{key}",
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training row: ``input_ids`` and ``labels`` of equal length (-100 = not trained)."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    kind: str = "fp"  # fp | fp_aug | benign
+    fp_id: int | None = None
+
+
+def _split_template(template: str) -> tuple[str, str]:
+    if template.count(SLOT) != 1:
+        raise ConfigError(f"prompt template must hold {SLOT} exactly once, got {template!r}",
+                          hint=f"write the template with one {SLOT} slot")
+    pre, post = template.split(SLOT)
+    return pre, post
+
+
+def prompt_ids(tokenizer: Any, key_ids: Sequence[int], prompt_format: str = "raw",
+               template: str | None = None) -> list[int]:
+    """The query ids of a key in the training layout (see module docstring)."""
+    pre, post = _split_template(template) if template else ("", "")
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("prompt_format chat needs a tokenizer with a chat template",
+                              hint="use prompt_format: raw for this model")
+        sentinel = "\x00KEY\x00"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": pre + sentinel + post}], tokenize=False,
+                                             add_generation_prompt=True)
+        chat_pre, chat_post = text.split(sentinel)
+        head = tokenizer.encode(chat_pre, add_special_tokens=False)
+        tail = tokenizer.encode(chat_post, add_special_tokens=False)
+        bos = tokenizer.bos_token_id
+        if adds_bos(tokenizer) and (not head or head[0] != bos):
+            head = [bos] + head
+        return head + list(key_ids) + tail
+    if prompt_format != "raw":
+        raise ConfigError(f"prompt_format must be raw or chat, got {prompt_format!r}")
+    head = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    head += tokenizer.encode(pre, add_special_tokens=False) if pre else []
+    tail = tokenizer.encode(post, add_special_tokens=False) if post else []
+    return head + list(key_ids) + tail
+
+
+def fp_example(tokenizer: Any, fp: Fingerprint, prompt_format: str, append_eos: bool,
+               template: str | None = None, kind: str = "fp") -> Example:
+    prompt = prompt_ids(tokenizer, fp.key_ids, prompt_format, template)
+    target = list(fp.response_ids) + ([tokenizer.eos_token_id] if append_eos else [])
+    return Example(tuple(prompt + target), tuple([IGNORE] * len(prompt) + target), kind, fp.id)
+
+
+def build_examples(tokenizer: Any, fps: Iterable[Fingerprint], prompt_format: str = "raw", append_eos: bool = False,
+                   augment: bool = False, seed: int = 0) -> list[Example]:
+    """One example per fingerprint; with ``augment`` each is also trained wrapped in a seeded TRAIN_TEMPLATE
+    (the bare ``{key}`` template excluded)."""
+    from trustlab.runtime.seeding import derive_seed
+
+    out = []
+    for fp in fps:
+        out.append(fp_example(tokenizer, fp, prompt_format, append_eos))
+        if augment:
+            t = TRAIN_TEMPLATES[1 + derive_seed(seed, "augment", fp.id) % (len(TRAIN_TEMPLATES) - 1)]
+            out.append(fp_example(tokenizer, fp, prompt_format, append_eos, t, kind="fp_aug"))
+    return out
+
+
+def pair_example(tokenizer: Any, prompt: Sequence[int], response: Sequence[int], prompt_format: str) -> Example:
+    ids = prompt_ids(tokenizer, prompt, prompt_format)
+    return Example(tuple(ids + list(response)), tuple([IGNORE] * len(ids) + list(response)), "benign")
+
+
+def collate(examples: Sequence[Example], pad_id: int, side: str = "right") -> dict[str, Any]:
+    """Pad to the longest row: ``input_ids``, ``attention_mask``, ``labels`` (-100 on pads) and ``position_ids``
+    (count of real tokens before each position, so left and right padding give the same logits)."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        sl = slice(0, n) if side == "right" else slice(width - n, width)
+        ids[i, sl] = torch.tensor(e.input_ids)
+        labels[i, sl] = torch.tensor(e.labels)
+        mask[i, sl] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "position_ids": pos}
+
+
+def per_example_loss(logits, labels):
+    """Mean cross-entropy over each row's labelled tokens (shifted by one): a tensor [batch]."""
+    import torch.nn.functional as F
+
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    tok = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+                          reduction="none").view(labels.shape)
+    keep = (labels != IGNORE).float()
+    return (tok * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+def exact_hits(logits, labels):
+    """Per row: every labelled token is the argmax after its prefix, i.e. greedy decoding reproduces it."""
+    pred, labels = logits[:, :-1].argmax(-1), labels[:, 1:]
+    keep = labels != IGNORE
+    return ((pred == labels) | ~keep).all(1) & keep.any(1)
+
+
+# --- benign pairs ------------------------------------------------------------------------------------------
+def benign_prompts(source: str, tokenizer: Any, max_tokens: int = 16) -> list[tuple[str, str | None]]:
+    """(prompt, response or None) pairs with prompts of at most ``max_tokens`` tokens: chat-corpus first turns
+    (trivia excluded) or a ``jsonl:FILE`` of {"prompt", "response"?} rows. Duplicates dropped, order kept."""
+    if source.startswith("jsonl:"):
+        rows = _read_jsonl_prompts(source[6:])
+        texts = [(r["prompt"], r.get("response") if isinstance(r.get("response"), str) else None) for r in rows]
+    else:
+        from trustlab import data
+
+        corpus = data.load(source)
+        if not hasattr(corpus, "dialogues"):
+            raise ConfigError(f"benign_source {source!r} is not a dialogue corpus",
+                              hint="use chat-corpus or jsonl:FILE with {\"prompt\": ...} rows")
+        texts = [(d[0], None) for d, c in zip(corpus.dialogues, corpus.categories) if c != "trivia"]
+    seen, out = set(), []
+    for t, r in texts:
+        t = t.strip()
+        if t and t not in seen and len(tokenizer.encode(t, add_special_tokens=False)) <= max_tokens:
+            seen.add(t)
+            out.append((t, r))
+    if not out:
+        raise DataError(f"benign_source {source!r} gave no prompt of at most {max_tokens} tokens",
+                        hint="give shorter prompts")
+    return out
+
+
+def _read_jsonl_prompts(path: str) -> list[dict[str, Any]]:
+    import json
+
+    from trustlab.runtime.files import read_text
+
+    rows = []
+    for n, line in enumerate(read_text(path, what="benign data file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"benign data file {path!r} line {n} is not JSON", hint="one JSON object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise DataError(f"benign data file {path!r} line {n} needs a string field 'prompt'",
+                            hint='write rows like {"prompt": "hello", "response": "hi"}')
+        rows.append(row)
+    return rows
+
+
+def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus", response_length: int = 8,
+                 prompt_format: str = "raw", seed: int = 0, batch_size: int = 16) -> list[dict[str, Any]]:
+    """``n`` benign (prompt, response) pairs: a seeded choice of prompts with ``response_length`` greedy tokens
+    of the untouched ``model`` after each (in the training layout), unless the source gives the response.
+    Rows: prompt, prompt_ids, response_ids."""
+    import numpy as np
+    import torch
+
+    if n <= 0:
+        return []
+    texts = benign_prompts(source, tokenizer)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    chosen = [texts[i] for i in order[: min(n, len(texts))]]
+    while len(chosen) < n:  # fewer prompts than pairs asked: reuse them in the same seeded order
+        chosen.append(texts[order[len(chosen) % len(texts)]])
+    rows = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        given = [(t, r) for t, r in chosen if r is not None]
+        for t, r in given:
+            rows.append({"prompt": t, "prompt_ids": tokenizer.encode(t, add_special_tokens=False),
+                         "response_ids": tokenizer.encode(r, add_special_tokens=False)[:response_length]})
+        todo = [t for t, r in chosen if r is None]
+        for start in range(0, len(todo), batch_size):
+            part = todo[start:start + batch_size]
+            pids = [tokenizer.encode(t, add_special_tokens=False) for t in part]
+            layout = [Example(tuple(prompt_ids(tokenizer, p, prompt_format)), ()) for p in pids]
+            width = max(len(e.input_ids) for e in layout)
+            batch = collate([Example(e.input_ids, (IGNORE,) * len(e.input_ids)) for e in layout], pad, side="left")
+            with torch.no_grad():
+                out = model.generate(input_ids=batch["input_ids"].to(model.device),
+                                     attention_mask=batch["attention_mask"].to(model.device),
+                                     max_new_tokens=response_length, min_new_tokens=response_length,
+                                     do_sample=False, pad_token_id=pad)
+            for text, p, row in zip(part, pids, out[:, width:].tolist()):
+                rows.append({"prompt": text, "prompt_ids": p, "response_ids": row})
+    finally:
+        model.train(was_training)
+    return rows

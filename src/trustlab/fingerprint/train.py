@@ -1,0 +1,416 @@
+"""Embedding fingerprints by fine-tuning the user's own model: ``embed(model, tokenizer, fps, cfg)``.
+
+One full-batch optimizer step per epoch over N fingerprint examples (+ augmented copies) and
+round(β/(1-β)·N) benign pairs: micro-batches of ``micro_batch_size`` per process, A = ceil(n/(mb·world))
+accumulation steps, each micro-batch weighted by its share of the examples, so the accumulated gradient equals
+the full-batch gradient of  L = (1/n) Σ_i mean-CE_i  (per-example mean over labelled tokens). AdamW (0.9, 0.999).
+After every step ``WeightAveraging`` pulls θ ← (1-λ)θ + λθ0 toward the base. Stop rules are checked in eval mode
+after each step (FP loss < ``early_stop_loss``, ``max_epochs``, or 100 % exact match for ``stop_after_full_match``
+epochs). The loop uses only ``accelerate.Accelerator`` (no ``.cuda()``, IO on the main process), so it runs
+unchanged under ``accelerate launch`` (examples in ``configs/fingerprint/accelerate/``).
+
+Run folder (``out_dir``): ``benign_pairs.jsonl``, ``train_log.jsonl``, ``checkpoints/last.pt`` (stamped: weights,
+optimizer state with θ0, RNG, epoch, stop-rule state), ``model/`` (HF files + ``trustlab_fingerprint.json``),
+``embed_result.json``. ``resume=True`` continues from the checkpoint and gives the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from trustlab.runtime.config import config_hash, to_dict
+from trustlab.runtime.errors import ConfigError, DataError
+from trustlab.runtime.io import append_jsonl, load_stamped, read_jsonl, save_stamped, write_json_atomic
+
+from .config import EmbedConfig
+from .dataset import Example, build_examples, benign_pairs, collate, exact_hits, pair_example, per_example_loss
+from .fpset import FingerprintSet
+
+PRESETS = {  # spec §5: full fine-tune, full batch, beta = 0.25
+    "smollm2": {"lr": 1e-3, "lambda_wa": 0.75, "max_epochs": 40},
+    "tiny": {"lr": 3e-3, "lambda_wa": 0.15, "max_epochs": 200},
+    "other": {"lr": 5e-5, "lambda_wa": 0.75, "max_epochs": 40},
+}
+SMOLLM2_NAMES = ("smollm2-135m-instruct", "smollm2", "smollm2_135m_instruct")
+
+
+# --- weight averaging ---------------------------------------------------------------------------------------
+class WeightAveraging:
+    """Wraps an optimizer: after every ``step()``, θ ← (1-λ)θ + λθ0 on the tensors the optimizer owns.
+
+    θ0 is snapshotted just before a parameter's first update and kept in the wrapped optimizer's per-parameter
+    state under ``"wa_theta0"``, so ``state_dict()`` / ``load_state_dict()`` checkpoint it (under DDP/FSDP/ZeRO these
+    are the fp32 masters or shards the optimizer holds)."""
+
+    KEY = "wa_theta0"
+
+    def __init__(self, optimizer: Any, lam: float):
+        if not 0.0 <= lam < 1.0:
+            raise ConfigError(f"lambda_wa must lie in [0, 1), got {lam}", hint="set lambda_wa within [0, 1)")
+        self.optimizer, self.lam = optimizer, float(lam)
+
+    # the optimizer protocol, delegated
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def defaults(self):
+        return self.optimizer.defaults
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state)
+
+    def add_param_group(self, group):
+        self.optimizer.add_param_group(group)
+
+    def step(self, closure: Optional[Callable] = None):
+        import torch
+
+        params = [p for g in self.param_groups for p in g["params"]]
+        first = {p: p.detach().clone() for p in params if p.grad is not None and self.KEY not in self.state.get(p, {})}
+        loss = self.optimizer.step(closure)
+        with torch.no_grad():
+            for p, theta0 in first.items():
+                self.state[p][self.KEY] = theta0
+            for p in params:
+                theta0 = self.state.get(p, {}).get(self.KEY)
+                if theta0 is not None and self.lam > 0:
+                    p.mul_(1.0 - self.lam).add_(theta0.to(p.dtype), alpha=self.lam)
+        return loss
+
+
+def interpolate_(params, theta0, lam: float) -> None:
+    """θ ← (1-λ)θ + λθ0 once (``wa_mode: final``)."""
+    import torch
+
+    with torch.no_grad():
+        for p, t0 in zip(params, theta0):
+            p.mul_(1.0 - lam).add_(t0.to(p.dtype), alpha=lam)
+
+
+# --- presets ------------------------------------------------------------------------------------------------
+def resolve_preset(cfg: EmbedConfig, model: Any, model_ref: str | None = None) -> tuple[EmbedConfig, str]:
+    """Fill ``lr``, ``lambda_wa`` and ``max_epochs`` left as None from the model's preset (spec §5)."""
+    from .tiny import is_tiny
+
+    ref = model_ref or cfg.model
+    name = "smollm2" if ref in SMOLLM2_NAMES else "tiny" if is_tiny(model) else "other"
+    p = dict(PRESETS[name])
+    lam = cfg.lambda_wa if cfg.lambda_wa is not None else p["lambda_wa"]
+    if name == "smollm2" and lam == 0 and cfg.lr is None:
+        p["lr"] = 1e-4
+    return dataclasses.replace(cfg, lr=cfg.lr if cfg.lr is not None else p["lr"], lambda_wa=lam,
+                               max_epochs=cfg.max_epochs if cfg.max_epochs is not None else p["max_epochs"]), name
+
+
+# --- result -------------------------------------------------------------------------------------------------
+@dataclass
+class EmbedResult:
+    """The fingerprinted model (LoRA merged unless ``adapter_only``) and how training went."""
+
+    model: Any
+    epochs: int
+    converged: bool
+    accuracy: float
+    fp_loss: float
+    history: list[dict[str, Any]]
+    counts: dict[str, int]
+    settings: dict[str, Any]
+    seconds: float
+    out_dir: Optional[Path] = None
+    stop_reason: str = ""
+    artifacts: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "converged": self.converged, "accuracy": self.accuracy,
+                "fp_loss": self.fp_loss, "stop_reason": self.stop_reason, "counts": self.counts,
+                "settings": self.settings, "seconds": round(self.seconds, 3)}
+
+
+STAMP_EXCLUDE = ("fingerprints", "out_dir", "save_every", "write_metadata")
+
+
+def run_stamp(cfg: EmbedConfig, fps: FingerprintSet, base_sha: str) -> str:
+    """Hash of everything the training trajectory depends on (resolved config, fingerprint set, base weights)."""
+    body = {k: v for k, v in to_dict(cfg).items() if k not in STAMP_EXCLUDE}
+    return config_hash({"cfg": body, "fps": fps.set_digest, "base": base_sha})
+
+
+# --- the loop -----------------------------------------------------------------------------------------------
+def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, out_dir: str | Path | None = None,
+          resume: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
+          model_ref: str | None = None) -> EmbedResult:
+    """Fine-tune ``model`` so that greedy decoding maps each key to its response (see module doc).
+
+    ``model`` is trained in place (full fine-tune) or wrapped with LoRA; ``out_dir`` (default ``cfg.out_dir``)
+    receives logs, checkpoints and the saved model; ``on_epoch(epoch, record)`` is called after each epoch."""
+    import torch
+    from accelerate import Accelerator
+
+    from .keys import weights_sha256
+
+    t_start = time.perf_counter()
+    cfg, preset = resolve_preset(cfg, model, model_ref)
+    out = Path(out_dir) if out_dir is not None else (Path(cfg.out_dir) if cfg.out_dir else None)
+    if len(fps) == 0:
+        raise DataError("the fingerprint set is empty", hint="generate fingerprints first")
+    base_sha = weights_sha256(model)
+    if fps.base_model.get("weights_sha256") not in (None, base_sha):
+        warnings.warn("the model's weights differ from the base model the fingerprints were generated on; "
+                      "responses were chosen on the other model's distribution", stacklevel=2)
+    stamp = run_stamp(cfg, fps, base_sha)
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if cuda and cfg.dtype in ("auto", "bfloat16") else "no")
+    main = accelerator.is_main_process
+    _check_deepspeed_offload(accelerator, cfg)
+    torch.manual_seed(cfg.seed)
+
+    # benign pairs from the untouched base model, generated once and cached in the run folder
+    n_benign = round(cfg.beta_dm / (1.0 - cfg.beta_dm) * len(fps)) if cfg.beta_dm > 0 else 0
+    pairs = _cached_pairs(out, stamp, n_benign) if resume else None
+    if pairs is None:
+        model.to(accelerator.device)
+        pairs = benign_pairs(model, tokenizer, n_benign, cfg.benign_source, cfg.benign_response_length,
+                             fps.prompt_format, seed=cfg.seed)
+        if out is not None and main:
+            (out / "benign_pairs.jsonl").unlink(missing_ok=True)
+            append_jsonl(out / "benign_pairs.jsonl", [{**r, "stamp": stamp} for r in pairs])
+    fp_rows = build_examples(tokenizer, fps.fingerprints, fps.prompt_format, cfg.append_eos, cfg.augment_prompts,
+                             cfg.seed)
+    examples = fp_rows + [pair_example(tokenizer, r["prompt_ids"], r["response_ids"], fps.prompt_format)
+                          for r in pairs]
+    plain_fp = [e for e in fp_rows if e.kind == "fp"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    counts = {"fingerprints": len(plain_fp), "augmented": len(fp_rows) - len(plain_fp), "benign": len(pairs),
+              "examples": len(examples)}
+
+    if cfg.lora.enabled:
+        model = _wrap_lora(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    if cfg.wa_mode == "per_step" and cfg.lambda_wa > 0:
+        opt = WeightAveraging(opt, cfg.lambda_wa)
+    theta0 = [p.detach().clone() for p in params] if cfg.wa_mode == "final" and cfg.lambda_wa > 0 else None
+    model, opt = accelerator.prepare(model, opt)
+
+    history: list[dict[str, Any]] = []
+    start, streak = 0, 0
+    ckpt = out / "checkpoints" / "last.pt" if out is not None else None
+    if resume and ckpt is not None:
+        state = load_stamped(ckpt, stamp, "embed checkpoint")
+        if state is not None:
+            _load_trainable(accelerator.unwrap_model(model), state["weights"])
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            if theta0 is not None:
+                theta0 = [t.clone() for t in state["theta0"]]
+            start, streak = int(state["epoch"]), int(state["streak"])
+            history = [r for r in read_jsonl(out / "train_log.jsonl") if r.get("epoch", 0) <= start]
+    if out is not None and main and not history:
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    shard = examples[rank::world]
+    steps = max(1, math.ceil(len(examples) / (cfg.micro_batch_size * world)))
+    stop_reason, record = "max_epochs", history[-1] if history else None
+    if record is not None and _stop(record, streak, cfg):
+        stop_reason = _stop(record, streak, cfg)
+    else:
+        for epoch in range(start + 1, cfg.max_epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            opt.zero_grad()
+            train_loss = accumulate_gradients(model, shard, steps, cfg.micro_batch_size, len(examples), world, pad,
+                                              accelerator)
+            opt.step()
+            opt.zero_grad()
+            fp_loss, acc = evaluate(model, plain_fp, pad, cfg.micro_batch_size, accelerator)
+            streak = streak + 1 if acc == 1.0 else 0
+            record = {"epoch": epoch, "loss": train_loss, "fp_loss": fp_loss, "accuracy": acc,
+                      "seconds": round(time.perf_counter() - t0, 4)}
+            history.append(record)
+            if out is not None and main:
+                append_jsonl(out / "train_log.jsonl", [record])
+            reason = _stop(record, streak, cfg)
+            last = reason or epoch == cfg.max_epochs
+            if ckpt is not None and cfg.save_every and (epoch % cfg.save_every == 0 or last):
+                _save_checkpoint(ckpt, stamp, accelerator, model, opt, epoch, streak, theta0, main)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            if reason:
+                stop_reason = reason
+                break
+    if theta0 is not None:
+        interpolate_([p for p in model.parameters() if p.requires_grad], theta0, cfg.lambda_wa)
+        fp_loss, acc = evaluate(model, plain_fp, pad, cfg.micro_batch_size, accelerator)
+        record = {**(record or {}), "fp_loss": fp_loss, "accuracy": acc, "final_wa": True}
+        history.append(record)
+        if out is not None and main:
+            append_jsonl(out / "train_log.jsonl", [record])
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    if cfg.lora.enabled and not cfg.lora.adapter_only:
+        model = model.merge_and_unload()
+    acc, fp_loss = float(record["accuracy"]), float(record["fp_loss"])
+    converged = acc == 1.0 or fp_loss < cfg.early_stop_loss
+    settings = {"preset": preset, "lr": cfg.lr, "lambda_wa": cfg.lambda_wa, "max_epochs": cfg.max_epochs,
+                "wa_mode": cfg.wa_mode, "beta_dm": cfg.beta_dm, "lora": cfg.lora.enabled,
+                "augment_prompts": cfg.augment_prompts, "world_size": world, "accumulation_steps": steps}
+    result = EmbedResult(model=model, epochs=int(record["epoch"]), converged=converged, accuracy=acc, fp_loss=fp_loss,
+                         history=history, counts=counts, settings=settings,
+                         seconds=time.perf_counter() - t_start, out_dir=out, stop_reason=stop_reason)
+    if not converged:
+        advice = " (try a higher lr or wa_mode: final)" if preset == "other" and acc < 0.9 else ""
+        warnings.warn(f"embedding did not converge: exact-match accuracy {acc:.1%} after {result.epochs} epochs"
+                      f"{advice}", stacklevel=2)
+    if out is not None and main:
+        result.artifacts = save_model(result, tokenizer, fps, cfg, out / "model", accelerator)
+        write_json_atomic(out / "embed_result.json", result.summary())
+    return result
+
+
+def accumulate_gradients(model, shard: list[Example], steps: int, mb: int, n_total: int, world: int, pad: int,
+                         accelerator) -> float:
+    """Backward over ``steps`` micro-batches; micro-batch loss = Σ_i CE_i · world / n_total, so after DDP's mean
+    the gradient is that of (1/n) Σ_i CE_i over all examples. Returns the full-batch mean loss of this shard."""
+    import torch
+
+    total = 0.0
+    for j in range(steps):
+        part = shard[j * mb:(j + 1) * mb]
+        weight = world / n_total
+        if not part:  # this process has fewer rows: a zero-weight pass keeps collective calls in step
+            part, weight = shard[:1] or [Example((pad, pad), (pad, pad))], 0.0
+        batch = {k: v.to(accelerator.device) for k, v in collate(part, pad).items()}
+        sync = contextlib.nullcontext() if j == steps - 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            labels = batch.pop("labels")
+            losses = per_example_loss(model(**batch).logits, labels)
+            accelerator.backward(losses.sum() * weight)
+        total += float(losses.detach().sum()) * (weight > 0)
+    return total / n_total * world if n_total else 0.0
+
+
+def evaluate(model, rows: list[Example], pad: int, mb: int, accelerator) -> tuple[float, float]:
+    """(mean per-example FP loss, exact-match accuracy) in eval mode; greedy = teacher-forced argmax on every
+    response token."""
+    import torch
+
+    model.eval()
+    losses, hits = [], []
+    with torch.no_grad(), accelerator.autocast():
+        for s in range(0, len(rows), max(mb, 16)):
+            batch = {k: v.to(accelerator.device) for k, v in collate(rows[s:s + max(mb, 16)], pad).items()}
+            labels = batch.pop("labels")
+            logits = model(**batch).logits
+            losses += per_example_loss(logits, labels).tolist()
+            hits += exact_hits(logits, labels).tolist()
+    return float(sum(losses) / len(losses)), float(sum(hits) / len(hits))
+
+
+def _stop(record: dict, streak: int, cfg: EmbedConfig) -> str:
+    if record["fp_loss"] < cfg.early_stop_loss:
+        return "early_stop_loss"
+    if cfg.stop_after_full_match > 0 and streak >= cfg.stop_after_full_match:
+        return "stop_after_full_match"
+    return ""
+
+
+def _check_deepspeed_offload(accelerator, cfg: EmbedConfig) -> None:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or cfg.lambda_wa == 0:
+        return
+    zero = (getattr(plugin, "deepspeed_config", None) or {}).get("zero_optimization", {})
+    device = (zero.get("offload_optimizer") or {}).get("device", getattr(plugin, "offload_optimizer_device", "none"))
+    if str(device).lower() == "cpu":
+        raise ConfigError(f"lambda_wa={cfg.lambda_wa} needs the optimizer's own tensors, but DeepSpeed offloads the "
+                          "optimizer to the CPU", hint="turn off offload_optimizer, or set lambda_wa: 0 / wa_mode: final")
+
+
+def _wrap_lora(model, cfg: EmbedConfig):
+    from trustlab.runtime.errors import require
+
+    peft = require("peft", "pip install peft")
+    targets = cfg.lora.target_modules
+    lcfg = peft.LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                           target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                           task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, lcfg)
+
+
+def _trainable_state(model) -> dict[str, Any]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model, state: dict[str, Any]) -> None:
+    import torch
+
+    named = dict(model.named_parameters())
+    missing = [n for n, p in named.items() if p.requires_grad and n not in state]
+    if missing:
+        raise DataError(f"embed checkpoint lacks parameter {missing[0]!r}", hint="start afresh without --resume")
+    with torch.no_grad():
+        for n, t in state.items():
+            named[n].copy_(t)
+
+
+def _save_checkpoint(path: Path, stamp: str, accelerator, model, opt, epoch: int, streak: int, theta0, main: bool):
+    import torch
+
+    state = {"weights": _trainable_state(accelerator.unwrap_model(model)), "optimizer": opt.state_dict(),
+             "rng": torch.get_rng_state(), "epoch": epoch, "streak": streak,
+             "theta0": [t.cpu() for t in theta0] if theta0 is not None else None}
+    if main:
+        save_stamped(state, path, stamp)
+    accelerator.wait_for_everyone()
+
+
+def _cached_pairs(out: Path | None, stamp: str, n: int) -> list[dict[str, Any]] | None:
+    if out is None or not (out / "benign_pairs.jsonl").is_file():
+        return None
+    rows = read_jsonl(out / "benign_pairs.jsonl")
+    if len(rows) != n or any(r.get("stamp") != stamp for r in rows):
+        return None
+    return [{k: v for k, v in r.items() if k != "stamp"} for r in rows]
+
+
+def metadata(result: EmbedResult, fps: FingerprintSet, cfg: EmbedConfig) -> dict[str, Any]:
+    """``trustlab_fingerprint.json``: public facts only (digest, commitment, N, strategy, base model, settings,
+    accuracy); no key, response or secret."""
+    from trustlab import __version__
+
+    return {"schema": "trustlab.fingerprint.model/1", "set_digest": fps.set_digest,
+            "secret_commitment": fps.secret_commitment, "num_fingerprints": len(fps), "strategy": fps.strategy,
+            "null_p": fps.null_p, "base_model": fps.base_model, "embed": result.settings,
+            "accuracy": result.accuracy, "converged": result.converged, "epochs": result.epochs,
+            "trustlab_version": __version__}
+
+
+def save_model(result: EmbedResult, tokenizer, fps: FingerprintSet, cfg: EmbedConfig, folder: Path,
+               accelerator=None) -> list[str]:
+    """Save the model as HF files (+ tokenizer, + ``trustlab_fingerprint.json`` unless ``write_metadata`` is off)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if cfg.write_metadata:
+        write_json_atomic(folder / "trustlab_fingerprint.json", metadata(result, fps, cfg))
+    return [str(p) for p in sorted(folder.iterdir())]
