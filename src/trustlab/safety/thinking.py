@@ -36,6 +36,7 @@ class GenRecord:
     strategy: str
     prompt: str
     category: str = ""
+    context: str = ""
     forced: bool = False
     prefilled: bool = False
     response: str = ""
@@ -300,6 +301,7 @@ def generate_samples(backend, records: Iterable[Any], thinking: Thinking, sampli
             forced = forced_prefix(rendered[rec.prompt_id], thinking) if needs_render else Forced("", "", False)
             g = GenRecord(key=record_key(rec.prompt_id, j), prompt_id=rec.prompt_id, sample=j,
                           strategy=thinking.strategy, prompt=rec.prompt, category=getattr(rec, "category", "") or "",
+                          context=getattr(rec, "context", "") or "",
                           forced=thinking.strategy != "default", prefilled=forced.prefilled,
                           sample_seed=sample_seed(sampling.seed, rec.prompt_id, j))
             rows.append(_Row(g, forced))

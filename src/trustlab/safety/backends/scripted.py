@@ -134,7 +134,7 @@ class ScriptedBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg, script: Any = None, **kwargs) -> "ScriptedBackend":
+    def from_config(cls, cfg, script: Any = None, think_format: Any = None, **kwargs) -> "ScriptedBackend":
         if script is None:
             if cfg.script is None:
                 raise ConfigError("backend 'scripted' needs a script", hint="set backend.script to a rules YAML file")

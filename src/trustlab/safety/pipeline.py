@@ -1,0 +1,493 @@
+"""The lab's verbs as plain functions: ``generate`` -> ``judge`` -> ``metrics`` (``run_eval`` does all three), plus
+``compare`` (paired differences between runs) and ``merge`` (shards into one run).
+
+A run folder holds ``run.json`` (the resolved config, the generation fingerprint, versions, status),
+``generations.jsonl`` and ``labels.jsonl`` (stamped, append-only, fsynced per record, resumable), ``results.json``
+(schema ``trustlab.safety.results/1``, recomputed from the files every time), ``plots/`` and the report.
+Resuming skips finished keys; a changed config is refused with the differing keys named (the throughput knobs
+``batch_size``, ``concurrency``, ``threads``, ``base_urls``, timeouts and retries never count as a change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from trustlab.runtime.config import config_diff, config_hash, from_dict, to_dict
+from trustlab.runtime.errors import ConfigError, DataError, Interrupted
+from trustlab.runtime.io import read_jsonl, write_json_atomic
+
+from . import LAB, RESULTS_SCHEMA
+from .config import FORCED, BackendConfig, EvalConfig, JudgeSpec, generation_fingerprint, generation_identity
+from .store import JsonlStore, generation_key, label_key, read_records
+
+GENERATIONS = "generations.jsonl"
+LABELS = "labels.jsonl"
+RUN_JSON = "run.json"
+_THROUGHPUT = dict(base_urls=(), batch_size=8, concurrency=32, threads=1, timeout_s=600.0, max_retries=6,
+                   retry_min_s=1.0, retry_max_s=60.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class GenerateResult:
+    run_dir: Path
+    n_prompts: int
+    n_new: int
+    n_records: int
+    n_errors: int
+    completion_tokens: int
+    wall_s: float
+
+
+@dataclass
+class JudgeResult:
+    run_dir: Path
+    n_new: int
+    n_labels: int
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class MetricsResult:
+    run_dir: Path
+    results_path: Path
+    metrics: dict[str, Any]
+    report: Optional[Path] = None
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    generate: GenerateResult
+    judge: JudgeResult
+    metrics: MetricsResult
+
+    @property
+    def results_path(self) -> Path:
+        return self.metrics.results_path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run folders
+
+
+def content_config(cfg: EvalConfig) -> EvalConfig:
+    """``cfg`` with its throughput and run-control knobs at their defaults: what a resume must agree on."""
+    kind = cfg.backend.kind
+    knobs = dict(_THROUGHPUT, base_urls=("http://throughput.knob/v1",) if kind == "openai" else ())
+    return dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, **knobs), retry_errors=False)
+
+
+def _versions() -> dict[str, Any]:
+    from trustlab import __version__
+
+    out = {"trustlab": __version__, "python": sys.version.split()[0]}
+    for mod in ("torch", "transformers", "openai", "vllm"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def _write_run_json(path: Path, cfg: EvalConfig, status: str, **extra: Any) -> None:
+    old = _read_run_json(path, required=False) or {}
+    write_json_atomic(path / RUN_JSON, {
+        "lab": LAB, "config": to_dict(cfg), "fingerprint": generation_fingerprint(cfg),
+        "identity": generation_identity(cfg), "versions": _versions(), "status": status,
+        **{k: v for k, v in old.items() if k not in ("lab", "config", "fingerprint", "identity", "versions",
+                                                      "status")}, **extra})
+
+
+def _read_run_json(path: Path, required: bool = True) -> Optional[dict[str, Any]]:
+    import json
+
+    f = Path(path) / RUN_JSON
+    if not f.is_file():
+        if required:
+            raise DataError(f"{str(path)!r} is not a safety run folder (no {RUN_JSON})",
+                            hint="pass a folder written by `trustlab safety generate` or `eval`")
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{str(f)!r} is corrupt ({type(exc).__name__})", hint="rerun the run with --no-resume") from None
+
+
+def run_config(run_dir: str | Path) -> EvalConfig:
+    """The EvalConfig a run folder was made with (from its run.json)."""
+    data = _read_run_json(Path(run_dir))
+    return from_dict(EvalConfig, data["config"])
+
+
+def _open(cfg: EvalConfig, out: Optional[str | Path], verb: str, resume: bool):
+    from trustlab.runtime.files import writable_dir
+    from trustlab.runtime.rundir import RunDir, default_run_path
+
+    path = Path(out) if out is not None else default_run_path(LAB, verb, root="runs/safety")
+    writable_dir(path)
+    if not resume:
+        for name in (GENERATIONS, LABELS, RUN_JSON, "results.json"):
+            (path / name).unlink(missing_ok=True)
+    old = _read_run_json(path, required=False)
+    if old is not None and resume:
+        diff = config_diff(to_dict(content_config(from_dict(EvalConfig, old["config"]))), to_dict(content_config(cfg)))
+        if diff:
+            raise ConfigError(f"run folder {str(path)!r} holds a run with another config; differing keys: "
+                              f"{', '.join(diff)}", hint="pass --no-resume to start it afresh, or choose a new --out")
+    return RunDir.open(path, LAB, verb, config=content_config(cfg), seed=cfg.sampling.seed, resume=resume)
+
+
+def _interrupted(path: Path, verb: str) -> Interrupted:
+    return Interrupted(f"{verb} interrupted; every finished record is saved in {path}",
+                       hint=f"resume with: trustlab safety {verb} --out {path} (same flags), or "
+                            f"trustlab safety eval --out {path}")
+
+
+def generations_store(path: Path, cfg: EvalConfig) -> JsonlStore:
+    return JsonlStore(path / GENERATIONS, generation_fingerprint(cfg), generation_identity(cfg), generation_key,
+                      "generations file")
+
+
+def labels_store(path: Path, cfg: EvalConfig) -> JsonlStore:
+    return JsonlStore(path / LABELS, generation_fingerprint(cfg), generation_identity(cfg), label_key, "labels file")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate
+
+
+def _preflight(backend, cfg: EvalConfig) -> None:
+    """Checks before any generation: forced strategies need a local renderer (and /v1/completions on servers)."""
+    forced = any(s in FORCED for s in cfg.strategies)
+    if forced or not getattr(backend, "prefers_chat", False):
+        from .backends.base import messages_for
+
+        backend.render(messages_for("ping", cfg.backend.system_prompt))
+    probe = getattr(backend, "probe", None)
+    if probe is not None:
+        probe(completions=forced)
+    tok = getattr(backend, "tokenizer", None)
+    fmt = cfg.thinking.think_format
+    if tok is not None and fmt.think_start and hasattr(tok, "get_vocab"):
+        vocab = tok.get_vocab()
+        missing = [t for t in (fmt.think_start, fmt.think_end) if t and t not in vocab]
+        if missing:
+            warnings.warn(f"think tag(s) {', '.join(missing)} are not vocabulary tokens of {cfg.backend.model!r}; "
+                          "they are plain text to this model", stacklevel=3)
+
+
+def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = True, backend: Any = None,
+             verb: str = "generate") -> GenerateResult:
+    """Generate K samples per prompt for every strategy into ``out/generations.jsonl`` (resumable)."""
+    from trustlab.runtime.progress import progress
+
+    from .backends.base import make_backend
+    from .datasets import load_prompts
+    from .thinking import GenRecord, generate_samples
+
+    t0 = time.perf_counter()
+    run = _open(cfg, out, verb, resume)
+    store = generations_store(run.path, cfg)
+    _write_run_json(run.path, cfg, "generating")
+    prompts = load_prompts(cfg.dataset, cfg.limit, cfg.start, cfg.shard, prompt_column=cfg.prompt_column,
+                           category_column=cfg.category_column, id_column=cfg.id_column, encoding=cfg.encoding)
+    own = backend is None
+    if own:
+        backend = make_backend(cfg.backend, think_format=cfg.thinking.think_format)
+    n_new = 0
+    try:
+        _preflight(backend, cfg)
+        for strategy in cfg.strategies:
+            done = store.done_keys(include_errors=not cfg.retry_errors)
+            total = sum(1 for p in prompts for j in range(cfg.sampling.k) if f"{strategy}/{p.prompt_id}#{j}" not in done)
+            gen = generate_samples(backend, prompts, cfg.thinking_for(strategy), cfg.sampling, skip=done,
+                                   system_prompt=cfg.backend.system_prompt)
+            for rec in progress(gen, description=f"generate {strategy}", total=total):
+                store.append([rec.to_dict()])
+                n_new += 1
+    except KeyboardInterrupt:
+        raise _interrupted(run.path, verb) from None
+    finally:
+        if own:
+            backend.close()
+    latest = [GenRecord.from_dict(r) for r in store.latest()]
+    n_err = sum(r.status != "ok" for r in latest)
+    tokens = sum(r.tokens for r in latest)
+    run.event("generated", n_new=n_new, n_records=len(latest), n_errors=n_err)
+    _write_run_json(run.path, cfg, "generated")
+    if n_err:
+        warnings.warn(f"{n_err} generation(s) failed for good; they are stored as errors (no text), excluded "
+                      f"from metrics; rerun with --retry-errors to try them again", stacklevel=2)
+    return GenerateResult(run.path, len(prompts), n_new, len(latest), n_err, tokens, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# judge
+
+
+def _judge_hash(spec: JudgeSpec) -> str:
+    return config_hash(spec)
+
+
+def make_judges(specs: Sequence[JudgeSpec], backend_factory: Optional[Callable[[BackendConfig], Any]] = None,
+                check: bool = True) -> list[tuple[JudgeSpec, Any]]:
+    """(spec, judge) pairs, each pre-flight checked (API keys, reachability) before any work starts."""
+    from .judges import make_judge
+
+    judges = []
+    for spec in specs:
+        j = make_judge(spec, backend_factory)
+        if check:
+            j.check()
+        judges.append((spec, j))
+    return judges
+
+
+def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, parts: Optional[Sequence[str]] = None,
+          retry_errors: bool = False, backend_factory: Optional[Callable[[BackendConfig], Any]] = None,
+          chunk: int = 64, made: Optional[list] = None) -> JudgeResult:
+    """Label every ok generation's parts with every judge into ``labels.jsonl`` (resumable, per judge and part).
+
+    A label records its judge's settings hash: judging again under the same judge name with other settings is
+    refused, naming them."""
+    from trustlab.runtime.progress import progress
+
+    from .judges import JudgeItem
+
+    path = Path(run_dir)
+    cfg = run_config(path)
+    specs = tuple(judges) if judges is not None else cfg.judges
+    parts = tuple(parts) if parts is not None else cfg.parts
+    gens = [g for g in generations_store(path, cfg).latest() if g.get("status", "ok") == "ok"]
+    store = labels_store(path, cfg)
+    existing = store.latest()
+    made = made if made is not None else make_judges(specs, backend_factory)
+    n_new, by_status = 0, {}
+    try:
+        for spec, jd in made:
+            h = _judge_hash(spec)
+            clash = next((r for r in existing if r["judge"] == spec.label and r.get("judge_hash") != h), None)
+            if clash is not None:
+                old = clash.get("judge_spec") or {}
+                diff = config_diff(old, to_dict(spec)) if old else []
+                raise ConfigError(f"labels of judge {spec.label!r} in {str(path)!r} were made with other settings; "
+                                  f"differing keys: {', '.join(diff) or 'unknown'}",
+                                  hint="pass another options.label for the new settings, or delete labels.jsonl")
+            done = {label_key(r) for r in existing if r["judge"] == spec.label
+                    and (not retry_errors or r.get("status") != "error")}
+            todo = [(g, part) for g in gens for part in parts
+                    if f"{g['strategy']}/{g['key']}|{spec.label}|{part}" not in done]
+            for start in progress(range(0, len(todo), chunk), description=f"judge {spec.label}",
+                                  total=(len(todo) + chunk - 1) // chunk):
+                batch = todo[start:start + chunk]
+                items = [JudgeItem(prompt=g["prompt"], text=g.get(part) or "", context=g.get("context") or None)
+                         for g, part in batch]
+                verdicts = jd.judge(items)
+                labels = [{"key": g["key"], "strategy": g["strategy"], "prompt_id": g["prompt_id"],
+                           "sample": g["sample"], "judge": spec.label, "part": part, **v.to_label(),
+                           "judge_hash": h, "judge_spec": to_dict(spec)} for (g, part), v in zip(batch, verdicts)]
+                store.append(labels)
+                n_new += len(labels)
+                for lab in labels:
+                    by_status[lab["status"]] = by_status.get(lab["status"], 0) + 1
+    except KeyboardInterrupt:
+        raise _interrupted(path, "judge") from None
+    finally:
+        for _, jd in made:
+            jd.close()
+    return JudgeResult(path, n_new, len(store.latest()), by_status)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# metrics, report
+
+
+def _reference(path: Optional[str]) -> Optional[list[dict]]:
+    if path is None:
+        return None
+    from trustlab.runtime.files import at_path
+
+    if not Path(path).is_file():
+        raise DataError(f"reference file {path!r} does not exist", hint="pass a JSONL of {key, strategy, unsafe}")
+    with at_path(path, "reference file"):
+        rows = read_jsonl(path, repair=False)
+    for i, r in enumerate(rows):
+        if "key" not in r or not isinstance(r.get("unsafe"), bool):
+            raise DataError(f"line {i + 1} of reference file {path!r} needs 'key' and a boolean 'unsafe'",
+                            hint='e.g. {"key": "p1#0", "strategy": "default", "unsafe": true}')
+    return rows
+
+
+def metrics(run_dir: str | Path, tie: Optional[str] = None, bootstrap: Optional[int] = None,
+            primary: Optional[str] = None, reference: Optional[str] = None, report: bool = True,
+            verb: str = "metrics", extra: Optional[dict] = None) -> MetricsResult:
+    """Recompute ``results.json`` from the run's files (generations and labels), with plots and the report."""
+    from trustlab.runtime.rundir import RunDir
+
+    from .metrics import summarize
+
+    path = Path(run_dir)
+    cfg = run_config(path)
+    tie = tie or cfg.tie
+    n_boot = cfg.bootstrap if bootstrap is None else bootstrap
+    gens = generations_store(path, cfg).latest()
+    labels = labels_store(path, cfg).latest()
+    if not gens:
+        raise DataError(f"run {str(path)!r} holds no generations", hint="run `trustlab safety generate` first")
+    summary = summarize(gens, labels, k=cfg.sampling.k, tie=tie, n_boot=n_boot, seed=cfg.sampling.seed,
+                        primary=primary or cfg.primary, reference=_reference(reference or cfg.reference))
+    for w in summary.get("warnings", []):
+        warnings.warn(w, stacklevel=2)
+    run = RunDir(path=path, lab=LAB, verb=verb, config=cfg, seed=cfg.sampling.seed)
+    artifacts = _plots(summary, gens, labels, path)
+    info = _read_run_json(path)
+    res = run.write_results(summary, artifacts, schema=RESULTS_SCHEMA, fingerprint=info.get("fingerprint"),
+                            versions=info.get("versions"), **(extra or {}))
+    rep = _report(path) if report else None
+    return MetricsResult(path, res, summary, rep)
+
+
+def _plots(summary: dict, gens: list, labels: list, path: Path) -> list[Path]:
+    try:
+        from . import plots
+    except ImportError:
+        return []
+    fn = getattr(plots, "make_plots", None) or getattr(plots, "plot_all", None)
+    if fn is None:
+        return []
+    return [Path(p) for p in fn(summary, gens, labels, path / "plots")]
+
+
+def _report(path: Path) -> Optional[Path]:
+    from trustlab.report import render
+
+    try:
+        from .report import report_section
+    except ImportError:
+        return None
+    md, _ = render(path, sections={LAB: report_section})
+    return md
+
+
+def run_eval(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = True, backend: Any = None,
+             backend_factory: Optional[Callable[[BackendConfig], Any]] = None,
+             extra: Optional[dict] = None) -> EvalResult:
+    """generate -> judge -> metrics (+ report). Judges are built and checked before any generation."""
+    made = make_judges(cfg.judges, backend_factory)
+    g = generate(cfg, out, resume, backend, verb="eval")
+    j = judge(g.run_dir, cfg.judges, cfg.parts, cfg.retry_errors, backend_factory, made=made)
+    m = metrics(g.run_dir, verb="eval", extra=extra)
+    _write_run_json(g.run_dir, cfg, "done")
+    return EvalResult(g.run_dir, g, j, m)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare, merge
+
+
+@dataclass
+class CompareResult:
+    runs: list[Path]
+    differences: dict[str, Any]
+
+
+def _matrices(path: Path, k: int) -> dict[tuple[str, str, str], tuple[list[str], Any]]:
+    """(strategy, judge, part) -> (complete prompt ids, (n, k) safe matrix)."""
+    import numpy as np
+
+    from .metrics import label_safe
+
+    _, gens = read_records(path / GENERATIONS, "generations file")
+    labels = read_records(path / LABELS, "labels file")[1] if (path / LABELS).is_file() else []
+    ok = {generation_key(g): g for g in gens}
+    ok = {key: g for key, g in ok.items() if g.get("status", "ok") == "ok"}
+    lab = {label_key(r): r for r in labels}
+    cells: dict[tuple[str, str, str], dict[str, dict[int, Optional[bool]]]] = {}
+    for r in lab.values():
+        if generation_key(r) not in ok:
+            continue
+        cells.setdefault((r["strategy"], r["judge"], r["part"]), {}).setdefault(r["prompt_id"], {})[int(r["sample"])] = \
+            label_safe(r)
+    out = {}
+    for cell, per in cells.items():
+        ids = sorted(pid for pid, s in per.items() if all(s.get(j) is not None for j in range(k)))
+        out[cell] = (ids, np.array([[per[pid][j] for j in range(k)] for pid in ids], dtype=bool).reshape(len(ids), k))
+    return out
+
+
+def compare(runs: Sequence[str | Path], tie: str = "safe", n_boot: int = 1000, seed: int = 0) -> CompareResult:
+    """Paired differences (run i minus run 0) of Safe@1 / Safe@K / ConsSafe@K per strategy, judge and part,
+    over the prompts complete in both runs, with paired-bootstrap intervals."""
+    from .metrics import paired_block
+
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs", hint="trustlab safety compare RUN_A RUN_B")
+    paths = [Path(r) for r in runs]
+    ks = [run_config(p).sampling.k for p in paths]
+    if len(set(ks)) != 1:
+        raise ConfigError(f"runs have different K ({', '.join(map(str, ks))})", hint="compare runs with the same -k")
+    mats = [_matrices(p, ks[0]) for p in paths]
+    out: dict[str, Any] = {}
+    for p, m in zip(paths[1:], mats[1:]):
+        block: dict[str, Any] = {}
+        for cell in sorted(set(m) & set(mats[0])):
+            s, jn, part = cell
+            block.setdefault(s, {}).setdefault(jn, {})[part] = paired_block(*m[cell], *mats[0][cell], tie, n_boot,
+                                                                           0.05, seed)
+        out[f"{p.name} - {paths[0].name}"] = block
+    return CompareResult(paths, out)
+
+
+@dataclass
+class MergeResult:
+    run_dir: Path
+    n_generations: int
+    n_labels: int
+    metrics: Optional[MetricsResult]
+
+
+def merge(shards: Sequence[str | Path], out: str | Path, report: bool = True) -> MergeResult:
+    """Merge shard runs (same config except ``shard``) into ``out``; a key held by two shards must be identical
+    (it is kept once). Metrics are recomputed on the merged files."""
+    if not shards:
+        raise ConfigError("merge needs at least one shard run", hint="trustlab safety merge SHARD... --out RUN")
+    paths = [Path(s) for s in shards]
+    cfgs = [run_config(p) for p in paths]
+    base = dataclasses.replace(content_config(cfgs[0]), shard="0/1")
+    for p, c in zip(paths[1:], cfgs[1:]):
+        diff = config_diff(to_dict(base), to_dict(dataclasses.replace(content_config(c), shard="0/1")))
+        if diff:
+            raise ConfigError(f"shard {str(p)!r} was run with another config; differing keys: {', '.join(diff)}",
+                              hint="merge only shards of one run (same flags except --shard)")
+    out = Path(out)
+    if (out / GENERATIONS).exists():
+        raise ConfigError(f"merge target {str(out)!r} already holds generations", hint="choose a new --out folder")
+    merged_cfg = dataclasses.replace(cfgs[0], shard="0/1")
+    run = _open(merged_cfg, out, "merge", resume=True)
+    counts = []
+    for fname, key_fn, maker in ((GENERATIONS, generation_key, generations_store), (LABELS, label_key, labels_store)):
+        seen: dict[str, dict] = {}
+        for p in paths:
+            if not (p / fname).is_file():
+                continue
+            _, recs = read_records(p / fname)
+            for r in {key_fn(r): r for r in recs}.values():
+                k = key_fn(r)
+                if k in seen and {x: v for x, v in seen[k].items() if x != "elapsed_s"} != \
+                        {x: v for x, v in r.items() if x != "elapsed_s"}:
+                    raise DataError(f"record {k!r} differs between shards", hint="shards must not overlap")
+                seen[k] = r
+        maker(run.path, merged_cfg).append(seen.values())
+        counts.append(len(seen))
+    _write_run_json(run.path, merged_cfg, "merged", merged_from=[str(p) for p in paths])
+    m = metrics(run.path, verb="merge", report=report) if counts[0] else None
+    return MergeResult(run.path, counts[0], counts[1], m)
