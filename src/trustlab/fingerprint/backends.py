@@ -106,6 +106,9 @@ class HFBackend:
             for i, x in enumerate(chunk):  # left padding: every prompt ends where generation starts
                 input_ids[i, width - len(x):] = torch.tensor(x)
                 mask[i, width - len(x):] = 1
+            for proc in processors:  # position-aware processors (robustness.SuppressTopK) learn where decoding starts
+                if hasattr(proc, "begin"):
+                    proc.begin(width)
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 if sampled and seed is not None:
                     torch.manual_seed(int(seed) + start)
@@ -238,7 +241,7 @@ class OpenAIBackend:
         if len(choices) < len(prompts) * n:
             raise BackendError(f"endpoint {self.base_url} answered {len(prompts)} prompt(s) x {n} sample(s) with "
                                f"only {len(choices)} completion(s)",
-                               hint="the server dropped completions; try --batch-size 1 or another server")
+                               hint="the server dropped completions (or ignores n: use --samples 1); try --batch-size 1")
         grouped: list[list[Completion]] = [[] for _ in prompts]
         ordered = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
         for pos, ch in enumerate(ordered[:len(prompts) * n]):
@@ -259,7 +262,7 @@ class OpenAIBackend:
         choices = list(getattr(resp, "choices", None) or [])
         if len(choices) < n:
             raise BackendError(f"endpoint {self.base_url} answered a chat request for {n} sample(s) with "
-                               f"{len(choices)} completion(s)", hint="the server may not support n > 1")
+                               f"{len(choices)} completion(s)", hint="the server ignores n; use --samples 1")
         return [Completion(_text(c.message.content, self.base_url)) for c in choices[:n]]
 
     # -- the protocol --------------------------------------------------------------------------------------------
@@ -293,7 +296,7 @@ class OpenAIBackend:
                 got = self._completions([prompts[i] for i in idx], max_tokens, temperature, n, seed)
             except _BadRequest as exc:
                 if len(idx) == 1:
-                    raise exc.as_backend_error(self.base_url) from None
+                    raise exc.as_backend_error(self.base_url, self._models_hint()) from None
                 self.batched = False  # e.g. transformers serve: 400 "prompt must be a string"
                 return list(range(start, len(prompts)))
             except _Exhausted as exc:
@@ -328,7 +331,7 @@ class OpenAIBackend:
                     f.result()
             except _BadRequest as exc:
                 stop.set()
-                raise exc.as_backend_error(self.base_url) from None
+                raise exc.as_backend_error(self.base_url, self._models_hint()) from None
             except BaseException:
                 stop.set()
                 raise
@@ -339,9 +342,9 @@ class _BadRequest(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
-    def as_backend_error(self, url: str) -> BackendError:
+    def as_backend_error(self, url: str, models_hint: str) -> BackendError:
         return BackendError(f"endpoint {url} rejected the request ({self.status}): {self.message}",
-                            hint="check --api (completions or chat), --served-model and the response length")
+                            hint=f"check --api (completions or chat) and --served-model ({models_hint})")
 
 
 def _text(value: Any, url: str) -> str:
@@ -357,7 +360,7 @@ def _message(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
-        msg = err.get("message") if isinstance(err, dict) else err
+        msg = (err.get("message") or err.get("detail")) if isinstance(err, dict) else err
         if msg:
             return str(msg).splitlines()[0][:300]
     return str(getattr(exc, "message", exc)).splitlines()[0][:300]

@@ -1,0 +1,256 @@
+"""Ownership verification: query a suspect with the fingerprint keys, count matches, test against the null rate.
+
+``verify(fps, backend, cfg)`` sends every key (or a recorded seeded subset of ``num_queries``) in the layout it was
+trained in, counts a hit when the suspect's answer is the response, and runs ``stats.ownership_test`` on the
+answered keys: OWNED iff P[Bin(M, p0) >= m] <= alpha. Matching:
+
+- ``exact`` on a local model: the first L generated token ids equal ``response_ids`` (the tokenizer must be the
+  fingerprint file's: otherwise exact matching is refused with a hint to use ``--match lenient``);
+- ``exact`` on an endpoint: the completion text starts with ``response_text`` (leading whitespace that the server
+  puts between prompt and completion is ignored when the response has none: a decoding artefact);
+- ``lenient``: NFKC, casefold, whitespace and punctuation removed, then a prefix test; the bound then assumes a
+  text-level null rate (``bound_assumes_exact: false``).
+
+Every verdict carries the attack caveat: a host controlling decoding can suppress memorised answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from trustlab.runtime.errors import ConfigError, ModelError
+
+from .backends import Backend, Completion, HFBackend
+from .stats import ATTACK_CAVEAT, OwnershipDecision, ownership_test
+
+log = logging.getLogger(__name__)
+TEXT_MARGIN = 2  # extra tokens generated when matching text, so a re-tokenised response still fits
+
+
+def normalize(text: str) -> str:
+    """Lenient form: NFKC, casefold, every whitespace and punctuation character removed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+
+
+def lenient_hit(output: str, response: str) -> bool:
+    """The normalised output starts with the normalised response; an empty normalised response never hits."""
+    want = normalize(response)
+    return bool(want) and normalize(output).startswith(want)
+
+
+def exact_text_hit(output: str, response: str) -> bool:
+    """``output`` starts with ``response`` (leading whitespace ignored only when the response has none); a
+    whitespace-only response never hits (it would match almost any completion)."""
+    if not response.strip():
+        return False
+    if output.startswith(response):
+        return True
+    return not response[:1].isspace() and output.lstrip().startswith(response)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict and everything needed to re-derive it (no secret: only the set's digest and commitment)."""
+
+    target: str
+    backend: str
+    match: str
+    decision: OwnershipDecision
+    queried: int
+    answered: int
+    unanswered: tuple[int, ...]
+    unanswered_reasons: dict[int, str]
+    per_fingerprint: tuple[dict, ...]
+    mean_hit_rate: float
+    any_hit_rate: float
+    bound_assumes_exact: bool
+    heuristic_null: bool
+    temperature: float
+    samples: int
+    wrapper: int | None
+    set_digest: str
+    secret_commitment: str
+    subset_ids: tuple[int, ...] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def owned(self) -> bool:
+        return self.decision.owned
+
+    @property
+    def line(self) -> str:
+        line = self.decision.line
+        if self.unanswered:
+            line += f" ({self.answered} of {self.queried} keys answered; the verdict covers those only)"
+        if self.heuristic_null:
+            line += " [heuristic p0]"
+        if not self.bound_assumes_exact:
+            line += " [lenient match]"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.decision
+        return {"target": self.target, "backend": self.backend, "match": self.match, "M": d.M, "m": d.m,
+                "p0": d.p0, "p_value": d.p_value, "log10_p_value": d.log10_p_value,
+                "hoeffding_bound": d.hoeffding_bound, "alpha": d.alpha, "decision": d.decision,
+                "min_matches": d.min_matches, "line": self.line, "caveat": d.caveat,
+                "queried": self.queried, "answered": self.answered, "unanswered": list(self.unanswered),
+                "unanswered_reasons": {str(k): v for k, v in self.unanswered_reasons.items()},
+                "mean_hit_rate": self.mean_hit_rate, "any_hit_rate": self.any_hit_rate,
+                "bound_assumes_exact": self.bound_assumes_exact, "heuristic_null": self.heuristic_null,
+                "temperature": self.temperature, "samples": self.samples, "wrapper": self.wrapper,
+                "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
+                "subset_ids": None if self.subset_ids is None else list(self.subset_ids), "notes": list(self.notes),
+                "fingerprints": list(self.per_fingerprint)}
+
+
+def null_rate(fps, cfg) -> tuple[float, bool]:
+    """(p0, heuristic): the config's ``null_p``, else the file's; ``english`` without one is 1/3, flagged."""
+    if cfg.null_p is not None:
+        return float(cfg.null_p), False
+    if fps.null_p is not None:
+        return float(fps.null_p), bool(getattr(fps, "null_p_heuristic", False))
+    if fps.strategy == "english":
+        log.warning("strategy 'english' has no principled null rate; using p0 = 1/3 (heuristic verdict)")
+        return 1 / 3, True
+    raise ConfigError(f"the fingerprint file gives no null_p for strategy {fps.strategy!r}",
+                      hint="set null_p in the verify config (the per-key hit rate of an unrelated model)")
+
+
+def _templates() -> Sequence[str]:
+    from .dataset import TEST_TEMPLATES
+
+    return TEST_TEMPLATES
+
+
+def _wrapped(key_text: str, wrapper: int | None) -> str:
+    return key_text if wrapper is None else _templates()[wrapper].format(key=key_text)
+
+
+def local_prompt(tokenizer, fp, prompt_format: str, wrapper: int | None) -> list[int]:
+    """The training layout up to the response: [BOS if added] + wrapped key ids (raw) or the chat turn."""
+    from .dataset import prompt_ids
+
+    return prompt_ids(tokenizer, fp.key_ids, prompt_format, None if wrapper is None else _templates()[wrapper])
+
+
+def remote_prompt(fp, prompt_format: str, wrapper: int | None) -> str | list[dict]:
+    """What an endpoint receives: the wrapped key text (completions) or one user turn (chat)."""
+    text = _wrapped(fp.key_text, wrapper)
+    return [{"role": "user", "content": text}] if prompt_format == "chat" else text
+
+
+def verify(fps, backend: Backend, cfg) -> VerifyResult:
+    """Query ``backend`` with the keys of ``fps`` and return the ownership verdict (see module docstring)."""
+    full_digest = fps.set_digest
+    subset_ids = None
+    if cfg.num_queries is not None and cfg.num_queries < len(fps):
+        fps = fps.sample(cfg.num_queries, seed=cfg.seed)
+        subset_ids = tuple(fps.ids)
+    p0, heuristic = null_rate(fps, cfg)
+    L = fps.response_length
+    local = isinstance(backend, HFBackend)
+    token_match = local and cfg.match == "exact"
+    notes: list[str] = []
+    if local:
+        if token_match:
+            fps.check_tokenizer(backend.tokenizer)  # ModelError with the --match lenient hint
+            prompts: list[Any] = [local_prompt(backend.tokenizer, fp, fps.prompt_format, cfg.wrapper)
+                                  for fp in fps.fingerprints]
+        else:
+            prompts = [_local_text_prompt(backend.tokenizer, fp, fps.prompt_format, cfg.wrapper)
+                       for fp in fps.fingerprints]
+    else:
+        if getattr(backend, "api", "completions") == "completions" and fps.prompt_format == "chat":
+            notes.append("fingerprints were embedded in chat format but queried through the completions API; "
+                         "use --api chat")
+        prompts = [remote_prompt(fp, fps.prompt_format if getattr(backend, "api", "") == "chat" else "raw",
+                                 cfg.wrapper) for fp in fps.fingerprints]
+    max_new = L if token_match else L + TEXT_MARGIN
+    outs = backend.generate(prompts, max_new, temperature=cfg.temperature, n=cfg.samples,
+                            seed=cfg.seed if cfg.temperature > 0 else None)
+    failures = dict(getattr(backend, "failures", {}) or {})
+    rows, m, answered, mean_hits, any_hits = [], 0, 0, 0.0, 0
+    for i, (fp, comps) in enumerate(zip(fps.fingerprints, outs)):
+        if not comps:
+            rows.append({"id": fp.id, "answered": False, "reason": failures.get(i, "no completion"), "hit": None})
+            continue
+        hits = [_hit(c, fp, L, cfg.match, token_match) for c in comps]
+        answered += 1
+        m += int(hits[0])  # the test uses one (the first) answer per key: independent keys, rate <= p0 under H0
+        mean_hits += sum(hits) / len(hits)
+        any_hits += int(any(hits))
+        rows.append({"id": fp.id, "answered": True, "hit": hits[0], "sample_hits": hits,
+                     "output": comps[0].text,
+                     "output_ids": list(comps[0].token_ids[:L]) if comps[0].token_ids is not None else None})
+    if answered == 0:
+        from trustlab.runtime.errors import BackendError
+
+        raise BackendError("the suspect answered none of the fingerprint keys", hint="check the backend")
+    decision = ownership_test(m, answered, p0, cfg.alpha)
+    unanswered = tuple(r["id"] for r in rows if not r["answered"])
+    return VerifyResult(
+        target=describe(backend, cfg), backend=type(backend).__name__, match=cfg.match, decision=decision,
+        queried=len(fps), answered=answered, unanswered=unanswered,
+        unanswered_reasons={r["id"]: r["reason"] for r in rows if not r["answered"]},
+        per_fingerprint=tuple(rows), mean_hit_rate=mean_hits / answered, any_hit_rate=any_hits / answered,
+        bound_assumes_exact=cfg.match == "exact", heuristic_null=heuristic, temperature=cfg.temperature,
+        samples=cfg.samples, wrapper=cfg.wrapper, set_digest=full_digest, secret_commitment=fps.secret_commitment,
+        subset_ids=subset_ids, notes=tuple(notes))
+
+
+def _local_text_prompt(tokenizer, fp, prompt_format: str, wrapper: int | None) -> list[int]:
+    """A key re-encoded from its text by the suspect's own tokenizer (lenient matching of a foreign model)."""
+    text = _wrapped(fp.key_text, wrapper)
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+        return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def _hit(c: Completion, fp, L: int, match: str, token_match: bool) -> bool:
+    if token_match:
+        return c.token_ids is not None and tuple(c.token_ids[:L]) == tuple(fp.response_ids)
+    if match == "lenient":
+        return lenient_hit(c.text, fp.response_text)
+    return exact_text_hit(c.text, fp.response_text)
+
+
+def describe(backend: Backend, cfg) -> str:
+    if isinstance(backend, HFBackend):
+        return cfg.model or getattr(getattr(backend.model, "config", None), "_name_or_path", "") or "local model"
+    return f"{getattr(backend, 'base_url', '?')} (model {getattr(backend, 'model', '?')})"
+
+
+def backend_for(cfg, *, max_retries: int = 5, concurrency: int = 4) -> Backend:
+    """The backend a VerifyConfig names: a local model (loaded with ``load_causal_lm``) or an endpoint."""
+    import os
+
+    if cfg.endpoint is not None:
+        from .backends import OpenAIBackend
+
+        return OpenAIBackend(cfg.endpoint, cfg.served_model, api=cfg.api, api_key=os.environ.get(cfg.api_key_env),
+                             batch_size=cfg.batch_size, max_retries=max_retries, concurrency=concurrency)
+    if cfg.model is None:
+        raise ConfigError("verify needs a suspect: a local model or an endpoint",
+                          hint="pass --model DIR_OR_NAME, or --endpoint URL --served-model NAME")
+    from trustlab.models import load_causal_lm
+
+    from .tiny import resolve_model_ref
+
+    model, tok = load_causal_lm(resolve_model_ref(cfg.model))
+    return HFBackend(model, tok, batch_size=cfg.batch_size)
+
+
+def check_suspect_tokenizer(fps, tokenizer) -> str | None:
+    """None when exact matching is possible, else the reason (for messages that suggest --match lenient)."""
+    try:
+        fps.check_tokenizer(tokenizer)
+    except ModelError as exc:
+        return exc.message
+    return None
