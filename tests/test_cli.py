@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -46,3 +47,54 @@ def test_models_list(cli):
 def test_report_on_missing_folder_is_a_clean_error(cli, tmp_path):
     code, _, err = cli("report", str(tmp_path))
     assert code == 2 and "holds no results.json" in err
+
+
+def test_ctrl_c_prints_error_and_working_resume_hint(tmp_path, monkeypatch, capsys):
+    """typer turns KeyboardInterrupt into a silent exit 130; the CLI must still explain it and say how to resume."""
+    from trustlab.cli.main import main
+    from trustlab.runtime import RunDir
+
+    def interrupted_render(run_dir, sections=None, **_):
+        RunDir.open(tmp_path / "run", "lab", "verb", {"a": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trustlab.report.render", interrupted_render)
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err.splitlines()
+    assert info.value.code == 130
+    assert err[0].startswith("error: interrupted") and err[1] == f"hint: resume with: trustlab report {tmp_path}"
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["kind"] == "status" and events[-1]["status"] == "interrupted"
+
+
+def test_usage_errors_are_error_and_hint_lines(capsys):
+    import pytest
+
+    from trustlab.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["certify", "stats", "--alpha", "abc"])
+    err = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2 and err[0].startswith("error: ") and "--alpha" in err[0]
+    assert err[1].startswith("hint: ") and "--help" in err[1]
+
+
+def test_unexpected_exception_is_one_line_not_a_traceback(monkeypatch, capsys, tmp_path):
+    import pytest
+
+    from trustlab.cli.main import main
+
+    monkeypatch.setattr("trustlab.report.render", lambda *a, **k: [][1])
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err and err.startswith("error: internal error: IndexError")
+
+
+def test_resume_command_drops_the_flags_that_discard_work():
+    from trustlab.runtime.rundir import resume_command
+
+    assert resume_command(["certify", "eval", "M", "--no-resume", "--out", "a b"]) == "trustlab certify eval M --out 'a b'"

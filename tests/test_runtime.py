@@ -135,3 +135,136 @@ def test_configure_threads(monkeypatch):
     assert configure_threads() == 1 and torch.get_num_threads() == 1
     with pytest.raises(ConfigError):
         configure_threads(0)
+
+
+# --- hardening (issue 7): typed validation, stamps, weights_only, umask, fresh starts --------------------------
+from trustlab.runtime import check_types, load_stamped, load_torch, save_stamped  # noqa: E402
+from trustlab.runtime.errors import DataError  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Typed:
+    epochs: int = 3
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (8,)
+    note: str | None = None
+
+    def __post_init__(self):
+        check_types(self)
+        require_range("epochs", self.epochs, 1)
+
+
+@pytest.mark.parametrize("kwargs,named", [({"epochs": 2.5}, "epochs"), ({"epochs": "ten"}, "epochs"),
+                                          ({"epochs": True}, "epochs"), ({"hidden": (128, "x")}, "hidden[1]"),
+                                          ({"hidden": 45}, "hidden"), ({"lr": float("nan")}, "lr"),
+                                          ({"lr": "1e-3"}, "lr"), ({"note": 3}, "note")])
+def test_configs_built_in_python_are_type_checked(kwargs, named):
+    with pytest.raises(ConfigError) as info:
+        Typed(**kwargs)
+    assert info.value.message.startswith(named) and info.value.hint
+
+
+def test_yaml11_exponent_gets_its_own_hint():
+    with pytest.raises(ConfigError) as info:
+        from_dict(Typed, {"lr": "1e-3"})
+    assert "YAML 1.1" in info.value.hint and "1.0e-3" in info.value.hint
+
+
+def test_check_types_normalises_ints_and_lists():
+    cfg = from_dict(Typed, {"lr": 1, "hidden": [4, 2], "epochs": 2.0})
+    assert cfg == Typed(epochs=2, lr=1.0, hidden=(4, 2)) and isinstance(cfg.lr, float)
+
+
+def test_require_range_refuses_nan_and_non_numbers():
+    for bad in (float("nan"), "0.5", None):
+        with pytest.raises(ConfigError):
+            require_range("alpha", bad, 0, 1)
+
+
+def test_negative_seed_is_a_config_error():
+    with pytest.raises(ConfigError):
+        derive_seed(-1, "noise")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Exploit(marker)}, tmp_path / "ckpt.pt")
+    with pytest.raises(DataError) as info:
+        load_torch(tmp_path / "ckpt.pt")
+    assert not marker.exists() and "ckpt.pt" in info.value.message and info.value.exit_code == 2
+
+
+def test_truncated_checkpoint_is_a_data_error(tmp_path):
+    import torch
+
+    save_stamped({"w": torch.ones(100)}, tmp_path / "c.pt", "abc")
+    raw = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "c.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError):
+        load_stamped(tmp_path / "c.pt", "abc")
+
+
+def test_stamped_state_from_another_config_is_refused(tmp_path):
+    import torch
+
+    save_stamped({"w": torch.ones(2)}, tmp_path / "c.pt", "run-a")
+    assert torch.equal(load_stamped(tmp_path / "c.pt", "run-a")["w"], torch.ones(2))
+    with pytest.raises(ConfigError) as info:
+        load_stamped(tmp_path / "c.pt", "run-b")
+    assert "run-a" in info.value.message
+    assert load_stamped(tmp_path / "missing.pt", "run-a") is None
+
+
+def test_results_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "results.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_secret_file_is_0600_and_never_overwritten(tmp_path):
+    from trustlab.runtime.files import write_secret
+
+    write_secret(tmp_path / "s.key", b"x" * 32)
+    assert (tmp_path / "s.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError):
+        write_secret(tmp_path / "s.key", b"y" * 32)
+    assert (tmp_path / "s.key").read_bytes() == b"x" * 32
+
+
+def test_no_resume_removes_everything_the_run_wrote(tmp_path):
+    cfg = Outer()
+    run = RunDir.open(tmp_path / "r", "lab", "verb", cfg)
+    run.event("done", item=0)
+    (run.path / "records.jsonl").write_text('{"sigma": 0.25}\n')
+    (run.path / "model").mkdir()
+    (run.path / "model" / "model.pt").write_bytes(b"old")
+    fresh = RunDir.open(tmp_path / "r", "lab", "verb", cfg, resume=False)
+    assert sorted(p.name for p in fresh.path.iterdir()) == ["config.yaml", "config_hash", "plots"]
+    assert fresh.pending(range(2)) == [0, 1]
+
+
+def test_reset_refuses_a_folder_trustlab_did_not_write(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(ConfigError):
+        RunDir.open(tmp_path, "lab", "verb", Outer(), resume=False)
+    assert (tmp_path / "mine.txt").exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError) as info:
+        RunDir.open(tmp_path / "f", "lab", "verb", Outer())
+    assert "is a file" in info.value.message

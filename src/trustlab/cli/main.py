@@ -103,7 +103,9 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
 
         raise ConfigError(f"unknown or uninstalled lab(s): {', '.join(unknown)}",
                           hint=f"choose from {', '.join(available_labs())}")
-    out.mkdir(parents=True, exist_ok=True)
+    from trustlab.runtime.files import writable_dir
+
+    writable_dir(out)
     blocks = []
     if not chosen:
         blocks.append(Text("No lab is installed yet; nothing to demonstrate."))
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     import os
 
-    import click
+    from typer import _click
+    from typer.exceptions import Abort, Exit
 
     from trustlab.runtime.rundir import begin_command
 
@@ -134,13 +137,21 @@ def main(argv: list[str] | None = None) -> None:
     _register_subapps(argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="trustlab", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # typer (>= 0.29 vendors click as typer._click) turns Ctrl-C into Exit(130), which non-standalone mode
+        # returns as a plain number: 130 is the interruption we must still explain.
+        code = command.main(args=argv, prog_name="trustlab", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            if code == 130:
+                _fail(_interrupted(None))
+            sys.exit(code)
+    except Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except _click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "trustlab"
+        _fail(_usage_error(exc.format_message(), f"see '{where} --help' for the valid options and values"))
+    except _click.exceptions.ClickException as exc:
+        _fail(_usage_error(exc.format_message(), "check the command line", exc.exit_code))
+    except (Abort, KeyboardInterrupt):
         _fail(_interrupted(None))
     except TrustlabError as exc:
         _fail(_interrupted(exc) if exc.exit_code == 130 else exc)
@@ -169,6 +180,14 @@ def _interrupted(exc: TrustlabError | None) -> TrustlabError:
         return exc if exc.hint else Interrupted(exc.message, hint=hint)
     return Interrupted("interrupted; the work finished so far is saved" if hint else "interrupted",
                        hint=hint or "nothing was running that can be resumed; rerun the command")
+
+
+def _usage_error(message: str, hint: str, code: int = 2) -> TrustlabError:
+    from trustlab.runtime.errors import ConfigError
+
+    error = ConfigError(" ".join(message.split()), hint=hint)
+    error.exit_code = code
+    return error
 
 
 def _fail(exc: TrustlabError) -> None:

@@ -20,10 +20,24 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise DataError(f"{str(run_dir)!r} holds no results.json", hint="pass a finished run folder (runs/<lab>-...)")
+    from trustlab.runtime.files import read_text
+
     try:
-        return json.loads(path.read_text())
+        results = json.loads(read_text(path, "results file"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"{str(path)!r} is not valid JSON: {exc.msg}") from exc
+        raise DataError(f"{str(path)!r} is not valid JSON: {exc.msg} (line {exc.lineno})",
+                        hint="rerun the run that wrote it; results.json is written atomically") from None
+    if not isinstance(results, dict):
+        raise DataError(f"{str(path)!r} holds a JSON {type(results).__name__}, not a trustlab results object",
+                        hint="pass a run folder written by trustlab")
+    missing = [k for k in ("lab", "verb", "metrics") if k not in results]
+    if missing:
+        raise DataError(f"{str(path)!r} lacks the field(s) {', '.join(missing)} of a trustlab results file",
+                        hint="pass a run folder written by trustlab")
+    if not isinstance(results["metrics"], dict) or not isinstance(results["lab"], str):
+        raise DataError(f"{str(path)!r}: 'lab' must be a string and 'metrics' an object",
+                        hint="pass a run folder written by trustlab")
+    return results
 
 
 def generic_section(results: dict[str, Any], run_dir: Path) -> list[Block]:
@@ -67,8 +81,12 @@ def render(run_dir: str | Path, sections: Mapping[str, SectionFn] | None = None,
     title = title or f"trustlab report: {run_dir.name}"
     md = to_markdown(title, blocks)
     page = to_html(title, blocks, run_dir)
-    (run_dir / "report.md").write_text(md)
-    (run_dir / "report.html").write_text(page)
+    from trustlab.runtime.errors import ConfigError
+    from trustlab.runtime.files import at_path
+
+    with at_path(run_dir, "report folder", ConfigError):
+        (run_dir / "report.md").write_text(md)
+        (run_dir / "report.html").write_text(page)
     return run_dir / "report.md", run_dir / "report.html"
 
 

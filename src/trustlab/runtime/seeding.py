@@ -25,5 +25,11 @@ def derive_seed(*parts: int | str) -> int:
     """A stable 63-bit seed from a tuple such as (run_seed, party, "noise", epoch)."""
     import numpy as np
 
+    from .errors import ConfigError
+
+    for p in parts:
+        if isinstance(p, bool) or not isinstance(p, (int, str)) or (isinstance(p, int) and p < 0):
+            raise ConfigError(f"seed parts must be non-negative integers or strings, got {p!r}",
+                              hint="use a seed >= 0")
     words = [p if isinstance(p, int) else int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little") for p in parts]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
