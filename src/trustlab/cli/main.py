@@ -92,7 +92,10 @@ def lab_sections() -> dict:
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for all demo runs and the report."),
          labs: Optional[str] = typer.Option(None, "--labs", help="Comma-separated subset of labs."),
-         quick: bool = typer.Option(True, "--quick/--full", help="Quick demos (minutes) or full ones.")) -> None:
+         quick: bool = typer.Option(True, "--quick/--full", help="Quick demos (minutes) or full ones."),
+         resume: bool = typer.Option(True, "--resume/--no-resume",
+                                     help="Resume an interrupted demo (default) or start every chosen lab afresh.")
+         ) -> None:
     """Run every lab's demo into one folder and write one combined report."""
     from trustlab.report import Heading, Text, prefix_images, render, run_blocks
 
@@ -106,6 +109,9 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
     from trustlab.runtime.files import writable_dir
 
     writable_dir(out)
+    if not resume:
+        for lab in chosen:
+            _clear_demo_folder(out / lab)
     blocks = []
     if not chosen:
         blocks.append(Text("No lab is installed yet; nothing to demonstrate."))
@@ -116,6 +122,20 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
                                                    str(run_dir.relative_to(out)))]
     md, page = render(out, title="trustlab demo", blocks=blocks)
     typer.echo(f"wrote {md} and {page}")
+
+
+def _clear_demo_folder(folder: Path) -> None:
+    """``demo --no-resume``: remove one lab's demo folder, only if trustlab wrote it (it holds a run stamp)."""
+    import shutil
+
+    from trustlab.runtime.errors import ConfigError
+
+    if not folder.exists():
+        return
+    if not folder.is_dir() or not any(folder.rglob("config_hash")):
+        raise ConfigError(f"{str(folder)!r} holds no trustlab demo run; refusing to delete it",
+                          hint="choose another --out folder")
+    shutil.rmtree(folder)
 
 
 def main(argv: list[str] | None = None) -> None:
