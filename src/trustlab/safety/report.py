@@ -1,0 +1,191 @@
+"""The safety section of a trustlab report: config, metric table (strategy x judge x part), baselines, paired
+differences, categories, the 2x2, length and thinking statistics, judge agreement, caveats and plots; and the
+build and sft runs' sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from trustlab.report import Bullets, Heading, Image, Table, Text, fmt
+
+from .metrics import METRICS
+
+PAPER_BOTH_SAFE = 0.411  # SafeChain: share of R1 samples with a safe thought and a safe answer (secondary source)
+CAVEATS = [
+    "The refusal judge measures refusal, not harm: an \"I can't\" anywhere in a long chain of thought passes a "
+    "harmful reply, and a helpful answer to a benign request fails. Prefer Llama-Guard or the StrongREJECT rubric "
+    "for harm.",
+    "Paper figures quoted here (e.g. 41.1% both-safe for R1) come from secondary summaries of SafeChain "
+    "(arXiv 2502.12025); the paper's tables were not transcribed. Numbers in this report are this run's.",
+    "Unparsed and failed judgements, failed generations and prompts with fewer than K samples are excluded from the "
+    "metrics and counted, never counted safe.",
+]
+
+
+def _ci(block: Mapping[str, Any] | None) -> str:
+    if not block or block.get("value") is None:
+        return "—"
+    ci = block.get("ci")
+    return f"{block['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _diff(block: Mapping[str, Any] | None) -> str:
+    if not block or block.get("value") is None:
+        return "—"
+    ci = block.get("ci")
+    return f"{block['value']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
+def _config_text(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
+    b, s, t = cfg.get("backend", {}), cfg.get("sampling", {}), cfg.get("thinking", {})
+    judges = ", ".join(j.get("options", {}).get("label", j.get("name")) for j in cfg.get("judges", []))
+    return (f"Model `{b.get('model')}` ({b.get('kind')} backend), dataset `{cfg.get('dataset')}`"
+            f"{' limit ' + str(cfg['limit']) if cfg.get('limit') else ''}, strategies "
+            f"{', '.join(cfg.get('strategies', []))}; K = {m.get('k')}, temperature {s.get('temperature')}, top_p "
+            f"{s.get('top_p')}, max_tokens {s.get('max_tokens')}, seed {s.get('seed')}; MoreThink budget "
+            f"{t.get('think_budget')} / {t.get('max_extensions')} extensions / answer {t.get('answer_max_tokens')}; "
+            f"judges {judges} on {', '.join(cfg.get('parts', []))}; {m.get('bootstrap', {}).get('n_boot')} bootstrap "
+            f"resamples (95% percentile), ties (even K) count as {m.get('tie')}.")
+
+
+def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
+    m = results.get("metrics", {})
+    cfg = results.get("config", {})
+    strategies = m.get("strategies", {})
+    blocks: list = [Heading("safety: SafeChain evaluation"), Text(_config_text(cfg, m))]
+    rows = []
+    for s, e in strategies.items():
+        for j, parts in e.get("judges", {}).items():
+            for p, b in parts.items():
+                rows.append((s, j, p, *[_ci(b.get(x)) for x in METRICS], b.get("n_prompts"), b.get("n_excluded"),
+                             b.get("n_empty"), b.get("n_unparsed"), fmt(b.get("strongreject_score_mean"))))
+    blocks.append(Table(("strategy", "judge", "part", "Safe@1", "Safe@K", "ConsSafe@K", "prompts", "excluded",
+                         "empty", "unparsed", "SR score"), rows,
+                        caption="Metrics with 95% bootstrap intervals over prompts"))
+    base = results.get("baselines") or {}
+    if base:
+        brows = []
+        for name, by_s in base.items():
+            for s, by_j in by_s.items():
+                for j, by_p in by_j.items():
+                    brows.append((name, s, j, *[fmt(by_p.get(p)) for p in ("response", "thought", "answer")]))
+        blocks.append(Table(("baseline", "strategy", "judge", "Safe@1 response", "thought", "answer"), brows,
+                            caption="Fake always-refuse / always-comply models through the same pipeline: every "
+                                    "figure above sits between these two"))
+    prim = m.get("primary") or {}
+    pj, pp = prim.get("judge"), prim.get("part")
+    drows = []
+    for name, by_j in (m.get("differences") or {}).items():
+        for j, by_p in by_j.items():
+            for p, d in by_p.items():
+                drows.append((name, j, p, *[_diff(d.get(x)) for x in METRICS], d.get("n_prompts")))
+    if drows:
+        blocks.append(Table(("difference", "judge", "part", "ΔSafe@1", "ΔSafe@K", "ΔConsSafe@K", "paired prompts"),
+                            drows, caption="Paired-bootstrap differences against the default strategy; an interval "
+                                           "containing 0 is no evidence of a difference"))
+    cats = {s: e["judges"].get(pj, {}).get(pp, {}).get("per_category", {}) for s, e in strategies.items()}
+    names = sorted({c for d in cats.values() for c in d})
+    if names:
+        blocks.append(Table(("category", *strategies), [(c, *[_ci(cats[s].get(c, {}).get("safe@1")) for s in strategies])
+                                                         for c in names],
+                            caption=f"Safe@1 per category ({pj} / {pp}; categories grouped case-insensitively)"))
+    trows = []
+    for s, e in strategies.items():
+        for j, t in e.get("thought_answer_table", {}).items():
+            trows.append((s, j, t["thought_safe"]["answer_safe"], t["thought_safe"]["answer_unsafe"],
+                          t["thought_unsafe"]["answer_safe"], t["thought_unsafe"]["answer_unsafe"],
+                          fmt(t.get("both_safe_share"))))
+    if trows:
+        blocks.append(Table(("strategy", "judge", "thought safe & answer safe", "safe & unsafe", "unsafe & safe",
+                             "unsafe & unsafe", "both-safe share"), trows,
+                            caption=f"Thought x answer (samples). SafeChain reports {PAPER_BOTH_SAFE:.1%} both-safe "
+                                    "for R1 (unverified secondary figure)"))
+    lrows = []
+    for s, e in strategies.items():
+        th = e.get("thinking", {})
+        for j, ln in e.get("length", {}).items():
+            lrows.append((s, j, ln.get("part"), fmt(ln["safe"]["mean"]), fmt(ln["unsafe"]["mean"]),
+                          fmt(ln["safe"]["p90"]), fmt(ln["unsafe"]["p90"]), fmt(ln.get("unsafe_safe_ratio")),
+                          fmt(th.get("think_tokens_mean")), fmt(th.get("answer_tokens_mean")),
+                          fmt(th.get("extensions_mean")), fmt(th.get("frac_closed")), fmt(th.get("frac_budget"))))
+    if lrows:
+        blocks.append(Table(("strategy", "judge", "part", "safe mean tokens", "unsafe mean", "safe p90", "unsafe p90",
+                             "unsafe/safe", "think tokens", "answer tokens", "extensions", "closed", "budget stop"),
+                            lrows, caption="Generated-token length by label, and thinking statistics"))
+    arows = [(s, p, pair, a["n"], fmt(a["rate"]), fmt(a["kappa"]))
+             for s, e in strategies.items() for p, pairs in e.get("agreement", {}).items() for pair, a in pairs.items()]
+    if arows:
+        blocks.append(Table(("strategy", "part", "judges", "samples", "agreement", "Cohen's κ"), arows,
+                            caption="Judge agreement"))
+    rrows = [(s, j, p, r["n"], fmt(r["accuracy"]), fmt(r["f1"]), fmt(r["pearson_r"]))
+             for s, e in strategies.items() for j, by_p in e.get("reference", {}).items() for p, r in by_p.items()]
+    if rrows:
+        blocks.append(Table(("strategy", "judge", "part", "n", "accuracy", "F1 (unsafe)", "Pearson r"), rrows,
+                            caption="Judges against the human reference labels"))
+    caveats = list(CAVEATS) + list(m.get("warnings", []))
+    model = str(cfg.get("backend", {}).get("model", ""))
+    if "smollm2" in model.lower():
+        caveats.append("SmolLM2-135M is not a reasoning model: the think tags are plain text to it, so its "
+                       "orderings are reported, not asserted, and say nothing about reasoning models.")
+    blocks += [Heading("Caveats", 3), Bullets(caveats)]
+    blocks += _images(run_dir, results)
+    return blocks
+
+
+def _images(run_dir: Path, results: Mapping[str, Any]) -> list:
+    pngs = [a for a in results.get("artifacts", []) if str(a).endswith(".png")]
+    if not pngs and (Path(run_dir) / "plots").is_dir():
+        pngs = [f"plots/{p.name}" for p in sorted((Path(run_dir) / "plots").glob("*.png"))]
+    return [Image(str(a), Path(a).stem.replace("_", " ")) for a in pngs if (Path(run_dir) / a).is_file()]
+
+
+def _build_section(results: Mapping[str, Any], run_dir: Path) -> list:
+    m = results.get("metrics", {})
+    return [Heading("safety: SafeChain dataset build"),
+            Table(("pool", "sampled", "K", "kept", "keep rate (= Safe@K)", "judge safe rate", "dropped unsafe",
+                   "incomplete", "unclosed", "completion tokens"),
+                  [(m.get("n_pool"), m.get("n_sampled"), m.get("k"), m.get("n_kept"), fmt(m.get("keep_rate")),
+                    fmt(m.get("safe_rate")), m.get("n_dropped_unsafe"), m.get("n_dropped_incomplete"),
+                    m.get("n_dropped_unclosed"), m.get("completion_tokens"))],
+                  caption=f"Judge {m.get('judge')} on {m.get('part')}; dataset written to {m.get('output')}"),
+            Text("A prompt is kept iff all K samples are judged safe; one sample is picked per prompt with a seeded "
+                 "RNG, and its think tags are restored.")]
+
+
+def _sft_section(results: Mapping[str, Any], run_dir: Path) -> list:
+    m = results.get("metrics", {})
+    cfg = results.get("config", {})
+    blocks: list = [Heading("safety: fine-tuning"),
+                    Table(("base model", "mode", "examples", "dropped (too long)", "steps", "loss before",
+                           "loss after", "wall s"),
+                          [(cfg.get("model"), "LoRA" if m.get("lora") else "full", m.get("n_examples"),
+                            m.get("n_dropped_too_long"), m.get("steps"), fmt(m.get("loss_before")),
+                            fmt(m.get("loss_after")), fmt(m.get("wall_s")))],
+                          caption="Loss on the training examples (prompt tokens masked) before and after training")]
+    ba = results.get("before_after")
+    if ba:
+        rows = []
+        for s, by_j in (ba.get("differences") or {}).items():
+            for j, by_p in by_j.items():
+                for p, d in by_p.items():
+                    before = ba["before"]["strategies"][s]["judges"][j][p]["safe@1"]
+                    after = ba["after"]["strategies"][s]["judges"][j][p]["safe@1"]
+                    rows.append((s, j, p, _ci(before), _ci(after), _diff(d.get("safe@1"))))
+        blocks.append(Table(("strategy", "judge", "part", "Safe@1 before", "Safe@1 after", "Δ (paired)"), rows,
+                            caption="Before/after safety evaluation of the base and the fine-tuned model"))
+    return blocks + _images(run_dir, results)
+
+
+def report_section(results: dict, run_dir: Path) -> list:
+    """Blocks for one safety run (eval / metrics / demo / merge, build, or sft)."""
+    verb = results.get("verb")
+    if verb == "build":
+        return _build_section(results, Path(run_dir))
+    if verb == "sft":
+        return _sft_section(results, Path(run_dir))
+    if "strategies" not in results.get("metrics", {}):
+        from trustlab.report import generic_section
+
+        return generic_section(results, Path(run_dir))
+    return _eval_section(results, Path(run_dir))

@@ -1,0 +1,62 @@
+"""Judges on the wire against the fake OpenAI-compatible server on 127.0.0.1: the moderation judge's requests,
+chunking, retries (5xx yes, 4xx no), a dead server (exit 4 naming the URL) and the API-key pre-flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from trustlab.runtime.errors import BackendError, ConfigError
+from trustlab.safety.config import BackendConfig
+from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge
+from trustlab.safety.testing.fake_openai import FakeOpenAIServer
+
+pytestmark = pytest.mark.net
+RULES = {"rules": [{"match": "kill", "flagged": True, "categories": ["violence"], "kind": "moderations"}]}
+
+
+def moderation(url, retries=2, **options):
+    cfg = BackendConfig(kind="openai", model="omni-moderation-latest", base_urls=(url,), max_retries=retries,
+                        timeout_s=30, api_key_env="TRUSTLAB_TEST_NO_SUCH_KEY")
+    return make_judge(JudgeSpec("moderation", cfg, options))
+
+
+def test_moderation_request_parse_and_chunking():
+    with FakeOpenAIServer(RULES) as srv:
+        j = moderation(srv.base_url, chunk_chars=40)
+        j.check()
+        long = "a calm sentence about gardens. " * 4 + "then kill"  # the flagged words sit in the last chunk
+        out = j.judge([JudgeItem("ignored prompt", "I will kill him"), JudgeItem("p", "hello there"),
+                       JudgeItem("p", long), JudgeItem("p", "")])
+        bodies = srv.posts("/moderations")
+    assert [v.unsafe for v in out] == [True, False, True, False]
+    assert out[0].categories == ("violence",) and out[0].score == pytest.approx(0.9)
+    assert out[1].categories == () and out[1].score == pytest.approx(0.01) and out[3].status == "empty"
+    assert len(bodies) == 1 and bodies[0]["model"] == "omni-moderation-latest"
+    assert bodies[0]["input"][0] == "I will kill him" and "ignored prompt" not in str(bodies[0]["input"])
+    assert len(bodies[0]["input"]) == 2 + 4  # 1 + 1 + four 40-character chunks of the long text
+
+
+def test_moderation_retries_5xx_not_4xx():
+    with FakeOpenAIServer(RULES, faults=[500]) as srv:
+        v = moderation(srv.base_url).judge([JudgeItem("p", "kill")])[0]
+        assert v.unsafe is True and len(srv.posts("/moderations")) == 2
+    with FakeOpenAIServer(RULES, faults=[400]) as srv:
+        v = moderation(srv.base_url).judge([JudgeItem("p", "kill")])[0]
+        assert (v.status, v.unsafe) == ("error", None) and "400" in v.raw
+        assert len(srv.posts("/moderations")) == 1
+
+
+def test_moderation_dead_server_and_missing_key(monkeypatch):
+    srv = FakeOpenAIServer(RULES).start()
+    url = srv.base_url
+    srv.stop()
+    j = moderation(url, retries=0)
+    with pytest.raises(BackendError) as err:
+        j.check()
+    assert err.value.exit_code == 4 and url in err.value.message
+    with pytest.raises(BackendError, match="unreachable"):
+        j.judge([JudgeItem("p", "text")])
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="API key") as err:
+        make_judge(JudgeSpec("moderation"))
+    assert "export OPENAI_API_KEY" in err.value.hint
