@@ -30,3 +30,13 @@ def test_lab_section_renderer_is_used(tmp_path):
     md, page = render(run.path, sections={"mylab": section})
     assert "## My lab" in md.read_text() and "x is 1" in md.read_text()
     assert "missing plot plots/none.png" in page.read_text()
+
+
+def test_html_report_renders_inline_markdown_and_escapes_raw_html(tmp_path):
+    run = RunDir.open(tmp_path / "run", "mylab", "verb", None, seed=0)
+    run.write_results({"x": 1})
+    section = lambda results, run_dir: [Text("**Caveat:** one seed; <script>alert(1)</script> `code`")]  # noqa: E731
+    _, page = render(run.path, sections={"mylab": section})
+    html = page.read_text()
+    assert "<strong>Caveat:</strong>" in html and "**Caveat" not in html and "<code>code</code>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html

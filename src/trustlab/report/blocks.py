@@ -14,7 +14,7 @@ class Heading:
 
 @dataclass(frozen=True)
 class Text:
-    """A paragraph (plain text; `code` spans and **bold** are kept in Markdown, shown literally in HTML)."""
+    """A paragraph of inline Markdown (`code`, **bold**, *italics*, links); the HTML report renders it."""
 
     text: str
 

@@ -117,20 +117,29 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;
         "img{max-width:100%}figcaption{color:#555;font-size:.9em}caption{caption-side:top;color:#555}")
 
 
+def inline_markdown(text: str) -> str:
+    """Inline Markdown (bold, italics, code, links) to HTML with raw HTML escaped, via markdown-it (rich's own
+    dependency): the HTML report shows ``**Caveat:**`` as bold, not as asterisks."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(text)
+
+
 def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
     esc = html.escape
+    md = inline_markdown
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
            f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
     for b in blocks:
         if isinstance(b, Heading):
             lvl = min(max(b.level, 1), 6)
-            out.append(f"<h{lvl}>{esc(b.text)}</h{lvl}>")
+            out.append(f"<h{lvl}>{md(b.text)}</h{lvl}>")
         elif isinstance(b, Text):
-            out.append(f"<p>{esc(b.text)}</p>")
+            out.append(f"<p>{md(b.text)}</p>")
         elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b.items) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{md(str(i))}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
-            cap = f"<caption>{esc(b.caption)}</caption>" if b.caption else ""
+            cap = f"<caption>{md(b.caption)}</caption>" if b.caption else ""
             head = "".join(f"<th>{esc(str(h))}</th>" for h in b.headers)
             body = "".join("<tr>" + "".join(f"<td>{esc(fmt(c))}</td>" for c in row) + "</tr>" for row in b.rows)
             out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
@@ -139,7 +148,7 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
             if path.is_file():
                 data = base64.b64encode(path.read_bytes()).decode()
                 out.append(f"<figure><img alt='{esc(b.caption)}' src='data:image/png;base64,{data}'>"
-                           f"<figcaption>{esc(b.caption)}</figcaption></figure>")
+                           f"<figcaption>{md(b.caption)}</figcaption></figure>")
             else:
                 out.append(f"<p><em>missing plot {esc(b.path)}</em></p>")
     out.append("</body></html>")
