@@ -96,10 +96,10 @@ def clean_key(tok: Any, text: str, key_length: int) -> tuple[list[int] | None, s
     if not text:
         return None, "empty"
     ids = tok.encode(text, add_special_tokens=False)[:key_length]
-    special = set(tok.all_special_ids)
-    ids = [i for i in ids if i not in special]
     if len(ids) < MIN_KEY_TOKENS:
         return None, "too_short"
+    if set(ids) & set(tok.all_special_ids):  # e.g. <unk>: it cannot decode back to the text
+        return None, "not_reencodable"
     decoded = tok.decode(ids)
     if decoded != decoded.rstrip():
         return None, "trailing_whitespace"

@@ -159,3 +159,12 @@ def resolve_model_ref(ref: str) -> str:
 def is_tiny(model) -> bool:
     """True for small models (< 5M parameters), which take the tiny preset."""
     return sum(p.numel() for p in model.parameters()) < 5_000_000
+
+
+def heldout_texts(n: int = 100, seed: int = 12345) -> list[str]:
+    """``n`` held-out documents of the fp-tiny grammar (40 tokens each, a corpus seed never used in training),
+    for perplexity on the tiny model (English text is all ``<unk>`` to its word-level vocabulary)."""
+    words, sentence = grammar(SETTINGS["seed"])
+    tok = tokenizer(words)
+    ids = corpus(n, SETTINGS["length"], seed, tok, sentence)
+    return [tok.decode(row[1:].tolist()) for row in ids]
