@@ -98,3 +98,9 @@ def test_resume_command_drops_the_flags_that_discard_work():
     from trustlab.runtime.rundir import resume_command
 
     assert resume_command(["certify", "eval", "M", "--no-resume", "--out", "a b"]) == "trustlab certify eval M --out 'a b'"
+
+
+def test_command_listings_are_not_cut_with_ellipses(cli):
+    for args in (("--help",), ("certify", "--help"), ("vfl", "--help"), ("data", "--help")):
+        code, out, _ = cli(*args)
+        assert code == 0 and "..." not in out.split("Commands:")[-1], out

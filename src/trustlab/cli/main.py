@@ -124,6 +124,14 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
     typer.echo(f"wrote {md} and {page}")
 
 
+def _full_short_help(command) -> None:
+    """Command listings show each command's whole first paragraph (click cuts it at 45 characters with "...")."""
+    for sub in getattr(command, "commands", {}).values():
+        if not sub.short_help and sub.help:
+            sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
+        _full_short_help(sub)
+
+
 def _clear_demo_folder(folder: Path) -> None:
     """``demo --no-resume``: remove one lab's demo folder, only if trustlab wrote it (it holds a run stamp)."""
     import shutil
@@ -156,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     begin_command(argv)
     _register_subapps(argv)
     command = typer.main.get_command(app)
+    _full_short_help(command)
     try:
         # typer (>= 0.29 vendors click as typer._click) turns Ctrl-C into Exit(130), which non-standalone mode
         # returns as a plain number: 130 is the interruption we must still explain.
