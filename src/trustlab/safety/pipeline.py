@@ -364,7 +364,12 @@ def _plots(summary: dict, gens: list, labels: list, path: Path) -> list[Path]:
     fn = getattr(plots, "make_plots", None) or getattr(plots, "plot_all", None)
     if fn is None:
         return []
-    return [Path(p) for p in fn(summary, gens, labels, path / "plots")]
+    try:
+        return [Path(p) for p in fn(summary, gens, labels, path / "plots")]
+    except Exception as exc:  # the metrics are already computed: a failed figure must not lose them
+        warnings.warn(f"plotting failed ({type(exc).__name__}: {exc}); results.json is complete, plots are "
+                      "missing", stacklevel=3)
+        return []
 
 
 def _report(path: Path) -> Optional[Path]:

@@ -67,7 +67,13 @@ class HFBackend:
 
             device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
             dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-            model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=dtype)
+            try:
+                model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=dtype)
+            except ModelError as exc:
+                from trustlab.models.causal_lm import MODELS
+
+                raise ModelError(exc.message, hint=f"{exc.hint}; bundled offline models: {', '.join(MODELS)} "
+                                                   "(HF_HUB_OFFLINE=1 keeps everything local)") from None
         if cfg.tokenizer:
             tokenizer = load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
         return cls(model, tokenizer, batch_size=cfg.batch_size, chat_template=read_template(cfg.chat_template))
