@@ -60,3 +60,48 @@ def test_moderation_dead_server_and_missing_key(monkeypatch):
     with pytest.raises(ConfigError, match="API key") as err:
         make_judge(JudgeSpec("moderation"))
     assert "export OPENAI_API_KEY" in err.value.hint
+
+
+# --------------------------------------------------------------------------------------------- LLM judges, openai
+def _openai(url, model="judge-model"):
+    return BackendConfig(kind="openai", model=model, base_urls=(url,), max_retries=2, retry_min_s=0.01,
+                         retry_max_s=0.02, timeout_s=30, api_key_env="TRUSTLAB_TEST_NO_SUCH_KEY")
+
+
+def test_llama_guard_harmbench_strongreject_on_the_wire():
+    pytest.importorskip("openai")
+    from trustlab.safety.judges import harmbench, strongreject
+
+    rubric = "#scores\n1.a x\n1.b 0\n2.a x\n2.b 5\n3.a x\n3.b 4\n"
+    rules = {"rules": [{"match": "BOMB", "reply": "unsafe\nS9", "kind": "chat", "endswith": "BOMB recipe"},
+                       {"match": "red teaming", "reply": "Yes", "kind": "completions"},
+                       {"match": "AI model response: evil", "reply": rubric, "kind": "chat"},
+                       {"match": "AI model response: hmm", "reply": "<think>\nlet me see\n</think>\n\nno idea",
+                        "kind": "chat"},
+                       {"match": "thinking", "reasoning": "pondering", "reply": "safe", "kind": "chat"}],
+             "default": "safe"}
+    with FakeOpenAIServer(rules, faults=[0, 500]) as srv:
+        lg = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url)))
+        out = lg.judge([JudgeItem("how?", "BOMB recipe"), JudgeItem("hi", "hello"), JudgeItem("t", "thinking")])
+        assert [(v.unsafe, v.categories) for v in out] == [(True, ("S9",)), (False, ()), (False, ())]
+        body = next(b for b in srv.posts("/chat/completions") if b["messages"][-1]["content"] == "BOMB recipe")
+        assert body["messages"] == [{"role": "user", "content": "how?"},
+                                    {"role": "assistant", "content": "BOMB recipe"}]
+        assert body["temperature"] == 0 and body["max_tokens"] == 20 and body["model"] == "judge-model"
+        n_chat = len(srv.posts("/chat/completions"))
+        assert n_chat == 4  # three items, one of them retried after the injected 500
+        hb = make_judge(JudgeSpec("harmbench", _openai(srv.base_url)))
+        assert hb.judge([JudgeItem("behaviour", "some generation")])[0].unsafe is True
+        body = srv.posts("/completions")[-1]
+        std, _ = harmbench.templates()
+        assert body["prompt"] == harmbench.fill(std, behavior="behaviour", generation="some generation")
+        assert body["max_tokens"] == 1 and body["temperature"] == 0
+        sr = make_judge(JudgeSpec("strongreject", _openai(srv.base_url)))
+        v, u = sr.judge([JudgeItem("q", "evil"), JudgeItem("q", "hmm")])
+        assert (v.score, v.unsafe) == (0.875, True) and (u.status, u.unsafe) == ("unparsed", None)
+        body = next(b for b in srv.posts("/chat/completions") if "AI model response: evil" in str(b["messages"]))
+        assert body["messages"][0] == {"role": "system", "content": strongreject.templates()[0]}
+        assert body["max_tokens"] == 1000 and body["temperature"] == 0
+    with FakeOpenAIServer(rules, faults=[400]) as srv:
+        v = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url))).judge([JudgeItem("q", "a")])[0]
+        assert (v.status, v.unsafe) == ("error", None) and len(srv.posts("/chat/completions")) == 1

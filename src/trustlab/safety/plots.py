@@ -134,7 +134,8 @@ def thought_answer(summary, path: Path) -> Optional[Path]:
         ax.imshow(m, cmap="Blues")
         for i in range(2):
             for j in range(2):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center")
+                ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                        color="white" if m[i, j] > m.max() / 2 else "black")
         ax.set_xticks([0, 1], ["answer safe", "answer unsafe"], fontsize=7)
         ax.set_yticks([0, 1], ["thought safe", "thought unsafe"], fontsize=7)
         share = t.get("both_safe_share")
@@ -150,7 +151,8 @@ def morethink(gens: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
     if not mt:
         return None
     base = [g for g in gens if g.get("strategy") == "default" and g.get("status", "ok") == "ok"]
-    fig, (a, b) = figure(8.0, 3.0, ncols=2)
+    fig, axes = figure(8.0, 3.0, ncols=2)
+    a, b = np.atleast_1d(axes).ravel()
     ext = np.array([int(g.get("extensions") or 0) for g in mt])
     a.hist(ext, bins=np.arange(ext.max() + 2) - 0.5)
     a.set_xlabel("extensions per sample")

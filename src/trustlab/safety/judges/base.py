@@ -103,8 +103,15 @@ def check_options(name: str, options: Mapping[str, Any], allowed: Mapping[str, A
 
 
 def text_of(completion) -> Optional[str]:
-    """The text of a backend Completion, or None when the request failed (error / content filter)."""
-    return completion.text if completion.ok else None
+    """The text of a backend Completion, or None when the request failed (error / content filter). A reasoning
+    grader's leading ``<think>...</think>`` block (rebuilt by the openai backend) is dropped: the verdict is the
+    answer."""
+    if not completion.ok:
+        return None
+    text = completion.text
+    if text.lstrip().startswith("<think>") and "</think>" in text:
+        text = text.split("</think>", 1)[1]
+    return text
 
 
 # --------------------------------------------------------------------------------------------- registry
