@@ -170,7 +170,9 @@ def verify(fps, backend: Backend, cfg) -> VerifyResult:
                          "use --api chat")
         prompts = [remote_prompt(fp, fps.prompt_format if getattr(backend, "api", "") == "chat" else "raw",
                                  cfg.wrapper) for fp in fps.fingerprints]
-    max_new = L if token_match else L + TEXT_MARGIN
+    # exact matching asks for L tokens (the spec's max_tokens=L), so a longer word cannot pass for the response;
+    # lenient matching allows a few more for a re-tokenised response
+    max_new = L if cfg.match == "exact" else L + TEXT_MARGIN
     outs = backend.generate(prompts, max_new, temperature=cfg.temperature, n=cfg.samples,
                             seed=cfg.seed if cfg.temperature > 0 else None)
     failures = dict(getattr(backend, "failures", {}) or {})

@@ -1,0 +1,235 @@
+"""CLI verbs ``verify``, ``robustness``, ``assign`` and ``identify`` (thin: parse -> call in a RunDir -> print).
+
+``register(app)`` adds them to the lab's typer app. Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from trustlab.runtime.errors import ConfigError, DataError, Interrupted
+
+
+def _resolve(cls, config: Optional[Path], overrides: dict[str, Any]):
+    """The config file's keys (if any) overridden by the flags given on the command line."""
+    from trustlab.runtime.config import from_dict, load_yaml
+
+    data = load_yaml(config) if config is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc.message}" if config else exc.message, hint=exc.hint) from None
+
+
+def _threads() -> None:
+    from trustlab.runtime import configure_threads
+
+    configure_threads()
+
+
+def verify_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of VerifyConfig fields."),
+    fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json (private)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local suspect: HF folder, registry name, hub id."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL, e.g. "
+                                                                     "http://127.0.0.1:8000/v1."),
+    served_model: Optional[str] = typer.Option(None, "--served-model", help="Model name the endpoint serves."),
+    api: Optional[str] = typer.Option(None, "--api", help="completions | chat."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Variable holding the API key."),
+    match: Optional[str] = typer.Option(None, "--match", help="exact | lenient."),
+    num_queries: Optional[int] = typer.Option(None, "--num-queries", help="Query a seeded subset of M keys."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level (default 1e-3)."),
+    null_p: Optional[float] = typer.Option(None, "--null-p", help="Override the null hit rate p0."),
+    wrapper: Optional[int] = typer.Option(None, "--wrapper", help="Wrap keys in TEST_TEMPLATES[i] (0-9)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples per key (needs temperature > 0)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys per batch / request."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries of a failed HTTP call (429, 5xx)."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests when a server takes one "
+                                                            "prompt per request."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-verify-<UTC>)."),
+) -> None:
+    """Test a suspect model (weights or endpoint) for the fingerprints: verdict, p-value, Hoeffding bound."""
+    from .config import VerifyConfig
+
+    cfg = _resolve(VerifyConfig, config, dict(
+        fingerprints=fingerprints, model=model, endpoint=endpoint, served_model=served_model, api=api,
+        api_key_env=api_key_env, match=match, num_queries=num_queries, alpha=alpha, null_p=null_p,
+        wrapper=wrapper, temperature=temperature, samples=samples, batch_size=batch_size, seed=seed))
+    run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency)
+    res = json.loads((run_dir / "verify_result.json").read_text())
+    typer.echo(res["line"])
+    if res["unanswered"]:
+        typer.echo(f"unanswered keys ({len(res['unanswered'])}): {', '.join(map(str, res['unanswered'][:20]))}"
+                   + (" ..." if len(res["unanswered"]) > 20 else ""))
+    for note in res["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"caveat: {res['caveat']}")
+    typer.echo(f"wrote {run_dir / 'verify_result.json'}")
+
+
+def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: int = 4) -> Path:
+    """Load the fingerprint file and the suspect, verify inside a RunDir; returns the run folder."""
+    from trustlab.runtime.io import write_json_atomic
+    from trustlab.runtime.rundir import RunDir
+
+    from .fpset import FingerprintSet
+    from .verify import backend_for, verify
+
+    if cfg.fingerprints is None:
+        raise ConfigError("verify needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
+    if cfg.model is None and cfg.endpoint is None:
+        raise ConfigError("verify needs a suspect: a local model or an endpoint",
+                          hint="pass --model DIR_OR_NAME, or --endpoint URL --served-model NAME")
+    if isinstance(max_retries, bool) or max_retries < 0 or concurrency < 1:
+        raise ConfigError(f"--max-retries must be >= 0 and --concurrency >= 1, got {max_retries} and {concurrency}",
+                          hint="e.g. --max-retries 5 --concurrency 4")
+    fps = FingerprintSet.load(cfg.fingerprints)
+    _threads()
+    backend = backend_for(cfg, max_retries=max_retries, concurrency=concurrency)
+    run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, resume=False)
+    try:
+        res = verify(fps, backend, cfg)
+    except KeyboardInterrupt:
+        raise Interrupted("verification interrupted; nothing was written", hint="run the same command again") from None
+    d = res.to_dict()
+    write_json_atomic(run.path / "verify_result.json", d)
+    run.write_results({k: d[k] for k in ("decision", "m", "M", "p0", "p_value", "hoeffding_bound", "alpha",
+                                         "queried", "answered", "mean_hit_rate", "any_hit_rate")},
+                      artifacts=["verify_result.json"], verify=[{k: v for k, v in d.items() if k != "fingerprints"}],
+                      caveat=d["caveat"])
+    return run.path
+
+
+def robustness_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of RobustnessConfig fields."),
+    fingerprinted: Optional[str] = typer.Option(None, "--fingerprinted", help="The fingerprinted model folder."),
+    base: Optional[str] = typer.Option(None, "--base", help="The base model (reference)."),
+    fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
+    experiments: Optional[str] = typer.Option(None, "--experiments", help="Comma-separated: sft,merge,wrappers,"
+                                                                         "temperature,quant,suppress,utility,fpr."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-robustness-<UTC>)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip experiments already in robustness.json."),
+) -> None:
+    """Robustness of the fingerprints to fine-tuning, merging, wrappers, sampling, quantization, suppression."""
+    from .config import RobustnessConfig
+    from .robustness import run_robustness
+
+    exps = None if experiments is None else tuple(e.strip() for e in experiments.split(",") if e.strip())
+    cfg = _resolve(RobustnessConfig, config, dict(fingerprinted=fingerprinted, base=base, fingerprints=fingerprints,
+                                                  experiments=exps, seed=seed))
+    _threads()
+    try:
+        result = run_robustness(cfg, out_dir=out, resume=resume)
+    except KeyboardInterrupt:
+        raise Interrupted("robustness run interrupted; finished experiments are saved",
+                          hint=f"resume with: trustlab fingerprint robustness --out {out or '<the run folder>'}"
+                               " (same flags)") from None
+    for line in result.summary_lines():
+        typer.echo(line)
+    typer.echo(f"wrote {result.run_dir / 'robustness.json'}")
+
+
+def assign_cmd(
+    secret: Path = typer.Option(..., "--secret", help="The owner's secret file."),
+    copies: int = typer.Option(..., "--copies", help="Number of model copies N_c."),
+    pool: int = typer.Option(..., "--pool", help="Pool size P (fingerprints generated for all copies)."),
+    max_coalition: int = typer.Option(3, "--max-coalition", help="Largest coalition K; p = 1/(2K)."),
+    p: Optional[float] = typer.Option(None, "--p", help="Override the inclusion rate p."),
+    out: Path = typer.Option(Path("assignment.json"), "--out", help="Where to write the assignment (private)."),
+) -> None:
+    """Assign pool fingerprints to model copies: A[f,c] = u("assign|f|c")/2^64 < p."""
+    from trustlab.runtime.io import write_json_atomic
+
+    from .collusion import assign, default_p
+    from .secret import commitment, load_secret
+
+    key = load_secret(secret)
+    rate = default_p(max_coalition) if p is None else p
+    a = assign(key, copies, pool, rate)
+    write_json_atomic(out, {"schema": "trustlab.fingerprint.assignment/1", "copies": copies, "pool": pool, "p": rate,
+                            "max_coalition": max_coalition, "secret_commitment": commitment(key),
+                            "fingerprints_of_copy": [[int(f) for f in a[:, c].nonzero()[0]] for c in range(copies)]})
+    typer.echo(f"{copies} copies x {pool} fingerprints: inclusion rate {a.mean():.3f} (p = {rate:.3f}), "
+               f"{a.sum(0).mean():.1f} fingerprints per copy; wrote {out}")
+
+
+def load_assignment(path: Path):
+    """bool[pool, copies] from an ``assign`` file; errors name the field."""
+    import numpy as np
+
+    from trustlab.runtime.files import read_text
+
+    try:
+        d = json.loads(read_text(path, what="assignment file"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"assignment file {str(path)!r} is not valid JSON ({exc.msg})",
+                        hint="pass the file written by `trustlab fingerprint assign`") from None
+    for k in ("copies", "pool", "fingerprints_of_copy"):
+        if not isinstance(d, dict) or k not in d:
+            raise DataError(f"assignment file {str(path)!r}: field {k!r} is missing",
+                            hint="pass the file written by `trustlab fingerprint assign`")
+    a = np.zeros((int(d["pool"]), int(d["copies"])), dtype=bool)
+    for c, fs in enumerate(d["fingerprints_of_copy"]):
+        if any(not isinstance(f, int) or not 0 <= f < a.shape[0] for f in fs) or c >= a.shape[1]:
+            raise DataError(f"assignment file {str(path)!r}: field 'fingerprints_of_copy[{c}]' is out of range",
+                            hint="pass the file written by `trustlab fingerprint assign`")
+        a[fs, c] = True
+    return a
+
+
+def load_hits(path: Path, pool: int):
+    """Pool-ordered hits from a verify_result.json (fingerprint ids 0..P-1) or a JSON list of 0/1."""
+    import numpy as np
+
+    from trustlab.runtime.files import read_text
+
+    try:
+        d = json.loads(read_text(path, what="hits file"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"hits file {str(path)!r} is not valid JSON ({exc.msg})",
+                        hint="pass a verify_result.json or a JSON list of 0/1") from None
+    if isinstance(d, dict) and "fingerprints" in d:
+        hits = np.zeros(pool, dtype=bool)
+        for row in d["fingerprints"]:
+            if not isinstance(row.get("id"), int) or not 0 <= row["id"] < pool:
+                raise DataError(f"hits file {str(path)!r}: fingerprint id {row.get('id')!r} is outside the pool "
+                                f"(0..{pool - 1})", hint="verify the suspect with the pool's fingerprint file")
+            hits[row["id"]] = bool(row.get("hit"))
+        return hits
+    if isinstance(d, list) and all(v in (0, 1, True, False) for v in d):
+        return np.array(d, dtype=bool)
+    raise DataError(f"hits file {str(path)!r} must be a verify_result.json or a JSON list of 0/1",
+                    hint="run `trustlab fingerprint verify` against the suspect first")
+
+
+def identify_cmd(
+    assignment: Path = typer.Option(..., "--assignment", help="The file written by `assign`."),
+    hits: Path = typer.Option(..., "--hits", help="verify_result.json of the suspect over the pool, or 0/1 list."),
+    top: int = typer.Option(5, "--top", help="Copies to list."),
+) -> None:
+    """Name the copy (or coalition member) behind a suspect from its hits on the pool."""
+    from .collusion import identify_host
+
+    a = load_assignment(assignment)
+    ident = identify_host(load_hits(hits, a.shape[0]), a)
+    d = ident.to_dict(top)
+    typer.echo(f"best match: copy {', '.join(map(str, d['best'])) or 'none (no hits)'}")
+    for row in d["top"]:
+        typer.echo(f"  copy {row['copy']:>5}: {row['score']}/{row['size']} of its fingerprints hit "
+                   f"({row['fraction']:.2f}), p = {row['p_value']:.2g}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add verify, robustness, assign and identify to the fingerprint app."""
+    app.command("verify")(verify_cmd)
+    app.command("robustness")(robustness_cmd)
+    app.command("assign")(assign_cmd)
+    app.command("identify")(identify_cmd)
