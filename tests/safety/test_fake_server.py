@@ -1,0 +1,72 @@
+"""The fake OpenAI-compatible server itself: the SDK talks to it, and it honours stop, max_tokens, n and seed."""
+
+import pytest
+
+
+@pytest.fixture
+def client():
+    from openai import OpenAI
+
+    def make(srv):
+        return OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+
+    return make
+
+
+def test_completions_honour_stop_max_tokens_n_and_seed(fake_server, client):
+    srv = fake_server({"rules": [{"match": "q", "reply": ["a b STOP c", "d e f g h", "i"]}]})
+    c = client(srv)
+    r = c.completions.create(model="m", prompt="q", max_tokens=10, stop=["STOP"], seed=0)
+    assert r.choices[0].text == "a b " and r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 2
+    r = c.completions.create(model="m", prompt="q", max_tokens=3, seed=1)
+    assert r.choices[0].text == "d e f" and r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+    r = c.completions.create(model="m", prompt="q", max_tokens=10, n=3, seed=0)
+    assert [ch.text for ch in r.choices] == ["a b STOP c", "d e f g h", "i"] and r.usage.completion_tokens == 10
+    assert srv.posts("/v1/completions")[0]["stop"] == ["STOP"]
+
+
+def test_chat_reasoning_models_and_moderation(fake_server, client):
+    srv = fake_server({"rules": [{"match": "hi", "kind": "chat", "reply": "Hello.", "reasoning": "greet back"},
+                                 {"match": "bad", "kind": "moderations", "flagged": True, "categories": ["violence"]}],
+                       "default": "?"})
+    c = client(srv)
+    m = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5).choices[0]
+    assert m.message.content == "Hello." and m.message.reasoning_content == "greet back"
+    assert c.models.list().data[0].id == "fake-model"
+    res = c.moderations.create(model="omni-moderation-latest", input=["a bad thing", "fine"]).results
+    assert res[0].flagged and res[0].categories.violence and not res[1].flagged
+
+
+def test_faults_and_in_flight_accounting(fake_server, client):
+    import openai
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = fake_server({"default": "ok"}, faults=[429, 0, 400], latency_s=0.05)
+    c = client(srv)
+    with pytest.raises(openai.RateLimitError):
+        c.completions.create(model="m", prompt="x", max_tokens=2)
+    assert c.completions.create(model="m", prompt="x", max_tokens=2).choices[0].text == "ok"
+    with pytest.raises(openai.BadRequestError):
+        c.completions.create(model="m", prompt="x", max_tokens=2)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: c.completions.create(model="m", prompt="x", max_tokens=2), range(8)))
+    assert 2 <= srv.max_in_flight <= 4 and len(srv.posts()) == 11
+
+
+def test_context_length_and_missing_completions(fake_server, client):
+    import openai
+
+    c = client(fake_server({"default": "x"}, context_len=5))
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        c.completions.create(model="m", prompt="one two three", max_tokens=3)
+    c2 = client(fake_server({"default": "x"}, completions=False))
+    with pytest.raises(openai.NotFoundError):
+        c2.completions.create(model="m", prompt="x", max_tokens=1)
+
+
+def test_script_rules_are_checked():
+    from trustlab.runtime.errors import ConfigError
+    from trustlab.safety.backends.scripted import Script
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        Script.from_data({"rules": [{"match": "a", "replly": "b"}]})
