@@ -143,3 +143,17 @@ def test_utility_measures(models):
     assert len(items) == 261 and all(len(set(it["options"])) == 4 for it in items)
     assert trivia_items(20, seed=1)[0] == trivia_items(20, seed=1)[0]
     assert 0.0 <= trivia_mc(base, tok, items[:8]) <= 1.0
+
+
+def test_report_section_renders_robustness(robust):
+    from trustlab.fingerprint.report import report_section
+    from trustlab.report import render, to_markdown
+
+    cfg, out, res = robust
+    results = json.loads((out / "results.json").read_text())
+    md = to_markdown("t", report_section(results, out))
+    for want in ("linear merge alpha 0.5", "suppress_top1_first1", "int8 dynamic quantization", "False positives",
+                 "held-out perplexity", "trivia MC accuracy", "**Caveat:**", "2509.26598", "plots/merge_alpha.png"):
+        assert want in md, want
+    page_md, page_html = render(out, sections={"fingerprint": report_section})
+    assert page_html.is_file() and "not owned" in page_md.read_text()

@@ -1,0 +1,138 @@
+"""The fingerprint section of a trustlab report: verdicts, utility, robustness tables, FPR rows, the caveat, plots.
+
+``report_section(results, run_dir)`` reads a run's ``results.json`` (verbs verify, robustness, embed, generate and
+demo; sub-results under ``verify``, ``robustness``, ``embed``) and returns report blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    from trustlab.report import fmt
+
+    return fmt(v, digits)
+
+
+def _p(v: Any) -> str:
+    return "—" if v is None else f"{v:.2g}"
+
+
+def verify_blocks(rows: list[dict[str, Any]]) -> list:
+    from trustlab.report import Bullets, Table
+
+    table = Table(("suspect", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict"),
+                  [(r.get("target"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
+                    _p(r.get("p_value")), _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"))
+                   for r in rows], caption="Ownership verdicts (binomial test; OWNED iff p <= alpha)")
+    notes = []
+    for r in rows:
+        if r.get("unanswered"):
+            notes.append(f"{r.get('target')}: {len(r['unanswered'])} of {r.get('queried')} keys unanswered "
+                         f"(ids {', '.join(map(str, r['unanswered'][:10]))}); the verdict covers the answered keys")
+        if r.get("heuristic_null"):
+            notes.append(f"{r.get('target')}: the null rate p0 is heuristic (strategy english)")
+        if r.get("bound_assumes_exact") is False:
+            notes.append(f"{r.get('target')}: lenient text matching; the bound assumes a text-level null rate")
+    return [table] + ([Bullets(notes)] if notes else [])
+
+
+def robustness_blocks(r: dict[str, Any]) -> list:
+    from trustlab.report import Heading, Table, Text
+
+    blocks: list = []
+    c = r.get("clean")
+    if c:
+        blocks.append(Text(f"Fingerprinted model, no attack: {c['line']}"))
+    bp = r.get("base_prob") or {}
+    if bp.get("n"):
+        blocks.append(Text(f"base_prob over {bp['n']} fingerprints: mean {_f(bp['mean'])}, max {_f(bp['max'])}."))
+    u = r.get("utility")
+    if u:
+        blocks.append(Table(("utility", "base", "fingerprinted", "ratio F/B"),
+                            [("held-out perplexity", _f(u["ppl_base"]), _f(u["ppl_fp"]), _f(u["ppl_ratio"])),
+                             (f"trivia MC accuracy ({u['mc_items']} items)", _f(u["mc_base"]), _f(u["mc_fp"]),
+                              _f(u["mc_ratio"]))],
+                            caption="; ".join(f"{k}: {v}" for k, v in (r.get("sources") or {}).items())))
+    rows = []
+
+    def row(name, m, extra=""):
+        rows.append((name, _f(m.get("exact")), _f(m.get("lenient")), _f(m.get("persistence")),
+                     f"{m.get('m')}/{m.get('M')}", _p(m.get("p_value")), m.get("decision"), extra))
+
+    if c:
+        row("none", c)
+    for e in (r.get("sft") or {}).get("epochs", []):
+        row(f"benign SFT epoch {e['epoch']} ({e['steps']} steps, lr {r['sft']['lr']:g})", e)
+    for a in (r.get("merge") or {}).get("alphas", []):
+        row(f"linear merge alpha {a['alpha']:g} with {r['merge']['with']}", a)
+    w = r.get("wrappers")
+    if w:
+        for t in w["templates"]:
+            row(f"wrapper {t['template']}", t)
+    for t in (r.get("temperature") or {}).get("temperatures", []):
+        row(f"temperature {t['temperature']:g} ({t['samples']} samples)", t,
+            f"mean {_f(t.get('mean_hit_rate'))}, any-of-n {_f(t.get('any_hit_rate'))}")
+    q = r.get("quant")
+    if q:
+        row("int8 dynamic quantization", q["after"], f"perplexity x{_f(q['ppl_ratio'])}")
+    for a in (r.get("suppress") or {}).get("attacks", []):
+        row(a["attack"], a, f"attack success {_f(a['attack_success'])}, perplexity x{_f(a['ppl_ratio'])}")
+    if rows:
+        blocks.append(Table(("attack / transform", "exact", "lenient", "persistence", "m / M", "p-value", "verdict",
+                             "notes"), rows, caption="Robustness (accuracy of the fingerprinted model after each)"))
+    fpr = {k: v for k, v in (r.get("fpr") or {}).items() if isinstance(v, dict)}
+    if fpr:
+        blocks.append(Heading("False positives", 3))
+        blocks.append(Table(("model", "m / M", "p-value", "verdict"),
+                            [(v.get("model", k), f"{v['m']}/{v['M']}", _p(v["p_value"]), v["decision"])
+                             for k, v in fpr.items()], caption="Models that never saw the fingerprints"))
+    return blocks
+
+
+def embed_blocks(e: dict[str, Any]) -> list:
+    from trustlab.report import Table
+
+    s = e.get("settings", {})
+    return [Table(("epochs", "converged", "exact match", "fp loss", "stop", "lr", "lambda_wa", "beta_dm", "LoRA",
+                   "seconds"),
+                  [(e.get("epochs"), e.get("converged"), _f(e.get("accuracy")), _f(e.get("fp_loss")),
+                    e.get("stop_reason"), _f(s.get("lr")), _f(s.get("lambda_wa")), _f(s.get("beta_dm")),
+                    s.get("lora"), _f(e.get("seconds")))], caption="Embedding")]
+
+
+def report_section(results: dict, run_dir: Path) -> list:
+    from trustlab.report import Bullets, Heading, Image, Table, Text
+
+    from .stats import ATTACK_CAVEAT
+
+    verb = results.get("verb", "")
+    blocks: list = [Heading(f"fingerprint {verb}".strip())]
+    caveat = results.get("caveat") or ATTACK_CAVEAT
+    cfg = results.get("config") or {}
+    if cfg:
+        keys = [k for k in ("model", "fingerprints", "fingerprinted", "base", "endpoint", "served_model", "match",
+                            "strategy", "num_fingerprints", "lr", "lambda_wa", "beta_dm", "alpha") if cfg.get(k)
+                is not None]
+        if keys:
+            blocks.append(Table(("setting", "value"), [(k, _f(cfg[k])) for k in keys], caption="Configuration"))
+    emb = results.get("embed") or (results if verb == "embed" else None)
+    if isinstance(emb, dict) and "epochs" in emb:
+        blocks += embed_blocks(emb)
+    ver = results.get("verify")
+    if isinstance(ver, dict):
+        ver = [ver]
+    if ver:
+        blocks += verify_blocks(ver)
+    rob = results.get("robustness")
+    if isinstance(rob, dict) and rob:
+        blocks += robustness_blocks(rob)
+    if verb == "generate" and "metrics" in results:
+        m = results["metrics"]
+        blocks.append(Bullets([f"{k}: {_f(v)}" for k, v in m.items() if not isinstance(v, (dict, list))]))
+    blocks.append(Text("**Caveat:** " + caveat))
+    blocks += [Image(a, Path(a).stem.replace("_", " ")) for a in results.get("artifacts", [])
+               if str(a).endswith(".png")]
+    return blocks
