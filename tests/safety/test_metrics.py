@@ -186,3 +186,15 @@ def test_unparsed_share_warning_and_ambiguous_labels():
     g2, l2 = _records({"A": [True]}, "zerothink")
     with pytest.raises(ValueError, match="strategy"):
         M.summarize(gens + g2, [{k: v for k, v in lab.items() if k != "strategy"} for lab in labels + l2])
+
+
+def test_multinomial_bootstrap_matches_index_resampling(monkeypatch):
+    """The multinomial-count draw has the distribution of resampling prompt indices: same intervals up to MC noise."""
+    rng = np.random.default_rng(5)
+    v = M.per_prompt(rng.uniform(size=(2000, 5)) < 0.7)
+    fast = M.bootstrap_ci(v, 1000, seed=0)
+    monkeypatch.setattr(M, "MULTINOMIAL_MAX", 0)  # force the index-gather path
+    slow = M.bootstrap_ci(v, 1000, seed=0)
+    assert np.abs(fast - slow).max() < 0.01
+    cont = rng.normal(size=2000)  # many distinct values: the gather path, still seeded
+    assert np.array_equal(M.bootstrap_ci(cont, 200, seed=1), M.bootstrap_ci(cont, 200, seed=1))

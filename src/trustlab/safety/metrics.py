@@ -75,11 +75,22 @@ def cons_safe_at_k(safe: Any, tie: str = "safe") -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- intervals
+MULTINOMIAL_MAX = 1024  # distinct per-prompt rows up to which resampling is drawn as multinomial counts
+
+
 def _boot_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, m) means of ``values`` (n, m) over prompt indices resampled with replacement, in memory-bounded
-    chunks of replicates (one gather per chunk, no Python loop over replicates)."""
+    """(n_boot, m) means of ``values`` (n, m) over prompts resampled with replacement.
+
+    Resampling n prompts with replacement draws each distinct row ``u`` a Multinomial(n, count_u / n) number of
+    times, so when the rows take few distinct values (Safe@1/Safe@K/ConsSafe@K are functions of the safe count,
+    K + 1 values) the replicates are drawn exactly that way: O(n_boot x distinct) instead of O(n_boot x n).
+    Otherwise prompt indices are gathered in memory-bounded chunks of replicates."""
     n, m = values.shape
     rng = np.random.default_rng(seed)
+    uniq, counts = np.unique(values, axis=0, return_counts=True)
+    if len(uniq) <= MULTINOMIAL_MAX:
+        draws = rng.multinomial(n, counts / n, size=n_boot)
+        return draws @ uniq / n
     out = np.empty((n_boot, m))
     chunk = max(1, min(n_boot, 4_000_000 // max(1, n * m)))
     for start in range(0, n_boot, chunk):
