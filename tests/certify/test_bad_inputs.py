@@ -132,3 +132,133 @@ def test_sweep_keys_couple_training_and_certification():
     assert apply_grid_key(cfg, "smoothing.n", 500.0).tracks[0].smoothing.n == 500
     with pytest.raises(ConfigError, match="unknown config key"):
         apply_grid_key(cfg, "smoothing.nope", 1.0)
+
+
+# --- issue 7: typed validation of configs built in Python, YAML files and CLI flags -----------------------------
+from tests.certify.conftest import one_error  # noqa: E402
+from trustlab.certify.config import DefenceConfig, ModelConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: TrainConfig(epochs=2.5), "train.epochs must be an integer, got 2.5"),
+    (lambda: TrainConfig(epochs="ten"), "train.epochs must be an integer, got 'ten'"),
+    (lambda: TrainConfig(lr="1e-3"), "train.lr must be a number"),
+    (lambda: ModelConfig(hidden=(128, "x")), r"model.hidden\[1\] must be an integer, got 'x'"),
+    (lambda: ModelConfig(hidden=(128, 0)), r"model.hidden\[1\] must lie in"),
+    (lambda: ExperimentConfig(seeds=5), "seeds must be a list"),
+    (lambda: ExperimentConfig(seeds=(0, -1)), r"seeds\[1\] must lie in \[0,"),
+    (lambda: ExperimentConfig(device="tpu"), "device must be auto, cpu, cuda"),
+    (lambda: SmoothingConfig(sigma=float("nan")), "smoothing.sigma must be a number, got nan"),
+    (lambda: SmoothingConfig(n=True), "smoothing.n must be an integer, got True"),
+    (lambda: SmoothingConfig(max_hours=0), "smoothing.max_hours must lie in"),
+    (lambda: AttackConfig(trigger="big"), "attack.trigger must be a mapping"),
+    (lambda: DefenceConfig(strip_n=0), "defences.strip_n must lie in"),
+    (lambda: TriggerConfig(position=(1, 2, 3)), "trigger.position must be"),
+    (lambda: Track(certifiers="smoothing"), "track.certifiers must be a list"),
+])
+def test_configs_built_in_python_are_type_checked(make, msg):
+    with pytest.raises(ConfigError, match=msg) as exc:
+        make()
+    assert exc.value.hint
+
+
+YAML_CASES = {
+    "seeds: 5": ("name: x\nseeds: 5\n", "seeds must be a list"),
+    "epochs: 2.5": ("tracks:\n  - name: rs\n    train: {epochs: 2.5}\n", "epochs must be an integer, got 2.5"),
+    "epochs: ten": ("tracks:\n  - name: rs\n    train: {epochs: ten}\n", "epochs must be an integer, got 'ten'"),
+    "hidden: [128, x]": ("tracks:\n  - name: rs\n    model: {hidden: [128, x]}\n", r"hidden[1] must be an integer"),
+    "milestones: 45": ("tracks:\n  - name: rs\n    train: {milestones: 45}\n", "unknown key(s) 'milestones'"),
+    "negative seed": ("seeds: [0, -3]\n", "seeds[1] must lie in [0,"),
+    "n: 10^12": ("tracks:\n  - name: rs\n    smoothing: {n: 10^12}\n", "smoothing.n must be an integer, got '10^12'"),
+    "lr: 1e-3 (YAML 1.1)": ("tracks:\n  - name: rs\n    train: {lr: 1e-3}\n", "train.lr must be a number"),
+    "not a mapping": ("- 1\n- 2\n", "must hold a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_CASES))
+def test_bad_yaml_configs_exit_2_with_error_and_hint(tmp_path, cli, case):
+    text, msg = YAML_CASES[case]
+    (tmp_path / "c.yaml").write_text(text)
+    line = one_error(cli("run", tmp_path / "c.yaml", "--out", tmp_path / "out"), 2)
+    assert msg in line
+    if "1e-3" in case:
+        assert "YAML 1.1" in cli("run", tmp_path / "c.yaml", "--out", tmp_path / "out").err
+
+
+def test_non_utf8_and_unreadable_configs_exit_2(tmp_path, cli):
+    (tmp_path / "c.yaml").write_bytes(b"name: \xff\xfe\n")
+    assert "not UTF-8" in one_error(cli("run", tmp_path / "c.yaml"), 2)
+    assert "does not exist" in one_error(cli("run", tmp_path / "missing.yaml"), 2)
+
+
+def _flag_cases(tmp_path, model_dir):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    return {
+        "stats --alpha nan": (["stats", "--alpha", "nan"], "--alpha"),
+        "stats --sigma nan": (["stats", "--sigma", "nan"], "--sigma"),
+        "stats --n 0": (["stats", "--n", "0"], "--n"),
+        "train --hidden abc": (["train", "--hidden", "abc"], "--hidden"),
+        "train --hidden 16,0": (["train", "--hidden", "16,0"], "--hidden"),
+        "train --seed -1": (["train", "--seed", "-1"], "--seed"),
+        "train --epochs 0": (["train", "--epochs", "0"], "--epochs"),
+        "train --arch resnet": (["train", "--arch", "resnet"], "--arch"),
+        "train --attack magic": (["train", "--attack", "magic"], "--attack"),
+        "train --sigma -0.5": (["train", "--sigma", "-0.5"], "--sigma"),
+        "train --out FILE": (["train", "--out", afile], "is a file"),
+        "train --device tpu": (["train", "--device", "tpu"], "device must be"),
+        "eval --n abc": (["eval", model_dir, "--n", "abc"], "--n"),
+        "eval --n0 0": (["eval", model_dir, "--n0", "0"], "--n0"),
+        "eval --alpha nan": (["eval", model_dir, "--alpha", "nan"], "--alpha"),
+        "eval --sigma 0": (["eval", model_dir, "--sigma", "0"], "--sigma"),
+        "eval --max-inputs 0": (["eval", model_dir, "--max-inputs", "0"], "--max-inputs"),
+        "eval --certifier magic": (["eval", model_dir, "--certifier", "magic"], "--certifier"),
+        "eval --out FILE": (["eval", model_dir, "--out", afile], "is a file"),
+        "eval not a model dir": (["eval", tmp_path, "--out", tmp_path / "e"], "holds no model.pt"),
+        "run --seeds a,b": (["run", "demo_digits", "--seeds", "a,b"], "--seeds"),
+        "run --seeds -1": (["run", "demo_digits", "--seeds", "-1"], "--seeds"),
+        "run unknown shipped": (["run", "no_such_config"], "no_such_config"),
+        "sweep --grid bad": (["sweep", "demo_digits", "--grid", "attack.rate"], "--grid"),
+        "sweep --grid nan": (["sweep", "demo_digits", "--grid", "attack.rate=0.01,nan"], "--grid"),
+        "defend --defence magic": (["defend", tmp_path, "--defence", "magic"], "--defence"),
+        "defend no run": (["defend", tmp_path, "--defence", "strip"], "holds no config.yaml"),
+    }
+
+
+def test_bad_flags_exit_2_with_error_and_hint_naming_the_value(tmp_path, cli, model_dir):
+    for case, (args, named) in _flag_cases(tmp_path, model_dir).items():
+        line = one_error(cli(*args), 2)
+        assert named in line, (case, line)
+
+
+def test_read_only_out_folder_exits_2(tmp_path, cli):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        one_error(cli("train", "--epochs", "1", "--out", ro / "run"), 2)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_corrupt_train_json_exits_2(tmp_path, cli, model_dir):
+    import shutil
+
+    m = tmp_path / "m"
+    shutil.copytree(model_dir, m)
+    (m / "train.json").write_text("{not json")
+    assert "not valid JSON" in one_error(cli("eval", m, "--out", tmp_path / "e"), 2)
+    (m / "train.json").write_text("[1, 2]")
+    assert "lacks" in one_error(cli("eval", m, "--out", tmp_path / "e"), 2)
+
+
+def test_run_refuses_an_absurd_smoothing_budget_before_training(tmp_path, cli):
+    (tmp_path / "c.yaml").write_text("tracks:\n  - name: rs\n    model: {hidden: [8]}\n"
+                                     "    smoothing: {n: 1000000000000}\n")
+    line = one_error(cli("run", tmp_path / "c.yaml", "--out", tmp_path / "out"), 2)
+    assert "would take about" in line and "limit is 24 h" in line
+    assert not list((tmp_path / "out").rglob("model.pt"))

@@ -61,14 +61,14 @@ def test_same_seed_identical_across_batch_shard_and_resume(net_and_x, tmp_path):
     shards = [certify_inputs(m, x, SmoothingConfig(n=700, n0=50, predict=True), seed=3, K=4, shard=(r, 3))
               for r in range(3)]
     assert sorted(sum(shards, []), key=lambda r: r["idx"]) == base
-    # an interrupted run: 5 finished records and a truncated 6th line, then resume
+    # an interrupted run: the stamp line, 5 finished records and a truncated 6th line, then resume
     path = tmp_path / "rs.jsonl"
-    certify_inputs(m, x[:6], SmoothingConfig(n=700, n0=50, predict=True), seed=3, K=4, records=path)
+    certify_inputs(m, x, SmoothingConfig(n=700, n0=50, predict=True), seed=3, K=4, records=path)
     text = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(text[:5]) + text[5][:17])
+    path.write_text("".join(text[:6]) + text[6][:17])
     resumed = certify_inputs(m, x, SmoothingConfig(n=700, n0=50, predict=True), seed=3, K=4, records=path)
     assert resumed == base
-    assert len(path.read_text().splitlines()) == len(x)
+    assert len(path.read_text().splitlines()) == 1 + len(x)
     other = certify_inputs(m, x, SmoothingConfig(n=700, n0=50, predict=True), seed=4, K=4)
     assert other != base
 
@@ -93,3 +93,77 @@ def test_train_mode_is_restored(net_and_x):
     m.train()
     certify_inputs(m, x[:1], SmoothingConfig(n=20, n0=10), seed=0, K=4)
     assert m.training
+
+
+class Recorder(nn.Module):
+    """Constant class 0; remembers every batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return torch.zeros(len(x), 2)
+
+
+def test_smoothed_classifier_gives_each_input_its_own_deterministic_noise():
+    """Issue 7: without an idx every input used stream 0, i.e. the same noise."""
+    x1, x2 = np.zeros((1, 2, 2), np.float32), np.full((1, 2, 2), 0.5, np.float32)
+    noise = []
+    for x in (x1, x2, x1):
+        rec = Recorder()
+        SmoothedClassifier(rec, 2, 0.25).certify(x, 10, 20, 0.001)
+        noise.append(torch.cat(rec.seen) - torch.as_tensor(x))
+    assert not torch.allclose(noise[0], noise[1])
+    assert torch.equal(noise[0], noise[2])
+    # an explicit idx still names the stream, as certify_inputs does
+    a, b = Recorder(), Recorder()
+    SmoothedClassifier(a, 2, 0.25).certify(x1, 10, 20, 0.001, idx=3)
+    SmoothedClassifier(b, 2, 0.25).certify(x2, 10, 20, 0.001, idx=3)
+    assert torch.allclose(torch.cat(a.seen) - torch.as_tensor(x1), torch.cat(b.seen) - torch.as_tensor(x2), atol=1e-6)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: SmoothedClassifier(Const(), 3, -0.25), "sigma"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.0), "sigma"),
+    (lambda: SmoothedClassifier(Const(), 3, float("nan")), "sigma"),
+    (lambda: SmoothedClassifier(Const(), 1, 0.25), "K"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).certify(np.zeros((1, 2, 2)), 0, 100, 0.001), "n0"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).certify(np.zeros((1, 2, 2)), 10, 0, 0.001), "n"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).certify(np.zeros((1, 2, 2)), 10, 100, 0.0), "alpha"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).certify(np.zeros((1, 2, 2)), 10, 100, 1.0), "alpha"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).certify(np.zeros((1, 2, 2)), 10, 100, float("nan")), "alpha"),
+    (lambda: SmoothedClassifier(Const(), 3, 0.25).predict(np.zeros((1, 2, 2)), 0, 0.001), "n"),
+])
+def test_smoothed_classifier_refuses_bad_parameters(call, name):
+    from trustlab.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{name} must") as exc:
+        call()
+    assert exc.value.hint
+
+
+def test_smoothed_classifier_refuses_nan_inputs():
+    from trustlab.runtime import DataError
+
+    with pytest.raises(DataError, match="NaN"):
+        SmoothedClassifier(Const(), 3, 0.25).certify(np.full((1, 2, 2), np.nan, np.float32), 10, 100, 0.001)
+
+
+def test_absurd_budget_is_refused_up_front_with_the_estimate(net_and_x):
+    """Issue 7: N = 10^12 used to run for years (and build a list of 2e9 noise blocks) with no word."""
+    import time
+
+    from trustlab.runtime import ConfigError
+
+    m, x = net_and_x
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"would take about .*(years|days)") as exc:
+        certify_inputs(m, x, SmoothingConfig(n=10**12, n0=100), seed=0, K=4)
+    assert time.perf_counter() - t0 < 30
+    assert "smoothing.n" in exc.value.hint and "smoothing.max_hours" in exc.value.hint
+    # a budget within the limit runs; the limit is a setting
+    assert len(certify_inputs(m, x[:2], SmoothingConfig(n=50, n0=10), seed=0, K=4)) == 2
+    with pytest.raises(ConfigError, match="limit is 1e-06 h"):
+        certify_inputs(m, x, SmoothingConfig(n=10**6, n0=10, max_hours=1e-6), seed=0, K=4)

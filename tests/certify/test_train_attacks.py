@@ -44,11 +44,16 @@ def test_resumed_training_equals_uninterrupted(tmp_path, procedure, digits_split
 
     calls = {"n": 0}
 
-    def dying_hook(model, xb, gen):
-        calls["n"] += 1
-        if calls["n"] == 2 * 4 + 2:  # during epoch 3 (4 steps per epoch)
-            raise KeyboardInterrupt
-        return hook(model, xb, gen)
+    class DyingHook:  # the same attack (same stamp), killed during epoch 3 (4 steps per epoch)
+        stamp = hook.stamp
+
+        def __call__(self, model, xb, gen):
+            calls["n"] += 1
+            if calls["n"] == 2 * 4 + 2:
+                raise KeyboardInterrupt
+            return hook(model, xb, gen)
+
+    dying_hook = DyingHook()
 
     part = mlp((1, 8, 8), (16,), 10)
     part.load_state_dict(init)
@@ -144,3 +149,84 @@ def test_max_entropy_draws_average_the_smoothed_prediction():
     assert single(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(expect.item(), rel=1e-6)
     with pytest.raises(ConfigError, match="draws"):
         MaxEntropyHook(trig, 10, draws=0)
+
+
+def test_replace_with_all_labels_gives_each_poison_image_every_label():
+    """Issue 7: mode=replace + label_mode=all-labels wrote K copies into one row, so every poison got label K-1."""
+    rng = np.random.default_rng(0)
+    x = rng.random((250, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 250)
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    p = poison_label_noise(x, y, 10, trig, 0.2, label_mode="all-labels", mode="replace", seed=1)
+    assert len(p.x) == 250 and len(p.poison_idx) == 5 * 10 == len(set(p.poison_idx.tolist()))
+    groups = {}
+    for i in p.poison_idx:
+        groups.setdefault(p.x[i].tobytes(), []).append(int(p.y[i]))
+    assert len(groups) == 5 and all(sorted(v) == list(range(10)) for v in groups.values())
+    untouched = np.setdiff1d(np.arange(250), p.poison_idx)
+    assert np.array_equal(p.x[untouched], x[untouched]) and np.array_equal(p.y[untouched], y[untouched])
+    with pytest.raises(ConfigError, match="at most n"):
+        poison_label_noise(x[:15], y[:15], 10, trig, 0.9, label_mode="all-labels", mode="replace")
+
+
+@pytest.mark.parametrize("certifiers,expected", [(("smoothing",), 0.25), (("ibp",), 0.0)])
+def test_attack_b_trains_against_the_certifiers_sigma(monkeypatch, certifiers, expected):
+    """Issue 7: B took sigma from train.sigma (0.5 here) while smoothing certified at smoothing.sigma (0.25)."""
+    import trustlab.certify.experiment as ex
+    from trustlab.certify.config import AttackConfig, ExperimentConfig, ModelConfig, SmoothingConfig, Track
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def fake_train_model(folder, track, x, y, data, seed, device, hook=None, **kw):
+        if hook is not None:
+            seen.append(hook.sigma)
+            raise Stop
+        return ex.build_model(track.model, data.shape, data.K, 0).eval(), {"procedure": "gaussian", "epochs": 0}
+
+    monkeypatch.setattr(ex, "train_model", fake_train_model)
+    track = Track(model=ModelConfig(hidden=(8,)), certifiers=certifiers,
+                  train=TrainConfig(procedure="gaussian", sigma=0.5, epochs=1),
+                  smoothing=SmoothingConfig(sigma=0.25, n0=10, n=20))
+    cfg = ExperimentConfig(tracks=(track,), attacks=(AttackConfig(kind="max-entropy"),), max_test=4)
+    with pytest.raises(Stop):
+        ex.run_seed(cfg, __import__("pathlib").Path("/nonexistent-unused"), 0, "cpu", log=lambda *a: None)
+    assert seen == [expected]
+
+
+def test_every_long_loop_reports_progress(monkeypatch, digits_split):
+    """Issue 7: certification, training (attacks run inside it) and defence loops go through runtime.progress,
+    with a total, so the user sees an ETA."""
+    import trustlab.certify.defences.fine_pruning as fp
+    import trustlab.certify.defences.spectral as sp
+    import trustlab.certify.defences.strip as st
+    import trustlab.certify.experiment as ex
+    import trustlab.certify.smoothing as sm
+    import trustlab.certify.train as tr
+    import trustlab.runtime as rt
+    from trustlab.certify.config import BoundsConfig, SmoothingConfig
+
+    seen = []
+
+    def recording(items, description="", total=None):
+        seen.append((description, total))
+        yield from items
+
+    for mod in (sm, ex, tr, st):
+        monkeypatch.setattr(mod, "progress", recording)
+    monkeypatch.setattr(rt, "progress", recording)  # fine-pruning, spectral and AC import it where they loop
+    x, y = digits_split[0][:60], digits_split[1][:60]
+    model = mlp((1, 8, 8), (8,), 10)
+    train(model, x, y, TrainConfig(procedure="standard", epochs=2), seed=0)
+    sm.certify_inputs(model, x[:9], SmoothingConfig(n=20, n0=10, batch_size=100), seed=0, K=10)
+    ex.bounds_records(model, x[:5], y[:5], BoundsConfig(), "ibp", None)
+    st.defender_entropy(model, x[:6], 3, 0)
+    st.strip_entropy(model, x[:6], x[6:12], 3, 0)
+    fp.prune(model, x, y, 0.5)
+    sp.spectral_flag(np.random.default_rng(0).random((30, 4)), np.arange(30) % 3, 0.1)
+    for prefix in ("train standard", "certify RS", "certify ibp", "STRIP defender", "STRIP entropy", "fine-pruning",
+                   "spectral signatures"):
+        assert any(d.startswith(prefix) for d, _ in seen), (prefix, seen)
+    assert all(t is not None and t > 0 for _, t in seen)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trustlab.runtime import ConfigError
+from trustlab.runtime import ConfigError, require_choice, require_range
 
 from .config import ceil_count
 
@@ -29,19 +29,21 @@ def poison_label_noise(x, y, K: int, trigger, rate: float, label_mode: str = "un
                        seed: int = 0) -> Poisoned:
     """Attack A (reconstructed): stamp T on ceil(rate * n) random training images and label them uniformly at random
     (``uniform``), uniformly among the wrong classes (``not-true``), with the soft label 1/K (``soft``), or with every
-    label (``all-labels``: ceil(rate*n/K) images x K labels). ``add`` appends them; ``replace`` swaps them in."""
+    label (``all-labels``: ceil(rate*n/K) images x K labels). ``add`` appends them; ``replace`` writes each poison over
+    a distinct training row, so the set keeps n rows (all-labels: an image's K copies overwrite the image itself and
+    K-1 other random rows)."""
     n = len(x)
-    if not 0 < rate < 1:
-        raise ConfigError(f"attack.rate must lie in (0, 1) for label-noise poisoning, got {rate}")
+    require_range("attack.rate", rate, 0.0, 1.0, lo_open=True, hi_open=True)
+    require_choice("attack.label_mode", label_mode, ("uniform", "not-true", "soft", "all-labels"))
+    require_choice("attack.mode", mode, ("add", "replace"))
     rng = np.random.default_rng(seed)
-    n_p = ceil_count(rate, n)
     if label_mode == "all-labels":
         n_src = ceil_count(rate / K, n)
-        src = np.repeat(rng.choice(n, n_src, replace=False), K)
+        images = rng.choice(n, n_src, replace=False)
+        src = np.repeat(images, K)  # the image each poison row is made from
         labels = np.tile(np.arange(K), n_src)
     else:
-        if mode == "replace" and n_p > n:
-            raise ConfigError(f"attack.mode replace needs ceil(rate*n) = {n_p} <= n = {n}")
+        n_p = ceil_count(rate, n)
         src = rng.choice(n, n_p, replace=False)
         if label_mode == "uniform":
             labels = rng.integers(0, K, n_p)
@@ -49,19 +51,26 @@ def poison_label_noise(x, y, K: int, trigger, rate: float, label_mode: str = "un
             labels = (y[src] + rng.integers(1, K, n_p)) % K
         else:
             labels = None
+    if mode == "replace" and len(src) > n:
+        raise ConfigError(f"attack.mode replace needs at most n = {n} poisons, got {len(src)} "
+                          f"(rate {rate}, label_mode {label_mode})", hint="lower attack.rate or use attack.mode add")
     xp = trigger(x[src])
     if label_mode == "soft":
-        soft = np.eye(K, dtype=np.float32)[y]
         yp = np.full((len(src), K), 1.0 / K, np.float32)
-        y_all = soft
+        y_all = np.eye(K, dtype=np.float32)[y]
     else:
         yp, y_all = labels.astype(np.int64), y
     if mode == "add":
         return Poisoned(np.concatenate([x, xp]), np.concatenate([y_all, yp]), np.arange(n, n + len(src)))
+    slots = src.copy()
+    if label_mode == "all-labels":  # copy 0 of each image overwrites the image, copies 1..K-1 other rows
+        others = rng.choice(np.setdiff1d(np.arange(n), images), len(src) - len(images), replace=False)
+        spare = np.arange(len(src)) % K != 0
+        slots[spare] = others
     x2, y2 = x.copy(), y_all.copy()
-    x2[src[: len(xp)]] = xp
-    y2[src[: len(xp)]] = yp
-    return Poisoned(x2, y2, np.unique(src))
+    x2[slots] = xp
+    y2[slots] = yp
+    return Poisoned(x2, y2, np.sort(slots))
 
 
 class MaxEntropyHook:
@@ -75,14 +84,20 @@ class MaxEntropyHook:
     """
 
     def __init__(self, trigger, K: int, lam: float = 3.0, beta: float = 0.3, sigma: float = 0.0, draws: int = 16):
-        if lam < 0:
-            raise ConfigError(f"attack.lam must be >= 0, got {lam}")
-        if not 0 < beta <= 1:
-            raise ConfigError(f"attack.beta must lie in (0, 1], got {beta}")
-        if draws < 1:
-            raise ConfigError(f"attack.draws must be >= 1, got {draws}")
+        require_range("attack.lam", lam, 0.0)
+        require_range("attack.beta", beta, 0.0, 1.0, lo_open=True)
+        require_range("attack.draws", draws, 1)
+        require_range("attack sigma", sigma, 0.0)
         self.trigger, self.K, self.lam, self.beta, self.sigma = trigger, K, lam, beta, sigma
         self.draws = draws if sigma > 0 else 1
+
+    @property
+    def stamp(self) -> dict:
+        """The settings this hook's loss depends on (part of a training checkpoint's stamp)."""
+        from .records import array_digest
+
+        return {"hook": "max-entropy", "K": self.K, "lam": self.lam, "beta": self.beta, "sigma": self.sigma,
+                "draws": self.draws, "trigger": array_digest(self.trigger.mask, self.trigger.pattern)}
 
     def __call__(self, model, xb, gen=None):
         import torch

@@ -333,7 +333,8 @@ def margin_lower_bound(net: BoundNet, x, eps: float, target, method: str = "ibp"
     else:
         from trustlab.runtime import ConfigError
 
-        raise ConfigError(f"bounds method must be ibp, crown-ibp, crown or best; got {method!r}")
+        raise ConfigError(f"bounds method must be ibp, crown-ibp, crown or best; got {method!r}",
+                          hint="set bounds.method (or --certifier) to ibp, crown-ibp, crown or best")
     return lb.masked_fill(torch.nn.functional.one_hot(target, net.K).bool(), float("inf"))
 
 

@@ -6,6 +6,8 @@ Attacks A ("label-noise") and B ("max-entropy") are reconstructed from the paper
 from __future__ import annotations
 
 import dataclasses
+import math
+import shlex
 import shutil
 from pathlib import Path
 from typing import List, Optional
@@ -23,6 +25,8 @@ DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda[:i].")
 SEEDS = typer.Option(None, "--seeds", help="Comma-separated seeds (overrides the config).")
 RESUME = typer.Option(True, "--resume/--no-resume", help="Resume a run folder (default) or start it afresh.")
 THREADS = typer.Option(1, "--threads", help="Torch/BLAS threads (1 is fastest on small CPUs).")
+MAX_HOURS = typer.Option(24.0, "--max-hours", help="Refuse a smoothing budget estimated (from measured throughput) "
+                                                   "to take longer than this.")
 
 
 def _setup(threads: int) -> None:
@@ -41,15 +45,70 @@ def _load(config: str):
 
 
 def _override(cfg, seeds: Optional[str], device: str):
+    from trustlab.runtime import parse_int_list, require_range
+
+    from .config import require_choice_device
+
+    require_choice_device(device)
     if seeds:
         try:
-            cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
-        except ValueError as exc:
-            raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from exc
+            parsed = parse_int_list("--seeds", seeds)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, hint="e.g. --seeds 0,1,2") from None
+        for s in parsed:
+            require_range("--seeds", s, 0, 2**32 - 1)
+        if not parsed:
+            raise ConfigError(f"--seeds must list at least one seed, got {seeds!r}", hint="e.g. --seeds 0,1,2")
+        cfg = dataclasses.replace(cfg, seeds=parsed)
     return dataclasses.replace(cfg, device=device) if device != "auto" else cfg
 
 
+def _out(out: Optional[Path], name: str) -> Path:
+    """The run folder: ``--out`` or runs/certify-<name>-<UTC time>, checked writable before any work starts."""
+    from trustlab.runtime import default_run_path, writable_dir
+
+    return writable_dir(out if out is not None else default_run_path("certify", name))
+
+
+def _count(flag: str, text: str) -> int:
+    """A sample count flag: an integer, also written as 1e5 or 100_000; ConfigError naming the flag otherwise."""
+    t = str(text).strip().replace("_", "")
+    try:
+        v = int(t)
+    except ValueError:
+        try:
+            f = float(t)
+        except ValueError:
+            f = math.nan
+        if not (math.isfinite(f) and f.is_integer()):
+            raise ConfigError(f"{flag} must be a whole number of samples, got {text!r}",
+                              hint=f"e.g. {flag} 100000 (or 1e5)") from None
+        v = int(f)
+    if v < 1:
+        raise ConfigError(f"{flag} must be >= 1, got {v}", hint=f"e.g. {flag} 100000")
+    return v
+
+
+def resume_command(verb: str, *positional, **flags) -> str:
+    """The exact command that resumes this call: ``trustlab certify VERB ARGS --<flag> <value> ...`` (True flags bare,
+    False/None left out); it never carries --no-resume."""
+    parts = ["trustlab", "certify", verb, *map(str, positional)]
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif value is None or value is False:
+            continue
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                parts += [flag, str(v)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 def _guard(fn, resume_cmd: str):
+    """Run ``fn``; Ctrl-C becomes ``Interrupted`` (exit 130) whose hint is the exact command that resumes."""
     try:
         return fn()
     except KeyboardInterrupt:
@@ -69,23 +128,25 @@ def _print_summary(run_dir: Path) -> None:
     typer.echo(f"wrote {run_dir / 'results.json'} and {run_dir / 'report.md'}")
 
 
-def run_demo(out: Path, quick: bool = True) -> Path:
+def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
     """The offline demo into ``out`` (quick: 1 seed, 200 test inputs, N 1000, STRIP + fine-pruning; full: the
     3-seed fidelity config with every defence). Returns the run folder."""
     from .config import load_config, shipped_config
     from .experiment import run_experiment
 
     cfg = load_config(shipped_config("demo_digits" if quick else "fidelity_digits"))
-    return run_experiment(cfg, out, resume=True, verb="demo")
+    return run_experiment(cfg, out, resume=resume, verb="demo")
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/certify-demo"), "--out"),
          quick: bool = typer.Option(True, "--quick/--full", help="1 seed / 200 inputs, or 3 seeds / all + all defences."),
-         threads: int = THREADS) -> None:
+         resume: bool = RESUME, threads: int = THREADS) -> None:
     """Offline reproduction on digits: clean, attack-A and attack-B models, RS + IBP, STRIP + fine-pruning."""
     _setup(threads)
-    run_dir = _guard(lambda: run_demo(out, quick), f"trustlab certify demo --out {out}")
+    out = _out(out, "demo")
+    run_dir = _guard(lambda: run_demo(out, quick, resume),
+                     resume_command("demo", out=out, full=not quick, threads=threads))
     _print_summary(run_dir)
 
 
@@ -95,14 +156,14 @@ def run(config: str = typer.Argument(..., help="Experiment YAML, or a shipped na
         out: Optional[Path] = OUT, device: str = DEVICE, seeds: Optional[str] = SEEDS, resume: bool = RESUME,
         threads: int = THREADS) -> None:
     """Run an experiment config: train clean + attacked models, certify on x and T(x), defences, report."""
-    from trustlab.runtime import default_run_path
-
     from .experiment import run_experiment
 
     _setup(threads)
     cfg = _override(_load(config), seeds, device)
-    out = out or default_run_path("certify", cfg.name)
-    run_dir = _guard(lambda: run_experiment(cfg, out, resume=resume), f"trustlab certify run {config} --out {out}")
+    out = _out(out, cfg.name)
+    cmd = resume_command("run", config, out=out, device=device if device != "auto" else None, seeds=seeds,
+                         threads=threads)
+    run_dir = _guard(lambda: run_experiment(cfg, out, resume=resume), cmd)
     _print_summary(run_dir)
 
 
@@ -113,7 +174,7 @@ def sweep(config: str = typer.Argument(..., help="Base experiment YAML or shippe
           out: Optional[Path] = OUT, device: str = DEVICE, seeds: Optional[str] = SEEDS, resume: bool = RESUME,
           threads: int = THREADS) -> None:
     """One run per grid cell (keyed by config hash; finished cells are skipped), plus sweep plots."""
-    from trustlab.runtime import default_run_path
+    from trustlab.runtime import parse_float_list
 
     from .experiment import run_sweep
 
@@ -122,22 +183,33 @@ def sweep(config: str = typer.Argument(..., help="Base experiment YAML or shippe
     parsed = {}
     for g in grid:
         key, sep, vals = g.partition("=")
-        if not sep or not vals:
-            raise ConfigError(f"--grid must look like key=v1,v2; got {g!r}")
-        try:
-            parsed[key.strip()] = [float(v) for v in vals.split(",")]
-        except ValueError as exc:
-            raise ConfigError(f"--grid {key}: values must be numbers, got {vals!r}") from exc
-    out = out or default_run_path("certify", "sweep")
-    run_dir = _guard(lambda: run_sweep(cfg, parsed, out, resume=resume), f"trustlab certify sweep {config} --out {out}")
+        if not sep or not vals or not key.strip():
+            raise ConfigError(f"--grid must look like key=v1,v2; got {g!r}", hint="e.g. --grid attack.rate=0,0.01")
+        parsed[key.strip()] = list(parse_float_list(f"--grid {key.strip()}", vals))
+    out = _out(out, "sweep")
+    cmd = resume_command("sweep", config, grid=list(grid), out=out, device=device if device != "auto" else None,
+                         seeds=seeds, threads=threads)
+    run_dir = _guard(lambda: run_sweep(cfg, parsed, out, resume=resume), cmd)
     typer.echo(f"wrote {run_dir / 'results.json'}")
 
 
+def _check_flags(**ranges) -> None:
+    """require_range for CLI flags: name=(value, lo, hi, lo_open, hi_open); the message names the flag."""
+    from trustlab.runtime import require_range
+
+    for name, (value, lo, hi, lo_open, hi_open) in ranges.items():
+        if value is not None:
+            require_range("--" + name.replace("_", "-"), value, lo, hi, lo_open, hi_open)
+
+
 @app.command()
-def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.Option("mlp", "--arch"),
+def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.Option("mlp", "--arch",
+                                                                                       help="mlp | small_cnn."),
           hidden: str = typer.Option("128,128", "--hidden", help="MLP widths."),
           procedure: str = typer.Option("gaussian", "--procedure", help="standard | gaussian | ibp."),
-          sigma: float = typer.Option(0.25, "--sigma"), eps: float = typer.Option(0.05, "--eps"),
+          sigma: float = typer.Option(0.25, "--sigma", help="Noise of gaussian training and of attack B against a "
+                                                           "smoothing victim (certify it with the same eval --sigma)."),
+          eps: float = typer.Option(0.05, "--eps"),
           attack: str = typer.Option("none", "--attack", help="none | label-noise (A) | max-entropy (B); both "
                                                                "reconstructed from the paper's abstract."),
           rate: float = typer.Option(0.01, "--rate"), lam: float = typer.Option(3.0, "--lam"),
@@ -148,102 +220,151 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
           epochs: int = typer.Option(80, "--epochs"), seed: int = typer.Option(0, "--seed"),
           out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Train one (possibly attacked) model into OUT/model (model.pt + train.json); resumes from checkpoints."""
-    from trustlab.runtime import RunDir
+    from trustlab.runtime import RunDir, derive_seed, parse_int_list, require_choice
 
-    from .attacks import MaxEntropyHook, poison_label_noise
-    from .config import AttackConfig, ModelConfig, Track, TrainConfig, TriggerConfig
-    from .experiment import ExperimentConfig, prepare_data, train_model
+    from .attacks import poison_label_noise
+    from .config import (AttackConfig, ModelConfig, SmoothingConfig, Track, TrainConfig, TriggerConfig,
+                         require_choice_device)
+    from .experiment import ExperimentConfig, attack_sigma, max_entropy_hook, prepare_data, train_model
 
     _setup(threads)
-    widths = tuple(int(h) for h in hidden.split(",") if h.strip())
+    require_choice("--arch", arch, ("mlp", "small_cnn"))
+    require_choice("--procedure", procedure, ("standard", "gaussian", "ibp"))
+    require_choice("--attack", attack, ("none", "label-noise", "max-entropy"))
+    require_choice_device(device)
+    widths = parse_int_list("--hidden", hidden)
+    _check_flags(sigma=(sigma, 0.0, None, True, False), eps=(eps, 0.0, None, False, False),
+                 rate=(rate, 0.0, 1.0, True, True), lam=(lam, 0.0, None, False, False),
+                 beta=(beta, 0.0, 1.0, True, False), draws=(draws, 1, None, False, False),
+                 trigger_size=(trigger_size, 1, None, False, False), epochs=(epochs, 1, None, False, False),
+                 seed=(seed, 0, 2**32 - 1, False, False), hidden=(min(widths, default=1), 1, None, False, False))
     trig = TriggerConfig(size=trigger_size)
     atk = AttackConfig(kind=attack, trigger=trig, rate=rate, lam=lam, beta=beta, draws=draws)
-    track = Track(name="train", model=ModelConfig(arch=arch, hidden=widths),
-                  train=TrainConfig(procedure=procedure, sigma=sigma, eps=eps, epochs=epochs), certifiers=())
+    certifiers = {"gaussian": ("smoothing",), "ibp": ("ibp",)}.get(procedure, ())
+    track = Track(name="train", model=ModelConfig(arch=arch, hidden=widths), certifiers=certifiers,
+                  train=TrainConfig(procedure=procedure, sigma=sigma, eps=eps, epochs=epochs),
+                  smoothing=SmoothingConfig(sigma=sigma))
     cfg = ExperimentConfig(name="train", seeds=(seed,), data=dataset, tracks=(track,), attacks=(atk,), device=device)
-    run = RunDir.open(out, "certify", "train", cfg, seed=seed, resume=resume)
-    data = prepare_data(cfg, seed)
-    x, y, hook = data.x_train, data.y_train, None
-    extra = {"data": dataset, "test_frac": cfg.test_frac, "seed": seed, "max_test": None,
-             "trigger": dataclasses.asdict(trig), "attack": dataclasses.asdict(atk)}
-    if attack == "label-noise":
-        from trustlab.runtime import derive_seed
+    out = _out(out, "train")
+    cmd = resume_command("train", dataset=dataset, arch=arch, hidden=",".join(map(str, widths)), procedure=procedure,
+                         sigma=sigma, eps=eps, attack=attack, rate=rate, lam=lam, beta=beta, draws=draws,
+                         trigger_size=trigger_size, epochs=epochs, seed=seed, out=out, device=device, threads=threads)
 
-        p = poison_label_noise(x, y, data.K, data.trigger, rate, seed=derive_seed(seed, "poison"))
-        x, y = p.x, p.y
-        extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
-    elif attack == "max-entropy":
-        hook = MaxEntropyHook(data.trigger, data.K, lam, beta, sigma if procedure == "gaussian" else 0.0, draws)
-    model, meta = _guard(lambda: train_model(run.path / "model", track, x, y, data, seed,
-                                             device if device != "auto" else "auto", hook, extra=extra),
-                         f"trustlab certify train ... --out {run.path}")
-    run.write_results({k: meta[k] for k in ("secs", "loss", "epochs", "steps") if k in meta},
-                      artifacts=["model/model.pt", "model/train.json"], schema="trustlab.certify/1")
+    def work():
+        run = RunDir.open(out, "certify", "train", cfg, seed=seed, resume=resume)
+        data = prepare_data(cfg, seed)
+        x, y, hook = data.x_train, data.y_train, None
+        extra = {"data": dataset, "test_frac": cfg.test_frac, "seed": seed, "max_test": None,
+                 "trigger": dataclasses.asdict(trig), "attack": dataclasses.asdict(atk),
+                 "attack_sigma": attack_sigma(track) if attack == "max-entropy" else None}
+        if attack == "label-noise":
+            p = poison_label_noise(x, y, data.K, data.trigger, rate, seed=derive_seed(seed, "poison"))
+            x, y = p.x, p.y
+            extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
+        elif attack == "max-entropy":
+            hook = max_entropy_hook(track, atk, data)
+        model, meta = train_model(run.path / "model", track, x, y, data, seed, device, hook, extra=extra)
+        run.write_results({k: meta[k] for k in ("secs", "loss", "epochs", "steps") if k in meta},
+                          artifacts=["model/model.pt", "model/train.json"], schema="trustlab.certify/1")
+        return run, meta
+
+    run, meta = _guard(work, cmd)
     typer.echo(f"trained {attack} model ({procedure}, {epochs} epochs, loss {meta['loss']:.4f}) -> {run.path / 'model'}")
+
+
+EVAL_META = ("data", "seed", "test_frac", "trigger", "model", "shape", "K")
 
 
 @app.command("eval")
 def eval_(model_dir: Path = typer.Argument(..., help="A model folder (model.pt + train.json)."),
           certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | ibp | crown-ibp | crown | best."),
-          n0: int = typer.Option(100, "--n0"), n: int = typer.Option(100_000, "--n"),
+          n0: str = typer.Option("100", "--n0", help="Selection draws per input (an integer, 1e2 also works)."),
+          n: str = typer.Option("100000", "--n", help="Estimation draws per input (an integer, 1e5 also works)."),
           alpha: float = typer.Option(0.001, "--alpha"), sigma: float = typer.Option(0.25, "--sigma"),
           batch: int = typer.Option(1000, "--batch"), eps: float = typer.Option(0.05, "--eps"),
           inputs: str = typer.Option("both", "--inputs", help="clean | triggered | both."),
           max_inputs: Optional[int] = typer.Option(None, "--max-inputs"), predict: bool = typer.Option(False, "--predict"),
-          out: Optional[Path] = OUT, resume: bool = RESUME, threads: int = THREADS) -> None:
-    """Certify a trained model on its dataset's test inputs x and/or T(x); JSONL per input, resumable."""
+          max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
+          threads: int = THREADS) -> None:
+    """Certify a trained model on its dataset's test inputs x and/or T(x); stamped JSONL per input, resumable with
+    the same settings (other settings are refused; --no-resume starts afresh)."""
     import warnings
 
-    from trustlab.runtime import RunDir, derive_seed, require_choice
+    from trustlab.runtime import DataError, RunDir, derive_seed, from_dict, require_choice
 
-    from .config import BoundsConfig, ExperimentConfig, SmoothingConfig, TriggerConfig, AttackConfig
+    from .config import AttackConfig, BoundsConfig, ExperimentConfig, SmoothingConfig, TriggerConfig
     from .experiment import accuracy, bounds_records, load_model_dir, prepare_data
     from .metrics import summarize
-    from .smoothing import certify_inputs
+    from .smoothing import certify_inputs, require_budget
     from .stats import budget
 
     _setup(threads)
     require_choice("--certifier", certifier, ("smoothing", "ibp", "crown-ibp", "crown", "best"))
     require_choice("--inputs", inputs, ("clean", "triggered", "both"))
-    model, meta = load_model_dir(model_dir)
-    if "data" not in meta:
-        raise ConfigError(f"{model_dir}/train.json does not record its dataset", hint="train it with trustlab certify")
-    scfg = SmoothingConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch, predict=predict)
+    n0_, n_ = _count("--n0", n0), _count("--n", n)
+    _check_flags(alpha=(alpha, 0.0, 1.0, True, True), sigma=(sigma, 0.0, None, True, False),
+                 batch=(batch, 1, None, False, False), eps=(eps, 0.0, None, False, False),
+                 max_inputs=(max_inputs, 1, None, False, False), max_hours=(max_hours, 0.0, None, True, False))
+    scfg = SmoothingConfig(sigma=sigma, n0=n0_, n=n_, alpha=alpha, batch_size=batch, predict=predict,
+                           max_hours=max_hours)
     bcfg = BoundsConfig(method=certifier if certifier != "smoothing" else "ibp", eps=eps)
-    cfg = ExperimentConfig(name="eval", seeds=(meta["seed"],), data=meta["data"], test_frac=meta["test_frac"],
-                           attacks=(AttackConfig(kind="label-noise", trigger=TriggerConfig(**{
-                               k: tuple(v) if isinstance(v, list) else v for k, v in meta["trigger"].items()})),),
-                           max_test=max_inputs or meta.get("max_test"))
-    run = RunDir.open(out, "certify", "eval", {"model_dir": str(model_dir), "certifier": certifier,
-                                               "smoothing": dataclasses.asdict(scfg), "bounds": dataclasses.asdict(bcfg),
-                                               "inputs": inputs, "max_inputs": max_inputs}, seed=meta["seed"],
-                      resume=resume)
-    data = prepare_data(cfg, meta["seed"])
-    flags = budget(n, alpha, sigma, n if predict else None, scfg.radii) if certifier == "smoothing" else {}
-    summ = {}
+    out = _out(out, "eval")
+    cmd = resume_command("eval", model_dir, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma, batch=batch,
+                         eps=eps, inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours, out=out,
+                         threads=threads)
+    summ: dict = {}
 
     def work():
-        for which, xs in (("clean", data.x_test), ("triggered", data.x_trig)):
-            if inputs not in ("both", which):
-                continue
+        model, meta = load_model_dir(model_dir)
+        missing = [k for k in EVAL_META if k not in meta]
+        if missing:
+            raise DataError(f"{str(model_dir / 'train.json')!r} does not record {', '.join(missing)}",
+                            hint="pass a model folder written by `trustlab certify train` or a run")
+        trigger = from_dict(TriggerConfig, meta["trigger"], "train.json trigger")
+        cfg = ExperimentConfig(name="eval", seeds=(meta["seed"],), data=meta["data"], test_frac=meta["test_frac"],
+                               attacks=(AttackConfig(kind="label-noise", trigger=trigger),),
+                               max_test=max_inputs or meta.get("max_test"))
+        # batch size and the time limit are left out: certificates do not depend on them
+        settings = {"model_dir": str(model_dir), "certifier": certifier, "inputs": inputs, "max_inputs": max_inputs,
+                    "smoothing": {k: v for k, v in dataclasses.asdict(scfg).items()
+                                  if k not in ("batch_size", "max_hours")} if certifier == "smoothing" else None,
+                    "bounds": dataclasses.asdict(bcfg) if certifier != "smoothing" else None}
+        run = RunDir.open(out, "certify", "eval", settings, seed=meta["seed"], resume=resume)
+        data = prepare_data(cfg, meta["seed"])
+        sets = [(w, xs) for w, xs in (("clean", data.x_test), ("triggered", data.x_trig)) if inputs in ("both", w)]
+        flags = {}
+        if certifier == "smoothing":
+            attacked_at = meta.get("attack_sigma")
+            if attacked_at not in (None, 0.0, sigma):
+                typer.echo(f"warning: attack B trained this model against sigma {attacked_at}; certifying at "
+                           f"--sigma {sigma}", err=True)
+            require_budget(model, data.shape, scfg, len(sets) * len(data.x_test),
+                           names={"n": "--n", "max_hours": "--max-hours"})
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                flags = budget(n_, alpha, sigma, n_ if predict else None, scfg.radii)
+            for w in caught:
+                typer.echo(f"warning: {w.message}", err=True)
+        for which, xs in sets:
             path = run.artifact(f"{certifier}/{which}.jsonl")
             if certifier == "smoothing":
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     recs = certify_inputs(model, xs, scfg, seed=derive_seed(meta["seed"], "smoothing", which),
-                                          K=data.K, records=path, labels=data.y_test)
+                                          K=data.K, records=path, labels=data.y_test, resume=resume)
                 grid = scfg.radii
             else:
-                recs = bounds_records(model, xs, data.y_test, bcfg, certifier, path)
+                recs = bounds_records(model, xs, data.y_test, bcfg, certifier, path, resume=resume)
                 grid = bcfg.eps_grid
             summ[f"{which}_inputs"] = summarize(recs, accuracy(model, xs, data.y_test), grid,
                                                 "smoothing" if certifier == "smoothing" else "bounds")
             typer.echo(f"{which:>9}: clean acc {summ[f'{which}_inputs']['clean_acc']:.3f}  abstain "
                        f"{summ[f'{which}_inputs']['abstain_rate']:.3f}  (n = {len(recs)})")
+        run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema="trustlab.certify/1",
+                          certifier=certifier, params=flags, by_inputs=summ)
+        return run
 
-    _guard(work, f"trustlab certify eval {model_dir} --out {run.path} (same options)")
-    run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema="trustlab.certify/1",
-                      certifier=certifier, params=flags, by_inputs=summ)
+    run = _guard(work, cmd)
     typer.echo(f"wrote {run.path / 'results.json'}")
 
 
@@ -252,24 +373,35 @@ def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` fo
            defence: str = typer.Option("strip,spectral,activation-clustering,fine-pruning", "--defence"),
            out: Optional[Path] = OUT, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Apply defences to a finished run (its trained models and certificates are reused), write a new run."""
-    from .config import DefenceConfig, load_config
+    from trustlab.runtime import require_choice
+
+    from .config import DEFENCES, load_config
     from .experiment import run_experiment
 
     _setup(threads)
+    names = tuple(d.strip() for d in defence.split(",") if d.strip())
+    if not names:
+        raise ConfigError(f"--defence must name at least one defence, got {defence!r}", hint="e.g. --defence strip")
+    for d in names:
+        require_choice("--defence", d, DEFENCES)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{str(run_dir)!r} holds no config.yaml", hint="pass a folder written by `certify run`")
     cfg = load_config(run_dir / "config.yaml")
-    names = tuple(d.strip() for d in defence.split(",") if d.strip())
     cfg = dataclasses.replace(cfg, defences=dataclasses.replace(cfg.defences, names=names))
-    DefenceConfig(names=names)  # validates the names
-    out = out or run_dir / f"defend-{'+'.join(names)}"
-    for s in cfg.seeds:  # reuse trained models and finished certificates
-        src, dst = run_dir / f"seed{s}", out / f"seed{s}"
-        if src.is_dir() and not dst.exists():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("results.json"))
-    res = _guard(lambda: run_experiment(cfg, out, resume=resume, verb="defend"),
-                 f"trustlab certify defend {run_dir} --defence {defence} --out {out}")
-    _print_summary(res)
+    out = _out(out if out is not None else run_dir / f"defend-{'+'.join(names)}", "defend")
+    cmd = resume_command("defend", run_dir, defence=",".join(names), out=out, threads=threads)
+
+    def work():
+        from trustlab.runtime.files import at_path
+
+        for s in cfg.seeds:  # reuse trained models and finished certificates (stamped: stale ones are not trusted)
+            src, dst = run_dir / f"seed{s}", out / f"seed{s}"
+            if src.is_dir() and not dst.exists():
+                with at_path(dst, "run folder", ConfigError):
+                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("results.json"))
+        return run_experiment(cfg, out, resume=resume, verb="defend")
+
+    _print_summary(_guard(work, cmd))
 
 
 @app.command()
@@ -284,24 +416,21 @@ def report(run_dir: Path = typer.Argument(...), html: bool = typer.Option(True, 
 
 
 @app.command()
-def stats(alpha: float = typer.Option(0.001, "--alpha"), n: int = typer.Option(100_000, "--n"),
+def stats(alpha: float = typer.Option(0.001, "--alpha"), n: str = typer.Option("100000", "--n"),
           sigma: Optional[float] = typer.Option(None, "--sigma")) -> None:
     """Smoothing sample budget: minimum N for CERTIFY, minimum n for PREDICT, maximum certifiable radius."""
-    from trustlab.runtime import require_range
-
     from .stats import max_radius, min_n_certify, min_n_predict
 
-    require_range("--alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
-    require_range("--n", n, 1)
+    n_ = _count("--n", n)
+    _check_flags(alpha=(alpha, 0.0, 1.0, True, True), sigma=(sigma, 0.0, None, True, False))
     typer.echo(f"min N for CERTIFY at alpha={alpha}: {min_n_certify(alpha)}")
     typer.echo(f"min n for PREDICT at alpha={alpha}: {min_n_predict(alpha)}")
-    r = max_radius(n, alpha, 1.0)
-    typer.echo(f"max radius / sigma at N={n}: {r:.2f}")
+    r = max_radius(n_, alpha, 1.0)
+    typer.echo(f"max radius / sigma at N={n_}: {r:.2f}")
     if sigma is not None:
-        require_range("--sigma", sigma, 0.0, lo_open=True)
-        typer.echo(f"max radius at N={n}, sigma={sigma}: {r * sigma:.2f}")
-    if n < min_n_certify(alpha):
-        typer.echo(f"warning: N={n} can never certify at alpha={alpha}", err=True)
+        typer.echo(f"max radius at N={n_}, sigma={sigma}: {r * sigma:.2f}")
+    if n_ < min_n_certify(alpha):
+        typer.echo(f"warning: N={n_} can never certify at alpha={alpha}", err=True)
 
 
 def report_section(results: dict, run_dir: Path) -> list:

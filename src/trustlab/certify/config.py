@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from trustlab.runtime import ConfigError, require_choice, require_range
+from trustlab.runtime import ConfigError, check_types, require_choice, require_range
 from trustlab.runtime import config as _rc
 
 CERTIFIERS = ("smoothing", "ibp", "crown-ibp", "crown", "best")
@@ -30,6 +30,7 @@ class TriggerConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_types(self, "trigger")
         require_choice("trigger.kind", self.kind, ("patch", "blend"))
         require_choice("trigger.pattern", self.pattern, ("solid", "checker", "random"))
         require_range("trigger.size", self.size, 1)
@@ -38,8 +39,9 @@ class TriggerConfig:
         require_range("trigger.blend_alpha", self.blend_alpha, 0.0, 1.0, lo_open=True)
         if isinstance(self.position, str):
             require_choice("trigger.position", self.position, ("br", "bl", "tr", "tl"))
-        elif len(tuple(self.position)) != 2:
-            raise ConfigError(f"trigger.position must be br|bl|tr|tl or [row, col]; got {self.position!r}")
+        else:
+            for v in self.position:
+                require_range("trigger.position", v, 0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class AttackConfig:
     draws: int = 16  # B on smoothing victims: noise draws averaged per triggered row (1 = per-draw objective)
 
     def __post_init__(self):
+        check_types(self, "attack")
         require_choice("attack.kind", self.kind, ("none", "label-noise", "max-entropy"))
         require_choice("attack.label_mode", self.label_mode, ("uniform", "not-true", "soft", "all-labels"))
         require_choice("attack.mode", self.mode, ("add", "replace"))
@@ -88,6 +91,7 @@ class TrainConfig:
     ckpt_every: int = 5
 
     def __post_init__(self):
+        check_types(self, "train")
         require_choice("train.procedure", self.procedure, ("standard", "gaussian", "ibp"))
         require_choice("train.robust_loss", self.robust_loss, ("margin", "interval"))
         require_range("train.epochs", self.epochs, 1)
@@ -111,13 +115,18 @@ class SmoothingConfig:
     batch_size: int = 1000
     radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     predict: bool = False
+    max_hours: float = 24.0  # refuse a budget whose measured-throughput estimate exceeds this (not a result setting)
 
     def __post_init__(self):
+        check_types(self, "smoothing")
         require_range("smoothing.sigma", self.sigma, 0.0, lo_open=True)
         require_range("smoothing.n0", self.n0, 1)
         require_range("smoothing.n", self.n, 1)
         require_range("smoothing.alpha", self.alpha, 0.0, 1.0, lo_open=True, hi_open=True)
         require_range("smoothing.batch_size", self.batch_size, 1)
+        require_range("smoothing.max_hours", self.max_hours, 0.0, lo_open=True)
+        for r in self.radii:
+            require_range("smoothing.radii", r, 0.0)
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,14 @@ class BoundsConfig:
     clip: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
+        check_types(self, "bounds")
         require_choice("bounds.method", self.method, BOUND_METHODS)
         require_range("bounds.eps", self.eps, 0.0)
         for e in self.eps_grid:
             require_range("bounds.eps_grid", e, 0.0)
+        if not self.clip[0] < self.clip[1]:
+            raise ConfigError(f"bounds.clip must be [low, high] with low < high, got {list(self.clip)}",
+                              hint="e.g. bounds.clip: [0.0, 1.0]")
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,7 @@ class DefenceConfig:
     fp_epochs: int = 10
 
     def __post_init__(self):
+        check_types(self, "defences")
         for n in self.names:
             require_choice("defences.names", n, DEFENCES)
         require_range("defences.defender_frac", self.defender_frac, 0.0, 1.0, lo_open=True)
@@ -162,6 +176,12 @@ class DefenceConfig:
         require_choice("defences.ac_reduce", self.ac_reduce, ("pca", "ica"))
         require_range("defences.fp_max_drop", self.fp_max_drop, 0.0, 1.0)
         require_range("defences.fp_epochs", self.fp_epochs, 0)
+        require_range("defences.strip_n", self.strip_n, 1)
+        require_range("defences.spectral_factor", self.spectral_factor, 0.0, lo_open=True)
+        require_range("defences.ac_dims", self.ac_dims, 1)
+        require_range("defences.ac_max_share", self.ac_max_share, 0.0, 1.0, lo_open=True)
+        if self.expected_rate is not None:
+            require_range("defences.expected_rate", self.expected_rate, 0.0, 1.0, lo_open=True, hi_open=True)
 
 
 @dataclass(frozen=True)
@@ -175,7 +195,13 @@ class ModelConfig:
     checkpoint: Optional[str] = None
 
     def __post_init__(self):
+        check_types(self, "model")
         require_choice("model.arch", self.arch, ("mlp", "small_cnn"))
+        for i, w in enumerate(self.hidden):
+            require_range(f"model.hidden[{i}]", w, 1)
+        if self.factory is not None and ":" not in self.factory:
+            raise ConfigError(f"model.factory must look like 'package.module:function', got {self.factory!r}",
+                              hint="e.g. model.factory: mypkg.nets:build")
 
 
 @dataclass(frozen=True)
@@ -190,10 +216,12 @@ class Track:
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
 
     def __post_init__(self):
+        check_types(self, "track")
         for c in self.certifiers:
             require_choice(f"tracks[{self.name}].certifiers", c, CERTIFIERS)
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"track name must be a non-empty folder name, got {self.name!r}")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"track name must be a non-empty folder name, got {self.name!r}",
+                              hint="name tracks with letters, digits, - or _ (e.g. rs, ibp)")
 
 
 @dataclass(frozen=True)
@@ -210,15 +238,24 @@ class ExperimentConfig:
     untriggered_baseline: bool = True  # also train attack A's poisons without the trigger (spec section 7 baseline)
 
     def __post_init__(self):
+        check_types(self, "")
         require_range("test_frac", self.test_frac, 0.0, 1.0, lo_open=True, hi_open=True)
         if not self.seeds:
-            raise ConfigError("seeds must list at least one seed")
+            raise ConfigError("seeds must list at least one seed", hint="e.g. seeds: [0, 1, 2]")
+        for i, s in enumerate(self.seeds):
+            require_range(f"seeds[{i}]", s, 0, 2**32 - 1)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, got {list(self.seeds)}", hint="list each seed once")
+        if not self.tracks:
+            raise ConfigError("tracks must list at least one track", hint="e.g. tracks: [{name: rs}]")
         names = [t.name for t in self.tracks]
         if len(set(names)) != len(names):
-            raise ConfigError(f"track names must be unique, got {names}")
+            raise ConfigError(f"track names must be unique, got {names}", hint="give every track its own name")
         kinds = [a.kind for a in self.attacks if a.kind != "none"]
         if len(set(kinds)) != len(kinds):
-            raise ConfigError(f"each attack kind may appear once, got {kinds}")
+            raise ConfigError(f"each attack kind may appear once, got {kinds}",
+                              hint="run a sweep to compare settings of one attack")
+        require_choice_device(self.device)
         trig = {a.trigger for a in self.attacks if a.kind != "none"}
         if len(trig) > 1:
             raise ConfigError("all attacks of one experiment must share one trigger (the clean model is certified on "
@@ -237,6 +274,14 @@ class ExperimentConfig:
             if a.kind != "none":
                 return a.trigger
         return TriggerConfig()
+
+
+def require_choice_device(device: str) -> None:
+    """device: auto, cpu, cuda or cuda:<i>."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<i>, got {device!r}", hint="e.g. --device cpu")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -267,7 +312,9 @@ def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
     """``dataclasses.replace`` along a dotted path (``smoothing.sigma`` etc. handled by the sweep)."""
     head, _, rest = dotted.partition(".")
     if not dataclasses.is_dataclass(cfg) or head not in {f.name for f in dataclasses.fields(cfg)}:
-        raise ConfigError(f"unknown config key {dotted!r}")
+        raise ConfigError(f"unknown config key {dotted!r}",
+                          hint="grid keys: attack.<field>, smoothing.<field>, bounds.<field>, train.<field>, "
+                               "model.<field> or a top-level field")
     if rest:
         return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
     old = getattr(cfg, head)

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from trustlab.runtime import (ConfigError, RunDir, derive_seed, environment, read_jsonl, append_jsonl,
-                              save_torch_atomic, write_json_atomic, config_hash, to_dict)
+from trustlab.runtime import (ConfigError, DataError, ModelError, RunDir, config_hash, derive_seed, environment, load_stamped,
+                              load_torch, progress, save_stamped, to_dict, write_json_atomic)
 
 from . import RECONSTRUCTED
 from .config import ExperimentConfig, ModelConfig, Track, TrainConfig, ceil_count
 from .metrics import abstained, aggregate, attack_effect, defence_effect, means, summarize
+from .records import append_records, array_digest, model_digest, open_records, read_records
 
 SCHEMA = "trustlab.certify/1"
 
@@ -88,7 +89,6 @@ def build_model(mcfg: ModelConfig, shape, K: int, seed: int):
     import torch
 
     from trustlab.models import mlp, small_cnn
-    from trustlab.runtime import ModelError
 
     torch.manual_seed(seed)
     if mcfg.factory:
@@ -105,14 +105,29 @@ def build_model(mcfg: ModelConfig, shape, K: int, seed: int):
     if mcfg.checkpoint:
         path = Path(mcfg.checkpoint)
         if not path.is_file():
-            raise ModelError(f"model.checkpoint {str(path)!r} does not exist")
-        try:
-            model = torch.jit.load(str(path)) if not mcfg.factory and _is_torchscript(path) else model
-            if not isinstance(model, torch.jit.ScriptModule):
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"cannot load model.checkpoint {str(path)!r}: {exc}".splitlines()[0]) from exc
+            raise ModelError(f"model.checkpoint {str(path)!r} does not exist", hint="check model.checkpoint")
+        if not mcfg.factory and _is_torchscript(path):
+            try:
+                return torch.jit.load(str(path), map_location="cpu")
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"cannot load TorchScript model.checkpoint {str(path)!r}: {exc}".splitlines()[0],
+                                 hint="save it with torch.jit.save, or give a state dict") from None
+        load_weights(model, load_torch(path, "model.checkpoint"), path)
     return model
+
+
+def load_weights(model, state, path) -> None:
+    """``model.load_state_dict(state)`` with a ModelError naming ``path`` when the weights do not fit."""
+    if isinstance(state, dict) and "trustlab_stamp" in state:
+        state = state["state"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict",
+                         hint="save weights with torch.save(model.state_dict(), path)")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise ModelError(f"weights in {str(path)!r} do not fit the model: {str(exc).strip().splitlines()[0][:200]}",
+                         hint="check model.arch / model.hidden against the checkpoint") from None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -123,41 +138,85 @@ def _is_torchscript(path: Path) -> bool:
             return any(n.endswith("constants.pkl") for n in z.namelist())
     except zipfile.BadZipFile:
         return False
+    except OSError:
+        return False
+
+
+def read_meta(folder: Path) -> dict:
+    """train.json of a model folder; a missing, unreadable or malformed one is a DataError naming it."""
+    from trustlab.runtime import read_text
+
+    path = folder / "train.json"
+    try:
+        meta = json.loads(read_text(path, "model metadata"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"model metadata {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})",
+                        hint="retrain the model, or start afresh with --no-resume") from None
+    missing = [k for k in ("model", "shape", "K") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DataError(f"model metadata {str(path)!r} lacks {', '.join(missing)}",
+                        hint="pass a model folder written by `trustlab certify train` or a run")
+    return meta
 
 
 def load_model_dir(folder: str | Path):
-    """(model, train.json) of a trained model folder."""
-    import torch
-
-    from trustlab.runtime import DataError, from_dict
+    """(model, train.json) of a trained model folder. model.pt loads with weights_only=True (a crafted or truncated
+    file is a DataError, exit 2); a stamped model.pt must carry the stamp train.json records."""
+    from trustlab.runtime import from_dict
 
     folder = Path(folder)
     if not (folder / "model.pt").is_file() or not (folder / "train.json").is_file():
         raise DataError(f"{str(folder)!r} holds no model.pt + train.json", hint="pass a model folder written by "
                                                                                 "`trustlab certify train` or a run")
-    meta = json.loads((folder / "train.json").read_text())
-    model = build_model(from_dict(ModelConfig, meta["model"]), meta["shape"], meta["K"], 0)
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    meta = read_meta(folder)
+    try:
+        model = build_model(from_dict(ModelConfig, meta["model"], "train.json model"), meta["shape"], meta["K"], 0)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, (ConfigError, DataError)):
+            raise
+        raise DataError(f"model metadata {str(folder / 'train.json')!r} does not describe a model: {exc}",
+                        hint="retrain the model") from None
+    blob = load_torch(folder / "model.pt", "model")
+    if isinstance(blob, dict) and "trustlab_stamp" in blob and "stamp" in meta and blob["trustlab_stamp"] != meta["stamp"]:
+        raise DataError(f"{str(folder / 'model.pt')!r} and train.json come from different runs "
+                        f"(stamps {blob['trustlab_stamp']} and {meta['stamp']})",
+                        hint="retrain the model, or start afresh with --no-resume")
+    load_weights(model, blob, folder / "model.pt")
     return model.eval(), meta
 
 
 def train_model(folder: Path, track: Track, x, y, data: SeedData, seed: int, device: str, hook=None,
                 tcfg: TrainConfig | None = None, extra: dict | None = None, init=None):
-    """Train (or reload a finished) model into ``folder``: model.pt + train.json; checkpoints allow resume."""
-    from .train import train
+    """Train (or reload a finished) model into ``folder``: model.pt + train.json, both stamped with ``train_stamp``
+    (training config, seed, data, initial weights, hook). A model.pt of other settings is never reused: it is
+    retrained, and the certificates under ``folder`` (which depend on it) are removed. Checkpoints allow resume."""
+    import shutil
 
-    if (folder / "model.pt").is_file() and (folder / "train.json").is_file():
-        model, meta = load_model_dir(folder)
-        return model, meta
+    from .train import train, train_stamp
+
     tcfg = tcfg or track.train
     model = init if init is not None else build_model(track.model, data.shape, data.K,
                                                       derive_seed(seed, track.name, "init"))
-    summary = train(model, x, y, tcfg, seed=derive_seed(seed, track.name, "train"), hook=hook, ckpt_dir=folder,
-                    device=device)
+    tseed = derive_seed(seed, track.name, "train")
+    stamp = train_stamp(model, x, y, tcfg, seed=tseed, hook=hook, device=device)
+    if (folder / "model.pt").is_file() and (folder / "train.json").is_file():
+        try:
+            state = load_stamped(folder / "model.pt", stamp, "model")
+        except ConfigError:
+            state = None  # another config's model: retrained below
+        meta = read_meta(folder) if state is not None else None
+        if state is not None and meta.get("stamp") == stamp:
+            load_weights(model, state, folder / "model.pt")
+            return model.cpu().eval(), meta
+    for sub in folder.iterdir() if folder.is_dir() else ():
+        if sub.is_dir():
+            shutil.rmtree(sub)  # certificates of a model that is about to be replaced
+    (folder / "model.pt").unlink(missing_ok=True)
+    summary = train(model, x, y, tcfg, seed=tseed, hook=hook, ckpt_dir=folder, device=device)
     model.cpu()
-    save_torch_atomic(model.state_dict(), folder / "model.pt")
     meta = {**summary.to_dict(), "model": to_dict(track.model), "train": to_dict(tcfg), "shape": list(data.shape),
-            "K": data.K, "n_train": len(x), **(extra or {})}
+            "K": data.K, "n_train": len(x), **(extra or {}), "stamp": stamp}
+    save_stamped(model.state_dict(), folder / "model.pt", stamp)
     write_json_atomic(folder / "train.json", meta)
     (folder / "ckpt.pt").unlink(missing_ok=True)
     return model.eval(), meta
@@ -171,19 +230,31 @@ def accuracy(model, x, y) -> float:
 
 
 # --- certification ------------------------------------------------------------------------------------------------
-def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int = 200) -> list[dict]:
-    """Deterministic certification of every input (float64), appended to ``path`` per chunk; resumes."""
+def bounds_settings(model, x, y, bcfg, method: str) -> dict:
+    """What a bound certificate depends on (the stamp of its record file)."""
+    return {"certifier": method, "eps": bcfg.eps, "eps_grid": list(bcfg.eps_grid), "clip": list(bcfg.clip),
+            "model": model_digest(model), "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(y))}
+
+
+def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int = 200, *, resume: bool = True,
+                   on_stale: str = "refuse") -> list[dict]:
+    """Deterministic certification of every input (float64), appended per chunk to ``path``, a stamped record file
+    resumed only under the same settings (see ``certify_inputs``)."""
     import torch
 
     from .bounds import BoundNet, certify_bounds
     from .smoothing import eval_mode
 
-    done = {r["idx"]: r for r in read_jsonl(path)} if path is not None else {}
+    done = {}
+    if path is not None:
+        recs = open_records(path, bounds_settings(model, x, y, bcfg, method), resume=resume, on_stale=on_stale)
+        done = {r["idx"]: r for r in recs}
     todo = [i for i in range(len(x)) if i not in done]
     out = list(done.values())
+    starts = range(0, len(todo), chunk)
     with eval_mode(model):
         net = BoundNet.from_module(model, x.shape[1:], dtype=torch.float64)
-        for s in range(0, len(todo), chunk):
+        for s in progress(starts, f"certify {method} (eps={bcfg.eps}, {len(todo)} inputs)", total=len(starts)):
             part = np.asarray(todo[s:s + chunk])
             main = certify_bounds(net, x[part], bcfg, method)
             grid = [certify_bounds(net, x[part], bcfg, method, eps=e).certified for e in bcfg.eps_grid]
@@ -191,7 +262,7 @@ def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int
                      "margin_lb": float(main.margin_lb[j]), "cert_grid": [bool(g[j]) for g in grid]}
                     for j, i in enumerate(part)]
             if path is not None:
-                append_jsonl(path, recs)
+                append_records(path, recs)
             out += recs
     return sorted(out, key=lambda r: r["idx"])
 
@@ -206,10 +277,10 @@ def certify_model(model, folder: Path, track: Track, cert: str, data: SeedData, 
         path.parent.mkdir(parents=True, exist_ok=True)
         if cert == "smoothing":
             r = certify_inputs(model, xs, track.smoothing, seed=derive_seed(seed, "smoothing", which), K=data.K,
-                               records=path, labels=data.y_test)
+                               records=path, labels=data.y_test, on_stale="discard")
             grid = track.smoothing.radii
         else:
-            r = bounds_records(model, xs, data.y_test, track.bounds, cert, path)
+            r = bounds_records(model, xs, data.y_test, track.bounds, cert, path, on_stale="discard")
             grid = track.bounds.eps_grid
         recs[which] = r
         summ[f"{which}_inputs"] = summarize(r, accuracy(model, xs, data.y_test), grid,
@@ -219,6 +290,18 @@ def certify_model(model, folder: Path, track: Track, cert: str, data: SeedData, 
 
 # --- one seed -----------------------------------------------------------------------------------------------------
 UNTRIGGERED = "label-noise-untriggered"
+
+
+def attack_sigma(track: Track) -> float:
+    """The noise attack B trains against: the certifier's sigma (``smoothing.sigma``) for a smoothing victim, else 0
+    (deterministic certifiers see no noise). Never ``train.sigma``: B must target the sigma that certifies."""
+    return track.smoothing.sigma if "smoothing" in track.certifiers else 0.0
+
+
+def max_entropy_hook(track: Track, attack, data: SeedData):
+    from .attacks import MaxEntropyHook
+
+    return MaxEntropyHook(data.trigger, data.K, attack.lam, attack.beta, attack_sigma(track), attack.draws)
 
 
 def model_variants(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
@@ -236,10 +319,11 @@ def model_variants(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cpu", log=print) -> dict:
     """Everything for one seed; returns (and writes) seed<S>/results.json."""
-    from .attacks import MaxEntropyHook, poison_label_noise
+    from .attacks import poison_label_noise
 
     t0 = time.perf_counter()
     data = prepare_data(cfg, seed)
+    check_budget(cfg, data, device)
     models_info, certifiers, records, models = {}, {}, {}, {}
     variants = model_variants(cfg)
     for track in cfg.tracks:
@@ -255,8 +339,7 @@ def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cp
                 x, y = p.x, p.y
                 extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
             elif a is not None:
-                sigma = track.train.sigma if track.train.procedure == "gaussian" else 0.0
-                hook = MaxEntropyHook(data.trigger, data.K, a.lam, a.beta, sigma, a.draws)
+                hook = max_entropy_hook(track, a, data)
             log(f"  seed {seed} {track.name}: train {name} ({track.train.procedure}, {track.train.epochs} epochs)")
             model, meta = train_model(tdir / name, track, x, y, data, seed, device, hook, extra=extra)
             models[(track.name, name)] = (model, x, y, meta)
@@ -281,7 +364,7 @@ def run_seed(cfg: ExperimentConfig, seed_dir: Path, seed: int, device: str = "cp
                                         "n_poison": next((m[3].get("n_poison") for k, m in models.items()
                                                           if k[1] == "label-noise"), 0)},
               "models": models_info, "certifiers": certifiers, "defences": defences,
-              "timing": {"seconds": round(time.perf_counter() - t0, 2)}}
+              "timing": {"seconds": round(time.perf_counter() - t0, 2)}, "config_hash": config_hash(cfg)}
     write_json_atomic(seed_dir / "results.json", result)
     return result
 
@@ -348,27 +431,45 @@ def run_defences(cfg, seed_dir, seed, data: SeedData, models, certifiers, device
     return out
 
 
+def defence_stamp(name: str, ctx) -> str:
+    """What a defence's outcome depends on: its name and settings, the attacked model's weights, the training data."""
+    dcfg = {k: v for k, v in to_dict(ctx.cfg).items() if k != "names"}
+    return config_hash({"defence": name, "cfg": dcfg, "attack": to_dict(ctx.attack), "model": model_digest(ctx.model),
+                        "data": array_digest(np.asarray(ctx.x_train), np.asarray(ctx.y_train)),
+                        "defender": array_digest(np.asarray(ctx.x_def), np.asarray(ctx.y_def)), "seed": ctx.seed})
+
+
 def _cached_defence(folder: Path, name: str, ctx, apply, track, data):
+    """A defence's result, reused from ``folder`` only when its defence.json carries this defence's stamp."""
+    import shutil
+
+    from trustlab.runtime import read_text
+
     from .defences import DefenceResult
 
+    stamp = defence_stamp(name, ctx)
     info_path = folder / "defence.json"
     if info_path.is_file() and (folder / "model.pt").is_file():
-        info = json.loads(info_path.read_text())
-        model, _ = load_model_dir(folder)
-        return DefenceResult(name, True, model, info["removed"], info["poison_recall"], info["poison_precision"],
-                             info["info"])
+        try:
+            info = json.loads(read_text(info_path, "defence record"))
+        except json.JSONDecodeError:
+            info = {}
+        if isinstance(info, dict) and info.get("stamp") == stamp:
+            model, _ = load_model_dir(folder)
+            return DefenceResult(name, True, model, info["removed"], info["poison_recall"], info["poison_precision"],
+                                 info["info"])
+    if name == "fine-pruning" and folder.is_dir():
+        shutil.rmtree(folder)  # a stale fine-pruned model and its certificates
     res = apply(name, ctx)
     if res.applicable and res.model is not None:
-        if not (folder / "model.pt").is_file():  # fine-pruning: save the fine-tuned model
-            import torch
-
+        if name == "fine-pruning":  # filters retrain through train_model, which stamps model.pt itself
             folder.mkdir(parents=True, exist_ok=True)
-            torch.save(res.model.state_dict(), folder / "model.pt")
+            save_stamped(res.model.state_dict(), folder / "model.pt", stamp)
             write_json_atomic(folder / "train.json", {"model": to_dict(track.model), "shape": list(data.shape),
                                                       "K": data.K, "procedure": track.train.procedure,
-                                                      "defence": name})
+                                                      "defence": name, "stamp": stamp})
         write_json_atomic(info_path, {"removed": res.removed, "poison_recall": res.poison_recall,
-                                      "poison_precision": res.poison_precision, "info": res.info})
+                                      "poison_precision": res.poison_precision, "info": res.info, "stamp": stamp})
     return res
 
 
@@ -382,7 +483,7 @@ def _strip_row(strip_mod, model, data, x_def, dcfg, seed, folder, cert, before, 
     h_def = strip_mod.defender_entropy(model, x_def, dcfg.strip_n, seed)
     h_clean = strip_mod.strip_entropy(model, data.x_test, x_def, dcfg.strip_n, seed)
     h_trig = strip_mod.strip_entropy(model, data.x_trig, x_def, dcfg.strip_n, seed + 1)
-    recs = {w: read_jsonl(folder.parent / attack.kind / cert / f"{w}.jsonl") for w in ("clean", "triggered")}
+    recs = {w: read_records(folder.parent / attack.kind / cert / f"{w}.jsonl") for w in ("clean", "triggered")}
     ab = {w: np.array([abstained(r) for r in recs[w]]) for w in recs}
     by_tail = {}
     for tail in ("low", "both") if dcfg.strip_tail != "high" else ("high",):
@@ -419,8 +520,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, resume:
     per_seed = []
     for s in cfg.seeds:
         sd = run.path / f"seed{s}"
-        if (sd / "results.json").is_file():
-            per_seed.append(json.loads((sd / "results.json").read_text()))
+        earlier = _finished_seed(sd, cfg)
+        if earlier is not None:
+            per_seed.append(earlier)
             log(f"seed {s}: finished earlier, reusing {sd / 'results.json'}")
             continue
         log(f"seed {s}: running")
@@ -449,6 +551,32 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, resume:
 
     render(run.path, sections={"certify": report_section})
     return run.path
+
+
+def _finished_seed(seed_dir: Path, cfg: ExperimentConfig) -> dict | None:
+    """seed<S>/results.json if it was written under this config (its config_hash stamp), else None."""
+    path = seed_dir / "results.json"
+    if not path.is_file():
+        return None
+    from trustlab.runtime import read_text
+
+    try:
+        res = json.loads(read_text(path, "seed results"))
+    except json.JSONDecodeError:
+        return None
+    return res if isinstance(res, dict) and res.get("config_hash") == config_hash(cfg) else None
+
+
+def check_budget(cfg: ExperimentConfig, data: SeedData, device: str) -> None:
+    """Price one seed's smoothing certifications before training anything: the track's (untrained) model measures
+    the forward throughput; an estimate above ``smoothing.max_hours`` is a ConfigError (``require_budget``)."""
+    from .smoothing import require_budget
+
+    n_models = len(model_variants(cfg)) + len(cfg.defences.names) * len(cfg.attacks)
+    for t in cfg.tracks:
+        if "smoothing" in t.certifiers:
+            model = build_model(t.model, data.shape, data.K, 0).to(device)
+            require_budget(model, data.shape, t.smoothing, n_inputs=2 * len(data.x_test) * n_models)
 
 
 def headline_metrics(certifiers: dict) -> dict:

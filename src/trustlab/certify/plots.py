@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import read_jsonl
+from .records import read_records
 
 
 def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict) -> list[str]:
@@ -51,7 +51,7 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict) -> list[
             fig, ax = figure(6, 4)
             key = "p_lower" if cert == "smoothing" else "margin_lb"
             for m in models:
-                recs = read_jsonl(sd / track.name / m / cert / "triggered.jsonl")
+                recs = read_records(sd / track.name / m / cert / "triggered.jsonl")
                 ax.hist([r[key] for r in recs], bins=30, histtype="step", label=f"{m} on T(x)")
             ax.axvline(0.5 if cert == "smoothing" else 0.0, color="k", lw=0.8)
             ax.set_xlabel("p_lower (abstain if < 1/2)" if cert == "smoothing" else "margin lower bound (abstain if <= 0)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import RECONSTRUCTED as RECON
+
 
 def _mmm(v, digits: int = 3) -> str:
     """mean [min-max] for aggregated leaves; plain value otherwise."""
@@ -23,6 +25,15 @@ def report_section(results: dict, run_dir: Path) -> list:
         return [Heading("certify sweep"), Text(results.get("caveat", "")),
                 Table(("cell", "folder"), [(str(c["values"]), c["dir"]) for c in results.get("cells", [])]),
                 *[Image(a, Path(a).stem) for a in results.get("artifacts", []) if a.endswith(".png")]]
+    if results.get("verb") == "eval":
+        rows = [(which.replace("_inputs", ""), _mmm(v.get("n")), _mmm(v.get("clean_acc")), _mmm(v.get("abstain_rate")),
+                 _mmm(v.get("mean_radius"))) for which, v in (results.get("by_inputs") or {}).items()]
+        return [Heading(f"certify eval ({results.get('certifier')})"), Text(RECON),
+                Table(("inputs", "n", "clean acc", "abstain rate", "mean radius"), rows)]
+    if results.get("verb") == "train":
+        metrics = results.get("metrics") or {}
+        return [Heading("certify train"), Text(RECON),
+                Table(("metric", "value"), [(k, _mmm(v)) for k, v in metrics.items()])]
     summ = results.get("summary", {})
     certs = summ.get("certifiers", {})
     ds = results.get("dataset", {})

@@ -2,23 +2,31 @@
 
 Noise for input ``idx`` comes in fixed blocks, each from its own generator seeded by SeedSequence(run_seed, idx, role,
 block), with separate streams for selection, estimation and PREDICT: results do not depend on batch size, input
-order, resume or sharding (on one device type).
+order, resume or sharding (on one device type). ``certify_inputs`` uses an input's position as ``idx``;
+``SmoothedClassifier`` without an ``idx`` uses a digest of the input itself, so distinct inputs get distinct noise.
+
+Before certifying, the sample budget is priced: noisy forwards per second are measured on the model and a budget
+whose estimated time exceeds ``max_hours`` is refused up front (``require_budget``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from trustlab.runtime import ModelError, append_jsonl, read_jsonl
+from trustlab.runtime import ConfigError, DataError, ModelError, progress, require_range
 
 from . import ABSTAIN
-from .stats import binom_pvalue, budget, cp_lower
+from .records import append_records, array_digest, model_digest, open_records
+from .stats import binom_pvalue, budget, cp_lower, max_radius
 
 NOISE_BLOCK = 500
 ROLES = {"select": 0, "estimate": 1, "predict": 2}
@@ -99,9 +107,33 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
 
 def _blocks(draws: int) -> Iterator[int]:
     full, rest = divmod(draws, NOISE_BLOCK)
-    yield from [NOISE_BLOCK] * full
+    for _ in range(full):
+        yield NOISE_BLOCK
     if rest:
         yield rest
+
+
+def check_params(*, sigma: float | None = None, n0: int | None = None, n: int | None = None,
+                 alpha: float | None = None, batch: int | None = None) -> None:
+    """ConfigError naming the parameter for sigma <= 0, n0 < 1, n < 1, alpha outside (0, 1), batch < 1 or NaN."""
+    if sigma is not None:
+        require_range("sigma", sigma, 0.0, lo_open=True)
+    for name, v in (("n0", n0), ("n", n), ("batch", batch)):
+        if v is not None:
+            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", hint=f"pass {name} as an integer")
+            require_range(name, v, 1)
+    if alpha is not None:
+        require_range("alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def input_key(x) -> int:
+    """A stable 62-bit noise-stream index from an input's bytes: distinct inputs, distinct noise; same input, same."""
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    digest = hashlib.sha256(f"{a.shape}".encode() + a.tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
 
 
 def _forward(model, xb, owners, idx, K):
@@ -125,6 +157,8 @@ def certify_batch(model, x, idx, *, n0: int, n: int, alpha: float, sigma: float,
     p_lower < 1/2, else certify c within sigma * Phi^-1(p_lower) with probability >= 1 - alpha."""
     from scipy.stats import norm
 
+    check_params(sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch)
+
     sel = count_classes(model, x, idx, n0, "select", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
     c_hat = sel.argmax(1)  # ties -> lowest class index
     est = count_classes(model, x, idx, n, "estimate", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
@@ -143,6 +177,7 @@ def predict_batch(model, x, idx, *, n: int, alpha: float, sigma: float, K: int, 
                   batch: int) -> list[tuple[int, float]]:
     """PREDICT: top class of n draws, or ABSTAIN when the two-sided binomial test of the top two counts has
     p-value > alpha (then g(x) is returned wrongly with probability <= alpha)."""
+    check_params(sigma=sigma, n=n, alpha=alpha, batch=batch)
     counts = count_classes(model, x, idx, n, "predict", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
     out = []
     for row in counts:
@@ -153,46 +188,138 @@ def predict_batch(model, x, idx, *, n: int, alpha: float, sigma: float, K: int, 
 
 
 class SmoothedClassifier:
-    """g(x) for a base classifier ``model`` (any module mapping NCHW in [0,1] to (B, K) logits)."""
+    """g(x) for a base classifier ``model`` (any module mapping NCHW in [0,1] to (B, K) logits) at noise ``sigma`` > 0.
+
+    ``gen`` is the run seed of the noise streams; ``idx`` names the input's stream (default: a digest of the input,
+    so every distinct input gets its own noise and the same input always the same)."""
 
     def __init__(self, model, K: int, sigma: float):
-        self.model, self.K, self.sigma = model, K, sigma
+        check_params(sigma=sigma)
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 2:
+            raise ConfigError(f"K must be an integer >= 2 (number of classes), got {K!r}", hint="pass K >= 2")
+        self.model, self.K, self.sigma = model, int(K), float(sigma)
 
-    def certify(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int = 0) -> SmoothCert:
-        """One input: see ``certify_batch``; ``gen`` is the run seed of the noise streams."""
+    def _input(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise DataError("input holds NaN or inf", hint="certify finite inputs (images scaled to [0, 1])")
+        return x
+
+    def certify(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0,
+                idx: int | None = None) -> SmoothCert:
+        """One input: see ``certify_batch``."""
+        check_params(n0=n0, n=n, alpha=alpha, batch=batch)
+        x = self._input(x)
+        key = input_key(x) if idx is None else idx
         with eval_mode(self.model):
-            return certify_batch(self.model, np.asarray(x)[None], [idx], n0=n0, n=n, alpha=alpha, sigma=self.sigma,
+            return certify_batch(self.model, x[None], [key], n0=n0, n=n, alpha=alpha, sigma=self.sigma,
                                  K=self.K, run_seed=gen, batch=batch)[0]
 
-    def predict(self, x, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int = 0) -> int:
-        budget(n=max(n, 1), alpha=alpha, sigma=self.sigma, n_predict=n)
+    def predict(self, x, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int | None = None) -> int:
+        """One input: see ``predict_batch``; warns (CertifyWarning) when n can never reach the alpha level."""
+        check_params(n=n, alpha=alpha, batch=batch)
+        x = self._input(x)
+        key = input_key(x) if idx is None else idx
+        budget(n=n, alpha=alpha, sigma=self.sigma, n_predict=n)
         with eval_mode(self.model):
-            return predict_batch(self.model, np.asarray(x)[None], [idx], n=n, alpha=alpha, sigma=self.sigma,
+            return predict_batch(self.model, x[None], [key], n=n, alpha=alpha, sigma=self.sigma,
                                  K=self.K, run_seed=gen, batch=batch)[0][0]
+
+
+# --- sample budget ----------------------------------------------------------------------------------------------
+_RATES: dict = {}
+
+
+def forward_rate(model, shape, batch: int) -> float:
+    """Noisy forwards per second of ``model`` on inputs of ``shape``: noise draw + forward + argmax of one batch of
+    min(batch, 256) rows, best of two timed runs after a warm-up (cached per architecture, shape and device)."""
+    import torch
+
+    dev = _device(model)
+    rows = max(1, min(int(batch), 256))
+    key = (type(model).__name__, repr(model), tuple(shape), str(dev), rows)
+    if key not in _RATES:
+        buf = torch.empty((rows, *shape), dtype=torch.float32, device=dev)
+        best = math.inf
+        with eval_mode(model), torch.inference_mode():
+            for rep in range(3):
+                t0 = time.perf_counter()
+                torch.randn(buf.shape, out=buf, device=dev)
+                model(buf).argmax(1).cpu()
+                if rep:
+                    best = min(best, time.perf_counter() - t0)
+        _RATES[key] = rows / max(best, 1e-9)
+    return _RATES[key]
+
+
+def draws_per_input(cfg) -> int:
+    return cfg.n0 + cfg.n + (cfg.n if cfg.predict else 0)
+
+
+def format_seconds(sec: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if sec >= 2 * size:
+            return f"{sec / size:.3g} {unit}"
+    return f"{sec:.3g} s"
+
+
+def require_budget(model, shape, cfg, n_inputs: int, names: dict | None = None) -> float:
+    """Estimated seconds to certify ``n_inputs`` inputs with ``cfg`` (SmoothingConfig) on ``model``; ConfigError
+    with the estimate when it exceeds ``cfg.max_hours``. ``names`` spells the knobs in the hint (flags or keys)."""
+    names = {"n": "smoothing.n", "max_hours": "smoothing.max_hours", **(names or {})}
+    if n_inputs <= 0:
+        return 0.0
+    rate = forward_rate(model, shape, cfg.batch_size)
+    total = n_inputs * draws_per_input(cfg)
+    sec = total / rate
+    if sec > cfg.max_hours * 3600:
+        suggest = 100_000 if cfg.n > 100_000 else max(1, cfg.n // 10)
+        raise ConfigError(
+            f"smoothing budget too large: {n_inputs} inputs x {draws_per_input(cfg):,} noisy forwards "
+            f"(n0 {cfg.n0} + n {cfg.n:,}{' + predict n' if cfg.predict else ''}) would take about "
+            f"{format_seconds(sec)} at the {rate:,.0f} forwards/s measured here; the limit is {cfg.max_hours:g} h",
+            hint=f"lower {names['n']} (n = {suggest:,} certifies radii up to "
+                 f"{max_radius(suggest, cfg.alpha, 1.0):.2f} sigma at alpha {cfg.alpha:g}), or raise "
+                 f"{names['max_hours']}")
+    return sec
+
+
+def smoothing_settings(model, x, idx, labels, cfg, seed: int, K: int) -> dict:
+    """What a smoothing certificate depends on (the stamp of its record file)."""
+    return {"certifier": "smoothing", "sigma": cfg.sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha,
+            "predict": cfg.predict, "noise_seed": int(seed), "K": int(K), "model": model_digest(model),
+            "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(idx), np.asarray(labels))}
 
 
 def certify_inputs(model, x, cfg, *, seed: int, K: int, records: str | Path | None = None,
                    shard: tuple[int, int] = (0, 1), idx: Sequence[int] | None = None,
-                   labels: Sequence[int] | None = None) -> list[dict]:
-    """CERTIFY (and PREDICT if ``cfg.predict``) every input; ``records`` = a JSONL file appended and flushed per
-    chunk, whose finished indices are skipped on restart. ``shard=(r, w)`` takes idx = r (mod w)."""
+                   labels: Sequence[int] | None = None, resume: bool = True, on_stale: str = "refuse") -> list[dict]:
+    """CERTIFY (and PREDICT if ``cfg.predict``) every input; ``shard=(r, w)`` takes idx = r (mod w).
+
+    ``records``: a stamped JSONL file (see ``records.py``) appended and flushed per chunk. On restart its finished
+    indices are skipped if it was written under the same settings (sigma, n0, n, alpha, predict, seed, model weights,
+    inputs); a file of other settings is refused (``on_stale="refuse"``) or discarded (``"discard"``);
+    ``resume=False`` starts it afresh. The budget is priced first (``require_budget``)."""
     idx = np.arange(len(x)) if idx is None else np.asarray(idx)
     labels = np.full(len(x), -1) if labels is None else np.asarray(labels)
+    x = np.asarray(x, dtype=np.float32)
     rank, world = shard
     todo = [i for i in range(len(x)) if idx[i] % world == rank]
-    done = {}
+    done: dict = {}
     if records is not None:
-        done = {r["idx"]: r for r in read_jsonl(records)}
+        settings = smoothing_settings(model, x, idx, labels, cfg, seed, K)
+        done = {r["idx"]: r for r in open_records(records, settings, resume=resume, on_stale=on_stale)}
         todo = [i for i in todo if int(idx[i]) not in done]
+    require_budget(model, x.shape[1:], cfg, len(todo))
     chunk = max(8, cfg.batch_size // max(cfg.n, 1))
-    x = np.asarray(x, dtype=np.float32)
     out = list(done.values())
+    starts = range(0, len(todo), chunk)
     with eval_mode(model):
-        for s in range(0, len(todo), chunk):
+        for s in progress(starts, f"certify RS (N={cfg.n:,}, {len(todo)} inputs)", total=len(starts)):
             part = todo[s:s + chunk]
             recs = _certify_chunk(model, x[part], idx[part], labels[part], cfg, seed, K)
             if records is not None:
-                append_jsonl(records, recs)
+                append_records(records, recs)
             out += recs
     return sorted(out, key=lambda r: r["idx"])
 

@@ -1,8 +1,13 @@
 """One readable training loop: standard, Gaussian-augmented (for smoothing) or IBP-robust, with an optional
-attack hook and atomic checkpoints (model, optimizer, epoch, step, RNG states) for exact CPU resume."""
+attack hook and atomic checkpoints (model, optimizer, epoch, step, RNG states) for exact CPU resume.
+
+Checkpoints are stamped (``runtime.io.save_stamped``) with ``train_stamp``: the hash of everything the trained weights
+depend on (training config, seed, data, initial weights, attack hook, frozen masks, device type). They load with
+``weights_only=True``: a crafted or truncated file is a DataError (exit 2); one of other settings is discarded."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -10,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, MissingDependencyError, derive_seed, progress, save_torch_atomic
+from trustlab.runtime import (ConfigError, MissingDependencyError, config_hash, derive_seed, load_stamped, progress,
+                              save_stamped, to_dict)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ def resolve_device(device: str = "auto"):
         raise MissingDependencyError(f"device {device!r} requested but torch sees no CUDA device",
                                      hint="install a CUDA build of torch or pass --device cpu")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda[:i]; got {device!r}")
+        raise ConfigError(f"device must be auto, cpu or cuda[:i]; got {device!r}", hint="e.g. --device cpu")
     return torch.device(device)
 
 
@@ -55,17 +63,36 @@ def _ce(logits, y):
     return F.cross_entropy(logits, y)
 
 
+def hook_stamp(hook):
+    """What an attack hook's loss depends on: its ``stamp`` if it has one, else its type's qualified name."""
+    if hook is None:
+        return None
+    return getattr(hook, "stamp", None) or f"{type(hook).__module__}.{getattr(hook, '__qualname__', type(hook).__qualname__)}"
+
+
+def train_stamp(model, x, y, cfg, *, seed: int, hook=None, param_masks: dict | None = None,
+                device: str = "auto") -> str:
+    """config_hash of what training ``model`` (at its current, initial weights) on (x, y) with ``cfg`` produces."""
+    from .records import array_digest, model_digest
+
+    masks = None if not param_masks else array_digest(*[m for m in param_masks.values()])
+    return config_hash({"train": to_dict(cfg), "seed": int(seed), "data": array_digest(np.asarray(x), np.asarray(y)),
+                        "init": model_digest(model), "hook": hook_stamp(hook), "masks": masks,
+                        "device": resolve_device(device).type})
+
+
 def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None = None,
           device: str = "auto", param_masks: dict | None = None) -> TrainSummary:
     """Train ``model`` in place (Adam, lr, batch) with ``cfg.procedure``: standard CE; gaussian = CE on x + sigma*xi
     with fresh noise each step (unclipped); ibp = kappa*CE(f(x), y) + (1 - kappa)*robust CE at eps_t.
     ``hook(model, xb, gen)`` adds an attacker's loss term; ``param_masks`` {param: 0/1} freezes masked entries.
-    Checkpoints every ``ckpt_every`` epochs and resumes."""
+    Checkpoints every ``ckpt_every`` epochs and resumes from a checkpoint stamped with the same ``train_stamp``."""
     import torch
 
     from .bounds import BoundNet, robust_ce
 
     dev = resolve_device(device)
+    stamp = train_stamp(model, x, y, cfg, seed=seed, hook=hook, param_masks=param_masks, device=device)
     model.to(dev)
     x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     y_np = np.asarray(y)
@@ -80,8 +107,13 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
     total = cfg.epochs * per_epoch
     start, step, secs, last_loss = 0, 0, 0.0, float("nan")
     ckpt = Path(ckpt_dir) / "ckpt.pt" if ckpt_dir is not None else None
+    state = None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        try:
+            state = load_stamped(ckpt, stamp, "training checkpoint")
+        except ConfigError:  # written by another run or config: never resumed from, overwritten by this run
+            log.warning("discarding %s: it belongs to other training settings", ckpt)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         g_perm.set_state(state["g_perm"])
@@ -115,9 +147,9 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
         secs += time.perf_counter() - t0
         last_loss = float(np.mean(losses))
         if ckpt is not None and ((epoch + 1) % cfg.ckpt_every == 0 or epoch + 1 == cfg.epochs):
-            save_torch_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                               "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
-                               "g_noise": g_noise.get_state()}, ckpt)
+            save_stamped({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                          "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),
+                          "g_noise": g_noise.get_state()}, ckpt, stamp)
     for h in handles:
         h.remove()
     model.eval()

@@ -48,7 +48,7 @@ class Trigger:
         """Stamp the trigger on a batch (numpy or torch, NCHW); output clamped to [0, 1]."""
         if x.shape[1:] != self.mask.shape:
             raise ConfigError(f"trigger made for inputs {self.mask.shape} applied to inputs {tuple(x.shape[1:])} "
-                              "(wrong channels or size)")
+                              "(wrong channels or size)", hint="build the trigger for the shape of the images it stamps")
         if isinstance(x, np.ndarray):
             return np.clip((1 - self.mask) * x + self.mask * self.pattern, 0, 1).astype(x.dtype)
         import torch

@@ -11,8 +11,11 @@ def ac_flag(features: np.ndarray, labels: np.ndarray, dims: int = 10, max_share:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA, FastICA
 
+    from trustlab.runtime import progress
+
     flagged = []
-    for c in np.unique(labels):
+    classes = np.unique(labels)
+    for c in progress(classes, "activation clustering (per class)", total=len(classes)):
         rows = np.flatnonzero(labels == c)
         if len(rows) < 4:
             continue

@@ -46,7 +46,10 @@ def prune(model, x_def, y_def, max_drop: float = 0.04):
     mask = np.ones(len(mean_act), bool)
     w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
     acc = base
-    for unit in np.argsort(mean_act, kind="stable")[:-1]:
+    from trustlab.runtime import progress
+
+    order = np.argsort(mean_act, kind="stable")[:-1]
+    for unit in progress(order, f"fine-pruning ({len(order)} candidate units)", total=len(order)):
         with torch.no_grad():
             layer.weight[unit] = 0
             layer.bias[unit] = 0

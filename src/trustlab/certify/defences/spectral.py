@@ -17,8 +17,11 @@ def spectral_scores(features: np.ndarray) -> np.ndarray:
 
 def spectral_flag(features: np.ndarray, labels: np.ndarray, rate: float, factor: float = 1.5) -> np.ndarray:
     """Indices flagged as poisons: per training label c, the ceil(factor * rate * n_c) highest scores."""
+    from trustlab.runtime import progress
+
     flagged = []
-    for c in np.unique(labels):
+    classes = np.unique(labels)
+    for c in progress(classes, "spectral signatures (per class)", total=len(classes)):
         rows = np.flatnonzero(labels == c)
         if len(rows) < 2:
             continue

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from trustlab.runtime import progress
 
-def strip_entropy(model, x, x_def, n: int = 20, seed: int = 0, batch: int = 4096) -> np.ndarray:
+
+def strip_entropy(model, x, x_def, n: int = 20, seed: int = 0, batch: int = 4096, show: bool = True) -> np.ndarray:
     """Mean base-2 entropy of softmax(f(0.5 x + 0.5 d)) over ``n`` seeded defender images d, per input."""
     import torch
 
@@ -19,7 +21,8 @@ def strip_entropy(model, x, x_def, n: int = 20, seed: int = 0, batch: int = 4096
     out = np.empty(len(x))
     with torch.no_grad():
         step = max(1, batch // n)
-        for s in range(0, len(x), step):
+        starts = range(0, len(x), step)
+        for s in progress(starts, f"STRIP entropy ({len(x)} inputs)", total=len(starts)) if show else starts:
             xs = np.asarray(x[s:s + step])
             blend = 0.5 * xs[:, None] + 0.5 * np.asarray(x_def)[picks[s:s + step]]
             p = torch.softmax(model(torch.as_tensor(blend.reshape(-1, *xs.shape[1:]), device=dev)), 1).double()
@@ -56,8 +59,8 @@ def defender_entropy(model, x_def, n: int, seed: int) -> np.ndarray:
     """H of each defender image blended with ``n`` *other* defender images (leave-one-out pools)."""
     rng = np.random.default_rng(seed + 1)
     out = np.empty(len(x_def))
-    for i in range(len(x_def)):
+    for i in progress(range(len(x_def)), f"STRIP defender entropy ({len(x_def)} images)", total=len(x_def)):
         others = np.delete(np.arange(len(x_def)), i)
         pool = np.asarray(x_def)[rng.choice(others, size=min(n, len(others)), replace=False)]
-        out[i] = strip_entropy(model, np.asarray(x_def)[i:i + 1], pool, n=len(pool), seed=seed)[0]
+        out[i] = strip_entropy(model, np.asarray(x_def)[i:i + 1], pool, n=len(pool), seed=seed, show=False)[0]
     return out
