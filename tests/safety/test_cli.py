@@ -260,3 +260,28 @@ def test_metrics_on_a_folder_that_is_not_a_run(cli, tmp_path):
 def test_fake_server_binds_loopback_only(cli):
     code, error, hint = _bad(cli, "fake-server", "--host", "0.0.0.0")
     assert code == 2 and "loopback" in error
+
+
+def test_dead_judge_server_fails_before_any_generation(cli, fake_server, tmp_path):
+    import socket
+
+    gen = fake_server({"default": "Sure."})
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()
+    code, error, hint = _bad(cli, "eval", "--backend", "openai", "--base-url", gen.base_url, "--model", "m",
+                             "--dataset", "fixture", "--judge", "moderation", "--judge-base-url", dead,
+                             "--max-retries", "0", "--out", str(tmp_path / "o"))
+    assert code == 4 and dead in error and not gen.posts()
+
+
+@pytest.mark.parametrize("name", ["r1_vllm_fleet", "nondet_small"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    import trustlab
+    from trustlab.safety.config import EvalConfig, load_yaml
+
+    cfg = load_yaml(Path(trustlab.__file__).parent / "configs" / "safety" / f"{name}.yaml", EvalConfig)
+    assert cfg.judges and cfg.strategies

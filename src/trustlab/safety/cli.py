@@ -38,7 +38,8 @@ def _set(obj, **changes):
 
 
 def _judge_specs(names: List[str], judge_backend: Optional[str], judge_model: Optional[str],
-                 judge_base_url: List[str], refusal_list: Optional[str]):
+                 judge_base_url: List[str], refusal_list: Optional[str], max_retries: Optional[int] = None,
+                 timeout: Optional[float] = None):
     from .config import BackendConfig, JudgeSpec
     from .judges.base import DEFAULT_MODELS, canonical_judge
 
@@ -52,8 +53,9 @@ def _judge_specs(names: List[str], judge_backend: Optional[str], judge_model: Op
                 else {"preset": refusal_list}
         if name != "refusal" and (judge_backend or judge_base_url or judge_model):
             kind = judge_backend or ("openai" if judge_base_url else "transformers")
-            backend = BackendConfig(kind=kind, model=judge_model or DEFAULT_MODELS[name],
-                                    base_urls=tuple(judge_base_url), api_key_env="OPENAI_API_KEY")
+            backend = _set(BackendConfig(kind=kind, model=judge_model or DEFAULT_MODELS[name],
+                                         base_urls=tuple(judge_base_url), api_key_env="OPENAI_API_KEY"),
+                           max_retries=max_retries, timeout_s=timeout)
         specs.append(JudgeSpec(name, backend, options))
     return tuple(specs)
 
@@ -86,7 +88,8 @@ def build_config(config: Optional[Path] = None, demo: Optional[dict] = None, **o
     if o.get("judge") or o.get("refusal_list") or o.get("judge_base_url") or o.get("judge_model"):
         names = o.get("judge") or [j.name for j in cfg.judges]
         changes["judges"] = _judge_specs(names, o.get("judge_backend"), o.get("judge_model"),
-                                         o.get("judge_base_url") or [], o.get("refusal_list"))
+                                         o.get("judge_base_url") or [], o.get("refusal_list"),
+                                         o.get("max_retries"), o.get("timeout"))
     if o.get("parts"):
         changes["parts"] = tuple(p.strip() for p in o["parts"].split(",") if p.strip())
     for name in ("dataset", "limit", "start", "shard", "prompt_column", "category_column", "id_column", "encoding",
