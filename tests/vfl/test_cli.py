@@ -8,6 +8,8 @@ import pytest
 
 from trustlab.cli.main import main
 
+from .helpers import run_cli
+
 
 def test_cli_module_imports_no_torch_or_grpc():
     code = "import sys, trustlab.vfl.cli; print('torch' in sys.modules, 'grpc' in sys.modules)"
@@ -37,12 +39,9 @@ def test_bad_input_exit_codes(tmp_path, capsys):
 def test_train_attack_report_and_section(tmp_path, capsys):
     run = tmp_path / "bc"
     main_ok = ["vfl", "train", "--config", "breast_cancer", "--epochs", "3", "--run-dir", str(run)]
-    with pytest.raises(SystemExit) as e:
-        main(main_ok)
-    assert e.value.code in (0, None)
-    with pytest.raises(SystemExit) as e:
-        main(["vfl", "attack", "--run-dir", str(run), "--attacks", "inverse,label,decode,detect", "--ref-acc", "0.95"])
-    assert e.value.code in (0, None)
+    assert run_cli(main_ok, capsys)[0] == 0
+    assert run_cli(["vfl", "attack", "--run-dir", str(run), "--attacks", "inverse,label,decode,detect",
+                    "--ref-acc", "0.95"], capsys)[0] == 0
     res = json.loads((run / "results.json").read_text())
     assert res["lab"] == "vfl" and res["status"] == "ok"
     assert res["attacks"]["inverse_net"]["per_feature_mse"] and res["dcs"]["c_dcs"] is not None
@@ -54,7 +53,5 @@ def test_train_attack_report_and_section(tmp_path, capsys):
 
 
 def test_export_parties(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["vfl", "export-parties", "--config", "wine", "--out", str(tmp_path)])
-    assert e.value.code in (0, None)
+    assert run_cli(["vfl", "export-parties", "--config", "wine", "--out", str(tmp_path)], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label.npz", "party0.npz", "party1.npz"]

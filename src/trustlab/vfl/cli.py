@@ -36,14 +36,48 @@ def resolve_config(path: Optional[str]) -> Optional[Path]:
     raise ConfigError(f"config {path!r} is neither a file nor a shipped config", hint=f"shipped: {', '.join(names)}")
 
 
+def _overrides(dataset=None, defence=None, code_len=None, embed_dim=None, epochs=None, seed=None, transport=None,
+               parties=None) -> dict:
+    return {"data": {"name": dataset}, "defence": {"kind": defence, "code_len": code_len, "embed_dim": embed_dim},
+            "train": {"epochs": epochs, "seed": seed}, "transport": {"kind": transport, "parties": parties}}
+
+
 def _cfg(config, dataset=None, defence=None, code_len=None, embed_dim=None, epochs=None, seed=None, transport=None,
          parties=None):
     from .config import load_config
 
-    tr = {"epochs": epochs, "seed": seed}
-    return load_config(resolve_config(config), {
-        "data": {"name": dataset}, "defence": {"kind": defence, "code_len": code_len, "embed_dim": embed_dim},
-        "train": tr, "transport": {"kind": transport, "parties": parties}})
+    return load_config(resolve_config(config), _overrides(dataset, defence, code_len, embed_dim, epochs, seed,
+                                                          transport, parties))
+
+
+def run_config(config: Optional[str], run_dir: Optional[Path], resume: bool, overrides: dict):
+    """The config of ``vfl train``: with ``--run-dir D`` holding a run and no ``--config``, D's saved config (plus
+    any flags); else ``--config`` (or the defaults) plus flags. ``--resume`` takes the saved run as it is: a flag
+    or ``--config`` that changes it is refused, naming the keys."""
+    from trustlab.runtime import ConfigError, config_diff, load_yaml
+
+    from .config import load_config
+    from .train import resume_command
+
+    saved = run_dir / "config.yaml" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        raw = load_yaml(saved)
+        before = load_config(saved, raw=raw)
+        cfg = load_config(resolve_config(config), overrides) if config else load_config(saved, overrides, raw=raw)
+        if resume:
+            diff = config_diff(before, cfg)
+            if diff:
+                raise ConfigError(f"--resume continues the run saved in {str(run_dir)!r}, but the flags change "
+                                  f"{', '.join(diff)}",
+                                  hint=f"resume it as saved with `{resume_command(run_dir)}` (no --config or other "
+                                       "flags), or add --force instead of --resume to start it afresh with the new "
+                                       "settings (discards its checkpoint)")
+        return cfg
+    if resume and config is None:
+        where = str(run_dir) if run_dir is not None else "(no --run-dir given)"
+        raise ConfigError(f"--resume: {where} holds no run to resume (no config.yaml)",
+                          hint="start one: trustlab vfl train --config digits --run-dir DIR, or check the --run-dir")
+    return load_config(resolve_config(config), overrides)
 
 
 def _echo_summary(res: dict) -> None:
@@ -74,17 +108,22 @@ def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
           transport: Optional[str] = typer.Option(None, "--transport", help="inproc|grpc"),
           parties: Optional[str] = typer.Option(None, "--parties", help="parties.yaml (grpc)"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
-          resume: bool = typer.Option(False, "--resume"),
-          force: bool = typer.Option(False, "--force"),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir with its saved config."),
+          force: bool = typer.Option(False, "--force", help="Start --run-dir afresh (discards its checkpoint)."),
           attack: bool = typer.Option(False, "--attack/--no-attack", help="Run every attack after training.")) -> None:
-    """Train vanilla VFL or a defence (in-process, or over gRPC with --transport grpc --parties F)."""
+    """Train vanilla VFL or a defence (in-process, or over gRPC with --transport grpc --parties F).
+
+    `--run-dir D --resume` continues an interrupted run with the config saved in D."""
     from trustlab.runtime import default_run_path
 
-    cfg = _cfg(config, dataset, defence, code_len, embed_dim, epochs, seed, transport, parties)
+    cfg = run_config(config, run_dir, resume,
+                     _overrides(dataset, defence, code_len, embed_dim, epochs, seed, transport, parties))
+    if cfg.transport.kind == "grpc":
+        _require_net()
     from .train import train as do_train
 
     run_dir = run_dir or default_run_path("vfl", "train")
-    res = do_train(cfg, run_dir, resume=resume, force=force, parties_file=parties)
+    res = do_train(cfg, run_dir, resume=resume, force=force, parties_file=parties or cfg.transport.parties)
     if attack:
         from .evaluate import evaluate
 
@@ -92,6 +131,18 @@ def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     _echo_summary(res)
     _render(run_dir)
     typer.echo(f"run folder: {run_dir}")
+
+
+def _require_net() -> None:
+    """grpcio and cryptography, or exit 3 at once with the install command. gRPC's own C-core log lines are off
+    unless GRPC_VERBOSITY is set: our errors name the cause in one line."""
+    import os
+
+    from trustlab.runtime import require
+
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    require("grpc", "pip install grpcio cryptography")
+    require("cryptography", "pip install grpcio cryptography")
 
 
 @app.command()
@@ -127,34 +178,64 @@ def _render(run_dir: Path) -> None:
 
 
 @app.command()
-def sweep(config: Optional[str] = typer.Option("digits", "--config", help=CONFIG_HELP),
-          defences: str = typer.Option("none,hash,gaussian,laplace,gsparse,hash_laplace", "--defences"),
-          seeds: str = typer.Option("0,1,2", "--seeds"),
+def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP + " Default: digits."),
+          defences: Optional[str] = typer.Option(None, "--defences",
+                                                 help="Default: none,hash,gaussian,laplace,gsparse,hash_laplace."),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds. Default: 0,1,2."),
           param: Optional[str] = typer.Option(None, "--param", help="e.g. noise_scale=0.01,0.1,1"),
           epochs: Optional[int] = typer.Option(None, "--epochs"),
-          out: Optional[Path] = typer.Option(None, "--out")) -> None:
-    """Defences x seeds (x one parameter) on one harness; resumable per cell; sweep.json/csv and plots."""
-    from trustlab.runtime import ConfigError, default_run_path
+          out: Optional[Path] = typer.Option(None, "--out"),
+          resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --out with its saved settings."),
+          force: bool = typer.Option(False, "--force", help="Start --out afresh (discards its cells).")) -> None:
+    """Defences x seeds (x one parameter) on one harness; resumable per cell; sweep.json/csv and plots.
 
+    Re-running the same command (or `--out D --resume`) skips finished cells and resumes an interrupted one."""
+    import shlex
+    from dataclasses import replace
+
+    from trustlab.runtime import ConfigError, config_diff, default_run_path, from_dict, load_yaml, parse_int_list
+
+    from .config import with_
     from .sweep import SweepConfig, parse_param, run_sweep
 
     name, values = parse_param(param)
-    try:
-        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
-    except ValueError:
-        raise ConfigError(f"--seeds {seeds!r} must be integers", hint="e.g. --seeds 0,1,2")
-    sc = SweepConfig(_cfg(config, epochs=epochs), tuple(d.strip() for d in defences.split(",") if d.strip()),
-                     seed_list, name, values)
+    seed_list = parse_int_list("--seeds", seeds) if seeds is not None else None
+    defence_list = tuple(d.strip() for d in defences.split(",") if d.strip()) if defences is not None else None
+    if resume:
+        saved = out / "config.yaml" if out is not None else None
+        if saved is None or not saved.is_file():
+            raise ConfigError(f"--resume: {str(out) if out else '(no --out given)'} holds no sweep to resume",
+                              hint="start one: trustlab vfl sweep --config digits --out DIR")
+        sc0 = from_dict(SweepConfig, load_yaml(saved), "sweep")
+        base = _cfg(config, epochs=epochs) if config else (
+            sc0.base if epochs is None else with_(sc0.base, train={"epochs": epochs}))
+        sc = replace(sc0, base=base, defences=defence_list or sc0.defences, seeds=seed_list or sc0.seeds,
+                     **({"param": name, "values": values} if param is not None else {}))
+        diff = config_diff(sc0, sc)
+        if diff:
+            raise ConfigError(f"--resume continues the sweep saved in {str(out)!r}, but the flags change "
+                              f"{', '.join(diff)}",
+                              hint=f"resume it as saved with `trustlab vfl sweep --out {shlex.quote(str(out))} "
+                                   "--resume` (no other flags), or add --force instead of --resume to start afresh")
+    else:
+        sc = SweepConfig(_cfg(config or "digits", epochs=epochs),
+                         defence_list or tuple(DEFAULT_DEFENCES.split(",")), seed_list or (0, 1, 2), name, values)
     out = out or default_run_path("vfl", "sweep")
-    res = run_sweep(sc, out)
+    res = run_sweep(sc, out, force=force, resume_hint=f"trustlab vfl sweep --out {shlex.quote(str(out))} --resume")
     for r in res["rows"]:
         typer.echo(f"{r['label']:28s} acc {r['acc']['mean']:.3f}±{r['acc']['std']:.3f}  "
                    f"inverse MSE {r['inverse_mse']['mean'] or float('nan'):.4f}")
     typer.echo(f"sweep folder: {out}")
 
 
-def run_demo(out: Path, quick: bool = True) -> Path:
-    """Digits, 2 parties, vanilla vs HashVFL (L=16) with every attack, baseline, detection and the report."""
+DEFAULT_DEFENCES = "none,hash,gaussian,laplace,gsparse,hash_laplace"
+
+
+def run_demo(out: Path, quick: bool = True, force: bool = False) -> Path:
+    """Digits, 2 parties, vanilla vs HashVFL (L=16) with every attack, baseline, detection and the report.
+    Running it again into the same folder skips finished cells and resumes an interrupted one."""
+    import shlex
+
     from .config import load_config
     from .sweep import SweepConfig, run_sweep
 
@@ -164,15 +245,17 @@ def run_demo(out: Path, quick: bool = True) -> Path:
     else:
         sc = SweepConfig(cfg, ("none", "hash", "gaussian", "laplace", "gsparse", "hash_laplace"), (0, 1, 2))
     out = Path(out)
-    run_sweep(sc, out, log=lambda m: typer.echo(m), verb="demo")
+    hint = f"trustlab vfl demo --out {shlex.quote(str(out))}" + ("" if quick else " --full")
+    run_sweep(sc, out, log=lambda m: typer.echo(m), verb="demo", force=force, resume_hint=hint)
     return out
 
 
 @app.command()
 def demo(quick: bool = typer.Option(True, "--quick/--full"),
-         out: Path = typer.Option(Path("runs/vfl-demo"), "--out")) -> None:
-    """Offline demo on digits (about a minute with --quick)."""
-    run_dir = run_demo(out, quick)
+         out: Path = typer.Option(Path("runs/vfl-demo"), "--out"),
+         force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it.")) -> None:
+    """Offline demo on digits (about a minute with --quick); the same command resumes an interrupted demo."""
+    run_dir = run_demo(out, quick, force=force)
     typer.echo(f"report: {run_dir / 'report.md'}")
 
 
@@ -209,7 +292,11 @@ def party(party_id: int = typer.Option(..., "--party-id"),
     """A long-lived feature-party server (mutual TLS); SIGTERM stops it after the current call."""
     from trustlab.runtime import ConfigError, configure_threads
 
+    from .transport.address import parse_address
+
     configure_threads()
+    parse_address(listen, "--listen", allow_zero=True)
+    _require_net()
     if not insecure:
         for flag, v in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--client-ca", client_ca)):
             if v is None:
@@ -231,20 +318,69 @@ def local(parties: int = typer.Option(2, "--parties"),
           defence: Optional[str] = typer.Option(None, "--defence"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
           attack: bool = typer.Option(True, "--attack/--no-attack")) -> None:
-    """N loopback party servers with throwaway certificates, trained over mutual-TLS gRPC."""
+    """N loopback party servers with throwaway certificates, trained over mutual-TLS gRPC.
+
+    The same command with the same --run-dir resumes an interrupted run."""
+    import shlex
+
     from trustlab.runtime import default_run_path
 
     from .local import run_local
 
+    _require_net()
     cfg = _cfg(config, defence=defence, epochs=epochs)
     from .config import with_
 
     cfg = with_(cfg, data={"n_parties": parties})
     run_dir = run_dir or default_run_path("vfl", "local")
-    res = run_local(cfg, run_dir, attack=attack, log=typer.echo)
+    hint = " ".join(["trustlab vfl local --parties", str(parties), "--config", shlex.quote(str(config)),
+                     *(["--epochs", str(epochs)] if epochs is not None else []),
+                     *(["--defence", shlex.quote(defence)] if defence is not None else []),
+                     "--run-dir", shlex.quote(str(run_dir)), *([] if attack else ["--no-attack"])])
+    res = run_local(cfg, run_dir, attack=attack, log=typer.echo, resume_hint=hint)
     _echo_summary(res)
     _render(run_dir)
     typer.echo(f"run folder: {run_dir}")
+
+
+pki_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                      help="A federation's certificates: one CA, a serverAuth certificate per party, A's clientAuth one.")
+app.add_typer(pki_app, name="pki")
+
+
+@pki_app.command("ca")
+def pki_ca(out: Path = typer.Option(..., "--out", help="Folder for ca.crt and ca.key (0600; keep it offline)."),
+           name: str = typer.Option("trustlab-vfl federation CA", "--name"),
+           days: int = typer.Option(3650, "--days", min=1)) -> None:
+    """Make the federation CA (ca.crt goes to every party and to the label party)."""
+    from .pki import make_ca
+
+    crt, key = make_ca(out, name, days)
+    typer.echo(f"wrote {crt} and {key}")
+
+
+@pki_app.command("party")
+def pki_party(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
+              party_id: int = typer.Option(..., "--id", min=0),
+              host: list[str] = typer.Option(..., "--host", help="Host name or IP the label party dials (repeatable)."),
+              out: Path = typer.Option(..., "--out"),
+              days: int = typer.Option(825, "--days", min=1)) -> None:
+    """A party server's certificate (serverAuth, subjectAltName = --host): party{ID}.crt and party{ID}.key."""
+    from .pki import issue
+
+    crt, key = issue(ca_dir, out, "party", f"party{party_id}", tuple(host), days)
+    typer.echo(f"wrote {crt} and {key}")
+
+
+@pki_app.command("label")
+def pki_label(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
+              out: Path = typer.Option(..., "--out"),
+              days: int = typer.Option(825, "--days", min=1)) -> None:
+    """The label party's client certificate (clientAuth): label.crt and label.key."""
+    from .pki import issue
+
+    crt, key = issue(ca_dir, out, "label", "label", (), days)
+    typer.echo(f"wrote {crt} and {key}")
 
 
 def report_section(results: dict, run_dir: Path) -> list:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from trustlab.runtime import ConfigError, from_dict, load_yaml, require_choice, require_range
+from trustlab.runtime import ConfigError, check_types, from_dict, load_yaml, require_choice, require_range
 
 DEFENCES = ("none", "hash", "gaussian", "laplace", "gsparse", "hash_laplace")
 HASHED = ("hash", "hash_laplace")
@@ -29,12 +29,36 @@ class DataConfig:
     label_party_block: int | None = None
     subsample: int | None = None
 
+    def __post_init__(self):
+        check_types(self, "data")
+        require_choice("data.split", self.split, ("columns", "rows"))
+        require_range("data.n_parties", self.n_parties, 1)
+        require_range("data.test_frac", self.test_frac, 0, 1, lo_open=True, hi_open=True)
+        require_range("data.aux_frac", self.aux_frac, 0, 1, lo_open=True, hi_open=True)
+        if self.ratios is not None:
+            if len(self.ratios) != self.n_parties:
+                raise ConfigError(f"data.ratios has {len(self.ratios)} entries for {self.n_parties} parties",
+                                  hint="give one ratio per party")
+            if abs(sum(self.ratios) - 1.0) > 1e-6 or min(self.ratios) <= 0:
+                raise ConfigError(f"data.ratios must be positive and sum to 1, got {list(self.ratios)}",
+                                  hint="e.g. data.ratios: [0.5, 0.5]")
+        if self.label_party_block is not None:
+            require_range("data.label_party_block", self.label_party_block, 0)
+        if self.subsample is not None:
+            require_range("data.subsample", self.subsample, 2)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     bottom: str = "mlp"
     bottom_hidden: int = 64
     top_hidden: int = 16
+
+    def __post_init__(self):
+        check_types(self, "model")
+        require_choice("model.bottom", self.bottom, ("mlp", "cnn"))
+        require_range("model.bottom_hidden", self.bottom_hidden, 1)
+        require_range("model.top_hidden", self.top_hidden, 1)
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,19 @@ class DefenceConfig:
     epsilon: float = 2.0
     sparsity: float = 0.99
     error_feedback: bool = True
+
+    def __post_init__(self):
+        check_types(self, "defence")
+        require_choice("defence.kind", self.kind, DEFENCES)
+        require_range("defence.code_len", self.code_len, 1)
+        require_range("defence.embed_dim", self.embed_dim, 1)
+        require_choice("defence.class_codes", self.class_codes, ("bernoulli", "hadamard"))
+        require_choice("defence.ste", self.ste, ("identity", "clipped"))
+        require_range("defence.noise_scale", self.noise_scale, 0)
+        require_range("defence.clip_norm", self.clip_norm, 0, lo_open=True)
+        require_range("defence.epsilon", self.epsilon, 0, lo_open=True)
+        require_range("defence.sparsity", self.sparsity, 0, 1, hi_open=True)
+        require_range("defence.consistency_weight", self.consistency_weight, 0)
 
     @property
     def width(self) -> int:
@@ -67,6 +104,19 @@ class TrainConfig:
     gamma: float = 0.1
     seed: int = 0
 
+    def __post_init__(self):
+        check_types(self, "train")
+        require_range("train.epochs", self.epochs, 1)
+        if self.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be >= 2 (BatchNorm needs two samples), got {self.batch_size}",
+                              hint="set train.batch_size to 2 or more")
+        require_range("train.lr", self.lr, 0, lo_open=True)
+        require_range("train.weight_decay", self.weight_decay, 0)
+        require_range("train.gamma", self.gamma, 0, lo_open=True)
+        for i, m in enumerate(self.milestones):
+            require_range(f"train.milestones[{i}]", m, 0)
+        require_range("train.seed", self.seed, 0)  # derive_seed needs a non-negative seed
+
 
 @dataclass(frozen=True)
 class AttackConfig:
@@ -83,6 +133,21 @@ class AttackConfig:
     leak_k: int = 4
     detect_sets: tuple[str, ...] = ("uniform", "swap")
 
+    def __post_init__(self):
+        check_types(self, "attack")
+        require_range("attack.target_party", self.target_party, 0)
+        require_range("attack.n_targets", self.n_targets, 1)
+        require_range("attack.wb_steps", self.wb_steps, 0)
+        require_range("attack.wb_lr", self.wb_lr, 0, lo_open=True)
+        for name in ("tv", "l2", "prior"):
+            require_range(f"attack.{name}", getattr(self, name), 0)
+        require_range("attack.inv_epochs", self.inv_epochs, 0)
+        require_range("attack.inv_lr", self.inv_lr, 0, lo_open=True)
+        require_range("attack.inv_batch", self.inv_batch, 1)
+        require_range("attack.leak_k", self.leak_k, 1)
+        for s in self.detect_sets:
+            require_choice("attack.detect_sets", s, ("uniform", "swap"))
+
 
 @dataclass(frozen=True)
 class TransportConfig:
@@ -92,6 +157,14 @@ class TransportConfig:
     connect_retries: int = 3
     message_timeout_s: float = 60.0
     max_message_mb: int = 64
+
+    def __post_init__(self):
+        check_types(self, "transport")
+        require_choice("transport.kind", self.kind, ("inproc", "grpc"))
+        require_range("transport.message_timeout_s", self.message_timeout_s, 0, lo_open=True)
+        require_range("transport.connect_timeout_s", self.connect_timeout_s, 0, lo_open=True)
+        require_range("transport.connect_retries", self.connect_retries, 1)
+        require_range("transport.max_message_mb", self.max_message_mb, 1)
 
 
 @dataclass(frozen=True)
@@ -103,6 +176,10 @@ class VFLConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
 
+    def __post_init__(self):
+        check_types(self, "")
+        validate(self)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the authors' code: Adam 1e-3, x0.1 every 10 epochs, 30 epochs, batch 256
@@ -111,63 +188,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def validate(cfg: VFLConfig) -> VFLConfig:
-    """Check every range the spec names; raise ConfigError naming the parameter."""
-    d, m, df, t, a, tr = cfg.data, cfg.model, cfg.defence, cfg.train, cfg.attack, cfg.transport
-    require_choice("data.split", d.split, ("columns", "rows"))
-    require_range("data.n_parties", d.n_parties, 1)
-    require_range("data.test_frac", d.test_frac, 0, 1, lo_open=True, hi_open=True)
-    require_range("data.aux_frac", d.aux_frac, 0, 1, lo_open=True, hi_open=True)
-    if d.ratios is not None:
-        if len(d.ratios) != d.n_parties:
-            raise ConfigError(f"data.ratios has {len(d.ratios)} entries for {d.n_parties} parties",
-                              hint="give one ratio per party")
-        if abs(sum(d.ratios) - 1.0) > 1e-6 or min(d.ratios) <= 0:
-            raise ConfigError(f"data.ratios must be positive and sum to 1, got {list(d.ratios)}")
-    require_choice("model.bottom", m.bottom, ("mlp", "cnn"))
-    require_range("model.bottom_hidden", m.bottom_hidden, 1)
-    require_range("model.top_hidden", m.top_hidden, 1)
-    require_choice("defence.kind", df.kind, DEFENCES)
-    require_range("defence.code_len", df.code_len, 1)
-    require_range("defence.embed_dim", df.embed_dim, 1)
-    require_choice("defence.class_codes", df.class_codes, ("bernoulli", "hadamard"))
-    require_choice("defence.ste", df.ste, ("identity", "clipped"))
-    require_range("defence.noise_scale", df.noise_scale, 0)
-    require_range("defence.clip_norm", df.clip_norm, 0, lo_open=True)
-    require_range("defence.epsilon", df.epsilon, 0, lo_open=True)
-    require_range("defence.sparsity", df.sparsity, 0, 1, hi_open=True)
-    require_range("defence.consistency_weight", df.consistency_weight, 0)
-    require_range("train.epochs", t.epochs, 1)
-    if t.batch_size < 2:
-        raise ConfigError(f"train.batch_size must be >= 2 (BatchNorm needs two samples), got {t.batch_size}",
-                          hint="set train.batch_size to 2 or more")
-    require_range("train.lr", t.lr, 0, lo_open=True)
-    require_range("train.gamma", t.gamma, 0, lo_open=True)
-    require_range("attack.n_targets", a.n_targets, 1)
-    require_range("attack.wb_steps", a.wb_steps, 0)
-    require_range("attack.leak_k", a.leak_k, 1)
-    for s in a.detect_sets:
-        require_choice("attack.detect_sets", s, ("uniform", "swap"))
-    require_choice("transport.kind", tr.kind, ("inproc", "grpc"))
-    require_range("transport.message_timeout_s", tr.message_timeout_s, 0, lo_open=True)
-    require_range("transport.connect_timeout_s", tr.connect_timeout_s, 0, lo_open=True)
-    require_range("transport.connect_retries", tr.connect_retries, 1)
+    """Checks that span sections (each section checks its own types and ranges in ``__post_init__``)."""
+    if cfg.data.ratios is not None and len(cfg.data.ratios) != cfg.data.n_parties:
+        raise ConfigError(f"data.ratios has {len(cfg.data.ratios)} entries for {cfg.data.n_parties} parties",
+                          hint="give one ratio per party")
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> VFLConfig:
-    """YAML (or defaults) plus ``{"section": {key: value}}`` overrides, validated.
+def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+                raw: dict[str, Any] | None = None) -> VFLConfig:
+    """YAML (or ``raw``, or defaults) plus ``{"section": {key: value}}`` overrides (None = not given), validated.
 
-    A ``train.preset: paper-code`` key expands to the authors' schedule."""
-    raw = load_yaml(path) if path is not None else {}
-    raw = {k: dict(v or {}) for k, v in raw.items()} if isinstance(raw, dict) else raw
+    A ``train.preset: paper-code`` key expands to the authors' schedule. Errors name the file."""
+    if raw is None:
+        raw = load_yaml(path) if path is not None else {}
+    where = f"{path}: " if path is not None else ""
+    sections = {f.name for f in fields(VFLConfig)}
+    merged: dict[str, Any] = {}
+    for sec, vals in raw.items():
+        if sec in sections and vals is not None and not isinstance(vals, dict):
+            raise ConfigError(f"{where}section {sec!r} must be a mapping of keys, got {vals!r}",
+                              hint=f"write it as\n{sec}:\n  key: value")
+        merged[sec] = dict(vals or {}) if sec in sections else vals
     for sec, vals in (overrides or {}).items():
-        raw.setdefault(sec, {}).update({k: v for k, v in vals.items() if v is not None})
-    preset = raw.get("train", {}).pop("preset", None)
+        merged.setdefault(sec, {}).update({k: v for k, v in vals.items() if v is not None})
+    preset = merged.get("train", {}).pop("preset", None)
     if preset is not None:
         require_choice("train.preset", preset, PRESETS)
-        raw["train"] = {**PRESETS[preset], **raw["train"]}
-    cfg = from_dict(VFLConfig, raw, where=Path(path).name if path else "")
-    return validate(cfg)
+        merged["train"] = {**PRESETS[preset], **merged["train"]}
+    try:
+        return from_dict(VFLConfig, merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc.message}", hint=exc.hint) from None
 
 
 def with_(cfg: VFLConfig, **sections: dict[str, Any]) -> VFLConfig:
@@ -184,6 +236,13 @@ class PartyEndpoint:
     cert: str | None = None
     key: str | None = None
 
+    def __post_init__(self):
+        check_types(self, "parties[]")
+        require_range("parties[].id", self.id, 0)
+        from .transport.address import parse_address
+
+        parse_address(self.address, f"party {self.id} address", allow_zero=False)
+
 
 @dataclass(frozen=True)
 class PartiesFile:
@@ -195,6 +254,9 @@ class PartiesFile:
     insecure: bool = False
     parties: tuple[PartyEndpoint, ...] = ()
 
+    def __post_init__(self):
+        check_types(self, "")
+
 
 def load_parties(path: str | Path) -> PartiesFile:
     """Read ``parties.yaml``; duplicate ids are a ConfigError; relative paths are relative to the file."""
@@ -204,10 +266,10 @@ def load_parties(path: str | Path) -> PartiesFile:
     ids = [p.id for p in pf.parties]
     if not ids:
         raise ConfigError(f"{path}: lists no parties", hint="add parties: [{id: 0, address: host:port}]")
-    if len(set(ids)) != len(ids):
-        from .errors import ProtocolMismatchError
-
-        raise ProtocolMismatchError(f"{path}: duplicate party ids {sorted(ids)}", hint="give each party its own id")
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:  # local bad input (exit 2), not a remote failure
+        raise ConfigError(f"{path}: duplicate party id(s) {', '.join(map(str, dup))} (ids {sorted(ids)})",
+                          hint="give each party its own id: 0, 1, ..., N-1")
 
     def fix(p: str | None) -> str | None:
         return None if p is None else str(p if Path(p).is_absolute() else base / p)

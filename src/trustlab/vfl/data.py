@@ -25,10 +25,17 @@ class PartyData:
     feature_names: tuple[str, ...]
     image_shape: tuple[int, ...] | None = None
     onehot: tuple[tuple[int, ...], ...] = ()  # column indices of each one-hot group (tables)
+    named: bool = True  # feature_names came from the data (not made up as x0, x1, ...)
 
     @property
     def d(self) -> int:
         return int(self.X.shape[1])
+
+
+def features_sha256(names) -> str:
+    """SHA-256 of a block's column names: lets an auditor check that aux rows are the right party's, without
+    A ever seeing the names."""
+    return hashlib.sha256("\x1f".join(map(str, names)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,16 +88,32 @@ def _source(dc, seed: int):
             if missing:
                 raise DataError(f"npz file {name[4:]!r} lacks {', '.join(missing)} (has {', '.join(z) or 'nothing'})",
                                 hint="save arrays X (n, d) or (n, C, H, W), y (n,), optional ids and image_shape")
+            f = name[4:]
             X, y = np.asarray(z["X"]), np.asarray(z["y"])
-            if len(X) != len(y):
-                raise DataError(f"npz {name[4:]!r}: X has {len(X)} rows, y has {len(y)}")
+            if X.ndim < 2 or len(X) == 0 or X[0].size == 0:
+                raise DataError(f"npz {f!r}: X has shape {X.shape}; expected (n, d) or (n, C, H, W) with n, d > 0",
+                                hint="save X as a 2-D table or a stack of images")
+            if X.dtype == bool or not np.issubdtype(X.dtype, np.number):
+                raise DataError(f"npz {f!r}: X has dtype {X.dtype}; expected numbers",
+                                hint="convert X to float32 (or uint8 images) before saving")
+            if y.ndim != 1 or len(X) != len(y):
+                raise DataError(f"npz {f!r}: X has {len(X)} rows, y has shape {y.shape}",
+                                hint="save one integer label per row of X")
             if not np.issubdtype(y.dtype, np.integer):
-                raise DataError(f"npz {name[4:]!r}: y has dtype {y.dtype}; expected integer labels")
+                raise DataError(f"npz {f!r}: y has dtype {y.dtype}; expected integer labels",
+                                hint="save y as integers 0..K-1")
+            _check_label_range(y, f)
             ids = z["ids"].astype(str) if "ids" in z else None
             if "image_shape" in z or X.ndim >= 3:
-                shape = tuple(int(s) for s in z["image_shape"]) if "image_shape" in z else (
-                    (1,) + X.shape[1:] if X.ndim == 3 else X.shape[1:])
-                X = X.reshape(len(X), *shape).astype(np.float32)
+                try:
+                    shape = tuple(int(s) for s in z["image_shape"]) if "image_shape" in z else (
+                        (1,) + X.shape[1:] if X.ndim == 3 else X.shape[1:])
+                    X = X.reshape(len(X), *shape)
+                except (TypeError, ValueError):
+                    raise DataError(f"npz {f!r}: image_shape {z['image_shape'].tolist()} does not fit X of shape "
+                                    f"{X.shape}", hint="image_shape is (C, H, W) with C*H*W = features per row"
+                                    ) from None
+                X = image_pixels(X, f"npz {f!r} (array X)")
                 _check_labels(y, name)
                 return "images", X, y.astype(np.int64), _classes(y), ids, None
             Xf = X.reshape(len(X), -1).astype(np.float32)
@@ -135,6 +158,40 @@ def _classes(y: np.ndarray) -> tuple[str, ...]:
 def _check_labels(y: np.ndarray, name: str) -> None:
     if len(np.unique(y)) < 2:
         raise DataError(f"dataset {name!r} has a single class", hint="VFL classification needs >= 2 classes")
+
+
+def _check_label_range(y: np.ndarray, f: str) -> None:
+    """Labels are 0..K-1 with every class present: {0, 1, 2, 999} would build a 1000-class model."""
+    if len(y) == 0:
+        raise DataError(f"npz {f!r} holds no rows", hint="save at least a few rows per class")
+    if y.min() < 0:
+        raise DataError(f"npz {f!r}: label {int(y.min())} is negative; labels must be 0..K-1",
+                        hint="remap them: y = numpy.unique(y, return_inverse=True)[1]")
+    present = np.unique(y)
+    if len(present) != int(y.max()) + 1:
+        raise DataError(f"npz {f!r}: labels take {len(present)} values but range up to {int(y.max())} "
+                        f"(missing classes, e.g. {sorted(set(range(int(y.max()) + 1)) - set(present.tolist()))[:3]})",
+                        hint="remap them to 0..K-1: y = numpy.unique(y, return_inverse=True)[1]")
+
+
+def image_pixels(X: np.ndarray, where: str) -> np.ndarray:
+    """Image arrays as float32 on [0, 1]: uint8 is divided by 255; floats must already be finite and on [0, 1]
+    (the attacks' clamping, the Sigmoid inverse network and the PSNR all assume it)."""
+    if X.dtype == np.uint8:
+        return X.astype(np.float32) / 255.0
+    X = X.astype(np.float32)
+    flat = X.reshape(len(X), -1)
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise DataError(f"{where}: {int(bad.sum())} pixel values are NaN or inf (images {rows[:5].tolist()}"
+                        f"{', ...' if len(rows) > 5 else ''})", hint="drop or repair those images before training")
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo < 0 or hi > 1:
+        fix = "divide by 255 (X / 255.0) or save uint8" if hi > 1 and lo >= 0 and hi <= 255 else \
+            "rescale them to [0, 1]"
+        raise DataError(f"{where}: pixel values lie in [{lo:g}, {hi:g}], not in [0, 1]", hint=fix)
+    return X
 
 
 def _check_finite(X: np.ndarray, name: str) -> None:
@@ -329,7 +386,14 @@ def load_party_file(path: str | Path) -> PartyData:
     if "X" not in z:
         raise DataError(f"party file {str(path)!r} lacks X (has {', '.join(z) or 'nothing'})",
                         hint="write it with `trustlab vfl export-parties`")
-    X = np.asarray(z["X"], dtype=np.float32).reshape(len(z["X"]), -1)
+    X = np.asarray(z["X"])
+    if X.ndim < 1 or len(X) == 0 or X.dtype == bool or not np.issubdtype(X.dtype, np.number):
+        raise DataError(f"party file {str(path)!r}: X has shape {X.shape} and dtype {X.dtype}; expected numbers, "
+                        "one row per sample", hint="write it with `trustlab vfl export-parties`")
+    X = X.reshape(len(X), -1)
+    if "image_shape" in z:
+        X = image_pixels(X, f"party file {str(path)!r} (array X)")
+    X = X.astype(np.float32)
     _check_finite(X, str(path))
     ids = z["ids"].astype(str) if "ids" in z else np.asarray([str(i) for i in range(len(X))])
     if len(ids) != len(X):
@@ -341,7 +405,7 @@ def load_party_file(path: str | Path) -> PartyData:
         flat, sizes = z["onehot"].tolist(), z["onehot_sizes"].tolist()
         bounds = np.cumsum([0, *sizes])
         onehot = tuple(tuple(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
-    return PartyData(ids, X, names, shape, onehot)
+    return PartyData(ids, X, names, shape, onehot, named="feature_names" in z)
 
 
 def load_label_file(path: str | Path) -> LabelData:

@@ -35,3 +35,7 @@ class PartyTimeoutError(PartyError):
 
     def __init__(self, message: str, hint: str | None = None, **kw):
         super().__init__(message, hint or "is the party running and reachable? check its TLS certificates", **kw)
+
+
+class TLSRefusedError(PartyTimeoutError):
+    """A party refused our TLS connection (or we refused its certificate): named at connect, within seconds."""

@@ -4,16 +4,48 @@ messages (re-runnable offline), merged into results.json."""
 from __future__ import annotations
 
 import json
+import shlex
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, DataError, RunDir, configure_threads, from_dict, load_yaml
+from trustlab.runtime import (ConfigError, DataError, RunDir, at_path, configure_threads, from_dict, load_stamped,
+                              load_yaml, read_text)
 
 from .config import HASHED, AttackConfig, VFLConfig
 
 ATTACKS = ("whitebox", "inverse", "label", "decode", "detect")
+
+
+def retrain_hint(run_dir: Path) -> str:
+    return f"retrain the run: trustlab vfl train --run-dir {shlex.quote(str(run_dir))} --force"
+
+
+def _json(path: Path, what: str, run_dir: Path):
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{what} {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})",
+                        hint=retrain_hint(run_dir)) from None
+
+
+def _npy(path: Path, what: str, run_dir: Path) -> np.ndarray:
+    """``np.load`` without pickles; a missing, truncated or object-typed file is a DataError naming it."""
+    with at_path(path, what):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise DataError(f"{what} {str(path)!r} is truncated or not a plain array ({exc})".splitlines()[0],
+                            hint=retrain_hint(run_dir)) from None
+
+
+def _stamped(run: dict, path: Path, what: str):
+    """``load_stamped`` with a hint that names this run's retrain command."""
+    try:
+        return load_stamped(path, run["stamp"], what)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(exc.message, hint=retrain_hint(run["dir"])) from None
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -21,16 +53,28 @@ def load_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "splits.npz").is_file() or not (run_dir / "meta.json").is_file():
         raise DataError(f"{str(run_dir)!r} holds no trained VFL run (splits.npz/meta.json missing)",
-                        hint="train first: trustlab vfl train --config F --run-dir D")
+                        hint=f"train first: trustlab vfl train --config digits --run-dir {shlex.quote(str(run_dir))}")
     cfg = from_dict(VFLConfig, load_yaml(run_dir / "config.yaml"), where="config.yaml")
-    meta = json.loads((run_dir / "meta.json").read_text())
-    with np.load(run_dir / "splits.npz", allow_pickle=False) as z:
-        sp = {k: z[k] for k in z.files}
+    meta = _json(run_dir / "meta.json", "run metadata", run_dir)
+    with at_path(run_dir / "splits.npz", "splits file"):
+        try:
+            with np.load(run_dir / "splits.npz", allow_pickle=False) as z:
+                sp = {k: z[k] for k in z.files}
+        except (ValueError, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise DataError(f"splits file {str(run_dir / 'splits.npz')!r} is truncated or corrupt",
+                            hint=retrain_hint(run_dir)) from None
     n = len(meta["parties"])
-    msgs = {s: [np.load(run_dir / "messages" / f"{s}_p{i}.npy") for i in range(n)] for s in ("train", "aux", "test")}
-    codes = np.load(run_dir / "codes.npy") if (run_dir / "codes.npy").is_file() else None
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
-    return {"dir": run_dir, "cfg": cfg, "meta": meta, "splits": sp, "msgs": msgs, "codes": codes, "results": results}
+    msgs = {s: [_npy(run_dir / "messages" / f"{s}_p{i}.npy", "message file", run_dir) for i in range(n)]
+            for s in ("train", "aux", "test")}
+    codes = _npy(run_dir / "codes.npy", "class codes", run_dir) if (run_dir / "codes.npy").is_file() else None
+    results = _json(run_dir / "results.json", "results file", run_dir) if (run_dir / "results.json").is_file() else {}
+    from .label import state_stamp
+
+    rid = read_text(run_dir / "run_id", "run id file").strip() if (run_dir / "run_id").is_file() else ""
+    return {"dir": run_dir, "cfg": cfg, "meta": meta, "splits": sp, "msgs": msgs, "codes": codes, "results": results,
+            "stamp": state_stamp(rid, cfg)}
 
 
 def target_features(run: dict, t: int, aux_data: str | None) -> np.ndarray:
@@ -40,6 +84,7 @@ def target_features(run: dict, t: int, aux_data: str | None) -> np.ndarray:
         from .data import load_party_file
 
         pd_ = load_party_file(aux_data)
+        check_aux_matches(pd_, run["meta"]["parties"][t], t, aux_data)
         where = {str(k): j for j, k in enumerate(pd_.ids)}
         rows = [where.get(k, -1) for k in ids]
         missing = sum(r < 0 for r in rows)
@@ -59,30 +104,59 @@ def target_features(run: dict, t: int, aux_data: str | None) -> np.ndarray:
     return vd.parties[t].X[[where[k] for k in ids]]
 
 
+def check_aux_matches(pd_, p_meta: dict, t: int, aux_data: str) -> None:
+    """The ``--aux-data`` rows must be party t's columns: same width, image shape and feature names (by hash, as
+    the party reported them at hello); another party's block would give a meaningless MSE."""
+    d, shape = int(p_meta["d"]), p_meta.get("image_shape")
+    own = tuple(pd_.image_shape) if pd_.image_shape else None
+    where = f"--aux-data {aux_data!r}"
+    fix = f"pass party {t}'s own file (party{t}.npz from export-parties), or choose --target-party"
+    if pd_.d != d:
+        raise DataError(f"{where} has {pd_.d} columns but party {t} has {d}: it is not party {t}'s block", hint=fix)
+    if shape is not None and own is not None and tuple(shape) != own:
+        raise DataError(f"{where} holds images of shape {own} but party {t}'s are {tuple(shape)}", hint=fix)
+    from .data import features_sha256
+
+    want = p_meta.get("features_sha256")
+    if want and pd_.named and features_sha256(pd_.feature_names) != want:
+        raise DataError(f"{where} has other columns than party {t} (feature names differ, e.g. "
+                        f"{pd_.feature_names[0]!r})", hint=fix)
+
+
 def party_model(run: dict, t: int):
     """Party t's bottom (+ hash head) with its shared weights, or None if it did not share them."""
     import torch
 
     from .models import build_party_model
 
-    path = run["dir"] / "state" / f"p{t}.pt"
-    if not path.is_file():
+    state = _stamped(run, run["dir"] / "state" / f"p{t}.pt", f"party {t} model")
+    if state is None:
         return None
     p = run["meta"]["parties"][t]
     cfg = run["cfg"]
     model = build_party_model(p["d"], cfg.model, cfg.defence, p["image_shape"], 0)
-    model.load_state_dict(torch.load(path, weights_only=True))
+    _load_state(model, state, run["dir"] / "state" / f"p{t}.pt")
     return model.eval()
 
 
-def top_model(run: dict):
-    import torch
+def _load_state(model, state, path) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise DataError(f"model file {str(path)!r} does not fit this run's model ({str(exc).splitlines()[0][:160]})",
+                        hint=retrain_hint(Path(path).parent.parent)) from None
 
+
+def top_model(run: dict):
     from .models import TopMLP
 
     cfg, meta = run["cfg"], run["meta"]
+    path = run["dir"] / "state" / "top.pt"
+    state = _stamped(run, path, "top model")
+    if state is None:
+        raise DataError(f"{str(run['dir'])!r} has no top model (state/top.pt)", hint=retrain_hint(run["dir"]))
     top = TopMLP(len(meta["parties"]) * meta["width"], cfg.model.top_hidden, len(meta["classes"]))
-    top.load_state_dict(torch.load(run["dir"] / "state" / "top.pt", weights_only=True))
+    _load_state(top, state, path)
     return top.eval()
 
 
@@ -204,6 +278,21 @@ def dcs_block(att: dict, base: dict, acc: float, ref_acc: float, beta: float = 0
             "c_dcs": float(np.mean(list(t_dcs.values()))) if t_dcs else None}
 
 
+def uniform_inputs(rng, n: int, d: int, images: bool) -> np.ndarray:
+    """The ``uniform`` abnormal inputs: U[0,1] pixels for images, N(0,1) for standardised tables."""
+    return (rng.random((n, d)) if images else rng.standard_normal((n, d))).astype(np.float32)
+
+
+def abnormal_message(model, defence, x: np.ndarray, party: int, name: str) -> np.ndarray:
+    """What party ``party`` would send for input ``x``: its eval-mode model output through the run's defence,
+    exactly as for the clean messages (for hash_laplace: the code plus fresh Laplace noise), so that clean and
+    abnormal scores differ only by the input."""
+    import torch
+
+    with torch.no_grad():
+        return defence.party(model(torch.from_numpy(x)), (party, f"eval:detect-{name}", 0, 0)).numpy()
+
+
 def detection(run: dict, t: int, sets, shape, X) -> dict:
     """Score s = sum_i d_H(h_i, o_yhat) (XOR + popcount on packed codes); abnormal ``uniform`` (party t's input
     replaced by noise) and ``swap`` (party t's message from another sample); threshold at the 95th percentile of
@@ -224,6 +313,9 @@ def detection(run: dict, t: int, sets, shape, X) -> dict:
 
     clean = scores(run["msgs"]["test"])
     ref = scores(run["msgs"]["aux"])
+    from .defences import build_defence
+
+    defence = build_defence(run["cfg"].defence, run["cfg"].train.seed)
     out = {}
     rng = np.random.default_rng(run["cfg"].train.seed + 11)
     n = len(clean)
@@ -235,9 +327,9 @@ def detection(run: dict, t: int, sets, shape, X) -> dict:
                 out[s] = {"skipped": f"party {t} did not share its model"}
                 continue
             d = run["meta"]["parties"][t]["d"]
-            noise = rng.random((n, d)) if shape is not None else rng.standard_normal((n, d))
+            x = uniform_inputs(rng, n, d, shape is not None)
             with torch.no_grad():
-                msgs[t] = model(torch.from_numpy(noise.astype(np.float32))).numpy()
+                msgs[t] = abnormal_message(model, defence, x, t, s)
         else:
             perm = rng.permutation(n)
             msgs[t] = msgs[t][np.roll(perm, 1)][np.argsort(perm)]

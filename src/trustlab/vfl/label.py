@@ -10,12 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import Interrupted, ModelError, config_hash, derive_seed, progress, save_torch_atomic
+from trustlab.runtime import DataError, Interrupted, ModelError, config_hash, derive_seed, load_stamped, progress, save_stamped
 
 from . import protocol as P
 from .config import HASHED
 from .errors import MalformedMessageError, ProtocolMismatchError
 from .party import EMBED_PAGE, PartyInfo, party_config, params_sha256
+
+
+def state_stamp(run_id: str, cfg) -> str:
+    """Stamp of the label checkpoint and the saved models: the run id plus the config hash."""
+    return f"run {run_id} config {config_hash(cfg)}"
 
 
 class TrainingDiverged(ModelError):
@@ -32,11 +37,14 @@ class FitResult:
 
 
 class LabelParty:
-    def __init__(self, cfg, labels, transport, run_dir: str | Path, log=None):
+    def __init__(self, cfg, labels, transport, run_dir: str | Path, log=None, run_id: str | None = None,
+                 resume_hint: str | None = None):
         import torch
 
         self.cfg, self.labels, self.transport = cfg, labels, transport
         self.run_dir = Path(run_dir)
+        self.run_id = run_id or self.run_dir.name
+        self.resume_hint = resume_hint or f"trustlab vfl train --run-dir {self.run_dir} --resume"
         self.log = log or (lambda *_: None)
         self.seed = cfg.train.seed
         self.defence_cfg = cfg.defence
@@ -60,8 +68,7 @@ class LabelParty:
         t = self.transport
         reqs = [P.encode({"type": "hello", "party": pid, "protocol": P.PROTOCOL_VERSION, "config": self.conf,
                           "config_hash": self.conf_hash, "resume_epoch": resume_epoch, "salt": self.salt,
-                          "run_id": self.run_dir.name,
-                          "state_dir": None}) for pid in t.ids]
+                          "run_id": self.run_id}) for pid in t.ids]
         replies = t.exchange("hello", reqs)
         hashes, self.info = [], []
         for pid, addr, rep in zip(t.ids, t.addresses, replies):
@@ -79,7 +86,7 @@ class LabelParty:
             shape = h.get("image_shape")
             self.info.append(PartyInfo(pid, addr, rows, int(h["d"]), tuple(shape) if shape else None,
                                        tuple(tuple(g) for g in h.get("onehot") or ()), bool(h.get("share_model")),
-                                       h.get("versions", {})))
+                                       h.get("versions", {}), h.get("features_sha256")))
         kept, rows = align(hash_ids(self.labels.ids, self.salt), hashes)
         replies = t.exchange("align", [P.encode({"type": "align", "party": pid}, {"rows": r})
                                        for pid, r in zip(t.ids, rows)])
@@ -153,9 +160,16 @@ class LabelParty:
         tc = self.cfg.train
         ckpt = self.run_dir / "checkpoint" / "label.pt"
         start, history, party_sha = 0, [], []
-        if resume and ckpt.is_file():
-            state = torch.load(ckpt, weights_only=False)
-            start, history, party_sha = state["epoch"], state["history"], state.get("party_sha256", [])
+        stamp = state_stamp(self.run_id, self.cfg)
+        try:
+            state = load_stamped(ckpt, stamp, "label-party checkpoint") if resume else None  # weights_only=True
+        except DataError as exc:
+            fresh = self.resume_hint.replace(" --resume", " --force")
+            detail = exc.message.split(str(ckpt), 1)[-1].strip(" '")
+            raise DataError(f"label-party checkpoint {str(ckpt)!r} is refused: truncated or corrupt, or not a "
+                            f"trustlab checkpoint ({detail})", hint=f"start the run afresh: {fresh}") from None
+        if state is not None:
+            start, history, party_sha = int(state["epoch"]), list(state["history"]), list(state["party_sha256"])
         self.connect(resume_epoch=start)
         if start:
             self.top.load_state_dict(state["top"])
@@ -199,15 +213,14 @@ class LabelParty:
                     msgs = self._exchange_step(epoch, s + 1, grads, nxt)
                     if stop.flag:
                         raise Interrupted(f"interrupted at epoch {epoch} step {s}; the epoch-{epoch} checkpoint "
-                                          "is kept", hint=f"resume with: trustlab vfl train --run-dir "
-                                                          f"{self.run_dir} --resume")
+                                          "is kept", hint=f"resume with: {self.resume_hint}")
                 party_sha = self.checkpoint(epoch + 1)
                 rec = {"epoch": epoch, "lr": lr, "loss": tot_loss / steps, "train_acc": correct / (steps * B),
                        "wall_s": time.perf_counter() - t0}
                 history.append(rec)
-                save_torch_atomic({"epoch": epoch + 1, "top": self.top.state_dict(), "opt": self.opt.state_dict(),
-                                    "defence": self.defence.state_dict(), "history": history,
-                                    "party_sha256": party_sha}, ckpt)
+                save_stamped({"epoch": epoch + 1, "top": self.top.state_dict(), "opt": self.opt.state_dict(),
+                              "defence": self.defence.state_dict(), "history": history,
+                              "party_sha256": party_sha}, ckpt, stamp)
                 if on_epoch:
                     on_epoch(rec)
         return FitResult(history, time.perf_counter() - t0, tc.epochs - start, party_sha, params_sha256(self.top))

@@ -15,15 +15,19 @@ from pathlib import Path
 
 import yaml
 
-from trustlab.runtime import BackendError
+from trustlab.runtime import BackendError, require
 
 LISTEN = re.compile(r"listening on (\S+):(\d+)")
+INSTALL = "pip install grpcio cryptography"
 
 
 @contextmanager
 def party_servers(files: list[Path], pki: dict, state: Path, share_model: bool = True, faults=None,
-                  timeout: float = 30.0, extra_env=None):
-    """Start one party server per file; yields [(pid, address, Popen)]; SIGTERM then SIGKILL after 5 s."""
+                  timeout: float = 120.0, extra_env=None):
+    """Start one party server per file; yields [(pid, address, Popen)]; SIGTERM then SIGKILL after 5 s.
+
+    Readiness is the party's own ``listening on`` line (it prints it once torch is loaded and the port is bound),
+    so ``timeout`` only bounds a hung start-up; a party that exits is reported at once with its output."""
     procs = []
     try:
         for i, f in enumerate(files):
@@ -63,7 +67,9 @@ def _read_port(p: subprocess.Popen, timeout: float) -> str:
         m = LISTEN.search(line)
         if m:
             return f"{m.group(1)}:{m.group(2)}"
-    raise BackendError(f"party server did not report its port within {timeout:g} s: {''.join(lines)[-800:]}",
+    code = p.poll()
+    how = f"exited with code {code}" if code is not None else f"did not report its port within {timeout:g} s"
+    raise BackendError(f"party server {how}: {' | '.join(l.strip() for l in lines if l.strip())[-800:]}",
                        hint="run `trustlab vfl party ...` by hand to see its error")
 
 
@@ -102,8 +108,10 @@ def write_parties_yaml(path: Path, pki: dict, addresses: list[str], cert: str | 
     return path
 
 
-def run_local(cfg, run_dir: str | Path, attack: bool = True, log=print) -> dict:
+def run_local(cfg, run_dir: str | Path, attack: bool = True, log=print, resume_hint: str | None = None) -> dict:
     """Export, certify, serve, train over gRPC, and (with ``attack``) audit with the exported party-0 rows."""
+    require("grpc", INSTALL)  # at once, not after the party processes fail to start
+    require("cryptography", INSTALL)
     from .data import export_parties
     from .train import train
     from .transport.tls import make_test_pki
@@ -117,7 +125,8 @@ def run_local(cfg, run_dir: str | Path, attack: bool = True, log=print) -> dict:
         log(f"parties listening on {', '.join(addrs)}")
         pf = write_parties_yaml(fed / "parties.yaml", pki, addrs)
         gcfg = replace(cfg, transport=replace(cfg.transport, kind="grpc", parties=str(pf)))
-        res = train(gcfg, run_dir, force=True, parties_file=str(pf), log=log)
+        # the same command again resumes an interrupted run (its parties' state folders persist in run_dir)
+        res = train(gcfg, run_dir, resume=True, force=True, parties_file=str(pf), log=log, resume_hint=resume_hint)
     if attack:
         from .evaluate import evaluate
 

@@ -9,22 +9,29 @@ gradients, fused with the next positions -> P_i backpropagates, steps its own Ad
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, save_torch_atomic, to_dict
+from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, load_stamped, save_stamped, to_dict
 
 from . import protocol as P
 from .config import DefenceConfig, ModelConfig, TrainConfig
 from .errors import MalformedMessageError, ProtocolMismatchError
 
 EMBED_PAGE = 4096
+RUN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")  # a run id names a folder: no path tricks
+KEEP_EPOCHS = 2  # the label party may have saved the previous epoch only, so keep the last two
+
+
+def checkpoint_stamp(run_id: str, conf_hash: str) -> str:
+    """A party checkpoint belongs to one run (its id) and one party config (its hash)."""
+    return f"run {run_id} config {conf_hash}"
 
 
 def party_config(cfg) -> dict[str, Any]:
@@ -110,16 +117,20 @@ class FeatureParty:
                                     weight_decay=self.train_cfg.weight_decay)
         self.defence = build_defence(self.def_cfg, seed)
         self.pending = None  # (message tensor with graph, epoch) awaiting its gradient
-        self.run_id = h.get("run_id")
-        if self.state_dir is None and h.get("state_dir"):
-            self.state_dir = Path(h["state_dir"])
+        run_id = h.get("run_id")
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+            raise ProtocolMismatchError(f"party {self.id}: hello carries an invalid run id {run_id!r}",
+                                        hint="a run id is 1-64 letters, digits, '.', '_' or '-'")
+        self.run_id = run_id
+        self.stamp = checkpoint_stamp(run_id, h["config_hash"])
         resume = int(h.get("resume_epoch") or 0)
         if resume:
             self._load(resume)
-        from .data import hash_ids
+        from .data import features_sha256, hash_ids
 
         return self._reply("hello", {"id_hashes": hash_ids(self.data.ids, str(h.get("salt", "")))},
                            rows=len(self.data.X), d=self.data.d,
+                           features_sha256=features_sha256(self.data.feature_names) if self.data.named else None,
                            image_shape=list(self.data.image_shape) if self.data.image_shape else None,
                            onehot=[list(g) for g in self.data.onehot], versions=versions(),
                            config_hash=h.get("config_hash"), resume_epoch=resume, share_model=self.share_model)
@@ -185,24 +196,40 @@ class FeatureParty:
         return self._reply("embed", {"msg": self._wire(m)}, split=h.get("split"), page=h.get("page", 0))
 
     # --- state ----------------------------------------------------------------------------------
-    def _path(self, epoch: int) -> Path:
+    def _run_dir(self) -> Path:
+        """``state_dir/<run id>``: runs sharing a state folder never read or overwrite each other's checkpoints."""
         if self.state_dir is None:
             raise ConfigError(f"party {self.id} has no state directory", hint="start the party with --state-dir DIR")
-        return self.state_dir / f"epoch_{epoch}.pt"
+        return self.state_dir / self.run_id
+
+    def _path(self, epoch: int) -> Path:
+        return self._run_dir() / f"epoch_{epoch}.pt"
 
     def _checkpoint(self, h: dict, a: dict) -> bytes:
+        """Save ``epoch_E.pt`` stamped with the run id and config hash; keep only the last KEEP_EPOCHS of them."""
         epoch = int(h["epoch"])
-        save_torch_atomic({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch,
-                            "run_id": self.run_id}, self._path(epoch))
+        save_stamped({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch},
+                     self._path(epoch), self.stamp)
+        for old in self._run_dir().glob("epoch_*.pt"):
+            num = old.stem.removeprefix("epoch_")
+            if num.isdigit() and int(num) <= epoch - KEEP_EPOCHS:
+                old.unlink(missing_ok=True)
         return self._reply("checkpoint", epoch=epoch, sha256=params_sha256(self.model))
 
     def _load(self, epoch: int) -> None:
-        import torch
-
+        """Resume from this run's ``epoch_E.pt``; a missing file, or one from another run or config, is refused."""
         path = self._path(epoch)
         if not path.is_file():
-            raise FileNotFoundError(f"party {self.id} has no checkpoint epoch_{epoch}.pt in {self.state_dir}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+            have = sorted(p.name for p in path.parent.glob("epoch_*.pt")) if path.parent.is_dir() else []
+            raise ConfigError(f"party {self.id} has no checkpoint for run {self.run_id} epoch {epoch} in "
+                              f"{str(path.parent)!r} (found: {', '.join(have) or 'none'})",
+                              hint="start the party with the --state-dir it used for this run, or start the run "
+                                   "afresh with --force")
+        state = load_stamped(path, self.stamp, f"party {self.id} checkpoint")
+        if not isinstance(state, dict) or state.get("epoch") != epoch:
+            raise ConfigError(f"party {self.id} checkpoint {str(path)!r} holds epoch "
+                              f"{state.get('epoch') if isinstance(state, dict) else None}, not {epoch}",
+                              hint="start the run afresh with --force")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
 
@@ -234,14 +261,6 @@ def state_from_reply(header: dict, arrays: dict) -> dict:
     return {name: torch.from_numpy(arrays[f"t{j}"].copy()) for j, name in enumerate(header["names"])}
 
 
-def state_bytes(state_dict) -> bytes:
-    buf = io.BytesIO()
-    import torch
-
-    torch.save(state_dict, buf)
-    return buf.getvalue()
-
-
 @dataclass
 class PartyInfo:
     """What A learned about a party at hello."""
@@ -254,6 +273,7 @@ class PartyInfo:
     onehot: tuple[tuple[int, ...], ...] = ()
     share_model: bool = False
     versions: dict = field(default_factory=dict)
+    features_sha256: str | None = None
 
 
 def __getattr__(name: str):

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, RunDir, configure_threads, write_json_atomic
+from trustlab.runtime import (ConfigError, Interrupted, RunDir, check_types, configure_threads, require_choice,
+                              require_range, write_json_atomic)
 
-from .config import DEFENCES, VFLConfig, with_
+from .config import DEFENCES, DefenceConfig, VFLConfig, with_
 
 
 @dataclass(frozen=True)
@@ -24,21 +26,38 @@ class SweepConfig:
     values: tuple[float, ...] = ()
     attacks: tuple[str, ...] = ("whitebox", "inverse", "label", "decode", "detect")
 
+    def __post_init__(self):
+        check_types(self, "sweep")
+        if not self.defences:
+            raise ConfigError("sweep.defences is empty", hint=f"e.g. --defences none,hash (from {', '.join(DEFENCES)})")
+        for d in self.defences:
+            require_choice("sweep.defences", d, DEFENCES)
+        if not self.seeds:
+            raise ConfigError("sweep.seeds is empty", hint="e.g. --seeds 0,1,2")
+        for i, seed in enumerate(self.seeds):
+            require_range(f"sweep.seeds[{i}]", seed, 0)
+        if self.param is not None and self.param not in DefenceConfig.__dataclass_fields__:
+            raise ConfigError(f"sweep.param {self.param!r} is not a defence field",
+                              hint=f"choose from {', '.join(DefenceConfig.__dataclass_fields__)}")
+        if self.param is not None and not self.values:
+            raise ConfigError(f"sweep.param {self.param!r} lists no values", hint="e.g. --param noise_scale=0.01,0.1,1")
+        from .evaluate import ATTACKS
+
+        for a in self.attacks:
+            require_choice("sweep.attacks", a, ATTACKS)
+
 
 def parse_param(spec: str | None) -> tuple[str | None, tuple[float, ...]]:
     """``noise_scale=0.01,0.1,1`` -> ("noise_scale", (0.01, 0.1, 1.0))."""
     if not spec:
         return None, ()
     name, _, vals = spec.partition("=")
-    from .config import DefenceConfig
-
     if name not in DefenceConfig.__dataclass_fields__:
         raise ConfigError(f"--param {name!r} is not a defence field",
                           hint=f"choose from {', '.join(DefenceConfig.__dataclass_fields__)}")
-    try:
-        values = tuple(float(v) for v in vals.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--param {spec!r}: values must be numbers", hint="e.g. --param noise_scale=0.01,0.1,1")
+    from trustlab.runtime import parse_float_list
+
+    values = parse_float_list(f"--param {name}=", vals)
     if not values:
         raise ConfigError(f"--param {spec!r} lists no values")
     return name, values
@@ -61,27 +80,49 @@ def cells(sc: SweepConfig) -> list[tuple[str, VFLConfig]]:
     return out
 
 
-def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep") -> dict:
-    """Train + evaluate every cell (skipping finished ones), then DCS against the seed's vanilla accuracy."""
+def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", force: bool = False,
+              resume_hint: str | None = None) -> dict:
+    """Train + evaluate every cell (skipping finished ones, resuming an interrupted one from its checkpoint), then
+    DCS against the seed's vanilla accuracy. ``force`` starts the whole sweep afresh. Ctrl-C raises Interrupted
+    whose hint (``resume_hint``) runs the sweep on."""
     configure_threads()
+    import shutil
+
     from .evaluate import dcs_block, evaluate
     from .train import train
 
     out = Path(out)
-    run = RunDir.open(out, "vfl", verb, sc, sc.base.train.seed)
+    hint = resume_hint or f"trustlab vfl sweep --out {shlex.quote(str(out))} --resume"
+    if force:
+        shutil.rmtree(out / "cells", ignore_errors=True)
+    try:
+        run = RunDir.open(out, "vfl", verb, sc, sc.base.train.seed, resume=not force)
+    except ConfigError as exc:  # the runtime's hint names flags of other commands
+        raise ConfigError(exc.message, hint=f"resume it as saved with `{hint}`, add --force to start it afresh "
+                                            "with the new settings, or choose another --out") from None
     results = {}
     for name, cfg in cells(sc):
         cdir = out / "cells" / name
         rpath = cdir / "results.json"
         if rpath.is_file():
-            r = json.loads(rpath.read_text())
-            if r.get("status") == "ok" and "attacks" in r:
+            try:
+                r = json.loads(rpath.read_text())
+            except (OSError, ValueError):
+                r = {}
+            if isinstance(r, dict) and r.get("status") == "ok" and "attacks" in r:
                 log(f"[sweep] {name}: done, skipped")
                 results[name] = r
                 continue
         log(f"[sweep] {name}: training")
-        train(cfg, cdir, force=True, log=log)
-        results[name] = evaluate(cdir, sc.attacks)
+        try:
+            # resume the cell from its checkpoint (same config), or start it afresh (another config)
+            train(cfg, cdir, resume=True, force=True, log=log, resume_hint=hint)
+            results[name] = evaluate(cdir, sc.attacks)
+        except KeyboardInterrupt:
+            raise Interrupted(f"sweep interrupted in cell {name}; finished cells and its checkpoint are kept",
+                              hint=f"resume with: {hint}") from None
+        except Interrupted as exc:
+            raise Interrupted(f"sweep interrupted in cell {name}: {exc.message}", hint=f"resume with: {hint}") from None
         run.event("cell", item=name)
         log(f"[sweep] {name}: acc {results[name]['train']['test_acc']:.3f}")
     # DCS needs the vanilla accuracy of the same seed

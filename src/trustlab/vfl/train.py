@@ -4,37 +4,68 @@ attacks need (messages, splits, codes, top model, shared bottom weights) and the
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, RunDir, TrustlabError, config_diff, configure_threads, load_yaml
+from trustlab.runtime import (ConfigError, DataError, Interrupted, RunDir, TrustlabError, config_diff,
+                              configure_threads, load_yaml, read_text, save_stamped)
 
 from .config import VFLConfig, load_parties
 
 SCHEMA = "trustlab.vfl.result/1"
 
 
+def resume_command(path: str | Path) -> str:
+    """The command that resumes the run in ``path`` with its saved config (pasteable: the path is quoted)."""
+    return f"trustlab vfl train --run-dir {shlex.quote(str(path))} --resume"
+
+
 def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool = False, verb: str = "train"
              ) -> RunDir:
-    """Open the run folder. A folder holding another config is refused unless ``force`` (start afresh); with
-    ``resume`` the differing keys are listed. Without ``resume`` earlier checkpoints are removed."""
+    """Open the run folder. A folder holding another config is refused (naming the differing keys) unless
+    ``force``, which starts it afresh with ``cfg``. Without ``resume`` earlier checkpoints are removed."""
     path = Path(path)
     old_cfg = path / "config.yaml"
     if old_cfg.is_file():
         diff = config_diff(load_yaml(old_cfg), cfg)
         if diff and not force:
-            raise ConfigError(f"run folder {str(path)!r} holds a run with another config; differing keys: "
-                              f"{', '.join(diff)}", hint="pass --force to start it afresh, or use another --run-dir")
+            what = "--resume continues the saved run, so these settings cannot change" if resume else \
+                "starting it again would discard its checkpoint"
+            raise ConfigError(f"run folder {str(path)!r} holds a run with another config (differing keys: "
+                              f"{', '.join(diff)}); {what}",
+                              hint=f"resume it as saved with `{resume_command(path)}` (no --config or other flags), "
+                                   "add --force to start it afresh with the new settings (discards its checkpoint), "
+                                   "or choose another --run-dir")
         if diff:
             resume = False
-    run = RunDir.open(path, "vfl", verb, cfg, cfg.train.seed, resume=resume)
+    try:
+        run = RunDir.open(path, "vfl", verb, cfg, cfg.train.seed, resume=resume)
+    except ConfigError as exc:  # the runtime's hint names flags of other commands
+        raise ConfigError(exc.message, hint=f"add --force to start it afresh, or choose another --run-dir") from None
     if not resume:
         for sub in ("checkpoint", "parties", "messages", "state"):
             shutil.rmtree(run.path / sub, ignore_errors=True)
+        (run.path / "run_id").unlink(missing_ok=True)
     return run
+
+
+def run_identity(path: Path) -> str:
+    """This run's id (``run_id`` in the folder; a fresh random one when the run starts afresh). It is part of every
+    checkpoint's stamp, so a resume never picks up the state of another run that shared a party's state folder."""
+    f = path / "run_id"
+    if f.is_file():
+        rid = read_text(f, "run id file").strip()
+        if rid:
+            return rid
+    rid = f"{path.name[:40]}-{uuid.uuid4().hex[:12]}"
+    rid = "".join(c if c.isalnum() or c in "._-" else "_" for c in rid).lstrip(".") or uuid.uuid4().hex[:12]
+    f.write_text(rid + "\n")
+    return rid
 
 
 def label_data(cfg, vd=None):
@@ -76,20 +107,36 @@ def build_transport(cfg, run_path: Path, vd=None, parties_file: str | None = Non
 
 
 def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-          parties_file: str | None = None, transport=None, log=print) -> dict:
-    """Train, embed, save artefacts; returns (and writes) the results dict. Errors write ``status: failed``."""
+          parties_file: str | None = None, transport=None, log=print, resume_hint: str | None = None) -> dict:
+    """Train, embed, save artefacts; returns (and writes) the results dict. Errors write ``status: failed``;
+    Ctrl-C (or any KeyboardInterrupt) writes ``status: interrupted`` and raises Interrupted whose hint resumes."""
     configure_threads()
     from .data import load_vertical
 
     run = open_run(run_dir, cfg, resume, force)
+    run_id = run_identity(run.path)
+    hint = resume_hint or resume_command(run.path)
     t0 = time.perf_counter()
     try:
         vd = load_vertical(cfg) if cfg.transport.kind == "inproc" and transport is None else None
         labels = label_data(cfg, vd)
         transport = transport or build_transport(cfg, run.path, vd, parties_file)
         with transport:
-            res = _fit_and_embed(cfg, run, labels, transport, resume, log)
+            res = _fit_and_embed(cfg, run, labels, transport, resume, log, run_id, hint)
+    except KeyboardInterrupt:
+        exc = Interrupted(f"interrupted; {_kept(run)}", hint=f"resume with: {hint}")
+        write_failure(run, exc)
+        raise exc from None
     except TrustlabError as exc:
+        if isinstance(exc, ConfigError) and "--no-resume" in (exc.hint or ""):  # a checkpoint from elsewhere
+            exc = ConfigError(exc.message, hint=f"start the run afresh: {hint.replace(' --resume', ' --force')} "
+                                                "(discards its checkpoint)")
+        elif isinstance(exc, DataError) and "--no-resume" in (exc.hint or ""):
+            exc = DataError(exc.message, hint=f"delete it, or start the run afresh: "
+                                              f"{hint.replace(' --resume', ' --force')}")
+        write_failure(run, exc)
+        raise exc from None
+    except Exception as exc:
         write_failure(run, exc)
         raise
     res["train"]["wall_s"] = time.perf_counter() - t0
@@ -97,14 +144,17 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
     return res
 
 
-def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log) -> dict:
-    import torch
+def _kept(run: RunDir) -> str:
+    ep = [e.get("epoch") for e in run.events("epoch")]
+    return f"the epoch-{ep[-1] + 1} checkpoint is kept" if ep else "no epoch had finished"
 
+
+def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log, run_id: str, hint: str) -> dict:
     from .codes import min_hamming
-    from .label import LabelParty
+    from .label import LabelParty, state_stamp
     from .metrics import bit_balance
 
-    lp = LabelParty(cfg, labels, transport, run.path, log)
+    lp = LabelParty(cfg, labels, transport, run.path, log, run_id=run_id, resume_hint=hint)
     fit = lp.fit(resume=resume, on_epoch=lambda r: run.event("epoch", **r))
     msg_dir = run.artifact("messages/x").parent
     preds, msgs = {}, {}
@@ -118,16 +168,17 @@ def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log) -> di
     for j in range(len(transport.ids)):
         st = lp.fetch_state(j)
         if st is not None:
-            torch.save(st, state_dir / f"p{j}.pt")
+            save_stamped(st, state_dir / f"p{j}.pt", state_stamp(run_id, cfg))
             shared.append(j)
-    torch.save(lp.top.state_dict(), state_dir / "top.pt")
+    save_stamped(lp.top.state_dict(), state_dir / "top.pt", state_stamp(run_id, cfg))
     np.savez(run.path / "splits.npz", kept=lp.kept, y=lp.y, ids=lp.aligned.ids,
              **{k: v for k, v in lp.splits.items()}, **{f"pred_{k}": v for k, v in preds.items()})
     if lp.codes is not None:
         np.save(run.path / "codes.npy", lp.codes)
     meta = {"parties": [{"id": p.id, "address": p.address, "rows": p.rows, "d": p.d,
                          "image_shape": list(p.image_shape) if p.image_shape else None,
-                         "onehot": [list(g) for g in p.onehot], "share_model": p.share_model}
+                         "onehot": [list(g) for g in p.onehot], "share_model": p.share_model,
+                         "features_sha256": p.features_sha256}
                         for p in lp.info],
             "classes": list(labels.classes), "width": lp.width, "wire": lp.wire, "shared_state": shared}
     (run.path / "meta.json").write_text(json.dumps(meta, indent=1))

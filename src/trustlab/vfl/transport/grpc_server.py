@@ -14,6 +14,7 @@ from concurrent import futures
 
 from trustlab.runtime import ConfigError, TrustlabError, require
 
+from .address import parse_address
 from .base import METHODS
 from .grpc_client import SERVICE
 from .tls import is_loopback, server_credentials
@@ -22,10 +23,8 @@ from .tls import is_loopback, server_credentials
 def build_server(party, listen: str, cert=None, key=None, client_ca=None, insecure=False, max_message_mb=64,
                  log=print):
     """Create and start the server; returns (server, bound port)."""
-    grpc = require("grpc", "pip install 'trustlab[net]'  (or: pip install grpcio cryptography)")
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--listen {listen!r} is not HOST:PORT", hint="e.g. --listen 0.0.0.0:7443")
+    grpc = require("grpc", "pip install grpcio cryptography")
+    host, _ = parse_address(listen, "--listen", allow_zero=True)
     lock = threading.Lock()
 
     def make(kind):
@@ -52,13 +51,26 @@ def build_server(party, listen: str, cert=None, key=None, client_ca=None, insecu
             raise ConfigError(f"--insecure may listen on loopback only, not {host}",
                               hint="use --tls-cert/--tls-key/--client-ca, or --listen 127.0.0.1:PORT")
         warnings.warn("party server without TLS (loopback only)", stacklevel=2)
-        bound = server.add_insecure_port(listen)
+        creds = None
     else:
-        bound = server.add_secure_port(listen, server_credentials(cert, key, client_ca))
+        creds = server_credentials(cert, key, client_ca)  # checked files: a bad one is named before binding
+    try:
+        bound = server.add_insecure_port(listen) if creds is None else server.add_secure_port(listen, creds)
+    except RuntimeError:  # grpcio >= 1.5x raises instead of returning 0
+        bound = 0
     if not bound:
-        raise ConfigError(f"cannot listen on {listen}", hint="is the port in use?")
+        raise ConfigError(f"cannot listen on {listen}: the port is in use or the address is not on this host",
+                          hint=f"choose another port, e.g. --listen {host}:0 for any free one")
     server.start()
     return server, bound
+
+
+def warm_up() -> None:
+    """Load what the first hello needs (torch, the models, the defences), so a party reports ``listening`` only
+    once it can answer within the message deadline, however busy the machine is."""
+    import torch  # noqa: F401
+
+    from .. import defences, models  # noqa: F401
 
 
 def serve_party(party, listen: str, cert=None, key=None, client_ca=None, insecure=False, max_message_mb=64) -> None:
@@ -66,6 +78,7 @@ def serve_party(party, listen: str, cert=None, key=None, client_ca=None, insecur
     def log(msg):
         print(msg, flush=True)
 
+    warm_up()  # import torch and the models before reporting readiness: the first hello must not pay for it
     server, port = build_server(party, listen, cert, key, client_ca, insecure, max_message_mb, log)
     host = listen.rpartition(":")[0]
     log(f"party {party.id} listening on {host}:{port}")

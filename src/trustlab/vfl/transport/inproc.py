@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trustlab.runtime import TrustlabError
+from trustlab.runtime import ConfigError, DataError, TrustlabError
 
 from .base import Transport, remote_error
 
@@ -21,6 +21,8 @@ class InprocTransport(Transport):
                 continue
             try:
                 out.append(p.handle(req))
+            except (ConfigError, DataError) as exc:  # a bad local file or setting of this process: exit 2
+                raise type(exc)(f"party {p.id} (inproc) in {kind}: {exc.message}", hint=exc.hint) from None
             except (TrustlabError, Exception) as exc:  # a party failure, exactly as gRPC reports it
                 msg = exc.message if isinstance(exc, TrustlabError) else str(exc)
                 raise remote_error(type(exc).__name__, msg, p.id, "inproc", kind, epoch, step) from exc

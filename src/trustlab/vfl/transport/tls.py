@@ -1,29 +1,87 @@
-"""Mutual-TLS material: read credentials (a missing file is a ConfigError naming it) and a throwaway test PKI."""
+"""Mutual-TLS material: read and check credentials where they enter (a missing, non-PEM or wrong-usage file is a
+ConfigError naming it, exit 2), name a TLS failure when a party refuses us, and a throwaway test PKI."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from pathlib import Path
 
-from trustlab.runtime import ConfigError
+from trustlab.runtime import ConfigError, read_bytes
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAKE = "see `trustlab vfl pki --help` to make one"
 
 
 def read_pem(path: str | Path | None, what: str) -> bytes:
     if path is None:
         raise ConfigError(f"no {what} given", hint=f"pass the {what} file (or --insecure on loopback)")
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} file {str(p)!r} does not exist", hint=f"check the {what} path")
-    return p.read_bytes()
+    data = read_bytes(path, f"{what} file", ConfigError)
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{what} file {str(path)!r} is not PEM (no '-----BEGIN' line)",
+                          hint=f"give a PEM file; {MAKE}")
+    return data
+
+
+def load_certificate(path, what: str = "TLS certificate"):
+    from cryptography import x509
+
+    data = read_pem(path, what)
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not a valid PEM certificate ({exc})".splitlines()[0],
+                          hint=MAKE) from None
+
+
+def load_private_key(path, what: str = "TLS key"):
+    from cryptography.hazmat.primitives import serialization
+
+    data = read_pem(path, what)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not an unencrypted PEM private key ({exc})".splitlines()[0],
+                          hint=MAKE) from None
+
+
+def usages(cert) -> set[str] | None:
+    """The certificate's extended key usages (serverAuth, clientAuth, ...); None when it has no such extension
+    (then TLS libraries accept it for any role)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID as E
+
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    names = {E.SERVER_AUTH: "serverAuth", E.CLIENT_AUTH: "clientAuth"}
+    return {names.get(o, o.dotted_string) for o in eku}
+
+
+def check_identity(cert_path, key_path, usage: str, role: str) -> None:
+    """The certificate parses, the key is its key, and its usage allows ``usage`` (serverAuth for a party server,
+    clientAuth for the label party)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert = load_certificate(cert_path)
+    key = load_private_key(key_path)
+    fmt = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*fmt) != key.public_key().public_bytes(*fmt):
+        raise ConfigError(f"TLS key {str(key_path)!r} does not belong to certificate {str(cert_path)!r}",
+                          hint="pass the key that was made with this certificate")
+    have = usages(cert)
+    if have is not None and usage not in have:
+        cmd = "pki party --ca-dir CA_DIR --id ID --host HOST" if usage == "serverAuth" else "pki label --ca-dir CA_DIR"
+        raise ConfigError(f"certificate {str(cert_path)!r} is not valid for {role}: its extended key usage is "
+                          f"{', '.join(sorted(have)) or 'empty'}, and {role} needs {usage}",
+                          hint=f"make the right one, e.g. trustlab vfl {cmd} --out DIR")
 
 
 def server_credentials(cert: str, key: str, client_ca: str):
     """Party side: present ``cert``; require a client certificate signed by ``client_ca``."""
     import grpc
 
+    check_identity(cert, key, "serverAuth", "a party server")
+    load_certificate(client_ca, "client CA")
     return grpc.ssl_server_credentials([(read_pem(key, "TLS key"), read_pem(cert, "TLS certificate"))],
                                        root_certificates=read_pem(client_ca, "client CA"),
                                        require_client_auth=True)
@@ -34,9 +92,58 @@ def channel_credentials(ca: str, cert: str, key: str):
     A's CA-signed certificate."""
     import grpc
 
+    load_certificate(ca, "CA certificate")
+    check_identity(cert, key, "clientAuth", "the label party")
     return grpc.ssl_channel_credentials(root_certificates=read_pem(ca, "CA certificate"),
                                         private_key=read_pem(key, "TLS key"),
                                         certificate_chain=read_pem(cert, "TLS certificate"))
+
+
+def diagnose_tls(address: str, ca: str, cert: str, key: str, timeout: float = 3.0) -> str | None:
+    """Why a TLS connection to ``address`` fails, in one line; None when it is not a TLS problem (nothing listens
+    there yet, or the handshake and the party's acceptance of our certificate both succeed).
+
+    gRPC reports a refused client certificate only as "Socket closed"; a plain TLS 1.3 handshake with the same
+    files tells the cases apart: the handshake fails (the party's certificate is bad for us), or the party closes
+    the connection right after it (it refused ours)."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(ca)
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError):
+        return None  # the files were checked before; nothing more to learn here
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError:
+        return None
+    with sock:
+        try:
+            tls = ctx.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            return f"its certificate failed verification: {exc.verify_message}"
+        except ssl.SSLError as exc:
+            return f"the TLS handshake failed: {exc.reason or exc}"
+        except OSError as exc:
+            return f"it closed the connection during the TLS handshake ({exc.__class__.__name__})"
+        with tls:
+            try:
+                data = tls.recv(9)
+            except ssl.SSLError as exc:
+                return f"it refused our client certificate ({exc.reason or exc})"
+            except socket.timeout:
+                return None
+            except OSError as exc:
+                return f"it closed the connection after the TLS handshake: it refused our client certificate " \
+                       f"({exc.__class__.__name__})"
+    if not data:
+        return "it closed the connection right after the TLS handshake: it refused our client certificate"
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -44,53 +151,21 @@ def is_loopback(host: str) -> bool:
 
 
 def make_test_pki(out: str | Path, party_ids=(0, 1), hosts=("127.0.0.1", "localhost"), days: int = 2) -> dict:
-    """A federation CA, one certificate per party (SAN = ``hosts``), A's client certificate, and a self-signed
-    rogue one. Returns {name: path}: ca, label.crt/key, party{i}.crt/key, rogue.crt/key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """A throwaway federation (overwritten on reuse): a CA, one certificate per party (SAN = ``hosts``), A's
+    client certificate, and a self-signed rogue one. Returns {name: path}: ca, label.crt/key, party{i}.crt/key,
+    rogue.crt/key."""
+    from ..pki import build_certificate, write_pair
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-
-    def name(cn: str):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(stem: str, key, cert) -> tuple[Path, Path]:
-        kp, cp = out / f"{stem}.key", out / f"{stem}.crt"
-        kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-        kp.chmod(0o600)
-        cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cp, kp
-
-    def issue(cn: str, issuer_key, issuer_name, ca: bool, usage, sans=()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer_name or name(cn))
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if usage:
-            b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-        if sans:
-            alt = []
-            for s in sans:
-                try:
-                    alt.append(x509.IPAddress(ipaddress.ip_address(s)))
-                except ValueError:
-                    alt.append(x509.DNSName(s))
-            b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        return key, b.sign(issuer_key or key, hashes.SHA256())
-
-    ca_key, ca_cert = issue("trustlab-vfl test CA", None, None, True, None)
-    paths = {"ca": write("ca", ca_key, ca_cert)[0]}
+    ca_key, ca_cert = build_certificate("trustlab-vfl test CA", ca=True, days=days)
+    paths = {"ca": write_pair(out, "ca", ca_key, ca_cert, overwrite=True)[0]}
     for pid in party_ids:
-        k, c = issue(f"party{pid}", ca_key, ca_cert.subject, False, [ExtendedKeyUsageOID.SERVER_AUTH], hosts)
-        paths[f"party{pid}.crt"], paths[f"party{pid}.key"] = write(f"party{pid}", k, c)
-    k, c = issue("label-party", ca_key, ca_cert.subject, False, [ExtendedKeyUsageOID.CLIENT_AUTH], ("label-party",))
-    paths["label.crt"], paths["label.key"] = write("label", k, c)
-    k, c = issue("rogue", None, None, False, [ExtendedKeyUsageOID.CLIENT_AUTH], ("rogue",))
-    paths["rogue.crt"], paths["rogue.key"] = write("rogue", k, c)
+        k, c = build_certificate(f"party{pid}", ca_key, ca_cert.subject, usage="serverAuth", hosts=hosts, days=days)
+        paths[f"party{pid}.crt"], paths[f"party{pid}.key"] = write_pair(out, f"party{pid}", k, c, overwrite=True)
+    k, c = build_certificate("label-party", ca_key, ca_cert.subject, usage="clientAuth", hosts=("label-party",),
+                             days=days)
+    paths["label.crt"], paths["label.key"] = write_pair(out, "label", k, c, overwrite=True)
+    k, c = build_certificate("rogue", usage="clientAuth", hosts=("rogue",), days=days)
+    paths["rogue.crt"], paths["rogue.key"] = write_pair(out, "rogue", k, c, overwrite=True)
     return {k: str(v) for k, v in paths.items()}
