@@ -63,3 +63,13 @@ def test_build_and_sft_sections(tmp_path):
                        "loss_after": 3.0, "wall_s": 2.0}}
     t = [b for b in report_section(sft, tmp_path) if isinstance(b, Table)][0]
     assert t.rows[0][:5] == ("tiny-llama", "LoRA", 4, 0, 20)
+
+
+def test_baselines_table(tmp_path):
+    r = _run(tmp_path)
+    results = json.loads(r.results_path.read_text())
+    results["baselines"] = {"always_refuse": {"default": {"refusal": {"response": 1.0, "thought": 1.0, "answer": 1.0}}},
+                            "always_comply": {"default": {"refusal": {"response": 0.0, "thought": 1.0, "answer": 0.0}}}}
+    t = next(b for b in report_section(results, r.run_dir) if isinstance(b, Table) and "baseline" in b.headers)
+    assert t.rows == [("always_refuse", "default", "refusal", "1", "1", "1"),
+                      ("always_comply", "default", "refusal", "0", "1", "0")]
