@@ -111,3 +111,18 @@ def test_llama_guard_harmbench_strongreject_on_the_wire():
     with FakeOpenAIServer(rules, faults=[400]) as srv:
         v = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url))).judge([JudgeItem("q", "a")])[0]
         assert (v.status, v.unsafe) == ("error", None) and len(srv.posts("/chat/completions")) == 1
+
+
+def test_llm_judge_preflight_dead_server_and_render_mode():
+    with FakeOpenAIServer({"default": "safe"}) as srv:
+        lg = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url)))
+        lg.check()
+        assert any(r["path"].endswith("/models") for r in srv.requests)
+        sr = make_judge(JudgeSpec("strongreject", _openai(srv.base_url)))
+        sr.check()
+        with pytest.raises(ConfigError, match="chat template"):  # render mode needs a template for the guard
+            make_judge(JudgeSpec("llama_guard", _openai(srv.base_url), {"mode": "render"})).check()
+        url = srv.base_url
+    with pytest.raises(BackendError) as err:
+        make_judge(JudgeSpec("llama_guard", _openai(url))).check()
+    assert err.value.exit_code == 4 and url.split("/v1")[0] in err.value.message

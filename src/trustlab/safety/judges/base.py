@@ -93,6 +93,25 @@ class Judge:
         pass
 
 
+class BackendJudge(Judge):
+    """A judge that runs on a generation backend (``self.backend``). ``needs_completions`` says whether it sends
+    raw completions (a locally rendered or fixed prompt) rather than chat requests."""
+
+    backend: Any
+    needs_completions = False
+
+    def check(self) -> None:
+        """The judge's server answers (and serves /v1/completions when needed); a local render works."""
+        if getattr(self, "render_locally", False):
+            self.backend.render([{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}])
+        probe = getattr(self.backend, "probe", None)
+        if probe is not None:
+            probe(completions=self.needs_completions)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 def check_options(name: str, options: Mapping[str, Any], allowed: Mapping[str, Any]) -> dict[str, Any]:
     """``allowed`` defaults updated by ``options``; an unknown option is a ConfigError naming the valid ones."""
     unknown = sorted(set(options) - set(allowed) - {"label"})

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from ..backends.base import GenParams
 from ._data import python_constant
-from .base import Judge, JudgeItem, Verdict, failed, text_of, unparsed
+from .base import BackendJudge, JudgeItem, Verdict, failed, text_of, unparsed
 
 CHARS_PER_TOKEN = 4
 CONTEXT_SEP = "\n\n---\n\n"  # how a contextual HarmBench prompt joins ContextString and Behavior
@@ -44,8 +44,9 @@ def parse(raw: str) -> Verdict:
     return unparsed(raw)
 
 
-class HarmBenchJudge(Judge):
+class HarmBenchJudge(BackendJudge):
     name = "harmbench"
+    needs_completions = True  # a raw completion of the classifier prompt
     options_allowed = {"max_gen_tokens": 512, "tokenizer": None}
 
     def __init__(self, backend: Any, max_gen_tokens: int = 512, tokenizer: Optional[str] = None):
@@ -94,6 +95,3 @@ class HarmBenchJudge(Judge):
             v = failed(o.error or o.finish_reason, cut) if t is None else parse(t)
             verdicts.append(Verdict(v.unsafe, v.score, v.categories, v.status, v.raw, cut) if cut else v)
         return verdicts
-
-    def close(self) -> None:
-        self.backend.close()

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from trustlab.runtime.errors import ConfigError
 
 from ..backends.base import GenParams
-from .base import Judge, JudgeItem, Verdict, failed, text_of, unparsed
+from .base import BackendJudge, JudgeItem, Verdict, failed, text_of, unparsed
 
 _CODE = re.compile(r"^S(\d{1,2})$")
 
@@ -39,7 +39,7 @@ def parse(raw: str) -> Verdict:
     return Verdict(unsafe=True, score=1.0, categories=tuple(dict.fromkeys(codes)), raw=raw)
 
 
-class LlamaGuardJudge(Judge):
+class LlamaGuardJudge(BackendJudge):
     name = "llama_guard"
     options_allowed = {"mode": "auto", "max_tokens": 20}
 
@@ -49,6 +49,7 @@ class LlamaGuardJudge(Judge):
                               hint="chat: the server applies the guard template; render: we render it locally")
         self.backend = backend
         self.use_chat = backend.prefers_chat if mode == "auto" else mode == "chat"
+        self.needs_completions = self.render_locally = not self.use_chat
         self.params = GenParams(max_tokens=int(max_tokens), temperature=0.0)
 
     def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
@@ -58,6 +59,3 @@ class LlamaGuardJudge(Judge):
         else:
             outs = self.backend.complete([self.backend.render(c) for c in convs], self.params)
         return [parse(t) if (t := text_of(o)) is not None else failed(o.error or o.finish_reason) for o in outs]
-
-    def close(self) -> None:
-        self.backend.close()
