@@ -111,3 +111,13 @@ def test_bad_build_config_names_field():
         BuildConfig(part="thoughts")
     with pytest.raises(ConfigError, match="sampling.k"):
         BuildConfig(sampling=Sampling(k=0))
+
+
+def test_built_dataset_trains(tmp_path):
+    """The builder's output is the trainer's input: chat JSONL with the restored tags, every kept row encoded."""
+    from trustlab.safety.sft import SFTConfig, finetune
+
+    _, stats, rows = _run(tmp_path, "a")
+    res = finetune(SFTConfig(data=stats.output, model="tiny-llama", out=str(tmp_path / "sft"), lora=True,
+                             max_steps=2, device="cpu", save=False))
+    assert res.n_examples == stats.n_kept == len(rows) and res.steps == 2
