@@ -273,7 +273,10 @@ def _split_by_strategy(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mappi
         s = lab.get("strategy")
         if s is None:
             if len(strategies) > 1:
-                raise ValueError("label records without a 'strategy' field are ambiguous in a run of several strategies")
+                from trustlab.runtime.errors import DataError
+
+                raise DataError("label records without a 'strategy' field are ambiguous in a run of several "
+                                "strategies", hint="label each record with its strategy (trustlab safety judge does)")
             s = strategies[0] if strategies else "default"
         by_lab.setdefault(str(s), []).append(lab)
     return strategies, by_gen, by_lab
@@ -412,7 +415,9 @@ def summarize(gen_records: Sequence[Mapping[str, Any]], label_records: Sequence[
     _check_tie(tie)
     k = infer_k(gen_records) if k is None else int(k)
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        from trustlab.runtime.errors import ConfigError
+
+        raise ConfigError(f"k must be >= 1, got {k}", hint="pass -k 1 or more")
     strategies, by_gen, by_lab = _split_by_strategy(gen_records, label_records)
     indices = {s: _Strategy(by_gen.get(s, []), by_lab.get(s, [])) for s in strategies}
     warn: list[str] = []

@@ -48,6 +48,9 @@ def python_constant(module: str, relpath: str, name: str) -> str:
     """A string constant assigned at the top level of a package's source file, parsed with ``ast`` (the file is
     never executed)."""
     path = package_dir(module) / relpath
+    if not path.is_file():
+        raise MissingDependencyError(f"{PACKAGES[module]} is installed but {path} is missing",
+                                     hint=f"pip install --no-deps --force-reinstall {PACKAGES[module]}")
     tree = ast.parse(read_text(path, what=f"{PACKAGES[module]} source"), filename=str(path))
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
