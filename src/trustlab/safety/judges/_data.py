@@ -51,7 +51,11 @@ def python_constant(module: str, relpath: str, name: str) -> str:
     if not path.is_file():
         raise MissingDependencyError(f"{PACKAGES[module]} is installed but {path} is missing",
                                      hint=f"pip install --no-deps --force-reinstall {PACKAGES[module]}")
-    tree = ast.parse(read_text(path, what=f"{PACKAGES[module]} source"), filename=str(path))
+    try:
+        tree = ast.parse(read_text(path, what=f"{PACKAGES[module]} source"), filename=str(path))
+    except SyntaxError as exc:
+        raise DataError(f"{path} is not valid Python (line {exc.lineno}); its prompt constants cannot be read",
+                        hint=f"pip install --no-deps --force-reinstall {PACKAGES[module]}") from None
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
             else []
