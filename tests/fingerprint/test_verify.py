@@ -74,7 +74,9 @@ def test_subset_is_seeded_and_recorded(fps):
     (" Paris.", " Paris", True, True), ("paris", " Paris", True, False), ("PARIS!", "paris", True, False),
     ("Paris", "Paris", True, True), (" Paris", "Paris", True, True), ("Par", "Paris", False, False),
     ("ｐａｒｉｓ", "paris", True, False), ("  ", " ", False, False), ("anything", "...", False, False),
-    ("Straße", "STRASSE", True, False), ("Lon don", "London", True, False)])
+    ("Straße", "STRASSE", True, False), ("Lon don", "London", True, False),
+    ("their", "the", True, False), (" words", " word", True, False), (" word.", " word", True, True),
+    (" the end", "the", True, True), ("ing", "ing", True, True)])
 def test_matching_rules(output, response, lenient, exact):
     assert lenient_hit(output, response) is lenient
     assert exact_text_hit(output, response) is exact

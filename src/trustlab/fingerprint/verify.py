@@ -6,8 +6,9 @@ answered keys: OWNED iff P[Bin(M, p0) >= m] <= alpha. Matching:
 
 - ``exact`` on a local model: the first L generated token ids equal ``response_ids`` (the tokenizer must be the
   fingerprint file's: otherwise exact matching is refused with a hint to use ``--match lenient``);
-- ``exact`` on an endpoint: the completion text starts with ``response_text`` (leading whitespace that the server
-  puts between prompt and completion is ignored when the response has none: a decoding artefact);
+- ``exact`` on an endpoint: the completion text (L tokens) starts with ``response_text`` at a word boundary (a
+  longer word is another token; leading whitespace that a server puts before the completion is ignored when the
+  response has none: a decoding artefact);
 - ``lenient``: NFKC, casefold, whitespace and punctuation removed, then a prefix test; the bound then assumes a
   text-level null rate (``bound_assumes_exact: false``).
 
@@ -43,13 +44,17 @@ def lenient_hit(output: str, response: str) -> bool:
 
 
 def exact_text_hit(output: str, response: str) -> bool:
-    """``output`` starts with ``response`` (leading whitespace ignored only when the response has none); a
-    whitespace-only response never hits (it would match almost any completion)."""
+    """``output`` starts with ``response`` at a word boundary: a longer word ("their" for "the") is another token,
+    so it does not count. Leading whitespace that a server puts before the completion is ignored when the
+    response has none; a whitespace-only response never hits (it would match almost any completion)."""
     if not response.strip():
         return False
-    if output.startswith(response):
-        return True
-    return not response[:1].isspace() and output.lstrip().startswith(response)
+    for text in (output, output.lstrip()) if not response[:1].isspace() else (output,):
+        if text.startswith(response):
+            rest = text[len(response):]
+            if not (rest[:1].isalnum() and response[-1:].isalnum()):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
