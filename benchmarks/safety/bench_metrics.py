@@ -92,13 +92,19 @@ def main() -> None:
     res = {}
     for preset, strings, sensitive in (("curated", CURATED, False), ("safechain", SAFECHAIN, True)):
         judge = make_judge(JudgeSpec("refusal", options={"preset": preset}))
-        verdicts, t_ours = best(lambda: judge.judge(items), reps=5)
         if sensitive:
             naive = lambda: [not any(s in t for s in strings) for t in docs]  # noqa: E731
         else:
             naive = lambda: [not any(s.lower() in t.lower() for s in strings) for t in docs]  # noqa: E731
-        flags, t_naive = best(naive, reps=5)
-        _, t_match = best(lambda: [judge.match(t) is None for t in docs], reps=5)
+        # interleaved repetitions, best of each: the load of a shared machine drifts between calls
+        t_ours = t_naive = t_match = float("inf")
+        for _ in range(5):
+            verdicts, dt = best(lambda: judge.judge(items), reps=1)
+            t_ours = min(t_ours, dt)
+            flags, dt = best(naive, reps=1)
+            t_naive = min(t_naive, dt)
+            _, dt = best(lambda: [judge.match(t) is None for t in docs], reps=1)
+            t_match = min(t_match, dt)
         res[preset] = {"judge_ms": round(t_ours * 1e3, 2), "match_ms": round(t_match * 1e3, 2),
                        "naive_ms": round(t_naive * 1e3, 2), "naive_over_match": round(t_naive / t_match, 2),
                        "naive_over_judge": round(t_naive / t_ours, 2),
