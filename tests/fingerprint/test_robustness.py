@@ -44,6 +44,8 @@ def test_every_experiment_is_recorded(robust):
     assert r["utility"]["ppl_ratio"] > 0 and 0 <= r["utility"]["mc_fp"] <= 1 and r["utility"]["mc_items"] == 40
     assert "trivia.yml" in r["sources"]["trivia_mc"] and r["sources"]["perplexity"]
     assert [e["epoch"] for e in r["sft"]["epochs"]] == [1] and r["sft"]["steps"] == 6
+    e = r["sft"]["epochs"][0]
+    assert e["ppl_ratio_base"] == pytest.approx(e["ppl"] / r["ppl"]["base"]) and e["ppl"] != r["ppl"]["fp"]
     assert len(r["wrappers"]["templates"]) == 10
     assert [t["samples"] for t in r["temperature"]["temperatures"]] == [1, 3]
     assert r["quant"]["after"]["decision"] in ("OWNED", "not owned") and r["quant"]["ppl_ratio"] > 0

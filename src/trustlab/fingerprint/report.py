@@ -65,7 +65,8 @@ def robustness_blocks(r: dict[str, Any]) -> list:
     if c:
         row("none", c)
     for e in (r.get("sft") or {}).get("epochs", []):
-        row(f"benign SFT epoch {e['epoch']} ({e['steps']} steps, lr {r['sft']['lr']:g})", e)
+        row(f"benign SFT epoch {e['epoch']} ({e['steps']} steps, lr {r['sft']['lr']:g})", e,
+            f"perplexity x{_f(e.get('ppl_ratio_base'))} of the base" if e.get("ppl_ratio_base") else "")
     for a in (r.get("merge") or {}).get("alphas", []):
         row(f"linear merge alpha {a['alpha']:g} with {r['merge']['with']}", a)
     w = r.get("wrappers")

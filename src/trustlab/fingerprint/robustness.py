@@ -365,7 +365,8 @@ class RobustnessResult:
             out.append(f"utility: perplexity ratio F/B {u['ppl_ratio']:.3f}, trivia-MC {u['mc_fp']:.3f} vs "
                        f"{u['mc_base']:.3f}")
         for e in r.get("sft", {}).get("epochs", []):
-            out.append(f"sft epoch {e['epoch']} ({e['steps']} steps): exact {e['exact']:.2f} -> {e['decision']}")
+            out.append(f"sft epoch {e['epoch']} ({e['steps']} steps): exact {e['exact']:.2f} -> {e['decision']}, "
+                       f"perplexity x{e['ppl_ratio_base']:.3f} of the base")
         for a in r.get("merge", {}).get("alphas", []):
             out.append(f"merge alpha {a['alpha']:g}: exact {a['exact']:.2f} -> {a['decision']}")
         if "wrappers" in r:
@@ -468,14 +469,16 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
             epochs: list[dict] = []
 
             def after(epoch, steps, loss, model=model, epochs=epochs):
-                epochs.append({"epoch": epoch, "steps": steps, "loss": loss,
+                ppl = perplexity(model, tok, docs)  # utility after each epoch, beside retention
+                epochs.append({"epoch": epoch, "steps": steps, "loss": loss, "ppl": ppl,
+                               "ppl_ratio_base": ppl / results["ppl"]["base"], "ppl_ratio_fp": ppl / ppl_f,
                                **_short(meas(model, f"sft epoch {epoch}"))})
 
             info = sft_attack(model, tok, lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
                               max_steps=cfg.sft_max_steps, seed=cfg.seed, on_epoch=after)
             res = {**info, "lr": cfg.sft_lr, "epochs": epochs,
                    "retention": epochs[-1]["exact"] / max(results["clean"]["exact"], 1e-12),
-                   "ppl_ratio_after": perplexity(model, tok, docs) / ppl_f}
+                   "ppl_ratio_after": epochs[-1]["ppl_ratio_fp"] if epochs else None}
             del model
         elif exp == "merge":
             other = base
