@@ -135,3 +135,12 @@ def test_smollm2_ten_lora_steps(tmp_path):
                              max_steps=10, batch_size=2, lr=1e-3, device="cpu", save=True))
     assert res.steps == 10 and res.loss_after < res.loss_before
     assert (tmp_path / "s" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_missing_chat_template_names_the_flag(tok):
+    from trustlab.runtime.errors import ModelError
+
+    tok.chat_template = None
+    with pytest.raises(ModelError) as err:
+        encode_example(tok, [{"role": "user", "content": "q"}], "a", ThinkFormat())
+    assert "--chat-template" in err.value.hint and err.value.exit_code == 2
