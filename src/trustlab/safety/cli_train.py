@@ -91,8 +91,8 @@ def build_cmd(**o) -> None:
     out = Path(o["out"]) if o.get("out") else default_run_path("safety", "build", root="runs/safety")
     run = RunDir.open(out, "safety", "build", config=cfg, seed=cfg.seed, resume=o["resume"])
     stats = build_safechain(cfg, run.path, resume=o["resume"])
-    arts = [STATS] + ([Path(stats.output).relative_to(run.path.resolve())]
-                      if Path(stats.output).resolve().is_relative_to(run.path.resolve()) else [])
+    data, root = Path(stats.output).resolve(), run.path.resolve()
+    arts = [STATS] + ([data.relative_to(root)] if data.is_relative_to(root) else [])
     run.write_results(stats.to_dict(), artifacts=[str(a) for a in arts])
     typer.echo(f"{'pool':>6} {'sampled':>8} {'K':>3} {'kept':>6} {'keep rate (=Safe@K)':>20} {'safe rate':>10}")
     rate = "—" if stats.keep_rate is None else f"{stats.keep_rate:.3f}"
