@@ -424,7 +424,15 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
     path = run.path / "robustness.json"
     import json
 
-    results: dict[str, Any] = json.loads(path.read_text()) if resume and path.is_file() else {}
+    results: dict[str, Any] = {}
+    if resume and path.is_file():
+        from trustlab.runtime.files import read_text
+
+        try:
+            results = json.loads(read_text(path, "robustness record"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"robustness record {str(path)!r} is corrupt ({exc.msg}, line {exc.lineno})",
+                            hint="start afresh with --no-resume") from None
     if models is None:
         fps, fmodel, tok, base, _, base_ref = _load_models(cfg)
     else:
