@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from trustlab.runtime.errors import ConfigError, ModelError
 
 from .backends import Backend, Completion, HFBackend
-from .stats import ATTACK_CAVEAT, OwnershipDecision, ownership_test
+from .stats import OwnershipDecision, ownership_test
 
 log = logging.getLogger(__name__)
 TEXT_MARGIN = 2  # extra tokens generated when matching text, so a re-tokenised response still fits
