@@ -109,7 +109,10 @@ class Recorder(nn.Module):
 
 def test_smoothed_classifier_gives_each_input_its_own_deterministic_noise():
     """Issue 7: without an idx every input used stream 0, i.e. the same noise."""
+    from trustlab.certify.smoothing import forward_rate
+
     x1, x2 = np.zeros((1, 2, 2), np.float32), np.full((1, 2, 2), 0.5, np.float32)
+    forward_rate(Recorder(), (1, 2, 2), 1000)  # the budget probe is measured once per architecture, not here
     noise = []
     for x in (x1, x2, x1):
         rec = Recorder()
@@ -167,3 +170,8 @@ def test_absurd_budget_is_refused_up_front_with_the_estimate(net_and_x):
     assert len(certify_inputs(m, x[:2], SmoothingConfig(n=50, n0=10), seed=0, K=4)) == 2
     with pytest.raises(ConfigError, match="limit is 1e-06 h"):
         certify_inputs(m, x, SmoothingConfig(n=10**6, n0=10, max_hours=1e-6), seed=0, K=4)
+    with pytest.raises(ConfigError, match="would take about") as exc:
+        SmoothedClassifier(m, 4, 0.25).certify(x[0], 100, 10**13, 0.001)
+    assert "lower n" in exc.value.hint
+    with pytest.raises(ConfigError, match="would take about"):
+        SmoothedClassifier(m, 4, 0.25).predict(x[0], 10**13, 0.001)

@@ -567,6 +567,20 @@ def _finished_seed(seed_dir: Path, cfg: ExperimentConfig) -> dict | None:
     return res if isinstance(res, dict) and res.get("config_hash") == config_hash(cfg) else None
 
 
+def _finished_cell(cell_dir: Path, cfg: ExperimentConfig) -> bool:
+    """A sweep cell is finished when its results.json carries this cell's config hash and status ok."""
+    from trustlab.runtime import read_text
+
+    path = cell_dir / "results.json"
+    if not path.is_file() or not (cell_dir / "summary.json").is_file():
+        return False
+    try:
+        res = json.loads(read_text(path, "cell results"))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(res, dict) and res.get("config_hash") == config_hash(cfg) and res.get("status", "ok") == "ok"
+
+
 def check_budget(cfg: ExperimentConfig, data: SeedData, device: str) -> None:
     """Price one seed's smoothing certifications before training anything: the track's (untrained) model measures
     the forward throughput; an estimate above ``smoothing.max_hours`` is a ConfigError (``require_budget``)."""
@@ -643,7 +657,7 @@ def run_sweep(cfg: ExperimentConfig, grid: dict[str, list], out: str | Path | No
             if k in train_keys:
                 c = apply_grid_key(c, k, v)
         cell_dir = run.path / "cells" / config_hash(c)
-        if not (cell_dir / "results.json").is_file():
+        if not _finished_cell(cell_dir, c):
             log(f"cell {dict(zip(keys, values))}")
             run_experiment(c, cell_dir, resume=resume, log=log)
         cells.append({"values": dict(zip(keys, values)), "dir": str(cell_dir.relative_to(run.path)),

@@ -205,20 +205,33 @@ class SmoothedClassifier:
             raise DataError("input holds NaN or inf", hint="certify finite inputs (images scaled to [0, 1])")
         return x
 
+    def _budget(self, x, n0: int, n: int, alpha: float, batch: int, max_hours: float, predict: bool) -> None:
+        from types import SimpleNamespace
+
+        require_range("max_hours", max_hours, 0.0, lo_open=True)
+        cfg = SimpleNamespace(n0=n0, n=0 if predict else n, predict=predict, alpha=alpha, batch_size=batch,
+                              max_hours=max_hours)
+        if predict:
+            cfg.n0, cfg.n = 0, n
+        require_budget(self.model, x.shape, cfg, 1, names={"n": "n", "max_hours": "max_hours"})
+
     def certify(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0,
-                idx: int | None = None) -> SmoothCert:
-        """One input: see ``certify_batch``."""
+                idx: int | None = None, max_hours: float = 24.0) -> SmoothCert:
+        """One input: see ``certify_batch``; a budget estimated above ``max_hours`` is refused (ConfigError)."""
         check_params(n0=n0, n=n, alpha=alpha, batch=batch)
         x = self._input(x)
+        self._budget(x, n0, n, alpha, batch, max_hours, predict=False)
         key = input_key(x) if idx is None else idx
         with eval_mode(self.model):
             return certify_batch(self.model, x[None], [key], n0=n0, n=n, alpha=alpha, sigma=self.sigma,
                                  K=self.K, run_seed=gen, batch=batch)[0]
 
-    def predict(self, x, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int | None = None) -> int:
+    def predict(self, x, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int | None = None,
+                max_hours: float = 24.0) -> int:
         """One input: see ``predict_batch``; warns (CertifyWarning) when n can never reach the alpha level."""
         check_params(n=n, alpha=alpha, batch=batch)
         x = self._input(x)
+        self._budget(x, 0, n, alpha, batch, max_hours, predict=True)
         key = input_key(x) if idx is None else idx
         budget(n=n, alpha=alpha, sigma=self.sigma, n_predict=n)
         with eval_mode(self.model):
