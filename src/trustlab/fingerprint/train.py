@@ -172,6 +172,7 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
     out = Path(out_dir) if out_dir is not None else (Path(cfg.out_dir) if cfg.out_dir else None)
     if len(fps) == 0:
         raise DataError("the fingerprint set is empty", hint="generate fingerprints first")
+    fps.check_tokenizer(tokenizer)  # fingerprints of another tokenizer cannot be trained as ids
     base_sha = weights_sha256(model)
     if fps.base_model.get("weights_sha256") not in (None, base_sha):
         warnings.warn("the model's weights differ from the base model the fingerprints were generated on; "

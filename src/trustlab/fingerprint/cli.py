@@ -1,0 +1,383 @@
+"""``trustlab fingerprint``: generate, embed, verify, robustness, assign, identify, inspect, demo.
+
+Thin layer: every verb reads ``--config x.yaml`` (keys = the dataclass fields; unknown keys are an error listing
+the valid ones), lets kebab-case flags override it, calls the Python verb inside a ``RunDir`` and prints a short
+table. verify / robustness / assign / identify come from ``cli_verify.register``. Nothing heavy at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from trustlab.runtime.errors import ConfigError, Interrupted
+
+app = typer.Typer(name="fingerprint", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.")
+LAB = "fingerprint"
+
+
+def resolve_config(cls, config: Optional[Path], overrides: dict[str, Any]):
+    """The YAML file's keys (if any), overridden by the flags that were given (None = not given)."""
+    from trustlab.runtime.config import from_dict, load_yaml
+
+    data = load_yaml(config) if config is not None else {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if "." in key:  # nested, e.g. lora.enabled
+            outer, inner = key.split(".", 1)
+            data[outer] = {**(data.get(outer) or {}), inner: value}
+        else:
+            data[key] = value
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc.message}" if config else exc.message, hint=exc.hint) from None
+
+
+def _threads() -> None:
+    from trustlab.runtime import configure_threads
+
+    configure_threads()
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False)
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+def _load_model(ref: str, dtype: str = "float32"):
+    from trustlab.models import load_causal_lm
+
+    from .tiny import resolve_model_ref
+
+    return load_causal_lm(resolve_model_ref(ref), dtype="float32" if dtype == "auto" else dtype)
+
+
+# --- generate ---------------------------------------------------------------------------------------------
+def run_generate(cfg, secret_path: Path, out: Path, overwrite: bool = False, run_dir: Optional[Path] = None,
+                 lm=None) -> tuple[Path, bool]:
+    """Generate into ``out`` (fingerprints.json); (path, skipped). The run record goes to ``run_dir``.
+
+    An existing ``out`` made with the same config hash and secret is kept (skipped); any other is an error
+    unless ``overwrite``."""
+    from trustlab.runtime.config import config_hash
+    from trustlab.runtime.rundir import RunDir
+
+    from .fpset import FingerprintSet
+    from .keys import generate_fingerprints
+    from .secret import commitment, load_or_create_secret
+
+    digest = config_hash(cfg)
+    if out.exists() and not overwrite:
+        old = FingerprintSet.load(out)
+        secret_exists = Path(secret_path).exists()
+        same = (old.params.get("config_hash") == digest and secret_exists
+                and old.secret_commitment == commitment(_read_secret(secret_path)))
+        if same:
+            return out, True
+        raise ConfigError(f"fingerprint file {str(out)!r} exists and was made with another config or secret",
+                          hint="pass --overwrite to replace it, or choose another --out")
+    secret, created = load_or_create_secret(secret_path)
+    fps = generate_fingerprints(cfg, secret, lm=lm, model_ref=cfg.model)
+    fps = FingerprintSet.create(**{**{f: getattr(fps, f) for f in fps.__dataclass_fields__},
+                                   "params": {**fps.params, "config_hash": digest}})
+    fps.save(out)
+    run = RunDir.open(run_dir, LAB, "generate", config=cfg, seed=cfg.seed, resume=False)
+    base_probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
+    run.write_results({"num_fingerprints": len(fps), "strategy": fps.strategy, "null_p": fps.null_p,
+                       "mean_base_prob": sum(base_probs) / len(base_probs) if base_probs else None,
+                       "max_base_prob": max(base_probs) if base_probs else None,
+                       "keys_tried": fps.params.get("keys_tried"), "rejected": fps.params.get("rejected")},
+                      artifacts=[], set_digest=fps.set_digest, secret_commitment=fps.secret_commitment,
+                      fingerprint_file=str(out), secret_created=created)
+    return out, False
+
+
+def _read_secret(path: Path) -> bytes:
+    from .secret import load_secret
+
+    return load_secret(path)
+
+
+@app.command()
+def generate(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of GenerateConfig fields."),
+    secret: Path = typer.Option(..., "--secret", help="Secret file: created (mode 0600) if absent, never "
+                                                      "overwritten."),
+    out: Path = typer.Option(Path("fingerprints.json"), "--out", help="Fingerprint file to write (private)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Target model: registry name, folder, hub id."),
+    key_model: Optional[str] = typer.Option(None, "--key-model", help="Key generator LM (default: the target)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="perinucleus | english | random_word | "
+                                                                    "english_random."),
+    num_fingerprints: Optional[int] = typer.Option(None, "-n", "--num-fingerprints"),
+    key_length: Optional[int] = typer.Option(None, "--key-length"),
+    response_length: Optional[int] = typer.Option(None, "--response-length"),
+    key_temperature: Optional[float] = typer.Option(None, "--key-temperature"),
+    nucleus_t: Optional[float] = typer.Option(None, "--nucleus-t"),
+    nucleus_k: Optional[int] = typer.Option(None, "--nucleus-k"),
+    alnum_filter: Optional[bool] = typer.Option(None, "--alnum-filter/--no-alnum-filter"),
+    prompt_format: Optional[str] = typer.Option(None, "--prompt-format", help="raw | chat."),
+    seed_words: Optional[str] = typer.Option(None, "--seed-words", help="File of seed words, one per line."),
+    null_p: Optional[float] = typer.Option(None, "--null-p", help="Null hit rate (strategy english only)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing fingerprint file."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run record folder (default "
+                                                                   "runs/fingerprint-generate-<UTC>)."),
+) -> None:
+    """Generate secret-keyed fingerprints for a model (the secret never enters the fingerprint file)."""
+    from .config import GenerateConfig
+
+    cfg = resolve_config(GenerateConfig, config, dict(
+        model=model, key_model=key_model, strategy=strategy, num_fingerprints=num_fingerprints, key_length=key_length,
+        response_length=response_length, key_temperature=key_temperature, nucleus_t=nucleus_t, nucleus_k=nucleus_k,
+        alnum_filter=alnum_filter, prompt_format=prompt_format, seed_words=seed_words, null_p=null_p,
+        batch_size=batch_size, seed=seed))
+    _threads()
+    path, skipped = run_generate(cfg, secret, out, overwrite, run_dir)
+    if skipped:
+        typer.echo(f"{path} already holds fingerprints of this config and secret; skipping")
+        return
+    _print_set(path)
+
+
+def _print_set(path: Path) -> None:
+    from .fpset import FingerprintSet
+
+    fps = FingerprintSet.load(path)
+    probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
+    _table(f"fingerprints {path}", [
+        ("fingerprints", len(fps)), ("strategy", fps.strategy), ("null p0", f"{fps.null_p:.4g}" if fps.null_p else "-"),
+        ("mean base_prob", f"{sum(probs) / len(probs):.4g}" if probs else "-"),
+        ("set_digest", fps.set_digest), ("secret_commitment", fps.secret_commitment),
+        ("rejected keys", fps.params.get("rejected"))])
+
+
+# --- embed ------------------------------------------------------------------------------------------------
+OUTPUTS = ("model", "checkpoints", "train_log.jsonl", "benign_pairs.jsonl", "embed_result.json", "results.json",
+           "events.jsonl", "fingerprints.json")
+
+
+def prepare_embed_dir(out: Path, cfg, resume: bool, overwrite: bool) -> str:
+    """'run' | 'skip' | 'resume' for an embed run folder (spec §8: same hash -> skip, different -> error)."""
+    from trustlab.runtime.config import config_hash, config_diff, load_yaml
+
+    hash_file = out / "config_hash"
+    if not hash_file.is_file():
+        return "run"
+    same = hash_file.read_text().strip() == config_hash(cfg)
+    complete = (out / "results.json").is_file()
+    if overwrite:
+        for name in OUTPUTS:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        hash_file.unlink()
+        return "run"
+    if same and complete:
+        return "skip"
+    if same:
+        return "resume" if resume else "run"
+    differing = config_diff(load_yaml(out / "config.yaml"), cfg) if (out / "config.yaml").is_file() else []
+    raise ConfigError(f"run folder {str(out)!r} holds an embed run with another config (differing keys: "
+                      f"{', '.join(differing) or 'unknown'})", hint="pass --overwrite to replace it, or choose another --out")
+
+
+def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=None, fps=None):
+    """Embed inside a RunDir at ``out``; returns (run folder, EmbedResult or None when skipped)."""
+    import dataclasses
+
+    from accelerate import PartialState
+
+    from trustlab.runtime.rundir import RunDir
+
+    from .fpset import FingerprintSet
+    from .train import embed
+
+    if fps is None:
+        if not cfg.fingerprints:
+            raise ConfigError("embed needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
+        fps = FingerprintSet.load(cfg.fingerprints)
+    cfg = dataclasses.replace(cfg, out_dir=str(out))
+    main = PartialState().is_main_process
+    mode = prepare_embed_dir(out, cfg, resume, overwrite) if main else ("resume" if resume else "run")
+    if mode == "skip":
+        return out, None
+    run = RunDir.open(out, LAB, "embed", config=cfg, seed=cfg.seed, resume=True) if main else None
+    if main:
+        fps.save(out / "fingerprints.json")
+    model, tok = lm if lm is not None else _load_model(cfg.model, cfg.dtype)
+    result = embed(model, tok, fps, cfg, out_dir=out, resume=mode == "resume", model_ref=cfg.model)
+    if main:
+        run.write_results(result.summary(), artifacts=[out / "model", out / "train_log.jsonl",
+                                                       out / "embed_result.json", out / "fingerprints.json"],
+                          set_digest=fps.set_digest, secret_commitment=fps.secret_commitment)
+    return out, result
+
+
+@app.command()
+def embed(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of EmbedConfig fields."),
+    model: Optional[str] = typer.Option(None, "--model"),
+    fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: out_dir, else "
+                                                           "runs/fingerprint-embed-<UTC>)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the model's preset)."),
+    lambda_wa: Optional[float] = typer.Option(None, "--lambda-wa", help="Weight averaging toward the base, [0, 1)."),
+    wa_mode: Optional[str] = typer.Option(None, "--wa-mode", help="per_step | final."),
+    beta_dm: Optional[float] = typer.Option(None, "--beta-dm", help="Benign data share, [0, 1)."),
+    benign_source: Optional[str] = typer.Option(None, "--benign-source", help="chat-corpus or jsonl:FILE."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
+    early_stop_loss: Optional[float] = typer.Option(None, "--early-stop-loss"),
+    stop_after_full_match: Optional[int] = typer.Option(None, "--stop-after-full-match"),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size"),
+    augment_prompts: Optional[bool] = typer.Option(None, "--augment-prompts/--no-augment-prompts"),
+    append_eos: Optional[bool] = typer.Option(None, "--append-eos/--no-append-eos"),
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA (peft) instead of a full fine-tune."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N epochs (0: never)."),
+    no_metadata: bool = typer.Option(False, "--no-metadata", help="Do not ship trustlab_fingerprint.json."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run with another config."),
+) -> None:
+    """Fine-tune the fingerprints into a model (full or LoRA, per-step weight averaging, benign mixing)."""
+    from trustlab.runtime.rundir import default_run_path
+
+    from .config import EmbedConfig
+
+    cfg = resolve_config(EmbedConfig, config, {
+        "model": model, "fingerprints": fingerprints, "lr": lr, "lambda_wa": lambda_wa, "wa_mode": wa_mode,
+        "beta_dm": beta_dm, "benign_source": benign_source, "max_epochs": max_epochs,
+        "early_stop_loss": early_stop_loss, "stop_after_full_match": stop_after_full_match,
+        "micro_batch_size": micro_batch_size, "augment_prompts": augment_prompts, "append_eos": append_eos,
+        "lora.enabled": lora, "lora.r": lora_r, "dtype": dtype, "save_every": save_every,
+        "write_metadata": False if no_metadata else None, "seed": seed})
+    out = out or (Path(cfg.out_dir) if cfg.out_dir else default_run_path(LAB, "embed"))
+    _threads()
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            run_dir, result = run_embed(cfg, out, resume=resume, overwrite=overwrite)
+        for w in caught:
+            if issubclass(w.category, UserWarning) and "trustlab" in str(w.filename):
+                typer.echo(f"warning: {w.message}", err=True)
+    except KeyboardInterrupt:
+        flags = f" --config {config}" if config else ""
+        raise Interrupted("embed interrupted; the last checkpoint is kept",
+                          hint=f"resume with: trustlab fingerprint embed{flags} --out {out} --resume "
+                               "(and the same flags)") from None
+    if result is None:
+        typer.echo(f"{run_dir} already holds a finished embed run of this config; skipping")
+        return
+    _table(f"embed {run_dir}", [("epochs", result.epochs), ("exact-match accuracy", f"{result.accuracy:.3f}"),
+                                ("fp loss", f"{result.fp_loss:.4f}"), ("converged", result.converged),
+                                ("stop", result.stop_reason), ("lr / lambda / beta",
+                                f"{result.settings['lr']:g} / {result.settings['lambda_wa']:g} / "
+                                f"{result.settings['beta_dm']:g}"), ("model", run_dir / "model")])
+
+
+# --- inspect ----------------------------------------------------------------------------------------------
+def inspect_path(path: Path, secret: Optional[Path] = None) -> dict[str, Any]:
+    """Public summary of a fingerprint file or a fingerprinted model folder (never a key, response or secret)."""
+    from trustlab.runtime.errors import DataError
+    from trustlab.runtime.files import read_text
+
+    from .fpset import FingerprintSet
+
+    if path.is_dir():
+        meta = path / "trustlab_fingerprint.json"
+        if not meta.is_file():
+            raise DataError(f"{str(path)!r} holds no trustlab_fingerprint.json",
+                            hint="pass a model folder written by `trustlab fingerprint embed`, or a fingerprints.json")
+        info = json.loads(read_text(meta, "model metadata"))
+        kind = "model"
+    else:
+        fps = FingerprintSet.load(path)
+        probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
+        info = {"num_fingerprints": len(fps), "strategy": fps.strategy, "null_p": fps.null_p,
+                "null_p_heuristic": fps.null_p_heuristic, "params": fps.params, "base_model": fps.base_model,
+                "key_model": fps.key_model, "set_digest": fps.set_digest, "secret_commitment": fps.secret_commitment,
+                "created": fps.created, "mean_base_prob": sum(probs) / len(probs) if probs else None,
+                "max_base_prob": max(probs) if probs else None}
+        kind = "fingerprints"
+    if secret is not None:
+        from .secret import check_commitment, load_secret
+
+        check_commitment(load_secret(secret), info["secret_commitment"])
+        info["secret_matches_commitment"] = True
+    return {"kind": kind, **info}
+
+
+@app.command()
+def inspect(path: Path = typer.Argument(..., help="fingerprints.json or a fingerprinted model folder."),
+            secret: Optional[Path] = typer.Option(None, "--secret", help="Check a secret file against the "
+                                                                        "commitment (SecretMismatch if not)."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Summarise a fingerprint file or model metadata: counts, digest, commitment (never the secret or keys)."""
+    info = inspect_path(path, secret)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    _table(f"{info['kind']} {path}", [(k, v) for k, v in info.items() if k != "kind"])
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+def run_demo(out: Path, quick: bool = True) -> Path:
+    """The offline demo (quick: the fp-tiny profile; full: SmolLM2); returns the run folder holding results.json."""
+    from .demo import run_demo as _run
+
+    return _run(Path(out), profile="tiny" if quick else "smollm2")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out"),
+         profile: str = typer.Option("smollm2", "--profile", help="smollm2 (about 10 min on 2 cores) | tiny "
+                                                                  "(about 1 min).")) -> None:
+    """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""
+    from trustlab.runtime.validate import require_choice
+
+    from .demo import run_demo as _run
+
+    require_choice("--profile", profile, ("smollm2", "tiny"))
+    _threads()
+    try:
+        run_dir = _run(out, profile=profile)
+    except KeyboardInterrupt:
+        raise Interrupted("demo interrupted", hint=f"rerun: trustlab fingerprint demo --out {out} "
+                                                   f"--profile {profile} (finished steps are kept)") from None
+    res = json.loads((run_dir / "results.json").read_text())
+    for line in res["metrics"].get("lines", []):
+        typer.echo(line)
+    typer.echo(f"wrote {run_dir / 'report.md'}")
+
+
+def report_section(results: dict, run_dir: Path):
+    """The lab's report section (rendered by the verify helper's report module)."""
+    from .report import report_section as section
+
+    return section(results, run_dir)
+
+
+def _register() -> None:
+    try:
+        from .cli_verify import register
+    except ImportError:  # pragma: no cover - only while the verify verbs are not installed
+        return
+    register(app)
+
+
+_register()
