@@ -24,7 +24,7 @@ def verify_blocks(rows: list[dict[str, Any]]) -> list:
     from trustlab.report import Bullets, Table
 
     table = Table(("suspect", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict"),
-                  [(r.get("target"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
+                  [(r.get("target") or r.get("model") or r.get("label"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
                     _p(r.get("p_value")), _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"))
                    for r in rows], caption="Ownership verdicts (binomial test; OWNED iff p <= alpha)")
     notes = []

@@ -343,7 +343,8 @@ def measure(model, tok, fps, *, label: str, alpha: float = 1e-3, wrapper: int | 
     d = res.decision
     return {"label": label, "p0": d.p0, "exact": d.m / d.M, "lenient": sum(lenient) / len(rows),
             "persistence": sum(persist) / len(rows), "m": d.m, "M": d.M, "p_value": d.p_value,
-            "log10_p_value": d.log10_p_value, "decision": d.decision, "line": res.line,
+            "log10_p_value": d.log10_p_value, "hoeffding_bound": d.hoeffding_bound, "decision": d.decision,
+            "line": res.line,
             "mean_hit_rate": res.mean_hit_rate, "any_hit_rate": res.any_hit_rate,
             "hits": [bool(r["hit"]) for r in rows]}
 
@@ -577,7 +578,8 @@ def _caveat() -> str:
 
 
 def _short(m: dict[str, Any]) -> dict[str, Any]:
-    keep = ("p0", "exact", "lenient", "persistence", "m", "M", "p_value", "log10_p_value", "decision", "line",
+    keep = ("p0", "exact", "lenient", "persistence", "m", "M", "p_value", "log10_p_value", "hoeffding_bound",
+            "decision", "line",
             "mean_hit_rate", "any_hit_rate", "hits")
     return {k: m[k] for k in keep if k in m}
 
