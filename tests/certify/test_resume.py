@@ -295,3 +295,28 @@ def test_printed_hints_parse_as_options_of_their_command(tmp_path, cli, model_di
             assert flag in opts[verb] | {"--help"}, (verb, flag, hint)
     assert {"--n", "--max-hours"} <= set(FLAG.findall(cases[0][1].err))
     assert "--no-resume" in cases[-1][1].err
+
+
+@pytest.mark.parametrize("verb,pos,flags", [
+    ("demo", (), {"out": "runs/d", "full": True, "threads": 1}),
+    ("run", ("demo_digits",), {"out": "runs/r", "device": "cpu", "seeds": "0,1", "threads": 2}),
+    ("sweep", ("sweep_digits",), {"grid": ["attack.rate=0,0.01", "smoothing.sigma=0.25"], "out": "o", "threads": 1}),
+    ("defend", ("runs/r",), {"defence": "strip,fine-pruning", "out": "o", "threads": 1}),
+    ("train", (), {"hidden": "16,16", "attack": "max-entropy", "trigger_size": 2, "out": "o b", "device": "auto"}),
+    ("eval", ("m",), {"n0": 100, "n": 1000, "max_inputs": None, "predict": True, "max_hours": 1.0, "out": "o"}),
+])
+def test_resume_commands_parse_with_their_verb(verb, pos, flags):
+    """The resume hint of every long verb is a command line that the verb's own parser accepts, flags included."""
+    import typer
+
+    from trustlab.certify.cli import app, resume_command
+
+    args = shlex.split(resume_command(verb, *pos, **flags))
+    assert args[:3] == ["trustlab", "certify", verb]
+    cmd = typer.main.get_command(app).commands[verb]
+    ctx = cmd.make_context(verb, args[3:])
+    assert str(ctx.params["out"]) == flags["out"]
+    if verb == "demo":
+        assert ctx.params["quick"] is False
+    if verb == "eval":
+        assert ctx.params["predict"] is True and ctx.params["max_inputs"] is None

@@ -583,13 +583,14 @@ def _finished_cell(cell_dir: Path, cfg: ExperimentConfig) -> bool:
 
 def check_budget(cfg: ExperimentConfig, data: SeedData, device: str) -> None:
     """Price one seed's smoothing certifications before training anything: the track's (untrained) model measures
-    the forward throughput; an estimate above ``smoothing.max_hours`` is a ConfigError (``require_budget``)."""
+    the forward throughput on the CPU, where certification runs; an estimate above ``smoothing.max_hours`` is a
+    ConfigError (``require_budget``). ``device`` (training) does not change it."""
     from .smoothing import require_budget
 
     n_models = len(model_variants(cfg)) + len(cfg.defences.names) * len(cfg.attacks)
     for t in cfg.tracks:
         if "smoothing" in t.certifiers:
-            model = build_model(t.model, data.shape, data.K, 0).to(device)
+            model = build_model(t.model, data.shape, data.K, 0)  # certification runs where the trained model lands: CPU
             require_budget(model, data.shape, t.smoothing, n_inputs=2 * len(data.x_test) * n_models)
 
 
