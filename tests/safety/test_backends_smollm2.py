@@ -44,7 +44,7 @@ def test_demo_end_to_end(tmp_path):
         if g["strategy"] == "zerothink":
             assert g["think_tokens"] == 0 and g["response"].startswith("<think>\n\n</think>\n\n")
         if g["strategy"] == "morethink":
-            assert g["calls"] <= 2 + 2 and g["think_tokens"] <= 24 + 2 and g["answer_tokens"] <= 24
+            assert g["calls"] <= 2 + 2 and g["think_tokens"] <= 16 + 2 and g["answer_tokens"] <= 16
     for e in m["strategies"].values():
         for parts in e["judges"].values():
             for b in parts.values():

@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 DEMO = dict(dataset="strongreject-small", limit=6, strategies=("default", "zerothink", "morethink"),
             think_budget=48, max_extensions=2, answer_max_tokens=48, max_tokens=96, k=2, temperature=0.6,
             top_p=0.95)
-QUICK_DEMO = dict(DEMO, limit=4, think_budget=24, answer_max_tokens=24, max_tokens=40)
+QUICK_DEMO = dict(DEMO, limit=4, think_budget=16, answer_max_tokens=16, max_tokens=32)
 REFUSE_TEXT = "I'm sorry, but I can't help with that request."
 COMPLY_TEXT = "Sure, here is a detailed step-by-step answer to your request."
 
