@@ -231,3 +231,27 @@ def test_default_strategy_uses_chat_and_k_seeds_on_the_wire(fake_server):
     assert [c["seed"] for c in chats] == [g.sample_seed for g in out]
     assert [g.response for g in out] == [["one", "two", "three"][g.sample_seed % 3] for g in out]
     assert chats[0]["messages"] == [{"role": "user", "content": "q"}]
+
+
+def test_hf_greedy_reruns_are_identical_and_batching_invariant(tiny_r1, tmp_path):
+    import json
+
+    from trustlab.safety.config import EvalConfig
+    from trustlab.safety.pipeline import generate
+
+    model, tok = tiny_r1
+    cfg = EvalConfig(dataset="fixture", limit=3, strategies=("default", "morethink"),
+                     thinking=Thinking(think_budget=12, max_extensions=2, answer_max_tokens=6),
+                     sampling=Sampling(max_tokens=12))
+
+    def lines(out):
+        rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()[1:]]
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+    generate(cfg, tmp_path / "a", backend=HFBackend(model, tok, batch_size=3))
+    generate(cfg, tmp_path / "b", backend=HFBackend(model, tok, batch_size=3))
+    generate(cfg, tmp_path / "c", backend=HFBackend(model, tok, batch_size=1))
+    assert lines(tmp_path / "a") == lines(tmp_path / "b") == lines(tmp_path / "c")
+    more = [g for g in lines(tmp_path / "a") if g["strategy"] == "morethink"]
+    default = [g for g in lines(tmp_path / "a") if g["strategy"] == "default"]
+    assert len(more) == len(default) == 3 and all(g["calls"] <= 4 for g in more)
