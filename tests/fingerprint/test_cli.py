@@ -163,3 +163,21 @@ def test_bad_inputs_one_line_error_hint_exit_2(capsys, tmp_path, cli_run, args, 
         assert "hint: valid keys: model, fingerprints, out_dir, lr, lambda_wa" in err
     if "yaml11" in args[-1]:
         assert "YAML 1.1" in err
+
+
+def test_shipped_configs_load():
+    from importlib.resources import files
+
+    import yaml
+
+    from trustlab.fingerprint.config import GenerateConfig
+
+    root = files("trustlab") / "configs" / "fingerprint"
+    names = sorted(p.name for p in root.iterdir() if p.name.endswith(".yaml"))
+    assert {"generate_smollm2.yaml", "embed_smollm2.yaml", "embed_tiny.yaml", "embed_lora.yaml"} <= set(names)
+    for name in names:
+        cls = GenerateConfig if name.startswith("generate") else EmbedConfig
+        load_config(cls, root / name)
+    for name in ("ddp.yaml", "fsdp.yaml", "zero2.yaml"):
+        d = yaml.safe_load((root / "accelerate" / name).read_text())
+        assert d["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED") and d["num_processes"] == 8

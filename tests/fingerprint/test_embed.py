@@ -10,14 +10,12 @@ import pytest
 
 from trustlab.fingerprint.config import EmbedConfig, GenerateConfig
 from trustlab.fingerprint.keys import clean_key, generate_fingerprints, seed_words
+from trustlab.fingerprint.robustness import foreign_model, measure, perplexity
 from trustlab.fingerprint.tiny import heldout_texts
 from trustlab.fingerprint.train import embed
 from trustlab.runtime.errors import DataError
 
 from .conftest import SECRET
-
-_rob = pytest.importorskip("trustlab.fingerprint.robustness")  # verification helpers of the robustness module
-foreign_model, measure, perplexity = _rob.foreign_model, _rob.measure, _rob.perplexity
 
 
 def test_generated_set_properties(tiny_fps, fp_tiny):

@@ -175,3 +175,43 @@ def test_lora_and_final_averaging(fp_tiny_path, tiny_fps, tmp_path):
         model, tok = load_causal_lm(str(fp_tiny_path))
         fin = embed(model, tok, fps, _quick(max_epochs=3, save_every=0, wa_mode="final", lambda_wa=0.5))
         assert fin.history[-1].get("final_wa") and fin.out_dir is None
+
+
+@pytest.mark.slow
+def test_same_loop_under_two_process_ddp(cli_tiny_inputs):
+    """The unchanged CLI under torchrun (2 gloo processes, one shard each): world_size 2 and the weights of the
+    single-process run up to float reordering."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = cli_tiny_inputs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    base = ["-m", "trustlab.cli.main", "fingerprint", "embed", "--config", str(root / "e.yaml"), "--fingerprints",
+            str(root / "fp.json"), "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    ddp = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                          str(port), *base, str(root / "ddp")], env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = subprocess.run([sys.executable, *base, str(root / "one")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert json.loads((root / "ddp" / "embed_result.json").read_text())["settings"]["world_size"] == 2
+    a = load_file(str(root / "ddp" / "model" / "model.safetensors"))
+    b = load_file(str(root / "one" / "model" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+@pytest.fixture()
+def cli_tiny_inputs(tmp_path, tiny_fps):
+    tiny_fps.subset(range(8)).save(tmp_path / "fp.json")
+    (tmp_path / "e.yaml").write_text("model: fp-tiny\nlr: 3.0e-3\nlambda_wa: 0.15\nmax_epochs: 5\nsave_every: 0\n")
+    return tmp_path

@@ -209,7 +209,9 @@ def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=
             raise ConfigError("embed needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
         fps = FingerprintSet.load(cfg.fingerprints)
     cfg = dataclasses.replace(cfg, out_dir=str(out))
-    main = PartialState().is_main_process
+    import torch
+
+    main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     mode = prepare_embed_dir(out, cfg, resume, overwrite) if main else ("resume" if resume else "run")
     if mode == "skip":
         return out, None

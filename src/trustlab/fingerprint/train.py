@@ -179,9 +179,13 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
                       "responses were chosen on the other model's distribution", stacklevel=2)
     stamp = run_stamp(cfg, fps, base_sha)
     cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if cuda and cfg.dtype in ("auto", "bfloat16") else "no")
+    # cpu=True on a CPU-only host lets `accelerate launch --cpu` / torchrun start a gloo MULTI_CPU run
+    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda and cfg.dtype in ("auto", "bfloat16") else "no")
     main = accelerator.is_main_process
     _check_deepspeed_offload(accelerator, cfg)
+    if out is not None and cfg.save_every and str(accelerator.distributed_type).split(".")[-1] in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(f"save_every={cfg.save_every}: stamped checkpoints cover single-process and DDP runs, not "
+                          f"sharded {accelerator.distributed_type} state", hint="set save_every: 0 under FSDP / DeepSpeed")
     torch.manual_seed(cfg.seed)
 
     # benign pairs from the untouched base model, generated once and cached in the run folder
