@@ -144,6 +144,12 @@ def _bad(cli, *args):
     (["--think-format", "r2"], "think format"),
     (["--backend", "tpu"], "backend.kind"),
     (["--batch-size", "0"], "backend.batch_size"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--judge", "gpt_judge"], "unknown judge 'gpt_judge'"),
+    (["--parts", "answer,summary"], "parts"),
+    (["--tie", "maybe"], "tie"),
+    (["--limit", "0"], "limit"),
+    (["--preset", "hot"], "sampling preset 'hot'"),
 ])
 def test_invalid_values_name_the_field(cli, tmp_path, flags, field):
     code, error, hint = _bad(cli, "generate", "--dataset", "fixture", "--out", str(tmp_path / "o"), *flags)
