@@ -69,6 +69,7 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._rng = random.Random(seed)
+        self._stop = threading.Event()  # set by close(): backoff sleeps end and no request is retried
 
     @classmethod
     def from_config(cls, cfg, think_format: Optional[ThinkFormat] = None, tokenizer: Any = None,
@@ -195,8 +196,8 @@ class OpenAIBackend:
                 dead = False
             finally:
                 self._release(i, ok)
-            if attempt < self.max_retries:
-                time.sleep(self._delay(attempt))
+            if attempt < self.max_retries and self._stop.wait(self._delay(attempt)):
+                return failed(f"{err} (cancelled: the backend was closed)")
         if dead and all(s > 0 for s in self._strikes):
             raise BackendError(f"OpenAI-compatible server {url} is unreachable after {self.max_retries + 1} "
                                f"attempts: {err}", hint="start the server, or fix --base-url; finished records are "
@@ -246,9 +247,16 @@ class OpenAIBackend:
         return payload
 
     def _map(self, fn: Callable[[Any], Completion], items: list) -> list[Completion]:
+        """``fn`` over ``items`` on the pool; a BackendError (a dead server) cancels what has not started."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai")
-        return list(self._pool.map(fn, items))
+        futures = [self._pool.submit(fn, it) for it in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
     def complete(self, prompts: Sequence[str], params: ParamsArg) -> list[Completion]:
         items = list(zip(prompts, per_prompt(params, len(prompts))))
@@ -259,8 +267,9 @@ class OpenAIBackend:
         return self._map(lambda it: self._request("chat", {**self._payload(it[1]), "messages": list(it[0])}), items)
 
     def close(self) -> None:
+        self._stop.set()
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         for c in self.clients:
             c.close()
