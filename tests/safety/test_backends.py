@@ -255,3 +255,17 @@ def test_hf_greedy_reruns_are_identical_and_batching_invariant(tiny_r1, tmp_path
     more = [g for g in lines(tmp_path / "a") if g["strategy"] == "morethink"]
     default = [g for g in lines(tmp_path / "a") if g["strategy"] == "default"]
     assert len(more) == len(default) == 3 and all(g["calls"] <= 4 for g in more)
+
+
+def test_dead_server_under_concurrency_raises_and_closes(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()
+    be = _client(url, max_retries=2, concurrency=4)
+    with pytest.raises(BackendError, match=url.replace(".", r"\.")):
+        be.complete([f"p{i}" for i in range(20)], GenParams(max_tokens=2))
+    be.close()  # pending requests are cancelled: this returns instead of retrying 20 dead requests
+    assert be._pool is None
