@@ -44,8 +44,8 @@ class AdaptiveConfig:
     n0: int = 100
     n_max: int = 100_000
     alpha: float = 0.001
-    first: int = 100
-    growth: float = 2.0
+    first: int = 64
+    growth: float = 1.5
     prior: tuple[float, float] = (0.5, 0.5)
     batch_size: int = 1000
     max_hours: float = 24.0  # worst case (n_max draws per input) priced up front, as for fixed-N
@@ -100,7 +100,7 @@ def threshold(radius: float, sigma: float) -> float:
     return float(norm.cdf(radius / sigma))
 
 
-def batch_sizes(n_max: int, first: int = 100, growth: float = 2.0) -> list[int]:
+def batch_sizes(n_max: int, first: int = 64, growth: float = 1.5) -> list[int]:
     """Estimation batch sizes ceil(first * growth^j), the last one cut so they sum to exactly ``n_max``."""
     require_range("n_max", n_max, 1)
     require_range("first", first, 1)
@@ -239,7 +239,7 @@ class _ModelDraw:
 
 
 def certify_model_batch(model, x, idx: Sequence[int], *, sigma: float, radius: float, alpha: float, n0: int,
-                        n_max: int, K: int, run_seed: int, first: int = 100, growth: float = 2.0,
+                        n_max: int, K: int, run_seed: int, first: int = 64, growth: float = 1.5,
                         prior: tuple[float, float] = (0.5, 0.5), batch: int = 1000) -> list[AdaptiveCert]:
     """Adaptive CERTIFY of inputs ``x`` (noise streams ``idx`` under ``run_seed``) with an nn.Module base model."""
     from .smoothing import check_params, eval_mode
@@ -254,7 +254,7 @@ def certify_model_batch(model, x, idx: Sequence[int], *, sigma: float, radius: f
 
 
 def certify_adaptive(base, x=None, *, sigma: float, radius: float, alpha: float, n0: int = 100,
-                     n_max: int = 100_000, first: int = 100, growth: float = 2.0,
+                     n_max: int = 100_000, first: int = 64, growth: float = 1.5,
                      prior: tuple[float, float] = (0.5, 0.5), gen: int = 0, idx: int | None = None,
                      K: int | None = None, batch: int = 1000) -> AdaptiveCert:
     """Adaptive CERTIFY of one input at target ``radius`` (see module docstring) on any base classifier.
@@ -312,7 +312,7 @@ class AdaptiveSmoothedClassifier:
         self.model, self.K, self.sigma = base.model, base.K, base.sigma
 
     def certify(self, x, radius: float, n0: int = 100, n_max: int = 100_000, alpha: float = 0.001,
-                batch: int = 1000, gen: int = 0, idx: int | None = None, first: int = 100, growth: float = 2.0,
+                batch: int = 1000, gen: int = 0, idx: int | None = None, first: int = 64, growth: float = 1.5,
                 prior: tuple[float, float] = (0.5, 0.5)) -> AdaptiveCert:
         """One input at target ``radius``: see ``certify_adaptive``."""
         return certify_adaptive(self.model, x, sigma=self.sigma, radius=radius, alpha=alpha, n0=n0, n_max=n_max,
