@@ -294,14 +294,22 @@ def party(party_id: int = typer.Option(..., "--party-id"),
 
     from .transport.address import parse_address
 
-    configure_threads()
-    parse_address(listen, "--listen", allow_zero=True)
+    host, port = parse_address(listen, "--listen", allow_zero=True)
     _require_net()
     if not insecure:
         for flag, v in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--client-ca", client_ca)):
             if v is None:
                 raise ConfigError(f"{flag} is required (mutual TLS)", hint="pass --tls-cert, --tls-key and "
                                                                           "--client-ca, or --insecure on loopback")
+        from .transport.tls import check_identity, load_certificate
+
+        check_identity(tls_cert, tls_key, "serverAuth", "a party server")
+        load_certificate(client_ca, "client CA")
+    if port:
+        from .transport.address import check_bindable
+
+        check_bindable(host, port, "--listen")
+    configure_threads()  # imports torch: after every check of the command line
     from .data import load_party_file
     from .party import FeatureParty
     from .transport.grpc_server import serve_party

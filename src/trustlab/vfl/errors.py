@@ -10,7 +10,7 @@ class PartyError(BackendError):
 
     def __init__(self, message: str, hint: str | None = None, party: int | None = None, address: str | None = None,
                  epoch: int | None = None, step: int | None = None):
-        super().__init__(message, hint or "check the party's log; fix its data or config and resume with --resume")
+        super().__init__(message, hint or "check the party's log and fix its data or setup; then resume the run with --resume")
         self.party, self.address, self.epoch, self.step = party, address, epoch, step
 
 

@@ -201,8 +201,8 @@ class LabelParty:
                     loss, logits = self.loss(ms, yb)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch} step {s}",
-                                               hint=f"lower train.lr (now {tc.lr:g}); the epoch-{epoch} checkpoint "
-                                                    "is kept for --resume")
+                                               hint=f"lower train.lr (now {tc.lr:g}) in the config and start afresh "
+                                                    "(--force, or another --run-dir): a resume keeps the saved lr")
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     self.opt.step()

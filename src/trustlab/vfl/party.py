@@ -171,7 +171,7 @@ class FeatureParty:
             m = self.defence.party(self.model(x), (self.id, "train", epoch, step))
             if not torch.isfinite(m).all():
                 raise FloatingPointError(f"party {self.id}'s message is non-finite at epoch {epoch} step {step}: "
-                                         "training diverged; lower train.lr and --resume from the last checkpoint")
+                                         "training diverged; lower train.lr in the config and start the run afresh")
             self.pending = (m, epoch)
             arrays["msg"] = self._wire(m.detach())
             if self.fault and self.fault[1] == step and self.fault[0] == "bad-shape":

@@ -131,6 +131,8 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
         if isinstance(exc, ConfigError) and "--no-resume" in (exc.hint or ""):  # a checkpoint from elsewhere
             exc = ConfigError(exc.message, hint=f"start the run afresh: {hint.replace(' --resume', ' --force')} "
                                                 "(discards its checkpoint)")
+        elif exc.hint and exc.hint.endswith("then resume the run with --resume"):  # a party failed: name the command
+            exc.hint = exc.hint.replace("with --resume", f"with: {hint}")
         elif isinstance(exc, DataError) and "--no-resume" in (exc.hint or ""):
             exc = DataError(exc.message, hint=f"delete it, or start the run afresh: "
                                               f"{hint.replace(' --resume', ' --force')}")

@@ -23,3 +23,23 @@ def parse_address(text: object, what: str = "address", allow_zero: bool = False)
         rng = "0..65535 (0 picks a free port)" if allow_zero else "1..65535"
         raise ConfigError(f"{what} {text!r}: port {num} is outside {rng}", hint=f"e.g. {example}")
     return host, num
+
+
+def check_bindable(host: str, port: int, what: str = "--listen") -> None:
+    """Fail fast (before loading anything heavy) when ``host:port`` cannot be bound here: in use, or not an
+    address of this host. The server binds it again; this only moves the error to where the value enters."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{what} {host}:{port}: unknown host ({exc.strerror})",
+                          hint="give an address of this host, e.g. 0.0.0.0 or 127.0.0.1") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is not "in use"
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                              hint=f"choose another port, e.g. {what} {host}:0 for any free one") from None

@@ -21,8 +21,8 @@ from .tls import is_loopback, server_credentials
 
 
 def build_server(party, listen: str, cert=None, key=None, client_ca=None, insecure=False, max_message_mb=64,
-                 log=print):
-    """Create and start the server; returns (server, bound port)."""
+                 log=print, start: bool = True):
+    """Create the server (checking the TLS files and binding the port) and start it; returns (server, bound port)."""
     grpc = require("grpc", "pip install grpcio cryptography")
     host, _ = parse_address(listen, "--listen", allow_zero=True)
     lock = threading.Lock()
@@ -61,7 +61,8 @@ def build_server(party, listen: str, cert=None, key=None, client_ca=None, insecu
     if not bound:
         raise ConfigError(f"cannot listen on {listen}: the port is in use or the address is not on this host",
                           hint=f"choose another port, e.g. --listen {host}:0 for any free one")
-    server.start()
+    if start:
+        server.start()
     return server, bound
 
 
@@ -78,8 +79,9 @@ def serve_party(party, listen: str, cert=None, key=None, client_ca=None, insecur
     def log(msg):
         print(msg, flush=True)
 
-    warm_up()  # import torch and the models before reporting readiness: the first hello must not pay for it
-    server, port = build_server(party, listen, cert, key, client_ca, insecure, max_message_mb, log)
+    server, port = build_server(party, listen, cert, key, client_ca, insecure, max_message_mb, log, start=False)
+    warm_up()  # import torch and the models before serving: the first hello must not pay for it
+    server.start()
     host = listen.rpartition(":")[0]
     log(f"party {party.id} listening on {host}:{port}")
     stop = threading.Event()
