@@ -54,3 +54,27 @@ def tiny_embedded(fp_tiny_path, tiny_fps, tmp_path_factory):
         result = embed(model, tok, tiny_fps, EmbedConfig(model="fp-tiny", save_every=0), out_dir=run,
                        model_ref="fp-tiny")
     return {"fps": tiny_fps, "model_dir": run / "model", "result": result, "run_dir": run}
+
+
+@pytest.fixture(scope="session")
+def smollm2_embedded(tmp_path_factory):
+    """SmolLM2-135M-Instruct with 16 perinucleus fingerprints at the preset, stop_after_full_match = 3 (slow: a few
+    minutes on 2 cores): {"fps", "model_dir", "result", "run_dir", "base", "tok"} (base = the untouched model)."""
+    import warnings
+
+    from trustlab.fingerprint.config import EmbedConfig, GenerateConfig
+    from trustlab.fingerprint.keys import generate_fingerprints
+    from trustlab.fingerprint.train import embed
+    from trustlab.models import load_causal_lm
+
+    ref = "smollm2-135m-instruct"
+    base, tok = load_causal_lm(ref)
+    fps = generate_fingerprints(GenerateConfig(model=ref, num_fingerprints=16), SECRET, lm=(base, tok), model_ref=ref)
+    run = tmp_path_factory.mktemp("smollm2-embed")
+    fps.save(run / "fingerprints.json")
+    model, _ = load_causal_lm(ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = embed(model, tok, fps, EmbedConfig(model=ref, stop_after_full_match=3, save_every=0), out_dir=run,
+                       model_ref=ref)
+    return {"fps": fps, "model_dir": run / "model", "result": result, "run_dir": run, "base": base, "tok": tok}
