@@ -2,7 +2,7 @@
 (target >= 3x), our pipeline (render, generate_samples, stop handling, decoding) vs a bare ``model.generate`` on the
 same prompts and batch (the limit; target >= 0.9), and MoreThink vs default in tokens and wall time.
 Prints one JSON line of ratios.
-    python benchmarks/safety/bench_generation.py [--prompts 8] [--max-tokens 32] [--rounds 2]
+    python benchmarks/safety/bench_generation.py [--prompts 8] [--max-tokens 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     from trustlab.models import load_causal_lm
     from trustlab.runtime import configure_threads
