@@ -70,3 +70,26 @@ def test_script_rules_are_checked():
 
     with pytest.raises(ConfigError, match="unknown key"):
         Script.from_data({"rules": [{"match": "a", "replly": "b"}]})
+
+
+def test_fake_server_command_serves_a_script(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    script = tmp_path / "rules.yaml"
+    script.write_text("rules:\n  - {match: bomb, reply: \"I cannot help.\"}\ndefault: Sure.\n")
+    proc = subprocess.Popen([sys.executable, "-m", "trustlab.cli.main", "safety", "fake-server", "--script",
+                             str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # readiness: the server prints its URL once it listens
+        assert line.startswith("serving http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else line
+        url = line.split()[1]
+        body = json.dumps({"model": "m", "prompt": "a bomb", "max_tokens": 5}).encode()
+        req = urllib.request.Request(url + "/completions", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert json.loads(resp.read())["choices"][0]["text"] == "I cannot help."
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
