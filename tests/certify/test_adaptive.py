@@ -11,7 +11,8 @@ from scipy.stats import binom, norm
 from trustlab.certify import ABSTAIN
 from trustlab.certify.adaptive import (STOPS, AdaptiveConfig, AdaptiveSmoothedClassifier, batch_sizes,
                                        certify_adaptive, certify_inputs_adaptive, certify_model_batch, cost_summary,
-                                       decide, threshold)
+                                       decide, summarise_radii, threshold)
+from trustlab.certify.config import SmoothingConfig
 from trustlab.certify.confseq import log_mixture_martingale, mixture_bounds
 from trustlab.certify.randomized_cp import randomized_cp_lower
 from trustlab.certify.stats import cp_lower
@@ -223,7 +224,14 @@ def test_certify_inputs_records_resume_and_cost(linear, tmp_path):
     halves = [certify_inputs_adaptive(m, x[:10], cfg, seed=0, K=3, shard=(k, 2)) for k in (0, 1)]
     assert sorted(halves[0] + halves[1], key=lambda r: r["idx"]) == full
     cost = cost_summary(full)
-    assert cost["n"] == 10 and 100 < cost["forwards_mean"] <= cost["forwards_p95"] <= 4100
+    assert cost["n"] == 10 and 100 < cost["forwards_mean"] <= cost["forwards_max"] <= 4100
+    assert cost["forwards_p95"] == pytest.approx(np.percentile([r["samples"] for r in full], 95))
+    assert sum(cost["stops"].values()) == pytest.approx(1.0)
+    wide = certify_inputs_adaptive(m, x[:10], AdaptiveConfig.from_smoothing(SmoothingConfig(sigma=0.5, n=4000), 0.0),
+                                   seed=0, K=3, labels=np.zeros(10, int))
+    summary = summarise_radii({0.0: wide})
+    assert summary["certified_acc"]["0"] == np.mean([r["pred"] == 0 for r in wide])
+    assert summary["abstain_rate"]["0"] == np.mean([r["pred"] == ABSTAIN for r in wide])
     with pytest.raises(ConfigError, match="other settings"):
         certify_inputs_adaptive(m, x[:10], AdaptiveConfig(sigma=0.5, radius=0.5, n_max=4000), seed=0, K=3,
                                 records=path)

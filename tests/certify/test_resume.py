@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.certify.conftest import one_error
-from trustlab.runtime import ConfigError, DataError, save_stamped
+from trustlab.runtime import ConfigError, save_stamped
 
 EVAL = ["--n0", "20", "--n", "200", "--max-inputs", "24", "--inputs", "clean"]
 

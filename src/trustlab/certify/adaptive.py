@@ -68,6 +68,12 @@ class AdaptiveConfig:
     def threshold(self) -> float:
         return threshold(self.radius, self.sigma)
 
+    @classmethod
+    def from_smoothing(cls, cfg, radius: float, **kw) -> "AdaptiveConfig":
+        """The adaptive counterpart of a fixed-N ``SmoothingConfig`` at target ``radius`` (N becomes n_max)."""
+        return cls(sigma=cfg.sigma, radius=radius, n0=cfg.n0, n_max=cfg.n, alpha=cfg.alpha,
+                   batch_size=cfg.batch_size, max_hours=cfg.max_hours, **kw)
+
 
 @dataclass(frozen=True)
 class AdaptiveCert:
@@ -235,7 +241,8 @@ class _ModelDraw:
             flush(fill)
         for i in set(self.cache) - set(map(int, rows)):
             del self.cache[i]  # inputs that have stopped
-        return counts.view(len(self.idx), self.K)[torch.as_tensor(rows, dtype=torch.long, device=self.dev)].cpu().numpy()
+        picked = torch.as_tensor(rows, dtype=torch.long, device=self.dev)
+        return counts.view(len(self.idx), self.K)[picked].cpu().numpy()
 
 
 def certify_model_batch(model, x, idx: Sequence[int], *, sigma: float, radius: float, alpha: float, n0: int,
@@ -370,6 +377,19 @@ def certify_inputs_adaptive(model, x, cfg: AdaptiveConfig, *, seed: int, K: int,
                 append_records(records, recs)
             out += recs
     return sorted(out, key=lambda r: r["idx"])
+
+
+def summarise_radii(by_radius: dict[float, Sequence[dict]]) -> dict:
+    """Metrics of adaptive runs at several target radii (one run per radius, records with ``label``):
+    certified accuracy{r} (certified and correct), abstain rate{r}, and the cost summary{r}."""
+    out: dict = {"certified_acc": {}, "abstain_rate": {}, "cost": {}}
+    for r, recs in sorted(by_radius.items()):
+        key = f"{r:g}"
+        n = max(len(recs), 1)
+        out["certified_acc"][key] = sum(x["pred"] != ABSTAIN and x["pred"] == x["label"] for x in recs) / n
+        out["abstain_rate"][key] = sum(x["pred"] == ABSTAIN for x in recs) / n
+        out["cost"][key] = cost_summary(recs)
+    return out
 
 
 def cost_summary(records: Sequence[dict]) -> dict:
