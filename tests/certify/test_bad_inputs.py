@@ -206,6 +206,7 @@ def _flag_cases(tmp_path, model_dir):
         "train --attack magic": (["train", "--attack", "magic"], "--attack"),
         "train --sigma -0.5": (["train", "--sigma", "-0.5"], "--sigma"),
         "train --out FILE": (["train", "--out", afile], "is a file"),
+        "train --out FILE/sub": (["train", "--out", afile / "sub"], "has a file where a folder is expected"),
         "train --device tpu": (["train", "--device", "tpu"], "device must be"),
         "eval --n abc": (["eval", model_dir, "--n", "abc"], "--n"),
         "eval --n0 0": (["eval", model_dir, "--n0", "0"], "--n0"),
