@@ -60,12 +60,18 @@ def config_diff(old: Any, new: Any) -> list[str]:
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for mappings and ``[i]`` indices for lists: ``tracks[0].train.epochs``."""
     if isinstance(d, dict):
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
-    return {prefix.rstrip("."): d}
+    if isinstance(d, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out or {prefix: d}
+    return {prefix: d}
 
 
 def config_hash(cfg: Any) -> str:

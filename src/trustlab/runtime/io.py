@@ -127,13 +127,16 @@ def load_torch(path: str | Path, what: str = "checkpoint", map_location: Any = "
     from .files import at_path
 
     with at_path(path, what):
+        fh = open(path, "rb")
+    with fh:
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(fh, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
             raise DataError(f"{what} {str(path)!r} is refused: it is not plain tensor state ({first[:160]})",
                             hint="load only checkpoints written by trustlab or torch.save of a state dict") from None
-        except (RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError,
+                TypeError) as exc:  # a truncated zip surfaces as OSError(EINVAL) or RuntimeError inside torch
             raise DataError(f"{what} {str(path)!r} is truncated or corrupt ({type(exc).__name__})",
                             hint="delete it and rerun, or start afresh with --no-resume") from None
 

@@ -68,9 +68,10 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
                           hint=f"set {name} to one of {', '.join(map(str, args))}")
     if origin in (tuple, list):
         if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            scalar_items = bool(args) and args[0] in (int, float, str, bool)
             raise ConfigError(f"{name} must be a list ({type_name(tp)}), got {value!r}",
-                              hint=f"write {name} as a list, e.g. [{value!r}]" if value is not None
-                              else f"set {name} to a list")
+                              hint=f"write {name} as a list, e.g. [{value!r}]" if scalar_items and value is not None
+                              else f"write {name} as a YAML list of {type_name(args[0]) if args else 'items'}")
         if args and (len(args) == 2 and args[1] is Ellipsis or origin is list):
             items = [coerce(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)]
         elif args:
@@ -163,22 +164,22 @@ def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
                           hint=f"set {name} to one of {', '.join(map(str, choices))}")
 
 
-def parse_int_list(name: str, text: str) -> tuple[int, ...]:
+def parse_int_list(name: str, text: str, example: str = "128,64") -> tuple[int, ...]:
     """``"128,64"`` -> ``(128, 64)`` for list-valued CLI flags; ConfigError naming the flag otherwise."""
     try:
         return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
     except ValueError:
         raise ConfigError(f"{name} must be comma-separated integers, got {text!r}",
-                          hint=f"e.g. {name} 128,64") from None
+                          hint=f"e.g. {name} {example}") from None
 
 
-def parse_float_list(name: str, text: str) -> tuple[float, ...]:
+def parse_float_list(name: str, text: str, example: str = "0,0.25,0.5") -> tuple[float, ...]:
     """``"0,0.25"`` -> ``(0.0, 0.25)``; NaN and non-numbers refused naming the flag."""
     try:
         values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
     except ValueError:
         raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}",
-                          hint=f"e.g. {name} 0,0.25,0.5") from None
+                          hint=f"e.g. {name} {example}") from None
     if any(math.isnan(v) for v in values):
         raise ConfigError(f"{name} must not contain nan, got {text!r}", hint=f"give finite numbers for {name}")
     return values
