@@ -54,7 +54,7 @@ def assert_flags_exist(hint: str):
     def opts(cmd):
         if hasattr(cmd, "commands"):
             return set().union(*(opts(c) for c in cmd.commands.values()))
-        return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        return {"--help", *(o for p in cmd.params for o in (*p.opts, *p.secondary_opts))}
 
     every = set().union(*(opts(c) for c in commands.values()))
     for m in re.finditer(r"trustlab vfl (\w[\w-]*)((?:\s+[^`;()]*)?)", hint):

@@ -217,12 +217,12 @@ def test_slow_party_setup_does_not_count_against_the_message_deadline(tmp_path, 
     from trustlab.vfl.transport.grpc_client import GrpcTransport
     from trustlab.vfl.transport.grpc_server import build_server
 
-    cfg = load_config(None, {"train": {"epochs": 1}, "transport": {"message_timeout_s": 1, "connect_timeout_s": 30}})
+    cfg = load_config(None, {"train": {"epochs": 1}, "transport": {"message_timeout_s": 3, "connect_timeout_s": 30}})
     vd = load_vertical(cfg)
     real = FeatureParty._hello
 
     def slow_hello(self, h, a):
-        time.sleep(2.5)  # > message_timeout_s
+        time.sleep(4.5)  # > message_timeout_s
         return real(self, h, a)
 
     monkeypatch.setattr(FeatureParty, "_hello", slow_hello)

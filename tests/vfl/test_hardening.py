@@ -414,3 +414,42 @@ def test_pki_commands_make_certificates_with_the_right_usages(cli, tmp_path):
     code, _, err = cli("vfl", "pki", "party", "--ca-dir", tmp_path / "nowhere", "--id", "0", "--host", "h",
                        "--out", tmp_path / "x")
     assert_one_line_error(err, code, 2)
+
+
+# --- 3. every hint the vfl code can print names flags that exist ---------------------------------------------------
+def _literal_text(node) -> str:
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else " X " for v in node.values)
+    if isinstance(node, ast.BinOp):
+        return _literal_text(node.left) + _literal_text(node.right)
+    if isinstance(node, ast.IfExp):
+        return _literal_text(node.body) + " ; " + _literal_text(node.orelse)
+    return " X "
+
+
+def test_every_hint_in_the_source_names_real_flags():
+    """Static sweep over src/trustlab/vfl: each ``hint=`` text (and each resume command) that names
+    ``trustlab vfl VERB --flag`` uses a flag VERB has, and every other ``--flag`` exists on some vfl command."""
+    import ast
+
+    import trustlab.vfl
+
+    root = Path(trustlab.vfl.__file__).parent
+    hints = []
+    for f in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "hint" or (
+                    isinstance(node, ast.Assign) and any(getattr(t, "id", "") in ("hint", "MAKE") for t in node.targets)):
+                hints.append((f.name, _literal_text(node.value)))
+            if isinstance(node, ast.Return) and node.value is not None and "trustlab vfl" in _literal_text(node.value):
+                hints.append((f.name, _literal_text(node.value)))
+    assert len(hints) > 40
+    for where, text in hints:
+        try:
+            assert_flags_exist(text.replace("--fault", ""))  # --fault is the hidden test-only flag
+        except AssertionError as exc:
+            raise AssertionError(f"{where}: {exc}") from None
