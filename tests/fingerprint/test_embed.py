@@ -102,3 +102,20 @@ def test_regularisation_lowers_perplexity_cost(baselines):
     """Check 5: lambda, beta > 0 costs less held-out perplexity than lambda = beta = 0 (measured x1.73 vs x59)."""
     assert baselines["perinucleus"][1] < baselines["unregularised"][1]
     assert np.isfinite(baselines["unregularised"][1])
+
+
+def test_english_and_random_word_strategies(fp_tiny):
+    """english: L tokens of another key's generation (null p0 heuristic, with a warning); random_word: HMAC-chosen
+    pool words for key and response (p0 = |V_w|^-L)."""
+    with pytest.warns(UserWarning, match="heuristic"):
+        en = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=6, strategy="english"), SECRET,
+                                   lm=fp_tiny)
+    assert en.null_p_heuristic and en.null_p == pytest.approx(1 / 3)
+    for i, f in enumerate(en.fingerprints[:-1]):
+        nxt = en.fingerprints[i + 1].key_ids
+        assert f.response_ids == (nxt[min(10, len(nxt) - 1)],)
+    rw = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=6, strategy="random_word",
+                                              response_length=2), SECRET, lm=fp_tiny)
+    pool = rw.params["pool_size"]
+    assert not rw.null_p_heuristic and rw.null_p == pytest.approx(pool ** -2.0)
+    assert all(len(f.key_ids) == 16 and len(f.response_ids) == 2 for f in rw.fingerprints)
