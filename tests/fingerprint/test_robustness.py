@@ -48,7 +48,8 @@ def test_every_experiment_is_recorded(robust):
     assert e["ppl_ratio_base"] == pytest.approx(e["ppl"] / r["ppl"]["base"]) and e["ppl"] != r["ppl"]["fp"]
     assert len(r["wrappers"]["templates"]) == 10
     assert [t["samples"] for t in r["temperature"]["temperatures"]] == [1, 3]
-    assert r["quant"]["after"]["decision"] in ("OWNED", "not owned") and r["quant"]["ppl_ratio"] > 0
+    assert [q["method"] for q in r["quant"]["methods"]] == ["dynamic", "weight_only"]
+    assert all(q["after"]["decision"] in ("OWNED", "not owned") and q["ppl_ratio"] > 0 for q in r["quant"]["methods"])
     assert (out / "results.json").is_file() and (out / "plots" / "merge_alpha.png").is_file()
 
 
@@ -116,6 +117,12 @@ def test_int8_quantization_keeps_outputs_close(models):
     x = torch.tensor([[1, 5, 9, 12]])
     with torch.no_grad():
         assert (q(x).logits - fmodel(x).logits).abs().max() < 1.0
+    w = quantize_int8(fmodel, "weight_only")
+    orig, new = fmodel.model.layers[0].mlp.up_proj.weight, w.model.layers[0].mlp.up_proj.weight
+    scale = orig.abs().amax(dim=1, keepdim=True) / 127
+    levels = new / scale  # every weight sits on one of 255 int8 levels of its row, within half a step
+    assert torch.allclose(levels, levels.round(), atol=1e-3) and ((new - orig).abs() <= scale / 2 + 1e-7).all()
+    assert not torch.equal(new, orig) and torch.equal(fmodel.model.layers[0].mlp.up_proj.weight, orig)
 
 
 def test_utility_measures(models):
@@ -154,7 +161,7 @@ def test_report_section_renders_robustness(robust):
     cfg, out, res = robust
     results = json.loads((out / "results.json").read_text())
     md = to_markdown("t", report_section(results, out))
-    for want in ("linear merge alpha 0.5", "suppress_top1_first1", "int8 dynamic quantization", "False positives",
+    for want in ("linear merge alpha 0.5", "suppress_top1_first1", "int8 quantization (weight-only)", "False positives",
                  "held-out perplexity", "trivia MC accuracy", "**Caveat:**", "2509.26598", "plots/merge_alpha.png"):
         assert want in md, want
     page_md, page_html = render(out, sections={"fingerprint": report_section})

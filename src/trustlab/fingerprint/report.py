@@ -76,9 +76,8 @@ def robustness_blocks(r: dict[str, Any]) -> list:
     for t in (r.get("temperature") or {}).get("temperatures", []):
         row(f"temperature {t['temperature']:g} ({t['samples']} samples)", t,
             f"mean {_f(t.get('mean_hit_rate'))}, any-of-n {_f(t.get('any_hit_rate'))}")
-    q = r.get("quant")
-    if q:
-        row("int8 dynamic quantization", q["after"], f"perplexity x{_f(q['ppl_ratio'])}")
+    for q in (r.get("quant") or {}).get("methods", []):
+        row(f"int8 quantization ({q['method'].replace('_', '-')})", q["after"], f"perplexity x{_f(q['ppl_ratio'])}")
     for a in (r.get("suppress") or {}).get("attacks", []):
         row(a["attack"], a, f"attack success {_f(a['attack_success'])}, perplexity x{_f(a['ppl_ratio'])}")
     if rows:

@@ -300,16 +300,38 @@ def merge_linear(model_f, model_other, alpha: float):
     return merged.eval()
 
 
-def quantize_int8(model):
-    """A copy with every nn.Linear dynamically quantized to int8 weights (torch.ao dynamic quantization, CPU)."""
+QUANT_METHODS = {
+    "dynamic": "torch.ao.quantization.quantize_dynamic(nn.Linear, qint8): int8 weights and dynamically "
+               "quantized int8 activations (per tensor)",
+    "weight_only": "int8 weight-only: per-output-channel symmetric round-to-nearest int8 weights, dequantized for "
+                   "the matmul (what int8 weight-only serving computes)",
+}
+
+
+def quantize_int8(model, method: str = "dynamic"):
+    """A copy of ``model`` with every nn.Linear quantized to int8, as a host serving cheaply would.
+
+    ``dynamic``: torch's dynamic quantization (int8 weights, int8 activations quantized per tensor on the fly);
+    ``weight_only``: W -> s * clamp(round(W / s), -127, 127) with s = max|W_row| / 127 per output channel."""
     import warnings
 
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).float().cpu(), {torch.nn.Linear},
-                                                      dtype=torch.qint8).eval()
+    if method not in QUANT_METHODS:
+        raise ConfigError(f"quantization method must be one of {', '.join(QUANT_METHODS)}; got {method!r}",
+                          hint="use dynamic or weight_only")
+    q = copy.deepcopy(model).float().cpu()
+    if method == "dynamic":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+            return torch.ao.quantization.quantize_dynamic(q, {torch.nn.Linear}, dtype=torch.qint8).eval()
+    with torch.no_grad():
+        for mod in q.modules():
+            if isinstance(mod, torch.nn.Linear):
+                w = mod.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+                w.copy_((w / scale).round().clamp(-127, 127) * scale)
+    return q.eval()
 
 
 def foreign_model(base, seed: int = 0):
@@ -375,10 +397,9 @@ class RobustnessResult:
         for t in r.get("temperature", {}).get("temperatures", []):
             out.append(f"T={t['temperature']:g}: mean {t['mean_hit_rate']:.2f} any-of-n {t['any_hit_rate']:.2f} "
                        f"-> {t['decision']}")
-        if "quant" in r:
-            q = r["quant"]
-            out.append(f"int8: exact {q['before']['exact']:.2f} -> {q['after']['exact']:.2f} ({q['after']['decision']})"
-                       f", perplexity x{q['ppl_ratio']:.3f}")
+        for q in r.get("quant", {}).get("methods", []):
+            out.append(f"int8 {q['method']}: exact {q['before']['exact']:.2f} -> {q['after']['exact']:.2f} "
+                       f"({q['after']['decision']}), perplexity x{q['ppl_ratio']:.3f}")
         for a in r.get("suppress", {}).get("attacks", []):
             out.append(f"{a['attack']}: attack success {a['attack_success']:.2f}, verdict {a['decision']}, "
                        f"perplexity cost x{a['ppl_ratio']:.3f}")
@@ -514,11 +535,13 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
                     for t in cfg.temperatures]
             res = {"temperatures": rows}
         elif exp == "quant":
-            q = quantize_int8(fmodel)
-            res = {"method": "torch.ao.quantization.quantize_dynamic(nn.Linear, qint8)",
-                   "before": _short(results["clean"]), "after": _short(meas(q, "int8")),
-                   "ppl_ratio": perplexity(q, tok, docs) / ppl_f}
-            del q
+            rows = []
+            for method, what in QUANT_METHODS.items():
+                q = quantize_int8(fmodel, method)
+                rows.append({"method": method, "what": what, "before": _short(results["clean"]),
+                             "after": _short(meas(q, f"int8 {method}")), "ppl_ratio": perplexity(q, tok, docs) / ppl_f})
+                del q
+            res = {"methods": rows}
         elif exp == "suppress":
             before = results["clean"]["hits"]
             rows = []
