@@ -258,3 +258,9 @@ def test_randomized_cp_edges():
         randomized_cp_lower(11, 10, 0.01, 0.5)
     with pytest.raises(ConfigError):
         randomized_cp_lower(3, 10, 0.01, 1.5)
+
+
+def test_worst_case_budget_refused(linear):
+    m, x = linear
+    with pytest.raises(ConfigError, match="adaptive.n_max"):
+        certify_inputs_adaptive(m, x, AdaptiveConfig(sigma=0.5, n_max=10**12, max_hours=0.001), seed=0, K=3)

@@ -361,7 +361,8 @@ def certify_inputs_adaptive(model, x, cfg: AdaptiveConfig, *, seed: int, K: int,
         todo = [i for i in todo if int(idx[i]) not in done]
     price = SimpleNamespace(n0=cfg.n0, n=cfg.n_max, predict=False, alpha=cfg.alpha, batch_size=cfg.batch_size,
                             max_hours=cfg.max_hours)
-    require_budget(model, x.shape[1:], price, len(todo), names={"n": "adaptive.n_max"})
+    require_budget(model, x.shape[1:], price, len(todo),
+                   names={"n": "adaptive.n_max", "max_hours": "adaptive.max_hours"})
     out = list(done.values())
     starts = range(0, len(todo), chunk)
     with eval_mode(model):
