@@ -229,6 +229,9 @@ def test_image_npz_with_nan_or_0_255_is_refused(tmp_path):
     assert 0 <= u8.parties[0].X.min() and u8.parties[0].X.max() <= 1
     with pytest.raises(DataError, match="999"):
         load_vertical(_image_npz(tmp_path / "gap.npz", X, np.r_[np.arange(59) % 3, 999]))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="not an npz archive"):
+        load_vertical(load_config(None, {"data": {"name": f"npz:{tmp_path / 'junk.npz'}"}}))
     np.savez(tmp_path / "str.npz", X=np.array([["a", "b"]] * 10), y=np.arange(10) % 2)
     with pytest.raises(DataError, match="dtype"):
         load_vertical(load_config(None, {"data": {"name": f"npz:{tmp_path / 'str.npz'}"}}))

@@ -66,11 +66,20 @@ def _read_vfl_npz(path: str) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"npz file {path!r} does not exist", hint="pass npz:FILE with an existing file")
+    from trustlab.runtime import at_path
+
+    with at_path(p, "npz file"):
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
+    if magic[:2] != b"PK":  # np.load would try to unpickle anything that is not a zip or .npy
+        raise DataError(f"npz file {path!r} is not an npz archive (it does not start like a zip file)",
+                        hint="write it with numpy.savez(path, X=..., y=...)")
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:
-        raise DataError(f"cannot read npz file {path!r}: {exc}", hint="write it with numpy.savez") from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"cannot read npz file {path!r}: {first}", hint="write it with numpy.savez") from None
 
 
 def _source(dc, seed: int):

@@ -74,9 +74,10 @@ def label_data(cfg, vd=None):
 
     name = cfg.data.name if cfg.data.path is None else f"{cfg.data.name}:{cfg.data.path}"
     if name.startswith("npz:"):
-        with np.load(name[4:], allow_pickle=False) as z:
-            labels_only = "X" not in z.files and "x_train" not in z.files
-        if labels_only:
+        from .data import _read_vfl_npz
+
+        z = _read_vfl_npz(name[4:])  # a missing or corrupt file is a DataError naming it
+        if "X" not in z and "x_train" not in z:
             return load_label_file(name[4:])
     return (vd or load_vertical(cfg)).labels
 
