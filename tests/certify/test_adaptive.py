@@ -16,7 +16,7 @@ from trustlab.certify.config import SmoothingConfig
 from trustlab.certify.confseq import log_mixture_martingale, mixture_bounds
 from trustlab.certify.randomized_cp import randomized_cp_lower
 from trustlab.certify.stats import cp_lower
-from trustlab.runtime import ConfigError, DataError
+from trustlab.runtime import ConfigError, DataError, ModelError
 
 SIGMA, ALPHA, REPS = 0.25, 0.01, 2000
 
@@ -136,12 +136,25 @@ def test_budget_cap_abstains_and_says_so():
     assert (c.selected, c.stop, c.n_a) == (1, "abstain", 0)
 
 
+def test_unreachable_radius_warns():
+    from trustlab.certify.adaptive import max_radius
+    from trustlab.certify.stats import CertifyWarning
+
+    top = max_radius(1000, 0.001, SIGMA)
+    assert 0 < top < SIGMA * norm.ppf(0.001 ** (1 / 1000))  # below fixed-N's maximum at the same N
+    with pytest.warns(CertifyWarning, match="unreachable"):
+        c = certify_adaptive(counts_fn(1.0), sigma=SIGMA, radius=top + 0.01, alpha=0.001, n_max=1000)
+    assert (c.stop, c.n_used) == ("budget", 1000)
+    c = certify_adaptive(counts_fn(1.0), sigma=SIGMA, radius=top - 0.01, alpha=0.001, n_max=1000)
+    assert c.stop == "certify" and c.radius >= top - 0.01
+
+
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="radius"):
         certify_adaptive(counts_fn(1.0), sigma=SIGMA, radius=-0.1, alpha=0.01)
     with pytest.raises(ConfigError, match="alpha"):
         certify_adaptive(counts_fn(1.0), sigma=SIGMA, radius=0.1, alpha=1.5)
-    with pytest.raises(ConfigError, match="counts function"):
+    with pytest.raises(ModelError, match="counts function"):
         certify_adaptive(lambda role, s, n: np.array([1, 1]), sigma=SIGMA, radius=0.1, alpha=0.01)
     with pytest.raises(ConfigError, match="adaptive.n_max"):
         AdaptiveConfig(n_max=0)

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, check_types, progress, require_range
+from trustlab.runtime import ConfigError, ModelError, check_types, progress, require_range
 
 from . import ABSTAIN
 from .confseq import mixture_bounds
@@ -158,6 +158,27 @@ def decide(draw: Draw, n_inputs: int, *, tau: float, alpha: float, n0: int, size
     return {"selected": c, "n_a": s, "n_used": t, "p_lower": lower, "p_upper": upper, "stop": stop}
 
 
+def max_radius(n_max: int, alpha: float, sigma: float, prior: tuple[float, float] = (0.5, 0.5)) -> float:
+    """Largest radius the adaptive certifier can reach: sigma * Phi^-1(L) with all n_max draws voting c."""
+    from scipy.stats import norm
+
+    low = float(mixture_bounds(np.array([n_max]), np.array([n_max]), alpha, prior)[0][0])
+    return float(sigma * norm.ppf(low)) if low > 0.5 else 0.0
+
+
+def check_reachable(radius: float, n_max: int, alpha: float, sigma: float, prior=(0.5, 0.5)) -> None:
+    """CertifyWarning when no outcome of n_max draws can certify ``radius`` (every input then abstains)."""
+    import warnings
+
+    from .stats import CertifyWarning
+
+    top = max_radius(n_max, alpha, sigma, prior)
+    if radius >= top:
+        warnings.warn(f"radius {radius:g} is unreachable: with n_max={n_max:,} at alpha={alpha:g} the adaptive "
+                      f"certifier certifies at most {top:.3f} (sigma={sigma:g}); every input will abstain",
+                      CertifyWarning, stacklevel=3)
+
+
 def _certs(out: dict, n0: int, sigma: float) -> list[AdaptiveCert]:
     from scipy.stats import norm
 
@@ -253,6 +274,7 @@ def certify_model_batch(model, x, idx: Sequence[int], *, sigma: float, radius: f
 
     check_params(sigma=sigma, n0=n0, n=n_max, alpha=alpha, batch=batch)
     require_range("radius", radius, 0.0)
+    check_reachable(radius, n_max, alpha, sigma, prior)
     draw = _ModelDraw(model, x, idx, sigma=sigma, K=K, run_seed=run_seed, batch=batch, n_max=n_max)
     with eval_mode(model):
         out = decide(draw, len(idx), tau=threshold(radius, sigma), alpha=alpha, n0=n0,
@@ -290,10 +312,11 @@ def certify_adaptive(base, x=None, *, sigma: float, radius: float, alpha: float,
     def draw(role, rows, start, count):
         c = np.asarray(base(role, start, count))
         if c.ndim != 1 or c.sum() != count:
-            raise ConfigError(f"counts function returned {c.tolist()!r} for {count} draws",
+            raise ModelError(f"counts function returned {c.tolist()!r} for {count} draws",
                               hint="return one count per class, summing to the number of draws asked for")
         return c[None]
 
+    check_reachable(radius, n_max, alpha, sigma, prior)
     out = decide(draw, 1, tau=threshold(radius, sigma), alpha=alpha, n0=n0, sizes=batch_sizes(n_max, first, growth),
                  prior=prior)
     return _certs(out, n0, sigma)[0]
