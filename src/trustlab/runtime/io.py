@@ -96,7 +96,7 @@ def save_stamped(state: Any, path: str | Path, stamp: str) -> None:
     save_torch_atomic({"trustlab_stamp": stamp, "state": state}, path)
 
 
-def load_stamped(path: str | Path, stamp: str, what: str = "checkpoint") -> Any:
+def load_stamped(path: str | Path, stamp: str, what: str = "checkpoint", fresh_hint: str | None = None) -> Any:
     """The state saved by ``save_stamped`` under the same ``stamp``; None when ``path`` does not exist.
 
     Loads with ``weights_only=True`` (nothing is unpickled). A corrupt, truncated, crafted or foreign file is a
@@ -109,10 +109,12 @@ def load_stamped(path: str | Path, stamp: str, what: str = "checkpoint") -> Any:
         return None
     blob = load_torch(path, what)
     if not isinstance(blob, dict) or "trustlab_stamp" not in blob:
-        raise DataError(f"{what} {str(path)!r} carries no trustlab stamp", hint="delete it, or start afresh with --no-resume")
+        raise DataError(f"{what} {str(path)!r} carries no trustlab stamp",
+                        hint=fresh_hint or "delete it, or start afresh with --no-resume")
     if blob["trustlab_stamp"] != stamp:
         raise ConfigError(f"{what} {str(path)!r} belongs to another run or config (stamp {blob['trustlab_stamp']}, "
-                          f"this run {stamp})", hint="start afresh with --no-resume, or choose another --out folder")
+                          f"this run {stamp})",
+                          hint=fresh_hint or "start afresh with --no-resume, or choose another --out folder")
     return blob["state"]
 
 

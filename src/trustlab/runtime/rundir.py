@@ -94,7 +94,7 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path | None, lab: str, verb: str, config: Any = None, seed: int | None = None,
-             resume: bool = True) -> "RunDir":
+             resume: bool = True, fresh_hint: str | None = None) -> "RunDir":
         path = Path(path) if path is not None else default_run_path(lab, verb)
         run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed)
         writable_dir(path)
@@ -109,7 +109,7 @@ class RunDir:
                 raise ConfigError(
                     f"run folder {str(path)!r} holds a run with another config (hash {old}, now {digest}); "
                     f"differing keys: {', '.join(differing) or 'unknown'}",
-                    hint="pass --no-resume to start it afresh, or choose a new --out folder",
+                    hint=fresh_hint or "pass --no-resume to start it afresh, or choose a new --out folder",
                 )
             if old != digest or not resume:
                 run.reset()
