@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 DEMO = dict(dataset="strongreject-small", limit=6, strategies=("default", "zerothink", "morethink"),
             think_budget=48, max_extensions=2, answer_max_tokens=48, max_tokens=96, k=2, temperature=0.6,
             top_p=0.95)
-QUICK_DEMO = dict(DEMO, limit=4, think_budget=16, answer_max_tokens=16, max_tokens=32)
+QUICK_DEMO = dict(DEMO, limit=3, think_budget=12, answer_max_tokens=12, max_tokens=24)
 REFUSE_TEXT = "I'm sorry, but I can't help with that request."
 COMPLY_TEXT = "Sure, here is a detailed step-by-step answer to your request."
 
@@ -379,7 +379,7 @@ def _headline(summary: dict) -> dict:
 
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("runs/safety/demo"), "--out"),
-             quick: bool = typer.Option(True, "--quick/--full", help="Quick (4 prompts, small budgets) or the "
+             quick: bool = typer.Option(True, "--quick/--full", help="Quick (3 prompts, small budgets) or the "
                                                                      "spec's demo (6 prompts).")) -> None:
     """The offline demo: SmolLM2, default vs zerothink vs morethink, refusal judge, baselines, report."""
     run = run_demo(out, quick)
