@@ -43,7 +43,9 @@ test: setup llamacpp
 	$(PY) -m pytest -q
 
 BENCHES := benchmarks/cli_startup.py benchmarks/vfl_overhead.py benchmarks/certify/bench_smoothing.py \
-	benchmarks/certify/bench_bounds.py
+	benchmarks/certify/bench_bounds.py benchmarks/certify/bench_adaptive.py \
+	benchmarks/safety/bench_generation.py benchmarks/safety/bench_openai.py benchmarks/safety/bench_metrics.py \
+	benchmarks/safety/bench_judges.py benchmarks/fingerprint/bench_verify.py benchmarks/fingerprint/bench_embed.py
 
 bench: setup
 	for f in $(BENCHES); do echo "== $$f" && $(PY) "$$f" || exit 1; done
