@@ -40,10 +40,19 @@ def test_trigger_outside_the_image_and_replace_too_many():
         Trigger.from_config(TriggerConfig(size=3, position=(7, 7)), (1, 8, 8))
     with pytest.raises(ConfigError, match="wrong channels"):
         Trigger.from_config(TriggerConfig(), (1, 8, 8))(np.zeros((2, 3, 8, 8), np.float32))
-    x = np.zeros((10, 1, 8, 8), np.float32)
+    x = np.random.default_rng(0).random((10, 1, 8, 8)).astype(np.float32) * 0.5
     trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
-    out = poison_label_noise(x, np.zeros(10, int), 2, trig, 0.99, mode="replace")
-    assert len(out.x) == 10
+    out = poison_label_noise(x, np.zeros(10, int), 2, trig, 0.95, mode="replace")  # ceil(9.5) = 10 poisons
+    assert len(out.x) == 10 and sorted(out.poison_idx) == list(range(10))  # every row replaced, none appended
+    assert np.all(out.x[:, :, 5:, 5:] == 1.0)  # each replaced row carries the patch
+    assert np.array_equal(out.x[:, :, :5], x[:, :, :5])  # and is the image it was made from (rows keep their slot)
+    part = poison_label_noise(x, np.zeros(10, int), 2, trig, 0.3, mode="replace")
+    clean = np.setdiff1d(np.arange(10), part.poison_idx)
+    assert len(part.poison_idx) == 3 and np.array_equal(part.x[clean], x[clean])
+    # all-labels: ceil(0.99 * 10 / 3) = 4 images x 3 labels = 12 poisons > 10 rows -> refused, naming the fix
+    with pytest.raises(ConfigError, match=r"at most n = 10 poisons, got 12") as exc:
+        poison_label_noise(x, np.zeros(10, int), 3, trig, 0.99, label_mode="all-labels", mode="replace")
+    assert "attack.mode add" in exc.value.hint
 
 
 @pytest.mark.parametrize("mutate,msg", [
@@ -52,7 +61,7 @@ def test_trigger_outside_the_image_and_replace_too_many():
     (lambda x, y: (np.where(np.arange(len(x))[:, None, None, None] == 4, 1.5, x), y), "image 4 has values outside"),
 ])
 def test_bad_data_raises_data_error_with_first_bad_index(mutate, msg):
-    from trustlab.certify.experiment import _check_data
+    from trustlab.certify.data import check_data as _check_data
 
     rng = np.random.default_rng(0)
     x, y = mutate(rng.random((8, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 8))
@@ -63,14 +72,14 @@ def test_bad_data_raises_data_error_with_first_bad_index(mutate, msg):
 
 
 def test_npz_user_data_runs_through_prepare_data(tmp_path):
-    from trustlab.certify.experiment import prepare_data
+    from trustlab.certify.data import prepare_data
 
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
     np.savez(path, x_train=rng.integers(0, 256, (40, 6, 6), dtype=np.uint8), y_train=rng.integers(0, 3, 40),
              x_test=rng.integers(0, 256, (12, 6, 6), dtype=np.uint8), y_test=rng.integers(0, 3, 12))
-    cfg = ExperimentConfig(data=f"npz:{path}", attacks=(AttackConfig(kind="label-noise",
-                                                                     trigger=TriggerConfig(size=2)),))
+    cfg = ExperimentConfig(data=f"npz:{path}", attacks=(AttackConfig(kind="label-noise"),),
+                           trigger=TriggerConfig(size=2))
     d = prepare_data(cfg, 0)
     assert d.shape == (1, 6, 6) and d.K == 3 and d.x_trig[:, 0, 4:, 4:].min() == 1.0
 
@@ -119,7 +128,7 @@ def test_auto_lirpa_unavailable_is_exit_3_with_its_import_error():
 
 def test_sweep_keys_couple_training_and_certification():
     from trustlab.certify.config import load_config, shipped_config
-    from trustlab.certify.experiment import apply_grid_key
+    from trustlab.certify.sweep import apply_grid_key
 
     cfg = load_config(shipped_config("demo_digits"))
     c = apply_grid_key(cfg, "smoothing.sigma", 0.5)
@@ -151,7 +160,7 @@ from trustlab.certify.config import DefenceConfig, ModelConfig  # noqa: E402
     (lambda: SmoothingConfig(sigma=float("nan")), "smoothing.sigma must be a number, got nan"),
     (lambda: SmoothingConfig(n=True), "smoothing.n must be an integer, got True"),
     (lambda: SmoothingConfig(max_hours=0), "smoothing.max_hours must lie in"),
-    (lambda: AttackConfig(trigger="big"), "attack.trigger must be a mapping"),
+    (lambda: ExperimentConfig(trigger="big"), "trigger must be a mapping"),
     (lambda: DefenceConfig(strip_n=0), "defences.strip_n must lie in"),
     (lambda: TriggerConfig(position=(1, 2, 3)), "trigger.position must be"),
     (lambda: Track(certifiers="smoothing"), "track.certifiers must be a list"),
@@ -172,6 +181,8 @@ YAML_CASES = {
     "n: 10^12": ("tracks:\n  - name: rs\n    smoothing: {n: 10^12}\n", "smoothing.n must be an integer, got '10^12'"),
     "lr: 1e-3 (YAML 1.1)": ("tracks:\n  - name: rs\n    train: {lr: 1e-3}\n", "train.lr must be a number"),
     "not a mapping": ("- 1\n- 2\n", "must hold a mapping"),
+    "two triggers": ("attacks:\n  - {kind: label-noise, trigger: {size: 2}}\n  - {kind: max-entropy, trigger: {size: 3}}\n",
+                     "moved to the top-level `trigger:` key"),
 }
 
 

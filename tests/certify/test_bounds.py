@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -220,8 +222,10 @@ def test_batchnorm_and_normalize_are_folded():
 
 
 def test_unsupported_layer_and_certify_bounds():
-    with pytest.raises(UnsupportedLayerError, match="layer 2 .Tanh.*smoothing or rewrite as Sequential"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer 2 \('2'\): Tanh is not supported.*supported: Linear, "
+                                                    r"Conv2d.*ReLU") as exc:
         BoundNet.from_module(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), (1, 2, 2))
+    assert "--certifier smoothing" in exc.value.hint and "nn.Sequential" in exc.value.hint
 
     class Custom(nn.Module):
         def forward(self, x):
@@ -237,3 +241,105 @@ def test_unsupported_layer_and_certify_bounds():
     assert c0.certified.all()  # eps = 0: the predicted class always has a positive margin (no exact ties)
     c1 = certify_bounds(net, x, BoundsConfig(eps=1.0))
     assert not c1.certified.any() and (c1.pred == c0.pred).all()
+
+
+def _vision_net(dtype=torch.float32):
+    """A residual-free torchvision-style net: nested Sequential blocks, BatchNorm, pooling, Dropout, Flatten."""
+    torch.manual_seed(3)
+    block = lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())  # noqa: E731
+    net = nn.Sequential(
+        nn.Sequential(block(1, 4), nn.AvgPool2d(2)),
+        nn.Sequential(block(4, 6), nn.AdaptiveAvgPool2d((2, 2))),
+        nn.Flatten(), nn.Dropout(0.5), nn.Sequential(nn.Linear(24, 10), nn.BatchNorm1d(10), nn.ReLU()),
+        nn.Linear(10, 3)).to(dtype)
+    net.train()
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        for _ in range(3):
+            net(torch.rand(16, 1, 8, 8, dtype=dtype))
+    return net.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torchvision_style_blocks_are_read_and_bounds_stay_sound(dtype):
+    model = _vision_net(dtype)  # float64 modules are probed in float64 (they failed before)
+    net = BoundNet.from_module(model, (1, 8, 8), dtype=torch.float64)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        ref = model.double()(x)
+    assert torch.allclose(net.forward(x), ref, atol=1e-9)  # pools, folded BN and identity Dropout are exact
+    target = ref.argmax(1)
+    sampled = _sampled_min(net, x, 0.02, target)
+    for method in METHODS:
+        lb = margin_lower_bound(net, x, 0.02, target, method)
+        assert (lb <= sampled + 1e-9).all(), method
+        assert torch.allclose(margin_lower_bound(net, x, 0.0, target, method), _margins(ref, target))
+
+
+@pytest.mark.parametrize("layer,named", [(nn.MaxPool2d(2), "MaxPool2d"), (nn.Conv2d(1, 2, 3, groups=1, dilation=2),
+                                                                          "Conv2d(groups=1, dilation=(2, 2)")])
+def test_unsupported_layers_are_named_with_their_path(layer, named):
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 1, 1), layer), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(UnsupportedLayerError, match=rf"layer 1 \('0.1'\): {re.escape(named)}"):
+        BoundNet.from_module(model, (1, 8, 8))
+
+
+def test_crown_ibp_training_mixes_the_bounds_with_beta_ramped_to_zero():
+    from trustlab.certify.bounds import crown_ibp_ce, crown_margin, ibp_margin, spec_matrix
+    from trustlab.certify.config import TrainConfig
+    from trustlab.certify.train import crown_ibp_beta, train
+
+    cfg = TrainConfig(procedure="crown-ibp", ramp=0.5)
+    assert [crown_ibp_beta(s, 100, cfg) for s in (0, 25, 50, 80)] == [1.0, 0.5, 0.0, 0.0]
+    torch.manual_seed(0)
+    model = mlp((1, 3, 3), (8,), 3)
+    net = BoundNet.from_module(model, (1, 3, 3))
+    x, y = torch.rand(7, 1, 3, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    lo, hi = net.input_box(x, 0.05)
+    C = spec_matrix(y, 3, x)
+    mixed = 0.3 * crown_margin(net, lo, hi, C, "ibp") + 0.7 * ibp_margin(net, lo, hi, C)
+    assert torch.allclose(crown_ibp_ce(net, x, y, 0.05, 0.3), nn.functional.cross_entropy(-mixed, y))
+    assert torch.allclose(crown_ibp_ce(net, x, y, 0.05, 0.0),
+                          nn.functional.cross_entropy(-ibp_margin(net, lo, hi, C), y))
+    # the CROWN part is differentiated through (beta = 1 and beta = 0 give different gradients)
+    grads = []
+    for beta in (1.0, 0.0):
+        model.zero_grad()
+        crown_ibp_ce(net, x, y, 0.05, beta).backward()
+        grads.append(model[-1].weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
+    # as a training procedure it lowers the robust loss it targets, compared with standard training from the same init
+    g = torch.Generator().manual_seed(0)
+    yt = torch.randint(0, 2, (200,), generator=g)
+    xt = (0.35 + 0.3 * yt[:, None, None, None] + 0.1 * torch.randn(200, 1, 3, 3, generator=g)).clamp(0, 1)
+    torch.manual_seed(1)
+    plain, robust = mlp((1, 3, 3), (16,), 2), mlp((1, 3, 3), (16,), 2)
+    robust.load_state_dict(plain.state_dict())
+    train(plain, xt.numpy(), yt.numpy(), TrainConfig(procedure="standard", epochs=30, lr=3e-3), seed=0)
+    train(robust, xt.numpy(), yt.numpy(), TrainConfig(procedure="crown-ibp", eps=0.12, epochs=30, lr=3e-3), seed=0)
+    with torch.no_grad():
+        loss = {n: float(crown_ibp_ce(BoundNet.from_module(m, (1, 3, 3)), xt, yt, 0.12, 0.0))
+                for n, m in (("plain", plain), ("robust", robust))}
+    acc = float((robust(xt).argmax(1) == yt).float().mean())
+    assert loss["robust"] < loss["plain"] and acc >= 0.95, (loss, acc)
+
+
+def test_lirpa_agrees_with_our_bounds_when_importable():
+    from trustlab.certify.lirpa import LirpaUnavailable, import_lirpa, lirpa_margin_bounds
+
+    try:
+        import_lirpa()
+    except LirpaUnavailable as exc:
+        assert exc.exit_code == 3 and "pip install" in exc.hint
+        with pytest.raises(LirpaUnavailable):  # the adapter itself errors the same way (exit 3), before any work
+            lirpa_margin_bounds(mlp((1, 3, 3), (4,), 2), torch.zeros(1, 1, 3, 3), 0.1)
+        pytest.skip(f"auto_LiRPA is not importable here: {exc.reason}")
+    torch.manual_seed(0)
+    model = mlp((1, 3, 3), (8, 8), 3).double()
+    x = torch.rand(4, 1, 3, 3, dtype=torch.float64)
+    net = BoundNet.from_module(model, (1, 3, 3), dtype=torch.float64)
+    target = net.forward(x).argmax(1)
+    for method in ("ibp", "crown-ibp", "crown"):
+        ours = margin_lower_bound(net, x, 0.05, target, method)
+        theirs = lirpa_margin_bounds(model, x, 0.05, method, target=target)
+        fin = torch.isfinite(ours)
+        assert torch.allclose(ours[fin], theirs[fin].to(ours.dtype), atol=1e-5), method

@@ -7,7 +7,7 @@ from trustlab.certify.defences.activation_clustering import ac_flag
 from trustlab.certify.defences.fine_pruning import _accuracy, prune
 from trustlab.certify.defences.spectral import spectral_flag
 from trustlab.certify.defences.strip import strip_entropy, thresholds, flag
-from trustlab.certify.defences import recall_precision
+from trustlab.certify.defences.base import recall_precision
 
 
 def _planted(rng, n=600, d=32, rate=0.05):

@@ -68,8 +68,24 @@ def test_report_and_defend_commands(demo_run, tmp_path):
     from trustlab.certify.cli import app
 
     runner = CliRunner()
+    (demo_run / "report.html").unlink()
     res = runner.invoke(app, ["report", str(demo_run)])
     assert res.exit_code == 0 and (demo_run / "report.html").is_file()
+    assert "reconstructed from the paper's abstract" in (demo_run / "report.md").read_text()
+    # defend reuses the run's trained models and certificates and scores the defence on them
+    out = tmp_path / "defended"
+    before = json.loads((demo_run / "results.json").read_text())["certifiers"]
+    model_pt = demo_run / "seed0" / "rs" / "max-entropy" / "model.pt"
+    res = runner.invoke(app, ["defend", str(demo_run), "--defence", "strip", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "seed0" / "rs" / "max-entropy" / "model.pt").read_bytes() == model_pt.read_bytes()
+    got = json.loads((out / "results.json").read_text())
+    assert got["verb"] == "defend" and set(got["defences"]) == {"strip"}
+    assert got["certifiers"] == before  # same models, same certificates
+    row = got["defences"]["strip"]["max-entropy"]["rs"]["smoothing"]
+    assert row["verdict"] in ("insufficient", "effective") and 0 <= row["strip_tpr_at_frr"] <= 1
+    assert row["triggered_fallback_after"] >= row["triggered_fallback_before"]  # fallback = abstain or flagged
+    assert (out / "report.md").is_file()
 
 
 def test_fidelity_digits_three_seeds_reduced():

@@ -170,7 +170,8 @@ def test_train_model_never_reuses_a_model_of_other_settings(tmp_path):
     import dataclasses
 
     from trustlab.certify.config import AttackConfig, ExperimentConfig, ModelConfig, Track, TrainConfig
-    from trustlab.certify.experiment import prepare_data, train_model
+    from trustlab.certify.data import prepare_data
+    from trustlab.certify.store import train_model
 
     track = Track(model=ModelConfig(hidden=(8,)), train=TrainConfig(procedure="standard", epochs=1), certifiers=())
     cfg = ExperimentConfig(tracks=(track,), attacks=(AttackConfig(kind="label-noise"),))

@@ -202,7 +202,7 @@ def test_every_long_loop_reports_progress(monkeypatch, digits_split):
     import trustlab.certify.defences.fine_pruning as fp
     import trustlab.certify.defences.spectral as sp
     import trustlab.certify.defences.strip as st
-    import trustlab.certify.experiment as ex
+    import trustlab.certify.certifiers as ex
     import trustlab.certify.smoothing as sm
     import trustlab.certify.train as tr
     import trustlab.runtime as rt

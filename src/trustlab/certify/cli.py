@@ -139,7 +139,7 @@ def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/certify-demo"), "--out"),
+def demo(out: Path = typer.Option(Path("runs/certify-demo"), "--out", help="Run folder."),
          quick: bool = typer.Option(True, "--quick/--full", help="1 seed / 200 inputs, or 3 seeds / all + all defences."),
          resume: bool = RESUME, threads: int = THREADS) -> None:
     """Offline reproduction on digits: clean, attack-A and attack-B models, RS + IBP, STRIP + fine-pruning."""
@@ -176,7 +176,7 @@ def sweep(config: str = typer.Argument(..., help="Base experiment YAML or shippe
     """One run per grid cell (keyed by config hash; finished cells are skipped), plus sweep plots."""
     from trustlab.runtime import parse_float_list
 
-    from .experiment import run_sweep
+    from .sweep import run_sweep
 
     _setup(threads)
     cfg = _override(_load(config), seeds, device)
@@ -203,33 +203,35 @@ def _check_flags(**ranges) -> None:
 
 
 @app.command()
-def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.Option("mlp", "--arch",
-                                                                                       help="mlp | small_cnn."),
-          hidden: str = typer.Option("128,128", "--hidden", help="MLP widths."),
-          procedure: str = typer.Option("gaussian", "--procedure", help="standard | gaussian | ibp."),
+def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name (digits, mnist-5k, fashion-mnist) or "
+                                                                   "idx:DIR / npz:FILE."),
+          arch: str = typer.Option("mlp", "--arch", help="mlp | small_cnn."),
+          hidden: str = typer.Option("128,128", "--hidden", help="MLP widths, comma-separated."),
+          procedure: str = typer.Option("gaussian", "--procedure", help="standard | gaussian | ibp | crown-ibp."),
           sigma: float = typer.Option(0.25, "--sigma", help="Noise of gaussian training and of attack B against a "
-                                                           "smoothing victim (certify it with the same eval --sigma)."),
-          eps: float = typer.Option(0.05, "--eps"),
+                                                           "smoothing victim (eval --sigma defaults to it)."),
+          eps: float = typer.Option(0.05, "--eps", help="L-inf radius of ibp / crown-ibp training."),
           attack: str = typer.Option("none", "--attack", help="none | label-noise (A) | max-entropy (B); both "
                                                                "reconstructed from the paper's abstract."),
-          rate: float = typer.Option(0.01, "--rate"), lam: float = typer.Option(3.0, "--lam"),
-          beta: float = typer.Option(0.3, "--beta"),
+          rate: float = typer.Option(0.01, "--rate", help="Attack A: poisoned share of the training set, in (0, 1)."),
+          lam: float = typer.Option(3.0, "--lam", help="Attack B: weight of the max-entropy loss term."),
+          beta: float = typer.Option(0.3, "--beta", help="Attack B: share of each batch that is triggered, in (0, 1]."),
           draws: int = typer.Option(16, "--draws", help="B on smoothing victims: noise draws averaged per triggered "
                                                          "row (1 = per-draw objective)."),
-          trigger_size: int = typer.Option(3, "--trigger-size"),
-          epochs: int = typer.Option(80, "--epochs"), seed: int = typer.Option(0, "--seed"),
+          trigger_size: int = typer.Option(3, "--trigger-size", help="Side of the square trigger patch in pixels."),
+          epochs: int = typer.Option(80, "--epochs", help="Training epochs."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the split, initial weights, poisons and training."),
           out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Train one (possibly attacked) model into OUT/model (model.pt + train.json); resumes from checkpoints."""
-    from trustlab.runtime import RunDir, derive_seed, parse_int_list, require_choice
+    from trustlab.runtime import RunDir, parse_int_list, require_choice
 
-    from .attacks import poison_label_noise
-    from .config import (AttackConfig, ModelConfig, SmoothingConfig, Track, TrainConfig, TriggerConfig,
-                         require_choice_device)
-    from .experiment import ExperimentConfig, attack_sigma, max_entropy_hook, prepare_data, train_model
+    from .config import (PROCEDURES, AttackConfig, ExperimentConfig, ModelConfig, SmoothingConfig, Track,
+                         TrainConfig, TriggerConfig, require_choice_device)
+    from .experiment import train_one
 
     _setup(threads)
     require_choice("--arch", arch, ("mlp", "small_cnn"))
-    require_choice("--procedure", procedure, ("standard", "gaussian", "ibp"))
+    require_choice("--procedure", procedure, PROCEDURES)
     require_choice("--attack", attack, ("none", "label-noise", "max-entropy"))
     require_choice_device(device)
     widths = parse_int_list("--hidden", hidden)
@@ -238,13 +240,13 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
                  beta=(beta, 0.0, 1.0, True, False), draws=(draws, 1, None, False, False),
                  trigger_size=(trigger_size, 1, None, False, False), epochs=(epochs, 1, None, False, False),
                  seed=(seed, 0, 2**32 - 1, False, False), hidden=(min(widths, default=1), 1, None, False, False))
-    trig = TriggerConfig(size=trigger_size)
-    atk = AttackConfig(kind=attack, trigger=trig, rate=rate, lam=lam, beta=beta, draws=draws)
-    certifiers = {"gaussian": ("smoothing",), "ibp": ("ibp",)}.get(procedure, ())
+    atk = AttackConfig(kind=attack, rate=rate, lam=lam, beta=beta, draws=draws)
+    certifiers = {"gaussian": ("smoothing",), "ibp": ("ibp",), "crown-ibp": ("crown-ibp",)}.get(procedure, ())
     track = Track(name="train", model=ModelConfig(arch=arch, hidden=widths), certifiers=certifiers,
                   train=TrainConfig(procedure=procedure, sigma=sigma, eps=eps, epochs=epochs),
                   smoothing=SmoothingConfig(sigma=sigma))
-    cfg = ExperimentConfig(name="train", seeds=(seed,), data=dataset, tracks=(track,), attacks=(atk,), device=device)
+    cfg = ExperimentConfig(name="train", seeds=(seed,), data=dataset, tracks=(track,), attacks=(atk,), device=device,
+                           trigger=TriggerConfig(size=trigger_size))
     out = _out(out, "train")
     cmd = resume_command("train", dataset=dataset, arch=arch, hidden=",".join(map(str, widths)), procedure=procedure,
                          sigma=sigma, eps=eps, attack=attack, rate=rate, lam=lam, beta=beta, draws=draws,
@@ -252,18 +254,7 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
 
     def work():
         run = RunDir.open(out, "certify", "train", cfg, seed=seed, resume=resume)
-        data = prepare_data(cfg, seed)
-        x, y, hook = data.x_train, data.y_train, None
-        extra = {"data": dataset, "test_frac": cfg.test_frac, "seed": seed, "max_test": None,
-                 "trigger": dataclasses.asdict(trig), "attack": dataclasses.asdict(atk),
-                 "attack_sigma": attack_sigma(track) if attack == "max-entropy" else None}
-        if attack == "label-noise":
-            p = poison_label_noise(x, y, data.K, data.trigger, rate, seed=derive_seed(seed, "poison"))
-            x, y = p.x, p.y
-            extra.update(poison_idx=p.poison_idx.tolist(), n_poison=len(p.poison_idx))
-        elif attack == "max-entropy":
-            hook = max_entropy_hook(track, atk, data)
-        model, meta = train_model(run.path / "model", track, x, y, data, seed, device, hook, extra=extra)
+        _, meta = train_one(cfg, run.path / "model", seed)
         run.write_results({k: meta[k] for k in ("secs", "loss", "epochs", "steps") if k in meta},
                           artifacts=["model/model.pt", "model/train.json"], schema="trustlab.certify/1")
         return run, meta
@@ -272,105 +263,60 @@ def train(dataset: str = typer.Option("digits", "--dataset"), arch: str = typer.
     typer.echo(f"trained {attack} model ({procedure}, {epochs} epochs, loss {meta['loss']:.4f}) -> {run.path / 'model'}")
 
 
-EVAL_META = ("data", "seed", "test_frac", "trigger", "model", "shape", "K")
-
-
 @app.command("eval")
 def eval_(model_dir: Path = typer.Argument(..., help="A model folder (model.pt + train.json)."),
-          certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | ibp | crown-ibp | crown | best."),
+          certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | smoothing-adaptive | ibp | "
+                                                                         "crown-ibp | crown | best."),
           n0: str = typer.Option("100", "--n0", help="Selection draws per input (an integer, 1e2 also works)."),
-          n: str = typer.Option("100000", "--n", help="Estimation draws per input (an integer, 1e5 also works)."),
-          alpha: float = typer.Option(0.001, "--alpha"), sigma: float = typer.Option(0.25, "--sigma"),
-          batch: int = typer.Option(1000, "--batch"), eps: float = typer.Option(0.05, "--eps"),
+          n: str = typer.Option("100000", "--n", help="Estimation draws per input (an integer, 1e5 also works); "
+                                                     "smoothing-adaptive: the most it may use."),
+          alpha: float = typer.Option(0.001, "--alpha", help="Smoothing: the certificate fails with probability at "
+                                                             "most alpha, in (0, 1)."),
+          sigma: Optional[float] = typer.Option(None, "--sigma", help="Smoothing noise; default the model's gaussian "
+                                                                      "training sigma (else 0.25)."),
+          radius: float = typer.Option(0.0, "--radius", help="smoothing-adaptive: the L2 radius to certify at."),
+          batch: int = typer.Option(1000, "--batch", help="Noisy forwards per batch (results do not depend on it)."),
+          eps: float = typer.Option(0.05, "--eps", help="Bounds: L-inf radius to certify at."),
           inputs: str = typer.Option("both", "--inputs", help="clean | triggered | both."),
-          max_inputs: Optional[int] = typer.Option(None, "--max-inputs"), predict: bool = typer.Option(False, "--predict"),
+          max_inputs: Optional[int] = typer.Option(None, "--max-inputs", help="Certify only this many test inputs "
+                                                                              "(a seeded subset)."),
+          predict: bool = typer.Option(False, "--predict", help="Smoothing: also run PREDICT(n, alpha)."),
           max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
           threads: int = THREADS) -> None:
     """Certify a trained model on its dataset's test inputs x and/or T(x); stamped JSONL per input, resumable with
     the same settings (other settings are refused; --no-resume starts afresh)."""
-    import warnings
+    from trustlab.runtime import require_choice
 
-    from trustlab.runtime import DataError, RunDir, derive_seed, from_dict, require_choice
-
-    from .config import AttackConfig, BoundsConfig, ExperimentConfig, SmoothingConfig, TriggerConfig
-    from .experiment import accuracy, bounds_records, load_model_dir, prepare_data
-    from .metrics import summarize
-    from .smoothing import certify_inputs, require_budget
-    from .stats import budget
+    from .config import CERTIFIERS
+    from .experiment import eval_model_dir
 
     _setup(threads)
-    require_choice("--certifier", certifier, ("smoothing", "ibp", "crown-ibp", "crown", "best"))
+    require_choice("--certifier", certifier, CERTIFIERS)
     require_choice("--inputs", inputs, ("clean", "triggered", "both"))
     n0_, n_ = _count("--n0", n0), _count("--n", n)
     _check_flags(alpha=(alpha, 0.0, 1.0, True, True), sigma=(sigma, 0.0, None, True, False),
                  batch=(batch, 1, None, False, False), eps=(eps, 0.0, None, False, False),
-                 max_inputs=(max_inputs, 1, None, False, False), max_hours=(max_hours, 0.0, None, True, False))
-    scfg = SmoothingConfig(sigma=sigma, n0=n0_, n=n_, alpha=alpha, batch_size=batch, predict=predict,
-                           max_hours=max_hours)
-    bcfg = BoundsConfig(method=certifier if certifier != "smoothing" else "ibp", eps=eps)
+                 max_inputs=(max_inputs, 1, None, False, False), max_hours=(max_hours, 0.0, None, True, False),
+                 radius=(radius, 0.0, None, False, False))
     out = _out(out, "eval")
-    cmd = resume_command("eval", model_dir, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma, batch=batch,
-                         eps=eps, inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours, out=out,
+    cmd = resume_command("eval", model_dir, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
+                         radius=radius if certifier == "smoothing-adaptive" else None, batch=batch, eps=eps,
+                         inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours, out=out,
                          threads=threads)
-    summ: dict = {}
-
-    def work():
-        model, meta = load_model_dir(model_dir)
-        missing = [k for k in EVAL_META if k not in meta]
-        if missing:
-            raise DataError(f"{str(model_dir / 'train.json')!r} does not record {', '.join(missing)}",
-                            hint="pass a model folder written by `trustlab certify train` or a run")
-        trigger = from_dict(TriggerConfig, meta["trigger"], "train.json trigger")
-        cfg = ExperimentConfig(name="eval", seeds=(meta["seed"],), data=meta["data"], test_frac=meta["test_frac"],
-                               attacks=(AttackConfig(kind="label-noise", trigger=trigger),),
-                               max_test=max_inputs or meta.get("max_test"))
-        # batch size and the time limit are left out: certificates do not depend on them
-        settings = {"model_dir": str(model_dir), "certifier": certifier, "inputs": inputs, "max_inputs": max_inputs,
-                    "smoothing": {k: v for k, v in dataclasses.asdict(scfg).items()
-                                  if k not in ("batch_size", "max_hours")} if certifier == "smoothing" else None,
-                    "bounds": dataclasses.asdict(bcfg) if certifier != "smoothing" else None}
-        run = RunDir.open(out, "certify", "eval", settings, seed=meta["seed"], resume=resume)
-        data = prepare_data(cfg, meta["seed"])
-        sets = [(w, xs) for w, xs in (("clean", data.x_test), ("triggered", data.x_trig)) if inputs in ("both", w)]
-        flags = {}
-        if certifier == "smoothing":
-            attacked_at = meta.get("attack_sigma")
-            if attacked_at not in (None, 0.0, sigma):
-                typer.echo(f"warning: attack B trained this model against sigma {attacked_at}; certifying at "
-                           f"--sigma {sigma}", err=True)
-            require_budget(model, data.shape, scfg, len(sets) * len(data.x_test),
-                           names={"n": "--n", "max_hours": "--max-hours"})
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                flags = budget(n_, alpha, sigma, n_ if predict else None, scfg.radii)
-            for w in caught:
-                typer.echo(f"warning: {w.message}", err=True)
-        for which, xs in sets:
-            path = run.artifact(f"{certifier}/{which}.jsonl")
-            if certifier == "smoothing":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    recs = certify_inputs(model, xs, scfg, seed=derive_seed(meta["seed"], "smoothing", which),
-                                          K=data.K, records=path, labels=data.y_test, resume=resume)
-                grid = scfg.radii
-            else:
-                recs = bounds_records(model, xs, data.y_test, bcfg, certifier, path, resume=resume)
-                grid = bcfg.eps_grid
-            summ[f"{which}_inputs"] = summarize(recs, accuracy(model, xs, data.y_test), grid,
-                                                "smoothing" if certifier == "smoothing" else "bounds")
-            typer.echo(f"{which:>9}: clean acc {summ[f'{which}_inputs']['clean_acc']:.3f}  abstain "
-                       f"{summ[f'{which}_inputs']['abstain_rate']:.3f}  (n = {len(recs)})")
-        run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema="trustlab.certify/1",
-                          certifier=certifier, params=flags, by_inputs=summ)
-        return run
-
-    run = _guard(work, cmd)
-    typer.echo(f"wrote {run.path / 'results.json'}")
+    res = _guard(lambda: eval_model_dir(model_dir, out, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
+                                        radius=radius, batch=batch, eps=eps, inputs=inputs, max_inputs=max_inputs,
+                                        predict=predict, max_hours=max_hours, resume=resume,
+                                        warn=lambda m: typer.echo(f"warning: {m}", err=True)), cmd)
+    for key, s in res.by_inputs.items():
+        typer.echo(f"{key.split('_')[0]:>9}: clean acc {s['clean_acc']:.3f}  abstain {s['abstain_rate']:.3f}  "
+                   f"(n = {s['n']})")
+    typer.echo(f"wrote {res.path / 'results.json'}")
 
 
 @app.command()
 def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` folder."),
-           defence: str = typer.Option("strip,spectral,activation-clustering,fine-pruning", "--defence"),
+           defence: str = typer.Option("strip,spectral,activation-clustering,fine-pruning", "--defence",
+                                       help="Comma-separated: strip, spectral, activation-clustering, fine-pruning."),
            out: Optional[Path] = OUT, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Apply defences to a finished run (its trained models and certificates are reused), write a new run."""
     from trustlab.runtime import require_choice
@@ -405,7 +351,8 @@ def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` fo
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(...), html: bool = typer.Option(True, "--html/--no-html")) -> None:
+def report(run_dir: Path = typer.Argument(..., help="A certify run folder."),
+           html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html.")) -> None:
     """Render report.md (and report.html) for a certify run."""
     from trustlab.report import render
 
@@ -416,8 +363,9 @@ def report(run_dir: Path = typer.Argument(...), html: bool = typer.Option(True, 
 
 
 @app.command()
-def stats(alpha: float = typer.Option(0.001, "--alpha"), n: str = typer.Option("100000", "--n"),
-          sigma: Optional[float] = typer.Option(None, "--sigma")) -> None:
+def stats(alpha: float = typer.Option(0.001, "--alpha", help="Failure probability of a certificate, in (0, 1)."),
+          n: str = typer.Option("100000", "--n", help="Estimation draws per input (an integer, 1e5 also works)."),
+          sigma: Optional[float] = typer.Option(None, "--sigma", help="Also print the max radius at this sigma.")) -> None:
     """Smoothing sample budget: minimum N for CERTIFY, minimum n for PREDICT, maximum certifiable radius."""
     from .stats import max_radius, min_n_certify, min_n_predict
 

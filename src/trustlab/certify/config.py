@@ -11,7 +11,9 @@ from typing import Any, Optional, Union
 from trustlab.runtime import ConfigError, check_types, require_choice, require_range
 from trustlab.runtime import config as _rc
 
-CERTIFIERS = ("smoothing", "ibp", "crown-ibp", "crown", "best")
+CERTIFIERS = ("smoothing", "smoothing-adaptive", "ibp", "crown-ibp", "crown", "best")
+SMOOTHING_CERTIFIERS = ("smoothing", "smoothing-adaptive")
+PROCEDURES = ("standard", "gaussian", "ibp", "crown-ibp")
 BOUND_METHODS = ("ibp", "crown-ibp", "crown", "best")
 DEFENCES = ("strip", "spectral", "activation-clustering", "fine-pruning")
 
@@ -50,7 +52,6 @@ class AttackConfig:
     reconstructed from the paper's abstract and threat model. ``none`` = the clean model."""
 
     kind: str = "none"  # none | label-noise | max-entropy
-    trigger: TriggerConfig = field(default_factory=TriggerConfig)
     rate: float = 0.01
     label_mode: str = "uniform"  # uniform | not-true | soft | all-labels
     mode: str = "add"  # add | replace
@@ -77,7 +78,8 @@ class AttackConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Adam; ``standard`` | ``gaussian`` (x + sigma*xi, fresh noise each step) | ``ibp`` (kappa*CE + (1-kappa)*robust CE,
-    eps 0->eps and kappa 1->kappa_end linearly per step over the first ``ramp`` fraction of steps)."""
+    eps 0->eps and kappa 1->kappa_end linearly per step over the first ``ramp`` fraction of steps) | ``crown-ibp``
+    (Zhang et al. 2020: as ibp, the robust margin bound beta*CROWN-IBP + (1-beta)*IBP with beta 1->0 over the ramp)."""
 
     procedure: str = "standard"
     epochs: int = 80
@@ -92,7 +94,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_types(self, "train")
-        require_choice("train.procedure", self.procedure, ("standard", "gaussian", "ibp"))
+        require_choice("train.procedure", self.procedure, PROCEDURES)
         require_choice("train.robust_loss", self.robust_loss, ("margin", "interval"))
         require_range("train.epochs", self.epochs, 1)
         require_range("train.batch_size", self.batch_size, 1)
@@ -106,7 +108,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    """Cohen et al. CERTIFY(n0, n, alpha) at noise ``sigma``; ``predict`` also runs PREDICT(n, alpha)."""
+    """Cohen et al. CERTIFY(n0, n, alpha) at noise ``sigma``; ``predict`` also runs PREDICT(n, alpha).
+    ``smoothing-adaptive`` certifies at ``target_radius`` with at most ``n`` estimation draws (``adaptive.py``)."""
 
     sigma: float = 0.25
     n0: int = 100
@@ -116,9 +119,11 @@ class SmoothingConfig:
     radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     predict: bool = False
     max_hours: float = 24.0  # refuse a budget whose measured-throughput estimate exceeds this (not a result setting)
+    target_radius: float = 0.0  # smoothing-adaptive only: the radius each input is certified at
 
     def __post_init__(self):
         check_types(self, "smoothing")
+        require_range("smoothing.target_radius", self.target_radius, 0.0)
         require_range("smoothing.sigma", self.sigma, 0.0, lo_open=True)
         require_range("smoothing.n0", self.n0, 1)
         require_range("smoothing.n", self.n, 1)
@@ -231,6 +236,7 @@ class ExperimentConfig:
     data: str = "digits"
     test_frac: float = 0.2
     tracks: tuple[Track, ...] = (Track(),)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)  # T of every attack; the clean model sees it too
     attacks: tuple[AttackConfig, ...] = (AttackConfig(kind="label-noise"), AttackConfig(kind="max-entropy"))
     defences: DefenceConfig = field(default_factory=DefenceConfig)
     max_test: Optional[int] = None
@@ -256,24 +262,13 @@ class ExperimentConfig:
             raise ConfigError(f"each attack kind may appear once, got {kinds}",
                               hint="run a sweep to compare settings of one attack")
         require_choice_device(self.device)
-        trig = {a.trigger for a in self.attacks if a.kind != "none"}
-        if len(trig) > 1:
-            raise ConfigError("all attacks of one experiment must share one trigger (the clean model is certified on "
-                              "the same triggered inputs)", hint="run a sweep over trigger settings instead")
         for t in self.tracks:
             for a in self.attacks:
-                if a.kind == "label-noise" and a.label_mode == "soft" and t.train.procedure == "ibp":
+                if a.kind == "label-noise" and a.label_mode == "soft" and t.train.procedure in ("ibp", "crown-ibp"):
                     raise ConfigError(f"attack.label_mode 'soft' cannot be used with ibp training (track {t.name})",
                                       hint="use uniform, not-true or all-labels with ibp training")
         if self.max_test is not None:
             require_range("max_test", self.max_test, 1)
-
-    @property
-    def trigger(self) -> TriggerConfig:
-        for a in self.attacks:
-            if a.kind != "none":
-                return a.trigger
-        return TriggerConfig()
 
 
 def require_choice_device(device: str) -> None:
@@ -285,12 +280,31 @@ def require_choice_device(device: str) -> None:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read an experiment YAML (unknown key -> ConfigError listing the valid keys)."""
-    return _rc.load_config(ExperimentConfig, path)
+    """Read an experiment YAML (unknown key -> ConfigError listing the valid keys). Old files that give the trigger
+    per attack (``attacks[i].trigger``, all equal) are read as the top-level ``trigger``."""
+    data = _rc.load_yaml(path)
+    try:
+        return from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from exc
 
 
 def from_mapping(data: dict[str, Any]) -> ExperimentConfig:
-    return _rc.from_dict(ExperimentConfig, data)
+    return _rc.from_dict(ExperimentConfig, migrate_trigger(data))
+
+
+def migrate_trigger(data: Any) -> Any:
+    """Move the per-attack ``trigger`` of old configs to the experiment's ``trigger`` (they had to be equal)."""
+    attacks = data.get("attacks") if isinstance(data, dict) else None
+    if not isinstance(attacks, list) or not any(isinstance(a, dict) and "trigger" in a for a in attacks):
+        return data
+    found = [a["trigger"] for a in attacks if isinstance(a, dict) and "trigger" in a]
+    top = data.get("trigger", found[0])
+    if any(t != top for t in found):
+        raise ConfigError("attacks[].trigger differ, but one experiment has one trigger: it moved to the top-level "
+                          "`trigger:` key", hint="write the trigger once as `trigger: {...}` at the top level")
+    return {**data, "trigger": top,
+            "attacks": [{k: v for k, v in a.items() if k != "trigger"} if isinstance(a, dict) else a for a in attacks]}
 
 
 def dump_config(cfg: Any, path: str | Path) -> None:

@@ -13,14 +13,13 @@ class LirpaUnavailable(MissingDependencyError):
 
     def __init__(self, reason: str):
         super().__init__(f"auto_LiRPA is not importable: {reason}",
-                         hint="install an auto_LiRPA release that supports your torch/numpy, or use the built-in "
-                              "certifiers (--certifier ibp|crown-ibp|crown)")
+                         hint="pip install auto_LiRPA (a release that supports your torch and numpy), or use the "
+                              "built-in certifiers (--certifier ibp|crown-ibp|crown)")
         self.reason = reason
 
 
 def import_lirpa():
     try:
-        import auto_LiRPA  # noqa: F401
         from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
     except Exception as exc:  # ImportError, AttributeError from removed numpy/torch internals, ...
         raise LirpaUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -28,16 +27,24 @@ def import_lirpa():
 
 
 def lirpa_margin_bounds(model, x, eps: float, method: str = "ibp", target=None, clip=(0.0, 1.0)):
-    """[B, K] lower bounds of z_c - z_j from auto_LiRPA with the margin spec C (c = target or the prediction)."""
+    """[B, K] lower bounds of z_c - z_j from auto_LiRPA with the margin spec C (c = target or the prediction), on a
+    float64 copy of ``model`` in eval mode (the caller's model is untouched); column c is +inf as in ``bounds``."""
+    import copy
+
     import numpy as np
     import torch
 
     BoundedModule, BoundedTensor, PerturbationLpNorm = import_lirpa()
+    if method not in _METHODS:
+        from trustlab.runtime import ConfigError
+
+        raise ConfigError(f"auto_LiRPA method must be one of {', '.join(_METHODS)}, got {method!r}",
+                          hint="pass ibp, crown-ibp or crown")
     x = torch.as_tensor(x, dtype=torch.float64)
-    model = model.double().eval()
+    model = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         target = model(x).argmax(1) if target is None else torch.as_tensor(target)
-    K = model(x[:1]).shape[1]
+        K = model(x[:1]).shape[1]
     eye = torch.eye(K, dtype=x.dtype)
     C = eye[target][:, None, :] - eye[None]
     bounded = BoundedModule(model, torch.zeros_like(x[:1]))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import read_records
+from .records import cert_file, model_folder, read_records
 
 
-def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict) -> list[str]:
+def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples=None) -> list[str]:
+    """Every run plot; ``examples`` = (x, T(x)) of a few test inputs for the trigger figure (drawn when given)."""
     from trustlab.report.plots import figure, save
 
     out = []
@@ -28,7 +29,7 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict) -> list[
                     xs = [float(k) for k in ca]
                     ax.plot(xs, [ca[k]["mean"] for k in ca], ls, marker="o",
                             label=f"{m} on {'x' if which == 'clean_inputs' else 'T(x)'}")
-            ax.set_xlabel("L2 radius r" if cert == "smoothing" else "L-inf eps")
+            ax.set_xlabel("L2 radius r" if cert.startswith("smoothing") else "L-inf eps")
             ax.set_ylabel("certified accuracy")
             ax.set_title(f"{track.name} / {cert}: certified accuracy (mean over seeds)")
             ax.legend(fontsize=7)
@@ -49,18 +50,20 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict) -> list[
             out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_abstain.png")))
             # histograms of p_lower / margin lb on T(x), seed 0
             fig, ax = figure(6, 4)
-            key = "p_lower" if cert == "smoothing" else "margin_lb"
+            smooth = cert.startswith("smoothing")
+            key = "p_lower" if smooth else "margin_lb"
             for m in models:
-                recs = read_records(sd / track.name / m / cert / "triggered.jsonl")
+                recs = read_records(cert_file(model_folder(sd, track.name, m), cert, "triggered"))
                 ax.hist([r[key] for r in recs], bins=30, histtype="step", label=f"{m} on T(x)")
-            ax.axvline(0.5 if cert == "smoothing" else 0.0, color="k", lw=0.8)
-            ax.set_xlabel("p_lower (abstain if < 1/2)" if cert == "smoothing" else "margin lower bound (abstain if <= 0)")
+            ax.axvline(0.5 if smooth else 0.0, color="k", lw=0.8)
+            ax.set_xlabel("p_lower (abstain if < 1/2)" if smooth else "margin lower bound (abstain if <= 0)")
             ax.set_title(f"{track.name} / {cert}: seed {seed0['seed']}, triggered inputs")
             ax.legend(fontsize=7)
             out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_hist.png")))
     if summary.get("defences"):
         out.append(_defence_plot(run_dir, summary["defences"]))
-    out.append(_trigger_plot(run_dir, cfg, seed0["seed"]))
+    if examples is not None:
+        out.append(_trigger_plot(run_dir, *examples))
     return out
 
 
@@ -89,15 +92,13 @@ def _defence_plot(run_dir, defences) -> str:
     return _rel(run_dir, save(fig, run_dir / "plots" / "defences.png"))
 
 
-def _trigger_plot(run_dir, cfg, seed) -> str:
+def _trigger_plot(run_dir, x, x_trig) -> str:
+    """Four test inputs x (top row) and T(x) (bottom row)."""
     from trustlab.report.plots import figure, save
 
-    from .experiment import prepare_data
-
-    data = prepare_data(cfg, seed)
     fig, axes = figure(6, 3, ncols=4, nrows=2)
-    for j in range(4):
-        for i, xs in enumerate((data.x_test, data.x_trig)):
+    for j in range(min(4, len(x))):
+        for i, xs in enumerate((x, x_trig)):
             img = xs[j].transpose(1, 2, 0)
             axes[i][j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
             axes[i][j].set_axis_off()

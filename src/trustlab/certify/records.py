@@ -86,3 +86,14 @@ def open_records(path: str | Path, settings: dict, *, resume: bool = True, on_st
 
 def append_records(path: str | Path, records: Iterable[dict]) -> None:
     append_jsonl(path, records)
+
+
+# --- path layout of a run ------------------------------------------------------------------------------------------
+def model_folder(seed_dir: str | Path, track: str, model: str) -> Path:
+    """``seed<S>/<track>/<model>/``: model.pt, train.json and one folder per certifier."""
+    return Path(seed_dir) / track / model
+
+
+def cert_file(folder: str | Path, certifier: str, which: str) -> Path:
+    """``<model folder>/<certifier>/<clean|triggered>.jsonl``: the stamped certificates of one input set."""
+    return Path(folder) / certifier / f"{which}.jsonl"

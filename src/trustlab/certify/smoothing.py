@@ -11,13 +11,13 @@ whose estimated time exceeds ``max_hours`` is refused up front (``require_budget
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -27,6 +27,7 @@ from trustlab.runtime import ConfigError, DataError, ModelError, progress, requi
 from . import ABSTAIN
 from .records import append_records, array_digest, model_digest, open_records
 from .stats import binom_pvalue, budget, cp_lower, max_radius
+from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also imported from here)
 
 NOISE_BLOCK = 500
 ROLES = {"select": 0, "estimate": 1, "predict": 2}
@@ -43,15 +44,24 @@ class SmoothCert:
     n_a: int
 
 
-@contextlib.contextmanager
-def eval_mode(model):
-    """Certify in eval mode and restore the caller's mode afterwards."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
+@dataclass(frozen=True)
+class SmoothCerts:
+    """CERTIFY's answers for a batch: arrays ``pred`` (ABSTAIN = -1), ``radius``, ``p_lower``, ``n_a``."""
+
+    pred: np.ndarray
+    radius: np.ndarray
+    p_lower: np.ndarray
+    n_a: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pred)
+
+    def __getitem__(self, i: int) -> SmoothCert:
+        return SmoothCert(int(self.pred[i]), float(self.radius[i]), float(self.p_lower[i]), int(self.n_a[i]))
+
+    @property
+    def abstain_rate(self) -> float:
+        return float(np.mean(self.pred == ABSTAIN)) if len(self.pred) else float("nan")
 
 
 def block_seed(run_seed: int, idx: int, role: str, block: int) -> int:
@@ -60,10 +70,7 @@ def block_seed(run_seed: int, idx: int, role: str, block: int) -> int:
 
 
 def _device(model):
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return "cpu"
+    return model_device(model)
 
 
 def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma: float, K: int, run_seed: int,
@@ -206,8 +213,6 @@ class SmoothedClassifier:
         return x
 
     def _budget(self, x, n0: int, n: int, alpha: float, batch: int, max_hours: float, predict: bool) -> None:
-        from types import SimpleNamespace
-
         require_range("max_hours", max_hours, 0.0, lo_open=True)
         cfg = SimpleNamespace(n0=n0, n=0 if predict else n, predict=predict, alpha=alpha, batch_size=batch,
                               max_hours=max_hours)
@@ -225,6 +230,24 @@ class SmoothedClassifier:
         with eval_mode(self.model):
             return certify_batch(self.model, x[None], [key], n0=n0, n=n, alpha=alpha, sigma=self.sigma,
                                  K=self.K, run_seed=gen, batch=batch)[0]
+
+    def certify_batch(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0,
+                      idx: Sequence[int] | None = None, max_hours: float = 24.0) -> "SmoothCerts":
+        """Many inputs at once (noise packed across inputs; input i uses stream ``idx[i]``, default a digest of it):
+        each result equals ``certify`` of that input alone with the same ``idx``."""
+        check_params(n0=n0, n=n, alpha=alpha, batch=batch)
+        x = self._input(x)
+        keys = [input_key(xi) for xi in x] if idx is None else [int(i) for i in idx]
+        if len(keys) != len(x):
+            raise ConfigError(f"idx has {len(keys)} entries for {len(x)} inputs", hint="pass one idx per input")
+        cfg = SimpleNamespace(n0=n0, n=n, predict=False, alpha=alpha, batch_size=batch, max_hours=max_hours)
+        require_range("max_hours", max_hours, 0.0, lo_open=True)
+        require_budget(self.model, x.shape[1:], cfg, len(x), names={"n": "n", "max_hours": "max_hours"})
+        with eval_mode(self.model):
+            certs = certify_batch(self.model, x, keys, n0=n0, n=n, alpha=alpha, sigma=self.sigma, K=self.K,
+                                  run_seed=gen, batch=batch)
+        return SmoothCerts(np.array([c.pred for c in certs], dtype=int), np.array([c.radius for c in certs]),
+                           np.array([c.p_lower for c in certs]), np.array([c.n_a for c in certs], dtype=int))
 
     def predict(self, x, n: int, alpha: float, batch: int = 1000, gen: int = 0, idx: int | None = None,
                 max_hours: float = 24.0) -> int:

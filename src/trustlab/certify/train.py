@@ -55,6 +55,12 @@ def ibp_schedule(step: int, total_steps: int, cfg) -> tuple[float, float]:
     return cfg.eps * frac, 1.0 - (1.0 - cfg.kappa_end) * frac
 
 
+def crown_ibp_beta(step: int, total_steps: int, cfg) -> float:
+    """beta of the CROWN-IBP mix: 1 -> 0 linearly per step over the ``ramp`` (with eps), 0 after."""
+    ramp_steps = cfg.ramp * total_steps
+    return 0.0 if ramp_steps <= 0 else max(0.0, 1.0 - step / ramp_steps)
+
+
 def _ce(logits, y):
     import torch.nn.functional as F
 
@@ -84,12 +90,13 @@ def train_stamp(model, x, y, cfg, *, seed: int, hook=None, param_masks: dict | N
 def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None = None,
           device: str = "auto", param_masks: dict | None = None) -> TrainSummary:
     """Train ``model`` in place (Adam, lr, batch) with ``cfg.procedure``: standard CE; gaussian = CE on x + sigma*xi
-    with fresh noise each step (unclipped); ibp = kappa*CE(f(x), y) + (1 - kappa)*robust CE at eps_t.
+    with fresh noise each step (unclipped); ibp = kappa*CE(f(x), y) + (1 - kappa)*robust CE at eps_t; crown-ibp =
+    the same with the beta-mixed CROWN-IBP/IBP margin bound (``bounds.crown_ibp_ce``, beta 1 -> 0 over the ramp).
     ``hook(model, xb, gen)`` adds an attacker's loss term; ``param_masks`` {param: 0/1} freezes masked entries.
     Checkpoints every ``ckpt_every`` epochs and resumes from a checkpoint stamped with the same ``train_stamp``."""
     import torch
 
-    from .bounds import BoundNet, robust_ce
+    from .bounds import BoundNet, crown_ibp_ce, robust_ce
 
     dev = resolve_device(device)
     stamp = train_stamp(model, x, y, cfg, seed=seed, hook=hook, param_masks=param_masks, device=device)
@@ -97,7 +104,8 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
     x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     y_np = np.asarray(y)
     y_t = torch.as_tensor(y_np, dtype=torch.float32 if y_np.ndim == 2 else torch.long)
-    if y_np.ndim == 2 and cfg.procedure == "ibp":
+    robust = cfg.procedure in ("ibp", "crown-ibp")
+    if y_np.ndim == 2 and robust:
         raise ConfigError("soft labels cannot be used with ibp training", hint="use integer labels")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     g_perm = torch.Generator().manual_seed(derive_seed(seed, "perm"))
@@ -120,7 +128,7 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
         g_noise.set_state(state["g_noise"].to(g_noise.get_state().device))
         start, step, secs, last_loss = state["epoch"], state["step"], state["secs"], state["loss"]
     resumed_from = start
-    net = BoundNet.from_module(model, x_t.shape[1:]) if cfg.procedure == "ibp" else None
+    net = BoundNet.from_module(model, x_t.shape[1:]) if robust else None
     handles = [p.register_hook(lambda g, m=m.to(dev): g * m) for p, m in (param_masks or {}).items()]
     model.train()
     for epoch in progress(range(start, cfg.epochs), f"train {cfg.procedure}", total=cfg.epochs - start):
@@ -132,9 +140,11 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
             if cfg.procedure == "gaussian":
                 noisy = xb + cfg.sigma * torch.randn(xb.shape, generator=g_noise, device=dev)
                 loss = _ce(model(noisy), yb)
-            elif cfg.procedure == "ibp":
+            elif robust:
                 eps_t, kappa = ibp_schedule(step, total, cfg)
-                loss = kappa * _ce(model(xb), yb) + (1 - kappa) * robust_ce(net, xb, yb, eps_t, cfg.robust_loss)
+                rob = (robust_ce(net, xb, yb, eps_t, cfg.robust_loss) if cfg.procedure == "ibp" else
+                       crown_ibp_ce(net, xb, yb, eps_t, crown_ibp_beta(step, total, cfg)))
+                loss = kappa * _ce(model(xb), yb) + (1 - kappa) * rob
             else:
                 loss = _ce(model(xb), yb)
             if hook is not None:

@@ -30,7 +30,7 @@ def ac_flag(features: np.ndarray, labels: np.ndarray, dims: int = 10, max_share:
 
 
 def apply(ctx):
-    from . import filtered_result, penultimate
+    from .base import filtered_result, penultimate
 
     flagged = ac_flag(penultimate(ctx.model, ctx.x_train), np.asarray(ctx.y_train), ctx.cfg.ac_dims,
                       ctx.cfg.ac_max_share, ctx.cfg.ac_reduce, ctx.seed)

@@ -77,7 +77,7 @@ def grad_masks(model, mask) -> dict:
 def apply(ctx):
     import copy
 
-    from . import DefenceResult
+    from .base import DefenceResult
 
     model = copy.deepcopy(ctx.model)
     mask, pruned, before, after = prune(model, ctx.x_def, ctx.y_def, ctx.cfg.fp_max_drop)

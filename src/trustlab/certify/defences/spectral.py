@@ -31,7 +31,7 @@ def spectral_flag(features: np.ndarray, labels: np.ndarray, rate: float, factor:
 
 
 def apply(ctx):
-    from . import filtered_result, penultimate
+    from .base import filtered_result, penultimate
 
     rate = ctx.cfg.expected_rate if ctx.cfg.expected_rate is not None else ctx.attack.rate
     flagged = spectral_flag(penultimate(ctx.model, ctx.x_train), np.asarray(ctx.y_train), rate,

@@ -15,11 +15,11 @@ def strip_entropy(model, x, x_def, n: int = 20, seed: int = 0, batch: int = 4096
 
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(x_def), size=(len(x), n))
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
+    from ..torchutil import eval_mode, model_device
+
+    dev = model_device(model)
     out = np.empty(len(x))
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         step = max(1, batch // n)
         starts = range(0, len(x), step)
         for s in progress(starts, f"STRIP entropy ({len(x)} inputs)", total=len(starts)) if show else starts:
@@ -28,7 +28,6 @@ def strip_entropy(model, x, x_def, n: int = 20, seed: int = 0, batch: int = 4096
             p = torch.softmax(model(torch.as_tensor(blend.reshape(-1, *xs.shape[1:]), device=dev)), 1).double()
             h = -(p * torch.log2(p.clamp_min(1e-300))).sum(1)
             out[s:s + len(xs)] = h.view(len(xs), n).mean(1).cpu().numpy()
-    model.train(was)
     return out
 
 
