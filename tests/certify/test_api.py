@@ -230,3 +230,32 @@ def test_old_yaml_with_a_trigger_per_attack_is_read_as_the_experiment_trigger(tm
     cfg = load_config(p)
     assert cfg.trigger == TriggerConfig(size=2, position="tl")
     assert [a.kind for a in cfg.attacks] == ["label-noise", "max-entropy"]
+
+
+def test_experiment_and_sweep_take_smoothing_adaptive(tmp_path):
+    """A track certified by smoothing and smoothing-adaptive side by side (paired noise), through a 2-cell sweep."""
+    from trustlab.certify.config import (AttackConfig, ExperimentConfig, ModelConfig, SmoothingConfig, Track,
+                                         TrainConfig)
+    from trustlab.certify.sweep import run_sweep
+
+    track = Track(name="rs", model=ModelConfig(hidden=(16,)), certifiers=("smoothing", "smoothing-adaptive"),
+                  train=TrainConfig(procedure="gaussian", epochs=3),
+                  smoothing=SmoothingConfig(n0=20, n=300, target_radius=0.1))
+    cfg = ExperimentConfig(name="ad", tracks=(track,), attacks=(AttackConfig(kind="max-entropy"),), max_test=10)
+    run = run_sweep(cfg, {"smoothing.sigma": [0.25, 0.5]}, tmp_path / "sw", log=lambda *a: None)
+    cells = json.loads((run / "results.json").read_text())["cells"]
+    assert [c["values"]["smoothing.sigma"] for c in cells] == [0.25, 0.5]
+    for c in cells:
+        cell = run / c["dir"]
+        res = json.loads((cell / "results.json").read_text())["certifiers"]["rs"]
+        sigma = c["values"]["smoothing.sigma"]
+        assert res["smoothing-adaptive"]["params"]["sigma"] == sigma
+        for m in ("clean", "max-entropy"):
+            ad = res["smoothing-adaptive"]["by_model"][m]["triggered_inputs"]
+            assert ad["n"] == 10 and ad["cost"]["forwards_max"] <= 20 + 300
+            assert abs(sum(ad["cost"]["stops"].values()) - 1) < 1e-9
+            head, *recs = (cell / "seed0" / "rs" / m / "smoothing-adaptive" / "triggered.jsonl").read_text().splitlines()
+            assert json.loads(head)["settings"]["sigma"] == sigma
+            for r in map(json.loads, recs):
+                assert r["stop"] in ("certify", "abstain", "budget") and r["samples"] == 20 + r["n_used"]
+        assert "max-entropy" in res["smoothing-adaptive"]["attack_effect"]

@@ -49,7 +49,7 @@ def report_section(results: dict, run_dir: Path) -> list:
         for cert, e in by_cert.items():
             for m, s in e["by_model"].items():
                 ci, ti = s["clean_inputs"], s["triggered_inputs"]
-                ca0 = next(iter(ci["certified_acc"].values()), None) if cert == "smoothing" else \
+                ca0 = next(iter(ci["certified_acc"].values()), None) if cert.startswith("smoothing") else \
                     ci["certified_acc"].get(str(results.get("certifiers", {}).get(track, {}).get(cert, {})
                                                 .get("params", {}).get("eps")))
                 rows.append((track, cert, m, _mmm(ci["clean_acc"]), _mmm(ci["abstain_rate"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 from trustlab.runtime import RunDir, config_hash, to_dict
 
 from . import RECONSTRUCTED
-from .config import ExperimentConfig
+from .config import SMOOTHING_CERTIFIERS, ExperimentConfig
 from .experiment import SCHEMA, run_experiment
 
 
@@ -41,16 +41,16 @@ def apply_grid_key(cfg: ExperimentConfig, key: str, value) -> ExperimentConfig:
     if head in ("smoothing", "bounds", "train", "model"):
         tracks = []
         for t in cfg.tracks:
-            if head == "smoothing" and "smoothing" not in t.certifiers:
+            if head == "smoothing" and not any(c in SMOOTHING_CERTIFIERS for c in t.certifiers):
                 tracks.append(t)
                 continue
-            if head == "bounds" and not any(c != "smoothing" for c in t.certifiers):
+            if head == "bounds" and all(c in SMOOTHING_CERTIFIERS for c in t.certifiers):
                 tracks.append(t)
                 continue
             t = replace_path(t, key, value)
             if key == "smoothing.sigma" and t.train.procedure == "gaussian":
                 t = replace_path(t, "train.sigma", value)
-            if key == "bounds.eps" and t.train.procedure == "ibp":
+            if key == "bounds.eps" and t.train.procedure in ("ibp", "crown-ibp"):
                 t = replace_path(t, "train.eps", value)
             tracks.append(t)
         return dataclasses.replace(cfg, tracks=tuple(tracks))
