@@ -18,7 +18,7 @@ def epoch_times(kind: str, epochs: int, root: Path) -> list[float]:
     from trustlab.vfl.train import train
 
     cfg = load_config(None, {"defence": {"kind": kind}, "train": {"epochs": epochs, "milestones": ()}})
-    hist = train(cfg, root / kind, log=lambda *_: None)["train"]["history"]
+    hist = train(cfg, root / kind, log=lambda *_: None).results["train"]["history"]
     walls = [h["wall_s"] for h in hist]
     return list(np.diff([0.0, *walls]))[1:]  # drop the first epoch (warm-up)
 

@@ -31,13 +31,13 @@ def main(epochs: int = 3) -> dict:
     cfg = load_config(None, {"train": {"epochs": epochs, "milestones": ()}})
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        inproc = train(cfg, d / "inproc", log=lambda *_: None)["train"]
+        inproc = train(cfg, d / "inproc", log=lambda *_: None).results["train"]
         files = export_parties(cfg, d / "data")
         pki = make_test_pki(d / "pki")
         with party_servers(files[1:], pki, d / "state") as servers:
             pf = write_parties_yaml(d / "parties.yaml", pki, [a for _, a, _ in servers])
             gcfg = replace(cfg, transport=replace(cfg.transport, kind="grpc", parties=str(pf)))
-            grpc = train(gcfg, d / "grpc", parties_file=str(pf), log=lambda *_: None)["train"]
+            grpc = train(gcfg, d / "grpc", parties_file=str(pf), log=lambda *_: None).results["train"]
     steps = epochs * (inproc["n"]["train"] // B)
     t_in, t_grpc = inproc["fit_wall_s"] / steps, grpc["fit_wall_s"] / steps
     out = {"bench": "vfl.transport", "batch": B, "L": L,

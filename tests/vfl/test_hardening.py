@@ -250,7 +250,7 @@ def test_aux_data_of_another_party_is_refused(tmp_path):
     with pytest.raises(DataError, match="5 columns but party 0 has 32"):
         evaluate(tmp_path / "r", ("inverse",), aux_data=str(tmp_path / "narrow.npz"), plots=False)
     r = evaluate(tmp_path / "r", ("inverse",), aux_data=str(files[1]), plots=False)  # the right one works
-    assert r["attacks"]["inverse_net"]["mse"] > 0
+    assert r.attacks["inverse_net"]["mse"] > 0
 
 
 def _party_cmd(tmp_path, *extra, listen="127.0.0.1:0"):

@@ -22,8 +22,9 @@ def test_digits_vanilla_vs_hash(tmp_path):
     out = {}
     for kind in ("none", "hash"):
         cfg = load_config(None, {"defence": {"kind": kind}, "train": FAST, "attack": ATT})
-        train(cfg, tmp_path / kind)
-        out[kind] = evaluate(tmp_path / kind)
+        out[kind] = evaluate(train(cfg, tmp_path / kind)).results  # in memory
+    # the offline re-run from the folder gives the same figures
+    assert evaluate(tmp_path / "hash", plots=False).attacks == out["hash"]["attacks"]
     for r in out.values():
         assert r["status"] == "ok" and r["lab"] == "vfl" and r["schema"] == "trustlab.vfl.result/1"
         assert r["train"]["test_acc"] >= 0.9
@@ -39,7 +40,7 @@ def test_digits_vanilla_vs_hash(tmp_path):
 def test_breast_cancer_groups_hash_L8(tmp_path):
     cfg = load_config(None, {"data": {"name": "breast-cancer"}, "defence": {"kind": "hash", "code_len": 8},
                              "train": {"epochs": 15, "milestones": (10,)}})
-    r = train(cfg, tmp_path / "bc")
+    r = train(cfg, tmp_path / "bc").results
     assert r["train"]["test_acc"] >= 0.9
     assert r["codes"]["L"] == 8 and r["message"]["bytes_per_sample"] == 1
 
@@ -50,7 +51,7 @@ def _sha(run_dir):
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     cfg = load_config(None, {"train": {"epochs": 4, "milestones": (3,)}, "defence": {"kind": "gsparse"}})
-    ref = train(cfg, tmp_path / "ref")["train"]
+    ref = train(cfg, tmp_path / "ref").results["train"]
     from trustlab.vfl import label
 
     real = label.LabelParty._exchange_step
@@ -64,7 +65,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected"):
         train(cfg, tmp_path / "cut")
     monkeypatch.setattr(label.LabelParty, "_exchange_step", real)
-    res = train(cfg, tmp_path / "cut", resume=True)["train"]
+    res = train(cfg, tmp_path / "cut", resume=True).results["train"]
     assert res["party_sha256"] == ref["party_sha256"] and res["top_sha256"] == ref["top_sha256"]
     assert res["test_acc"] == ref["test_acc"]
     # Adam persists across epochs: its step count equals the number of steps taken

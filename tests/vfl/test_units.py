@@ -84,9 +84,30 @@ def test_pack_unpack_roundtrip(L):
             C.unpack_bits(bad, L)
 
 
-def test_float32_is_32x_the_packed_size():
-    h = np.ones((64, 16), np.float32)
-    assert h.nbytes / C.pack_bits(h).nbytes == 32
+@pytest.mark.parametrize("L", [4, 12, 16])
+def test_wire_payload_of_a_step_reply_and_its_roundtrip(L):
+    """What a party actually puts on the wire for a batch: the payload of the encoded step reply is
+    n*ceil(L/8) bytes for hash (32x less than float32 when 8 | L) and A decodes exactly Sign(BN(f(x)))."""
+    from types import SimpleNamespace
+
+    from trustlab.vfl import protocol as P
+    from trustlab.vfl.party import FeatureParty
+
+    n = 64
+    v = torch.randn(n, L, generator=torch.Generator().manual_seed(L))
+    v[0, 0] = 0.0  # Sign(0) = +1 must survive packing
+    sizes = {}
+    for kind in ("hash", "none"):
+        wire = FeatureParty._wire(SimpleNamespace(defence=Defence(kind, L, 0)), sign_ste(v) if kind == "hash" else v)
+        head = {"type": "step", "party": 0, "epoch": 0, "step": 1}
+        data = P.encode(head, {"msg": wire})
+        sizes[kind] = len(data) - 4 - int.from_bytes(data[:4], "little")  # bytes after the JSON header
+        got = P.validate_message(P.decode(data, 0)[1], 0, Defence(kind, L, 0).wire, L, n)
+        want = torch.where(v >= 0, 1.0, -1.0) if kind == "hash" else v
+        assert np.array_equal(got, want.numpy())
+    assert sizes["hash"] == n * math.ceil(L / 8) and sizes["none"] == 4 * L * n
+    if L % 8 == 0:
+        assert sizes["none"] == 32 * sizes["hash"]
 
 
 def test_clip_laplace_gsparse_and_seeded_noise():

@@ -12,6 +12,14 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="HashVFL: hashed vertical federated learning, attacks, detection, multi-host parties.")
 
+ATTACKS_HELP = "Comma-separated subset of whitebox,inverse,label,decode,detect (default: all)."
+
+
+def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``a, b,c`` -> ("a", "b", "c"); None stays None."""
+    return None if text is None else tuple(a.strip() for a in text.split(",") if a.strip())
+
+
 CONFIG_HELP = "YAML config (a path, or a shipped name: digits, breast_cancer, wine, mnist5k, fashion_mnist, adult)."
 
 
@@ -127,8 +135,8 @@ def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     if attack:
         from .evaluate import evaluate
 
-        res = evaluate(run_dir)
-    _echo_summary(res)
+        res = evaluate(res)
+    _echo_summary(res.results)
     _render(run_dir)
     typer.echo(f"run folder: {run_dir}")
 
@@ -164,7 +172,7 @@ def attack(run_dir: Path = typer.Option(..., "--run-dir"),
     if n_targets is not None:
         ac = replace(ac, n_targets=n_targets)
     res = evaluate(run_dir, tuple(a.strip() for a in attacks.split(",") if a.strip()), ac, aux_data, ref_acc)
-    _echo_summary(res)
+    _echo_summary(res.results)
     _render(run_dir)
 
 
@@ -183,6 +191,7 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
                                                  help="Default: none,hash,gaussian,laplace,gsparse,hash_laplace."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds. Default: 0,1,2."),
           param: Optional[str] = typer.Option(None, "--param", help="e.g. noise_scale=0.01,0.1,1"),
+          attacks: Optional[str] = typer.Option(None, "--attacks", help=ATTACKS_HELP),
           epochs: Optional[int] = typer.Option(None, "--epochs"),
           out: Optional[Path] = typer.Option(None, "--out"),
           resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --out with its saved settings."),
@@ -201,6 +210,7 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     name, values = parse_param(param)
     seed_list = parse_int_list("--seeds", seeds) if seeds is not None else None
     defence_list = tuple(d.strip() for d in defences.split(",") if d.strip()) if defences is not None else None
+    attack_list = _names(attacks)
     if resume:
         saved = out / "config.yaml" if out is not None else None
         if saved is None or not saved.is_file():
@@ -210,6 +220,7 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
         base = _cfg(config, epochs=epochs) if config else (
             sc0.base if epochs is None else with_(sc0.base, train={"epochs": epochs}))
         sc = replace(sc0, base=base, defences=defence_list or sc0.defences, seeds=seed_list or sc0.seeds,
+                     attacks=attack_list or sc0.attacks,
                      **({"param": name, "values": values} if param is not None else {}))
         diff = config_diff(sc0, sc)
         if diff:
@@ -219,7 +230,8 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
                                    "--resume` (no other flags), or add --force instead of --resume to start afresh")
     else:
         sc = SweepConfig(_cfg(config or "digits", epochs=epochs),
-                         defence_list or tuple(DEFAULT_DEFENCES.split(",")), seed_list or (0, 1, 2), name, values)
+                         defence_list or tuple(DEFAULT_DEFENCES.split(",")), seed_list or (0, 1, 2), name, values,
+                         **({"attacks": attack_list} if attack_list else {}))
     out = out or default_run_path("vfl", "sweep")
     res = run_sweep(sc, out, force=force, resume_hint=f"trustlab vfl sweep --out {shlex.quote(str(out))} --resume")
     for r in res["rows"]:

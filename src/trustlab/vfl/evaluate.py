@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shlex
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,10 @@ def _npy(path: Path, what: str, run_dir: Path) -> np.ndarray:
 
 
 def _stamped(run: dict, path: Path, what: str):
-    """``load_stamped`` with a hint that names this run's retrain command."""
+    """``load_stamped`` with a hint that names this run's retrain command (in-memory weights of a
+    ``TrainResult`` are used as they are)."""
+    if "states" in run:
+        return run["states"].get(Path(path).name)
     try:
         return load_stamped(path, run["stamp"], what)
     except (ConfigError, DataError) as exc:
@@ -160,9 +165,22 @@ def top_model(run: dict):
     return top.eval()
 
 
-def evaluate(run_dir: str | Path, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
-             aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True) -> dict:
-    """Run the chosen attacks; write results.json (status ok) and plots; return the results dict."""
+@dataclass
+class EvalResult:
+    """What ``evaluate`` returns: each attack's figures beside its baselines, detection and DCS, plus the whole
+    record written to results.json."""
+
+    attacks: dict[str, Any]
+    baselines: dict[str, Any]
+    detection: dict[str, Any] | None
+    dcs: dict[str, Any] | None
+    results: dict[str, Any]
+
+
+def evaluate(run_dir, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
+             aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True) -> EvalResult:
+    """Run the chosen attacks on a ``TrainResult`` (in memory) or a trained run folder (offline re-run); write
+    results.json (status ok) and plots into the run folder; return an ``EvalResult``."""
     configure_threads()
     from .attacks.inverse_net import inverse_attack
     from .attacks.label_leak import label_leak
@@ -174,7 +192,9 @@ def evaluate(run_dir: str | Path, attacks=ATTACKS, attack_cfg: AttackConfig | No
     bad = [a for a in attacks if a not in ATTACKS]
     if bad:
         raise ConfigError(f"unknown attack(s) {', '.join(bad)}", hint=f"choose from {', '.join(ATTACKS)}")
-    run = load_run(run_dir)
+    from .train import TrainResult
+
+    run = dict(run_dir.run) if isinstance(run_dir, TrainResult) else load_run(run_dir)
     cfg = run["cfg"]
     ac = attack_cfg or cfg.attack
     n_parties = len(run["meta"]["parties"])
@@ -257,7 +277,8 @@ def evaluate(run_dir: str | Path, attacks=ATTACKS, attack_cfg: AttackConfig | No
     write(rd, {k: v for k, v in res.items() if k not in ("lab", "verb", "trustlab_version", "started", "finished",
                                                          "seed", "config", "config_hash", "environment", "schema",
                                                          "status")})
-    return json.loads((rd.path / "results.json").read_text())
+    record = json.loads((rd.path / "results.json").read_text())
+    return EvalResult(att, res["baselines"], res.get("detection"), res.get("dcs"), record)
 
 
 def dcs_block(att: dict, base: dict, acc: float, ref_acc: float, beta: float = 0.5) -> dict:
@@ -303,14 +324,16 @@ def detection(run: dict, t: int, sets, shape, X) -> dict:
     from .codes import hamming_packed, pack_bits
     from .metrics import detection_auroc
 
+    from .hashed import hamming_scores
+    from .metrics import detection_auroc
+
     codes = run["codes"]
     top = top_model(run)
-    packed_codes = pack_bits(codes)
 
     def scores(msgs):
         with torch.no_grad():
             yhat = top(torch.from_numpy(np.concatenate(msgs, 1).astype(np.float32))).argmax(1).numpy()
-        return sum(hamming_packed(pack_bits(m), packed_codes[yhat]) for m in msgs).astype(float)
+        return hamming_scores(msgs, codes, yhat)
 
     clean = scores(run["msgs"]["test"])
     ref = scores(run["msgs"]["aux"])

@@ -140,16 +140,12 @@ class LabelParty:
         return msgs
 
     def loss(self, ms, yb):
-        """CE(g([m_i]), y) + w_c (1/N) sum_i mean_b (1 - cos(m_i, o_y)) for hashed defences."""
-        torch = self.torch
-        F = torch.nn.functional
-        logits = self.top(torch.cat(ms, dim=1))
-        loss = F.cross_entropy(logits, yb)
-        if self.hashed and self.defence_cfg.consistency_weight > 0:
-            o = self.codes_t[yb]
-            cons = torch.stack([(1 - F.cosine_similarity(m, o, dim=1)).mean() for m in ms]).mean()
-            loss = loss + self.defence_cfg.consistency_weight * cons
-        return loss, logits
+        """CE(g([m_i]), y) + w_c (1/N) sum_i mean_b (1 - cos(m_i, o_y)) for hashed defences (``hashed.hashvfl_loss``)."""
+        from .hashed import hashvfl_loss
+
+        logits = self.top(self.torch.cat(ms, dim=1))
+        w = self.defence_cfg.consistency_weight if self.hashed else 0.0
+        return hashvfl_loss(logits, ms, yb, self.codes_t, w), logits
 
     # --- training -------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch=None) -> FitResult:

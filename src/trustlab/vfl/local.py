@@ -109,7 +109,8 @@ def write_parties_yaml(path: Path, pki: dict, addresses: list[str], cert: str | 
 
 
 def run_local(cfg, run_dir: str | Path, attack: bool = True, log=print, resume_hint: str | None = None) -> dict:
-    """Export, certify, serve, train over gRPC, and (with ``attack``) audit with the exported party-0 rows."""
+    """Export, certify, serve, train over gRPC, and (with ``attack``) audit with the exported party-0 rows;
+    returns the run's results record."""
     require("grpc", INSTALL)  # at once, not after the party processes fail to start
     require("cryptography", INSTALL)
     from .data import export_parties
@@ -130,5 +131,5 @@ def run_local(cfg, run_dir: str | Path, attack: bool = True, log=print, resume_h
     if attack:
         from .evaluate import evaluate
 
-        res = evaluate(run_dir, aux_data=str(files[1 + cfg.attack.target_party]))
-    return res
+        return evaluate(res, aux_data=str(files[1 + cfg.attack.target_party])).results
+    return res.results

@@ -275,11 +275,3 @@ class PartyInfo:
     versions: dict = field(default_factory=dict)
     features_sha256: str | None = None
 
-
-def __getattr__(name: str):
-    """``party.LabelParty`` (the label role lives in label.py; imported lazily to avoid a cycle)."""
-    if name == "LabelParty":
-        from .label import LabelParty
-
-        return LabelParty
-    raise AttributeError(name)

@@ -116,8 +116,8 @@ def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", 
         log(f"[sweep] {name}: training")
         try:
             # resume the cell from its checkpoint (same config), or start it afresh (another config)
-            train(cfg, cdir, resume=True, force=True, log=log, resume_hint=hint)
-            results[name] = evaluate(cdir, sc.attacks)
+            tr = train(cfg, cdir, resume=True, force=True, log=log, resume_hint=hint)
+            results[name] = evaluate(tr, sc.attacks).results
         except KeyboardInterrupt:
             raise Interrupted(f"sweep interrupted in cell {name}; finished cells and its checkpoint are kept",
                               hint=f"resume with: {hint}") from None
@@ -221,15 +221,19 @@ def plots(out: Path, results: dict, summary: list[dict]) -> None:
         tradeoff(pts, out / "plots" / "tradeoff.png", base)
     rows, shape = [], None
     seed0 = [n for n in results if n.endswith(f"-s{min(r['config']['train']['seed'] for r in results.values())}")]
-    for i, name in enumerate(seed0):
-        z = np.load(out / "cells" / name / "recon.npz")
-        if len(z["image_shape"]) == 0:
-            return
-        shape = tuple(int(s) for s in z["image_shape"])
-        if i == 0:
-            rows += [("original", z["original"]), ("class mean", z["class_mean"])]
-        rows.append((f"{name.rsplit('-s', 1)[0]} (inv)", z["inverse_net"]))
-    if rows:
+    for name in seed0:
+        with np.load(out / "cells" / name / "recon.npz", allow_pickle=False) as z:
+            if len(z["image_shape"]) == 0:
+                break
+            shape = tuple(int(s) for s in z["image_shape"])
+            if not rows:
+                rows += [("original", z["original"]), ("class mean", z["class_mean"])]
+            # one row per defence from the attacks this sweep ran (inverse network first)
+            for key, tag in (("inverse_net", "inv"), ("whitebox", "wb"), ("decoded_class_mean", "decoded")):
+                if key in z.files:
+                    rows.append((f"{name.rsplit('-s', 1)[0]} ({tag})", z[key]))
+                    break
+    if len(rows) > 2:
         recon_grid(rows, shape, out / "plots" / "recon_grid.png")
     import shutil
 

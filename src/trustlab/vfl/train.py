@@ -8,7 +8,9 @@ import shlex
 import shutil
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,23 @@ from trustlab.runtime import (ConfigError, DataError, Interrupted, RunDir, Trust
 from .config import VFLConfig, load_parties
 
 SCHEMA = "trustlab.vfl.result/1"
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the headline figures, the record written to ``run_dir/results.json``, and in memory
+    what the attacks need (eval messages per split and party, splits, class codes, model weights), so
+    ``evaluate(result)`` reads nothing back from disk."""
+
+    cfg: VFLConfig
+    run_dir: Path
+    test_acc: float
+    train_acc: float
+    history: list[dict]
+    messages: dict[str, list[np.ndarray]]
+    codes: np.ndarray | None
+    results: dict[str, Any]
+    run: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
 def resume_command(path: str | Path) -> str:
@@ -108,8 +127,8 @@ def build_transport(cfg, run_path: Path, vd=None, parties_file: str | None = Non
 
 
 def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-          parties_file: str | None = None, transport=None, log=print, resume_hint: str | None = None) -> dict:
-    """Train, embed, save artefacts; returns (and writes) the results dict. Errors write ``status: failed``;
+          parties_file: str | None = None, transport=None, log=print, resume_hint: str | None = None) -> TrainResult:
+    """Train, embed, save artefacts; returns a ``TrainResult`` (and writes results.json). Errors write ``status: failed``;
     Ctrl-C (or any KeyboardInterrupt) writes ``status: interrupted`` and raises Interrupted whose hint resumes."""
     configure_threads()
     from .data import load_vertical
@@ -123,7 +142,7 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
         labels = label_data(cfg, vd)
         transport = transport or build_transport(cfg, run.path, vd, parties_file)
         with transport:
-            res = _fit_and_embed(cfg, run, labels, transport, resume, log, run_id, hint)
+            res, mem = _fit_and_embed(cfg, run, labels, transport, resume, log, run_id, hint)
     except KeyboardInterrupt:
         exc = Interrupted(f"interrupted; {_kept(run)}", hint=f"resume with: {hint}")
         write_failure(run, exc)
@@ -144,7 +163,10 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
         raise
     res["train"]["wall_s"] = time.perf_counter() - t0
     write(run, res)
-    return res
+    record = json.loads((run.path / "results.json").read_text())
+    mem["results"] = record
+    return TrainResult(cfg, run.path, res["train"]["test_acc"], res["train"]["train_acc"], res["train"]["history"],
+                       mem["msgs"], mem["codes"], record, mem)
 
 
 def _kept(run: RunDir) -> str:
@@ -167,15 +189,19 @@ def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log, run_i
             np.save(msg_dir / f"{split}_p{i}.npy", m)
         preds[split] = lp.predict(msgs[split])
     state_dir = run.artifact("state/x").parent
-    shared = []
+    shared, states = [], {}
+    stamp = state_stamp(run_id, cfg)
     for j in range(len(transport.ids)):
         st = lp.fetch_state(j)
         if st is not None:
-            save_stamped(st, state_dir / f"p{j}.pt", state_stamp(run_id, cfg))
+            save_stamped(st, state_dir / f"p{j}.pt", stamp)
             shared.append(j)
-    save_stamped(lp.top.state_dict(), state_dir / "top.pt", state_stamp(run_id, cfg))
-    np.savez(run.path / "splits.npz", kept=lp.kept, y=lp.y, ids=lp.aligned.ids,
-             **{k: v for k, v in lp.splits.items()}, **{f"pred_{k}": v for k, v in preds.items()})
+            states[f"p{j}.pt"] = st
+    states["top.pt"] = {k: v.detach().clone() for k, v in lp.top.state_dict().items()}
+    save_stamped(states["top.pt"], state_dir / "top.pt", stamp)
+    splits = {"kept": lp.kept, "y": lp.y, "ids": lp.aligned.ids, **{k: v for k, v in lp.splits.items()},
+              **{f"pred_{k}": v for k, v in preds.items()}}
+    np.savez(run.path / "splits.npz", **splits)
     if lp.codes is not None:
         np.save(run.path / "codes.npy", lp.codes)
     meta = {"parties": [{"id": p.id, "address": p.address, "rows": p.rows, "d": p.d,
@@ -205,7 +231,10 @@ def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log, run_i
         res["bit_balance"] = {f"p{i}": bit_balance(m, lp.codes, yt) for i, m in enumerate(msgs["test"])}
         res["code_decode_acc"] = {f"p{i}": float(np.mean(decode(m, lp.codes) == yt))
                                   for i, m in enumerate(msgs["test"])}
-    return res
+    # the same view of the run as ``evaluate.load_run`` gives from the folder, without reading it back
+    mem = {"dir": run.path, "cfg": cfg, "meta": meta, "splits": splits, "msgs": msgs, "codes": lp.codes,
+           "stamp": stamp, "states": states}
+    return res, mem
 
 
 def write(run: RunDir, res: dict, status: str = "ok") -> Path:

@@ -1,0 +1,39 @@
+"""The verbs as functions returning result objects, and the sweep with a subset of attacks."""
+
+import json
+
+from trustlab.vfl.config import load_config
+from trustlab.vfl.evaluate import EvalResult, evaluate
+from trustlab.vfl.train import TrainResult, train
+
+
+def test_train_and_evaluate_return_results_in_memory(tmp_path):
+    cfg = load_config(None, {"data": {"name": "wine"}, "train": {"epochs": 3, "batch_size": 16}})
+    tr = train(cfg, tmp_path / "r", log=lambda *_: None)
+    assert isinstance(tr, TrainResult) and tr.run_dir == tmp_path / "r"
+    assert tr.test_acc == tr.results["train"]["test_acc"] and len(tr.history) == 3
+    assert set(tr.messages) == {"train", "aux", "test"} and len(tr.messages["test"]) == 2
+    assert tr.codes is not None and tr.codes.shape == (3, 16)
+    # evaluate works on the object: the saved messages are not read back (delete them to show it)
+    for f in (tmp_path / "r" / "messages").iterdir():
+        f.unlink()
+    ev = evaluate(tr, ("label", "decode", "detect"), plots=False)
+    assert isinstance(ev, EvalResult)
+    assert 0 <= ev.attacks["label_leak"]["acc"] <= 1 and "decoded_class_mean" in ev.attacks
+    assert "inverse_net" not in ev.attacks and set(ev.detection) == {"uniform", "swap"}
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert saved["attacks"] == ev.results["attacks"] and saved["status"] == "ok"
+
+
+def test_sweep_with_a_subset_of_attacks(tmp_path, cli):
+    """Once a KeyError: the sweep's plots assumed the inverse-network attack had run."""
+    out = tmp_path / "sw"
+    code, stdout, err = cli("vfl", "sweep", "--config", "digits", "--defences", "none,hash", "--seeds", "0",
+                            "--epochs", "2", "--attacks", "label,decode", "--out", str(out))
+    assert code == 0, err
+    rows = {r["label"]: r for r in json.loads((out / "sweep.json").read_text())["rows"]}
+    assert rows["hash"]["label_leak"]["mean"] is not None and rows["hash"]["decode_acc"]["mean"] is not None
+    assert rows["none"]["inverse_mse"]["mean"] is None and rows["hash"]["decoded_mse"]["mean"] is not None
+    assert (out / "plots" / "recon_grid.png").is_file()  # the decoded-class-mean row stands in for the inverse net
+    code, _, err = cli("vfl", "sweep", "--attacks", "label,bogus", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "bogus" in err
