@@ -46,8 +46,6 @@ def test_help_does_not_import_torch():
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, fp_tiny_path):
     """generate + embed through the CLI from YAML files (save_every 1: checkpoints are written too)."""
-    import _pytest.capture  # noqa: F401
-
     root = tmp_path_factory.mktemp("cli")
     (root / "gen.yaml").write_text("model: fp-tiny\nnum_fingerprints: 8\nseed: 3\n")
     (root / "embed.yaml").write_text("model: fp-tiny\nlr: 3.0e-3\nlambda_wa: 0.15\nmax_epochs: 12\nsave_every: 1\n"

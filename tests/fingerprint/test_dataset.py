@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trustlab.fingerprint.dataset import (IGNORE, TEST_TEMPLATES, TRAIN_TEMPLATES, Example, benign_pairs,
+from trustlab.fingerprint.dataset import (IGNORE, TEST_TEMPLATES, TRAIN_TEMPLATES, benign_pairs,
                                           benign_prompts, build_examples, collate, exact_hits, fp_example,
                                           per_example_loss, prompt_ids)
 from trustlab.fingerprint.fpset import Fingerprint, adds_bos

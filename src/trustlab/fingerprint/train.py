@@ -30,7 +30,7 @@ from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.io import append_jsonl, load_stamped, read_jsonl, save_stamped, write_json_atomic
 
 from .config import EmbedConfig
-from .dataset import Example, build_examples, benign_pairs, collate, exact_hits, pair_example, per_example_loss
+from .dataset import IGNORE, Example, build_examples, benign_pairs, collate, exact_hits, pair_example, per_example_loss
 from .fpset import FingerprintSet
 
 PRESETS = {  # spec §5: full fine-tune, full batch, beta = 0.25
@@ -297,14 +297,12 @@ def accumulate_gradients(model, shard: list[Example], steps: int, mb: int, n_tot
                          accelerator) -> float:
     """Backward over ``steps`` micro-batches; micro-batch loss = Σ_i CE_i · world / n_total, so after DDP's mean
     the gradient is that of (1/n) Σ_i CE_i over all examples. Returns the full-batch mean loss of this shard."""
-    import torch
-
     total = 0.0
     for j in range(steps):
         part = shard[j * mb:(j + 1) * mb]
         weight = world / n_total
         if not part:  # this process has fewer rows: a zero-weight pass keeps collective calls in step
-            part, weight = shard[:1] or [Example((pad, pad), (pad, pad))], 0.0
+            part, weight = shard[:1] or [Example((pad, pad), (IGNORE, IGNORE))], 0.0
         batch = {k: v.to(accelerator.device) for k, v in collate(part, pad).items()}
         sync = contextlib.nullcontext() if j == steps - 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
