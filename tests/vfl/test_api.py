@@ -37,3 +37,22 @@ def test_sweep_with_a_subset_of_attacks(tmp_path, cli):
     assert (out / "plots" / "recon_grid.png").is_file()  # the decoded-class-mean row stands in for the inverse net
     code, _, err = cli("vfl", "sweep", "--attacks", "label,bogus", "--out", str(tmp_path / "bad"))
     assert code == 2 and "bogus" in err
+
+
+def test_out_and_resume_style_with_the_old_spellings(tmp_path, cli):
+    """--out and --resume/--no-resume (default resume), as in certify; --run-dir and --force still work."""
+    from .helpers import assert_flags_exist, hint_command, hint_of
+
+    d = str(tmp_path / "r")
+    wine = ("vfl", "train", "--config", "wine", "--epochs", "1")
+    assert cli(*wine, "--run-dir", d)[0] == 0  # the deprecated spelling of --out
+    code, _, err = cli(*wine[:-1], "2", "--out", d)  # resuming (the default) cannot change the config
+    assert code == 2 and "train.epochs" in err
+    assert_flags_exist(hint_of(err))
+    assert hint_command(hint_of(err)) == ["vfl", "train", "--out", d] and "--no-resume" in hint_of(err)
+    code, out, _ = cli(*wine[:-1], "2", "--out", d, "--no-resume")
+    assert code == 0 and json.loads((tmp_path / "r" / "results.json").read_text())["config"]["train"]["epochs"] == 2
+    code, out, _ = cli(*wine[:-1], "3", "--out", d, "--force")  # the deprecated spelling of --no-resume
+    assert code == 0 and len(json.loads((tmp_path / "r" / "results.json").read_text())["train"]["history"]) == 3
+    code, _, err = cli("vfl", "attack")
+    assert code == 2 and "--out" in err

@@ -24,23 +24,23 @@ def _exit(argv, capsys):
 
 
 def test_bad_input_exit_codes(tmp_path, capsys):
-    code, err = _exit(["vfl", "train", "--defence", "bogus", "--run-dir", str(tmp_path / "r")], capsys)
+    code, err = _exit(["vfl", "train", "--defence", "bogus", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "defence.kind" in err and "hint:" in err
-    code, err = _exit(["vfl", "train", "--config", "nope", "--run-dir", str(tmp_path / "r")], capsys)
+    code, err = _exit(["vfl", "train", "--config", "nope", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "shipped" in err
-    code, err = _exit(["vfl", "train", "--code-len", "3", "--epochs", "1", "--run-dir", str(tmp_path / "r2")], capsys)
+    code, err = _exit(["vfl", "train", "--code-len", "3", "--epochs", "1", "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "at least 4" in err
     code, err = _exit(["vfl", "party", "--party-id", "0", "--data", "x.npz", "--listen", "127.0.0.1:0"], capsys)
     assert code == 2 and "--tls-cert" in err
-    code, err = _exit(["vfl", "attack", "--run-dir", str(tmp_path / "empty")], capsys)
+    code, err = _exit(["vfl", "attack", "--out", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no trained VFL run" in err
 
 
 def test_train_attack_report_and_section(tmp_path, capsys):
     run = tmp_path / "bc"
-    main_ok = ["vfl", "train", "--config", "breast_cancer", "--epochs", "3", "--run-dir", str(run)]
+    main_ok = ["vfl", "train", "--config", "breast_cancer", "--epochs", "3", "--out", str(run)]
     assert run_cli(main_ok, capsys)[0] == 0
-    assert run_cli(["vfl", "attack", "--run-dir", str(run), "--attacks", "inverse,label,decode,detect",
+    assert run_cli(["vfl", "attack", "--out", str(run), "--attacks", "inverse,label,decode,detect",
                     "--ref-acc", "0.95"], capsys)[0] == 0
     res = json.loads((run / "results.json").read_text())
     assert res["lab"] == "vfl" and res["status"] == "ok"

@@ -36,7 +36,7 @@ class Evil:
 
 def _trained(cli, tmp_path, name="run", extra=()):
     d = tmp_path / name
-    code, out, err = cli("vfl", "train", *BC, *extra, "--run-dir", d)
+    code, out, err = cli("vfl", "train", *BC, *extra, "--out", d)
     assert code == 0, err
     return d
 
@@ -47,8 +47,8 @@ def test_crafted_pickle_is_refused_and_runs_nothing(cli, tmp_path, target):
     d = _trained(cli, tmp_path)
     marker = tmp_path / "pwned"
     torch.save({"epoch": 3, "top": Evil(marker)}, d / target)
-    argv = ("vfl", "train", "--run-dir", d, "--resume") if target.startswith("checkpoint") else \
-        ("vfl", "attack", "--run-dir", d, "--attacks", "detect")
+    argv = ("vfl", "train", "--out", d, "--resume") if target.startswith("checkpoint") else \
+        ("vfl", "attack", "--out", d, "--attacks", "detect")
     code, out, err = cli(*argv)
     assert_one_line_error(err, code, 2)
     assert not marker.exists()
@@ -60,7 +60,7 @@ def test_crafted_party_checkpoint_is_refused(cli, tmp_path):
     marker = tmp_path / "pwned"
     (ckpt,) = sorted((d / "parties" / "p0").glob("*/epoch_3.pt"))
     torch.save({"model": Evil(marker)}, ckpt)
-    code, out, err = cli("vfl", "train", "--run-dir", d, "--resume")
+    code, out, err = cli("vfl", "train", "--out", d, "--resume")
     assert_one_line_error(err, code, 2)
     assert not marker.exists() and "epoch_3.pt" in err
 
@@ -69,7 +69,7 @@ def test_truncated_checkpoint_on_resume_is_one_line_exit_2(cli, tmp_path):
     d = _trained(cli, tmp_path)
     blob = (d / "checkpoint" / "label.pt").read_bytes()
     (d / "checkpoint" / "label.pt").write_bytes(blob[: len(blob) // 2])
-    code, out, err = cli("vfl", "train", "--run-dir", d, "--resume")
+    code, out, err = cli("vfl", "train", "--out", d, "--resume")
     assert_one_line_error(err, code, 2)
     assert "truncated or corrupt" in err
     assert_flags_exist(hint_of(err))
@@ -93,7 +93,7 @@ def test_foreign_label_checkpoint_is_refused(cli, tmp_path):
     a = _trained(cli, tmp_path, "a")
     b = _trained(cli, tmp_path, "b")
     (a / "checkpoint" / "label.pt").write_bytes((b / "checkpoint" / "label.pt").read_bytes())
-    code, out, err = cli("vfl", "train", "--run-dir", a, "--resume")
+    code, out, err = cli("vfl", "train", "--out", a, "--resume")
     assert_one_line_error(err, code, 2)
     assert "another run" in err
     assert_flags_exist(hint_of(err))
@@ -125,7 +125,7 @@ def test_ctrl_c_hint_resumes_to_the_uninterrupted_result(cli, tmp_path, monkeypa
     ref = _trained(cli, tmp_path, "ref", ["--defence", "gsparse"])
     real = _interrupt_at(monkeypatch, 1, 2, how)
     d = tmp_path / "cut dir"  # a space: the hint must quote it
-    code, out, err = cli("vfl", "train", *flags, "--run-dir", d)
+    code, out, err = cli("vfl", "train", *flags, "--out", d)
     assert_one_line_error(err, code, 130)
     assert json.loads((d / "results.json").read_text())["status"] == "interrupted"
     hint = hint_of(err)
@@ -147,13 +147,13 @@ def test_ctrl_c_hint_resumes_to_the_uninterrupted_result(cli, tmp_path, monkeypa
 def test_resume_with_changed_flags_is_refused_naming_keys(cli, tmp_path, monkeypatch):
     _interrupt_at(monkeypatch, 1, 0, "keyboardinterrupt")
     d = tmp_path / "r"
-    code, _, err = cli("vfl", "train", *BC, "--run-dir", d)
+    code, _, err = cli("vfl", "train", *BC, "--out", d)
     assert code == 130
-    code, _, err = cli("vfl", "train", "--run-dir", d, "--resume", "--epochs", "5", "--seed", "1")
+    code, _, err = cli("vfl", "train", "--out", d, "--resume", "--epochs", "5", "--seed", "1")
     assert_one_line_error(err, code, 2)
     assert "train.epochs" in err and "train.seed" in err
     assert_flags_exist(hint_of(err))
-    assert hint_command(hint_of(err)) == ["vfl", "train", "--run-dir", str(d), "--resume"]
+    assert hint_command(hint_of(err)) == ["vfl", "train", "--out", str(d)]
     assert (d / "checkpoint" / "label.pt").is_file()  # nothing was discarded
 
 
@@ -322,7 +322,7 @@ def test_local_bad_inputs_of_the_label_party_exit_2(cli, tmp_path):
     ]
     for i, (pf, text) in enumerate(cases):
         code, _, err = cli("vfl", "train", "--epochs", "1", "--transport", "grpc", "--parties", pf,
-                           "--run-dir", tmp_path / f"r{i}")
+                           "--out", tmp_path / f"r{i}")
         assert_one_line_error(err, code, 2)
         assert text in err
 
@@ -330,7 +330,7 @@ def test_local_bad_inputs_of_the_label_party_exit_2(cli, tmp_path):
 def test_local_without_grpc_exits_3_at_once(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "grpc", None)  # `import grpc` now fails as if it were not installed
     t0 = time.monotonic()
-    code, _, err = cli("vfl", "local", "--epochs", "1", "--run-dir", tmp_path / "r")
+    code, _, err = cli("vfl", "local", "--epochs", "1", "--out", tmp_path / "r")
     assert_one_line_error(err, code, 3)
     assert "pip install grpcio cryptography" in hint_of(err) and time.monotonic() - t0 < 10
 
@@ -380,7 +380,7 @@ def test_config_built_in_python_is_validated():
 def test_bad_yaml_values_exit_2(cli, tmp_path, yaml_text, field):
     f = tmp_path / "c.yaml"
     f.write_text(yaml_text)
-    code, _, err = cli("vfl", "train", "--config", f, "--run-dir", tmp_path / "r")
+    code, _, err = cli("vfl", "train", "--config", f, "--out", tmp_path / "r")
     assert_one_line_error(err, code, 2)
     assert field in err
 
@@ -393,7 +393,7 @@ def test_bad_yaml_values_exit_2(cli, tmp_path, yaml_text, field):
     (["vfl", "train", "--seed", "-3"], "train.seed"),
 ])
 def test_bad_flags_exit_2(cli, tmp_path, argv, text):
-    code, _, err = cli(*argv, *(["--out", tmp_path / "o"] if argv[1] == "sweep" else ["--run-dir", tmp_path / "o"]))
+    code, _, err = cli(*argv, *(["--out", tmp_path / "o"] if argv[1] == "sweep" else ["--out", tmp_path / "o"]))
     assert_one_line_error(err, code, 2)
     assert text in err
 

@@ -20,6 +20,17 @@ def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(a.strip() for a in text.split(",") if a.strip())
 
 
+OUT_HELP = "Run folder (default runs/vfl-<verb>-<UTC time>)."
+RESUME_HELP = "Resume the run folder (default) or start it afresh, discarding its checkpoints."
+# hidden aliases kept for old command lines: --run-dir for --out, --force for --no-resume
+RUN_DIR_ALIAS = typer.Option(None, "--run-dir", hidden=True, help="Deprecated spelling of --out.")
+FORCE_ALIAS = typer.Option(False, "--force", hidden=True, help="Deprecated spelling of --no-resume.")
+
+
+def _out(out: Optional[Path], run_dir: Optional[Path]) -> Optional[Path]:
+    return out if out is not None else run_dir
+
+
 CONFIG_HELP = "YAML config (a path, or a shipped name: digits, breast_cancer, wine, mnist5k, fashion_mnist, adult)."
 
 
@@ -59,9 +70,9 @@ def _cfg(config, dataset=None, defence=None, code_len=None, embed_dim=None, epoc
 
 
 def run_config(config: Optional[str], run_dir: Optional[Path], resume: bool, overrides: dict):
-    """The config of ``vfl train``: with ``--run-dir D`` holding a run and no ``--config``, D's saved config (plus
-    any flags); else ``--config`` (or the defaults) plus flags. ``--resume`` takes the saved run as it is: a flag
-    or ``--config`` that changes it is refused, naming the keys."""
+    """The config of ``vfl train``: with ``--out D`` holding a run and no ``--config``, D's saved config (plus
+    any flags); else ``--config`` (or the defaults) plus flags. Resuming (the default) takes the saved run as it
+    is: a flag or ``--config`` that changes it is refused, naming the keys."""
     from trustlab.runtime import ConfigError, config_diff, load_yaml
 
     from .config import load_config
@@ -75,16 +86,12 @@ def run_config(config: Optional[str], run_dir: Optional[Path], resume: bool, ove
         if resume:
             diff = config_diff(before, cfg)
             if diff:
-                raise ConfigError(f"--resume continues the run saved in {str(run_dir)!r}, but the flags change "
+                raise ConfigError(f"resuming continues the run saved in {str(run_dir)!r}, but the flags change "
                                   f"{', '.join(diff)}",
                                   hint=f"resume it as saved with `{resume_command(run_dir)}` (no --config or other "
-                                       "flags), or add --force instead of --resume to start it afresh with the new "
-                                       "settings (discards its checkpoint)")
+                                       "flags), or add --no-resume to start it afresh with the new settings "
+                                       "(discards its checkpoint)")
         return cfg
-    if resume and config is None:
-        where = str(run_dir) if run_dir is not None else "(no --run-dir given)"
-        raise ConfigError(f"--resume: {where} holds no run to resume (no config.yaml)",
-                          hint="start one: trustlab vfl train --config digits --run-dir DIR, or check the --run-dir")
     return load_config(resolve_config(config), overrides)
 
 
@@ -105,33 +112,39 @@ def _echo_summary(res: dict) -> None:
             typer.echo(f"  detection {name:10s} AUROC {d['auroc']:.3f}")
 
 
+PARTIES_FILE_HELP = "parties.yaml: A's CA, certificate and key and each party's id and address (grpc)."
+
+
 @app.command()
 def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
-          dataset: Optional[str] = typer.Option(None, "--dataset"),
+          dataset: Optional[str] = typer.Option(None, "--dataset", help="Override data.name (a registry name, "
+                                                "or csv:/parquet:/npz:/idx: PATH)."),
           defence: Optional[str] = typer.Option(None, "--defence", help="none|hash|gaussian|laplace|gsparse|hash_laplace"),
-          code_len: Optional[int] = typer.Option(None, "--code-len"),
-          embed_dim: Optional[int] = typer.Option(None, "--embed-dim"),
-          epochs: Optional[int] = typer.Option(None, "--epochs"),
-          seed: Optional[int] = typer.Option(None, "--seed"),
+          code_len: Optional[int] = typer.Option(None, "--code-len", help="Override defence.code_len (L bits)."),
+          embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Override defence.embed_dim (width of "
+                                                  "unhashed messages)."),
+          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+          seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
           transport: Optional[str] = typer.Option(None, "--transport", help="inproc|grpc"),
-          parties: Optional[str] = typer.Option(None, "--parties", help="parties.yaml (grpc)"),
-          run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
-          resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir with its saved config."),
-          force: bool = typer.Option(False, "--force", help="Start --run-dir afresh (discards its checkpoint)."),
+          parties: Optional[str] = typer.Option(None, "--parties", help=PARTIES_FILE_HELP),
+          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+          resume: bool = typer.Option(True, "--resume/--no-resume", help=RESUME_HELP),
+          run_dir: Optional[Path] = RUN_DIR_ALIAS, force: bool = FORCE_ALIAS,
           attack: bool = typer.Option(False, "--attack/--no-attack", help="Run every attack after training.")) -> None:
     """Train vanilla VFL or a defence (in-process, or over gRPC with --transport grpc --parties F).
 
-    `--run-dir D --resume` continues an interrupted run with the config saved in D."""
+    The same command with `--out D` resumes an interrupted run with the config saved in D."""
     from trustlab.runtime import default_run_path
 
-    cfg = run_config(config, run_dir, resume,
+    out, resume = _out(out, run_dir), resume and not force
+    cfg = run_config(config, out, resume,
                      _overrides(dataset, defence, code_len, embed_dim, epochs, seed, transport, parties))
     if cfg.transport.kind == "grpc":
         _require_net()
     from .train import train as do_train
 
-    run_dir = run_dir or default_run_path("vfl", "train")
-    res = do_train(cfg, run_dir, resume=resume, force=force, parties_file=parties or cfg.transport.parties)
+    run_dir = out or default_run_path("vfl", "train")
+    res = do_train(cfg, run_dir, resume=resume, force=not resume, parties_file=parties or cfg.transport.parties)
     if attack:
         from .evaluate import evaluate
 
@@ -154,10 +167,14 @@ def _require_net() -> None:
 
 
 @app.command()
-def attack(run_dir: Path = typer.Option(..., "--run-dir"),
-           attacks: str = typer.Option("whitebox,inverse,label,decode,detect", "--attacks"),
-           target_party: Optional[int] = typer.Option(None, "--target-party"),
-           n_targets: Optional[int] = typer.Option(None, "--n-targets"),
+def attack(out: Optional[Path] = typer.Option(None, "--out", help="The trained run's folder (results are "
+                                              "written back into it)."),
+           attacks: str = typer.Option("whitebox,inverse,label,decode,detect", "--attacks", help=ATTACKS_HELP),
+           target_party: Optional[int] = typer.Option(None, "--target-party", help="Party whose rows are "
+                                                      "reconstructed (attack.target_party, default 0)."),
+           n_targets: Optional[int] = typer.Option(None, "--n-targets", help="Test rows attacked "
+                                                   "(attack.n_targets, default 100; clamped)."),
+           run_dir: Optional[Path] = RUN_DIR_ALIAS,
            aux_data: Optional[str] = typer.Option(None, "--aux-data", help="The target party's rows (party{i}.npz)."),
            ref_acc: Optional[float] = typer.Option(None, "--ref-acc", help="Vanilla accuracy MP* for DCS.")) -> None:
     """Run the attacks, baselines and detection on a trained run's saved messages."""
@@ -165,6 +182,7 @@ def attack(run_dir: Path = typer.Option(..., "--run-dir"),
 
     from .evaluate import evaluate, load_run
 
+    run_dir = _required_out(out, run_dir, "attack")
     cfg = load_run(run_dir)["cfg"]
     ac = cfg.attack
     if target_party is not None:
@@ -174,6 +192,14 @@ def attack(run_dir: Path = typer.Option(..., "--run-dir"),
     res = evaluate(run_dir, tuple(a.strip() for a in attacks.split(",") if a.strip()), ac, aux_data, ref_acc)
     _echo_summary(res.results)
     _render(run_dir)
+
+
+def _required_out(out: Optional[Path], run_dir: Optional[Path], verb: str) -> Path:
+    from trustlab.runtime import ConfigError
+
+    if out is None and run_dir is None:
+        raise ConfigError(f"vfl {verb} needs the run folder", hint=f"pass it: trustlab vfl {verb} --out DIR")
+    return _out(out, run_dir)
 
 
 def _render(run_dir: Path) -> None:
@@ -190,15 +216,17 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
           defences: Optional[str] = typer.Option(None, "--defences",
                                                  help="Default: none,hash,gaussian,laplace,gsparse,hash_laplace."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds. Default: 0,1,2."),
-          param: Optional[str] = typer.Option(None, "--param", help="e.g. noise_scale=0.01,0.1,1"),
+          param: Optional[str] = typer.Option(None, "--param", help="One defence field and its values, "
+                                              "e.g. noise_scale=0.01,0.1,1."),
           attacks: Optional[str] = typer.Option(None, "--attacks", help=ATTACKS_HELP),
-          epochs: Optional[int] = typer.Option(None, "--epochs"),
-          out: Optional[Path] = typer.Option(None, "--out"),
-          resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --out with its saved settings."),
-          force: bool = typer.Option(False, "--force", help="Start --out afresh (discards its cells).")) -> None:
+          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs of every cell."),
+          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+          resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume the sweep in --out (default: "
+                                      "finished cells are skipped) or start it afresh, discarding its cells."),
+          force: bool = FORCE_ALIAS) -> None:
     """Defences x seeds (x one parameter) on one harness; resumable per cell; sweep.json/csv and plots.
 
-    Re-running the same command (or `--out D --resume`) skips finished cells and resumes an interrupted one."""
+    Re-running the same command (or `--out D` alone) skips finished cells and resumes an interrupted one."""
     import shlex
     from dataclasses import replace
 
@@ -211,11 +239,9 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     seed_list = parse_int_list("--seeds", seeds) if seeds is not None else None
     defence_list = tuple(d.strip() for d in defences.split(",") if d.strip()) if defences is not None else None
     attack_list = _names(attacks)
-    if resume:
-        saved = out / "config.yaml" if out is not None else None
-        if saved is None or not saved.is_file():
-            raise ConfigError(f"--resume: {str(out) if out else '(no --out given)'} holds no sweep to resume",
-                              hint="start one: trustlab vfl sweep --config digits --out DIR")
+    resume = resume and not force
+    saved = out / "config.yaml" if out is not None else None
+    if resume and saved is not None and saved.is_file():
         sc0 = from_dict(SweepConfig, load_yaml(saved), "sweep")
         base = _cfg(config, epochs=epochs) if config else (
             sc0.base if epochs is None else with_(sc0.base, train={"epochs": epochs}))
@@ -224,16 +250,16 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
                      **({"param": name, "values": values} if param is not None else {}))
         diff = config_diff(sc0, sc)
         if diff:
-            raise ConfigError(f"--resume continues the sweep saved in {str(out)!r}, but the flags change "
+            raise ConfigError(f"resuming continues the sweep saved in {str(out)!r}, but the flags change "
                               f"{', '.join(diff)}",
-                              hint=f"resume it as saved with `trustlab vfl sweep --out {shlex.quote(str(out))} "
-                                   "--resume` (no other flags), or add --force instead of --resume to start afresh")
+                              hint=f"resume it as saved with `trustlab vfl sweep --out {shlex.quote(str(out))}` "
+                                   "(no other flags), or add --no-resume to start it afresh")
     else:
         sc = SweepConfig(_cfg(config or "digits", epochs=epochs),
                          defence_list or tuple(DEFAULT_DEFENCES.split(",")), seed_list or (0, 1, 2), name, values,
                          **({"attacks": attack_list} if attack_list else {}))
     out = out or default_run_path("vfl", "sweep")
-    res = run_sweep(sc, out, force=force, resume_hint=f"trustlab vfl sweep --out {shlex.quote(str(out))} --resume")
+    res = run_sweep(sc, out, force=not resume, resume_hint=f"trustlab vfl sweep --out {shlex.quote(str(out))}")
     for r in res["rows"]:
         typer.echo(f"{r['label']:28s} acc {r['acc']['mean']:.3f}±{r['acc']['std']:.3f}  "
                    f"inverse MSE {r['inverse_mse']['mean'] or float('nan'):.4f}")
@@ -243,7 +269,7 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
 DEFAULT_DEFENCES = "none,hash,gaussian,laplace,gsparse,hash_laplace"
 
 
-def run_demo(out: Path, quick: bool = True, force: bool = False) -> Path:
+def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
     """Digits, 2 parties, vanilla vs HashVFL (L=16) with every attack, baseline, detection and the report.
     Running it again into the same folder skips finished cells and resumes an interrupted one."""
     import shlex
@@ -258,29 +284,32 @@ def run_demo(out: Path, quick: bool = True, force: bool = False) -> Path:
         sc = SweepConfig(cfg, ("none", "hash", "gaussian", "laplace", "gsparse", "hash_laplace"), (0, 1, 2))
     out = Path(out)
     hint = f"trustlab vfl demo --out {shlex.quote(str(out))}" + ("" if quick else " --full")
-    run_sweep(sc, out, log=lambda m: typer.echo(m), verb="demo", force=force, resume_hint=hint)
+    run_sweep(sc, out, log=lambda m: typer.echo(m), verb="demo", force=not resume, resume_hint=hint)
     return out
 
 
 @app.command()
-def demo(quick: bool = typer.Option(True, "--quick/--full"),
-         out: Path = typer.Option(Path("runs/vfl-demo"), "--out"),
-         force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it.")) -> None:
+def demo(quick: bool = typer.Option(True, "--quick/--full", help="Vanilla vs hash on one seed (default), or "
+                                    "all six defences on seeds 0,1,2."),
+         out: Path = typer.Option(Path("runs/vfl-demo"), "--out", help="Run folder."),
+         resume: bool = typer.Option(True, "--resume/--no-resume", help=RESUME_HELP),
+         force: bool = FORCE_ALIAS) -> None:
     """Offline demo on digits (about a minute with --quick); the same command resumes an interrupted demo."""
-    run_dir = run_demo(out, quick, force=force)
+    run_dir = run_demo(out, quick, resume=resume and not force)
     typer.echo(f"report: {run_dir / 'report.md'}")
 
 
 @app.command()
-def report(run_dir: Path = typer.Option(..., "--run-dir")) -> None:
+def report(out: Optional[Path] = typer.Option(None, "--out", help="A run or sweep folder."),
+           run_dir: Optional[Path] = RUN_DIR_ALIAS) -> None:
     """Re-render report.md/report.html for a run or sweep folder."""
-    _render(run_dir)
+    _render(_required_out(out, run_dir, "report"))
 
 
 @app.command("export-parties")
 def export_parties(config: Optional[str] = typer.Option("digits", "--config", help=CONFIG_HELP),
-                   out: Path = typer.Option(..., "--out"),
-                   seed: Optional[int] = typer.Option(None, "--seed")) -> None:
+                   out: Path = typer.Option(..., "--out", help="Folder for label.npz and party{i}.npz."),
+                   seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed (the split).")) -> None:
     """Write label.npz and party{i}.npz: one file per data owner."""
     from .data import export_parties as do_export
 
@@ -289,17 +318,19 @@ def export_parties(config: Optional[str] = typer.Option("digits", "--config", he
 
 
 @app.command()
-def party(party_id: int = typer.Option(..., "--party-id"),
+def party(party_id: int = typer.Option(..., "--party-id", help="This party's id (0..N-1, as in parties.yaml)."),
           data: Path = typer.Option(..., "--data", help="This party's npz (X, ids)."),
           listen: str = typer.Option(..., "--listen", help="HOST:PORT (port 0 picks a free one)."),
-          tls_cert: Optional[str] = typer.Option(None, "--tls-cert"),
-          tls_key: Optional[str] = typer.Option(None, "--tls-key"),
-          client_ca: Optional[str] = typer.Option(None, "--client-ca"),
+          tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="This server's certificate (serverAuth)."),
+          tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Its private key."),
+          client_ca: Optional[str] = typer.Option(None, "--client-ca", help="CA that signed the label party's "
+                                                  "certificate."),
           insecure: bool = typer.Option(False, "--insecure", help="No TLS; loopback only."),
-          state_dir: Optional[Path] = typer.Option(None, "--state-dir"),
+          state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Checkpoint folder (default "
+                                                   "party<ID>-state)."),
           share_model: bool = typer.Option(False, "--share-model", help="Allow the white-box audit to fetch weights."),
-          device: str = typer.Option("cpu", "--device"),
-          max_message_mb: int = typer.Option(64, "--max-message-mb"),
+          device: str = typer.Option("cpu", "--device", help="Torch device of this party's model."),
+          max_message_mb: int = typer.Option(64, "--max-message-mb", help="Largest gRPC message accepted."),
           fault: Optional[str] = typer.Option(None, "--fault", hidden=True)) -> None:
     """A long-lived feature-party server (mutual TLS); SIGTERM stops it after the current call."""
     from trustlab.runtime import ConfigError, configure_threads
@@ -332,15 +363,19 @@ def party(party_id: int = typer.Option(..., "--party-id"),
 
 
 @app.command()
-def local(parties: int = typer.Option(2, "--parties"),
+def local(n_parties: int = typer.Option(2, "--n-parties", help="Number of feature-party servers "
+                                        "(data.n_parties)."),
           config: Optional[str] = typer.Option("digits", "--config", help=CONFIG_HELP),
-          epochs: Optional[int] = typer.Option(None, "--epochs"),
-          defence: Optional[str] = typer.Option(None, "--defence"),
-          run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
-          attack: bool = typer.Option(True, "--attack/--no-attack")) -> None:
+          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+          defence: Optional[str] = typer.Option(None, "--defence", help="none|hash|gaussian|laplace|gsparse|hash_laplace"),
+          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+          attack: bool = typer.Option(True, "--attack/--no-attack", help="Run every attack after training."),
+          run_dir: Optional[Path] = RUN_DIR_ALIAS,
+          parties: Optional[int] = typer.Option(None, "--parties", hidden=True, help="Deprecated: --n-parties.")
+          ) -> None:
     """N loopback party servers with throwaway certificates, trained over mutual-TLS gRPC.
 
-    The same command with the same --run-dir resumes an interrupted run."""
+    The same command with the same --out resumes an interrupted run."""
     import shlex
 
     from trustlab.runtime import default_run_path
@@ -348,15 +383,16 @@ def local(parties: int = typer.Option(2, "--parties"),
     from .local import run_local
 
     _require_net()
+    parties = n_parties if parties is None else parties
     cfg = _cfg(config, defence=defence, epochs=epochs)
     from .config import with_
 
     cfg = with_(cfg, data={"n_parties": parties})
-    run_dir = run_dir or default_run_path("vfl", "local")
-    hint = " ".join(["trustlab vfl local --parties", str(parties), "--config", shlex.quote(str(config)),
+    run_dir = _out(out, run_dir) or default_run_path("vfl", "local")
+    hint = " ".join(["trustlab vfl local --n-parties", str(parties), "--config", shlex.quote(str(config)),
                      *(["--epochs", str(epochs)] if epochs is not None else []),
                      *(["--defence", shlex.quote(defence)] if defence is not None else []),
-                     "--run-dir", shlex.quote(str(run_dir)), *([] if attack else ["--no-attack"])])
+                     "--out", shlex.quote(str(run_dir)), *([] if attack else ["--no-attack"])])
     res = run_local(cfg, run_dir, attack=attack, log=typer.echo, resume_hint=hint)
     _echo_summary(res)
     _render(run_dir)
@@ -370,8 +406,8 @@ app.add_typer(pki_app, name="pki")
 
 @pki_app.command("ca")
 def pki_ca(out: Path = typer.Option(..., "--out", help="Folder for ca.crt and ca.key (0600; keep it offline)."),
-           name: str = typer.Option("trustlab-vfl federation CA", "--name"),
-           days: int = typer.Option(3650, "--days", min=1)) -> None:
+           name: str = typer.Option("trustlab-vfl federation CA", "--name", help="The CA's common name."),
+           days: int = typer.Option(3650, "--days", min=1, help="Validity in days.")) -> None:
     """Make the federation CA (ca.crt goes to every party and to the label party)."""
     from .pki import make_ca
 
@@ -381,10 +417,10 @@ def pki_ca(out: Path = typer.Option(..., "--out", help="Folder for ca.crt and ca
 
 @pki_app.command("party")
 def pki_party(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
-              party_id: int = typer.Option(..., "--id", min=0),
+              party_id: int = typer.Option(..., "--id", min=0, help="The party's id."),
               host: list[str] = typer.Option(..., "--host", help="Host name or IP the label party dials (repeatable)."),
-              out: Path = typer.Option(..., "--out"),
-              days: int = typer.Option(825, "--days", min=1)) -> None:
+              out: Path = typer.Option(..., "--out", help="Folder for party{ID}.crt and party{ID}.key."),
+              days: int = typer.Option(825, "--days", min=1, help="Validity in days.")) -> None:
     """A party server's certificate (serverAuth, subjectAltName = --host): party{ID}.crt and party{ID}.key."""
     from .pki import issue
 
@@ -394,8 +430,8 @@ def pki_party(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding 
 
 @pki_app.command("label")
 def pki_label(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
-              out: Path = typer.Option(..., "--out"),
-              days: int = typer.Option(825, "--days", min=1)) -> None:
+              out: Path = typer.Option(..., "--out", help="Folder for label.crt and label.key."),
+              days: int = typer.Option(825, "--days", min=1, help="Validity in days.")) -> None:
     """The label party's client certificate (clientAuth): label.crt and label.key."""
     from .pki import issue
 

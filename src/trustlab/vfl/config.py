@@ -96,6 +96,10 @@ class DefenceConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Our measured schedule (Adam 1e-2, batch 64, 60 epochs, x0.1 at 45), not the authors' Adam 1e-3 / batch 256 /
+    30 epochs: on digits theirs makes ~3 steps an epoch and reaches 0.28 (vanilla) / 0.52 (hash) test accuracy
+    against 0.96 / 0.97 for ours (3 seeds, docs/vfl.md). ``train.preset: paper-code`` gives theirs."""
+
     epochs: int = 60
     batch_size: int = 64
     lr: float = 1e-2

@@ -21,7 +21,7 @@ ATTACKS = ("whitebox", "inverse", "label", "decode", "detect")
 
 
 def retrain_hint(run_dir: Path) -> str:
-    return f"retrain the run: trustlab vfl train --run-dir {shlex.quote(str(run_dir))} --force"
+    return f"retrain the run: trustlab vfl train --out {shlex.quote(str(run_dir))} --no-resume"
 
 
 def _json(path: Path, what: str, run_dir: Path):
@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "splits.npz").is_file() or not (run_dir / "meta.json").is_file():
         raise DataError(f"{str(run_dir)!r} holds no trained VFL run (splits.npz/meta.json missing)",
-                        hint=f"train first: trustlab vfl train --config digits --run-dir {shlex.quote(str(run_dir))}")
+                        hint=f"train first: trustlab vfl train --config digits --out {shlex.quote(str(run_dir))}")
     cfg = from_dict(VFLConfig, load_yaml(run_dir / "config.yaml"), where="config.yaml")
     meta = _json(run_dir / "meta.json", "run metadata", run_dir)
     with at_path(run_dir / "splits.npz", "splits file"):

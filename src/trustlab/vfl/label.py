@@ -44,7 +44,9 @@ class LabelParty:
         self.cfg, self.labels, self.transport = cfg, labels, transport
         self.run_dir = Path(run_dir)
         self.run_id = run_id or self.run_dir.name
-        self.resume_hint = resume_hint or f"trustlab vfl train --run-dir {self.run_dir} --resume"
+        from .train import resume_command
+
+        self.resume_hint = resume_hint or resume_command(self.run_dir)
         self.log = log or (lambda *_: None)
         self.seed = cfg.train.seed
         self.defence_cfg = cfg.defence
@@ -160,7 +162,9 @@ class LabelParty:
         try:
             state = load_stamped(ckpt, stamp, "label-party checkpoint") if resume else None  # weights_only=True
         except DataError as exc:
-            fresh = self.resume_hint.replace(" --resume", " --force")
+            from .train import fresh_command
+
+            fresh = fresh_command(self.resume_hint)
             detail = exc.message.split(str(ckpt), 1)[-1].strip(" '")
             raise DataError(f"label-party checkpoint {str(ckpt)!r} is refused: truncated or corrupt, or not a "
                             f"trustlab checkpoint ({detail})", hint=f"start the run afresh: {fresh}") from None
@@ -198,7 +202,7 @@ class LabelParty:
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch} step {s}",
                                                hint=f"lower train.lr (now {tc.lr:g}) in the config and start afresh "
-                                                    "(--force, or another --run-dir): a resume keeps the saved lr")
+                                                    "(--no-resume, or another --out): a resume keeps the saved lr")
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     self.opt.step()

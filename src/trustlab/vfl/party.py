@@ -224,12 +224,12 @@ class FeatureParty:
             raise ConfigError(f"party {self.id} has no checkpoint for run {self.run_id} epoch {epoch} in "
                               f"{str(path.parent)!r} (found: {', '.join(have) or 'none'})",
                               hint="start the party with the --state-dir it used for this run, or start the run "
-                                   "afresh with --force")
+                                   "afresh with --no-resume")
         state = load_stamped(path, self.stamp, f"party {self.id} checkpoint")
         if not isinstance(state, dict) or state.get("epoch") != epoch:
             raise ConfigError(f"party {self.id} checkpoint {str(path)!r} holds epoch "
                               f"{state.get('epoch') if isinstance(state, dict) else None}, not {epoch}",
-                              hint="start the run afresh with --force")
+                              hint="start the run afresh with --no-resume")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
 

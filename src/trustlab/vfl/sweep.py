@@ -92,13 +92,13 @@ def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", 
     from .train import train
 
     out = Path(out)
-    hint = resume_hint or f"trustlab vfl sweep --out {shlex.quote(str(out))} --resume"
+    hint = resume_hint or f"trustlab vfl sweep --out {shlex.quote(str(out))}"
     if force:
         shutil.rmtree(out / "cells", ignore_errors=True)
     try:
         run = RunDir.open(out, "vfl", verb, sc, sc.base.train.seed, resume=not force)
     except ConfigError as exc:  # the runtime's hint names flags of other commands
-        raise ConfigError(exc.message, hint=f"resume it as saved with `{hint}`, add --force to start it afresh "
+        raise ConfigError(exc.message, hint=f"resume it as saved with `{hint}`, add --no-resume to start it afresh "
                                             "with the new settings, or choose another --out") from None
     results = {}
     for name, cfg in cells(sc):

@@ -40,8 +40,14 @@ class TrainResult:
 
 
 def resume_command(path: str | Path) -> str:
-    """The command that resumes the run in ``path`` with its saved config (pasteable: the path is quoted)."""
-    return f"trustlab vfl train --run-dir {shlex.quote(str(path))} --resume"
+    """The command that resumes the run in ``path`` with its saved config (pasteable: the path is quoted;
+    resuming is the default)."""
+    return f"trustlab vfl train --out {shlex.quote(str(path))}"
+
+
+def fresh_command(hint: str) -> str:
+    """A resume command turned into the one that starts the same folder afresh."""
+    return hint.replace(" --resume", "").removesuffix(" --no-resume") + " --no-resume"
 
 
 def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool = False, verb: str = "train"
@@ -53,19 +59,19 @@ def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool
     if old_cfg.is_file():
         diff = config_diff(load_yaml(old_cfg), cfg)
         if diff and not force:
-            what = "--resume continues the saved run, so these settings cannot change" if resume else \
+            what = "resuming continues the saved run, so these settings cannot change" if resume else \
                 "starting it again would discard its checkpoint"
             raise ConfigError(f"run folder {str(path)!r} holds a run with another config (differing keys: "
                               f"{', '.join(diff)}); {what}",
                               hint=f"resume it as saved with `{resume_command(path)}` (no --config or other flags), "
-                                   "add --force to start it afresh with the new settings (discards its checkpoint), "
-                                   "or choose another --run-dir")
+                                   "add --no-resume to start it afresh with the new settings (discards its "
+                                   "checkpoint), or choose another --out")
         if diff:
             resume = False
     try:
         run = RunDir.open(path, "vfl", verb, cfg, cfg.train.seed, resume=resume)
     except ConfigError as exc:  # the runtime's hint names flags of other commands
-        raise ConfigError(exc.message, hint=f"add --force to start it afresh, or choose another --run-dir") from None
+        raise ConfigError(exc.message, hint="add --no-resume to start it afresh, or choose another --out") from None
     if not resume:
         for sub in ("checkpoint", "parties", "messages", "state"):
             shutil.rmtree(run.path / sub, ignore_errors=True)
@@ -149,13 +155,13 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
         raise exc from None
     except TrustlabError as exc:
         if isinstance(exc, ConfigError) and "--no-resume" in (exc.hint or ""):  # a checkpoint from elsewhere
-            exc = ConfigError(exc.message, hint=f"start the run afresh: {hint.replace(' --resume', ' --force')} "
+            exc = ConfigError(exc.message, hint=f"start the run afresh: {fresh_command(hint)} "
                                                 "(discards its checkpoint)")
         elif exc.hint and exc.hint.endswith("then resume the run with --resume"):  # a party failed: name the command
             exc.hint = exc.hint.replace("with --resume", f"with: {hint}")
         elif isinstance(exc, DataError) and "--no-resume" in (exc.hint or ""):
             exc = DataError(exc.message, hint=f"delete it, or start the run afresh: "
-                                              f"{hint.replace(' --resume', ' --force')}")
+                                              f"{fresh_command(hint)}")
         write_failure(run, exc)
         raise exc from None
     except Exception as exc:
