@@ -259,3 +259,43 @@ def test_experiment_and_sweep_take_smoothing_adaptive(tmp_path):
             for r in map(json.loads, recs):
                 assert r["stop"] in ("certify", "abstain", "budget") and r["samples"] == 20 + r["n_used"]
         assert "max-entropy" in res["smoothing-adaptive"]["attack_effect"]
+
+
+def test_certify_modules_have_no_import_cycles():
+    """Issue 10: experiment <-> plots and defences/__init__ <-> its submodules were cycles; every import inside the
+    lab (top-level or inside a function) now points one way."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "src" / "trustlab" / "certify"
+    mods = {}
+    for f in root.rglob("*.py"):
+        rel = f.relative_to(root).with_suffix("")
+        mods[".".join(p for p in rel.parts if p != "__init__") or "certify"] = f
+    graph: dict = {m: set() for m in mods}
+    for name, f in mods.items():
+        pkg = name.split(".")[:-1] if not f.name == "__init__.py" else name.split(".") if name != "certify" else []
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg[:len(pkg) - (node.level - 1)] if node.level > 1 else pkg
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                for alias in node.names:
+                    full = f"{target}.{alias.name}" if target else alias.name
+                    hit = full if full in mods else (target or "certify")
+                    if hit in mods and hit != name:
+                        graph[name].add(hit)
+    seen, stack = set(), []
+
+    def visit(m):
+        if m in stack:
+            raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(m):] + [m])}")
+        if m in seen:
+            return
+        stack.append(m)
+        for n in graph[m]:
+            visit(n)
+        stack.pop()
+        seen.add(m)
+
+    for m in graph:
+        visit(m)
+    assert "defences.base" in graph["defences.spectral"] and "experiment" not in graph["plots"]

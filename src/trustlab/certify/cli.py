@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -322,7 +321,7 @@ def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` fo
     from trustlab.runtime import require_choice
 
     from .config import DEFENCES, load_config
-    from .experiment import run_experiment
+    from .experiment import defend_run
 
     _setup(threads)
     names = tuple(d.strip() for d in defence.split(",") if d.strip())
@@ -338,14 +337,7 @@ def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` fo
     cmd = resume_command("defend", run_dir, defence=",".join(names), out=out, threads=threads)
 
     def work():
-        from trustlab.runtime.files import at_path
-
-        for s in cfg.seeds:  # reuse trained models and finished certificates (stamped: stale ones are not trusted)
-            src, dst = run_dir / f"seed{s}", out / f"seed{s}"
-            if src.is_dir() and not dst.exists():
-                with at_path(dst, "run folder", ConfigError):
-                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("results.json"))
-        return run_experiment(cfg, out, resume=resume, verb="defend")
+        return defend_run(run_dir, cfg, out, resume=resume)
 
     _print_summary(_guard(work, cmd))
 

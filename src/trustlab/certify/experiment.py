@@ -312,3 +312,19 @@ def eval_model_dir(model_dir: Path, out: Path, *, certifier: str, n0: int, n: in
     run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema=SCHEMA,
                       certifier=certifier, params={**flags, "sigma": sigma} if smooth else flags, by_inputs=summ)
     return EvalResult(run.path, certifier, summ, flags)
+
+
+def defend_run(run_dir: Path, cfg: ExperimentConfig, out: Path, resume: bool = True, log=print) -> Path:
+    """Defences on a finished run: its seed folders (trained models, certificates; all stamped, so stale ones are
+    not trusted) are copied to ``out`` once, then the experiment runs there with ``cfg.defences``."""
+    import shutil
+
+    from trustlab.runtime import ConfigError
+    from trustlab.runtime.files import at_path
+
+    for s in cfg.seeds:
+        src, dst = Path(run_dir) / f"seed{s}", Path(out) / f"seed{s}"
+        if src.is_dir() and not dst.exists():
+            with at_path(dst, "run folder", ConfigError):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("results.json"))
+    return run_experiment(cfg, out, resume=resume, verb="defend", log=log)
