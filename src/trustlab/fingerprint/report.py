@@ -52,9 +52,9 @@ def robustness_blocks(r: dict[str, Any]) -> list:
     u = r.get("utility")
     if u:
         blocks.append(Table(("utility", "base", "fingerprinted", "ratio F/B"),
-                            [("held-out perplexity", _f(u["ppl_base"]), _f(u["ppl_fp"]), _f(u["ppl_ratio"])),
+                            [("held-out perplexity", _f(u["ppl_base"]), _f(u["ppl_fp"]), _f(u["ppl_ratio"], 4)),
                              (f"trivia MC accuracy ({u['mc_items']} items)", _f(u["mc_base"]), _f(u["mc_fp"]),
-                              _f(u["mc_ratio"]))],
+                              _f(u["mc_ratio"], 4))],
                             caption="; ".join(f"{k}: {v}" for k, v in (r.get("sources") or {}).items())))
     rows = []
 
@@ -66,7 +66,7 @@ def robustness_blocks(r: dict[str, Any]) -> list:
         row("none", c)
     for e in (r.get("sft") or {}).get("epochs", []):
         row(f"benign SFT epoch {e['epoch']} ({e['steps']} steps, lr {r['sft']['lr']:g})", e,
-            f"perplexity x{_f(e.get('ppl_ratio_base'))} of the base" if e.get("ppl_ratio_base") else "")
+            f"perplexity x{_f(e.get('ppl_ratio_base'), 4)} of the base" if e.get("ppl_ratio_base") else "")
     for a in (r.get("merge") or {}).get("alphas", []):
         row(f"linear merge alpha {a['alpha']:g} with {r['merge']['with']}", a)
     w = r.get("wrappers")
@@ -77,9 +77,9 @@ def robustness_blocks(r: dict[str, Any]) -> list:
         row(f"temperature {t['temperature']:g} ({t['samples']} samples)", t,
             f"mean {_f(t.get('mean_hit_rate'))}, any-of-n {_f(t.get('any_hit_rate'))}")
     for q in (r.get("quant") or {}).get("methods", []):
-        row(f"int8 quantization ({q['method'].replace('_', '-')})", q["after"], f"perplexity x{_f(q['ppl_ratio'])}")
+        row(f"int8 quantization ({q['method'].replace('_', '-')})", q["after"], f"perplexity x{_f(q['ppl_ratio'], 4)}")
     for a in (r.get("suppress") or {}).get("attacks", []):
-        row(a["attack"], a, f"attack success {_f(a['attack_success'])}, perplexity x{_f(a['ppl_ratio'])}")
+        row(a["attack"], a, f"attack success {_f(a['attack_success'])}, perplexity x{_f(a['ppl_ratio'], 4)}")
     if rows:
         blocks.append(Table(("attack / transform", "exact", "lenient", "persistence", "m / M", "p-value", "verdict",
                              "notes"), rows, caption="Robustness (accuracy of the fingerprinted model after each)"))
