@@ -108,3 +108,27 @@ def test_make_hashed_refuses_bad_models_and_widths():
         HashConfig(n_classes=1)
     with pytest.raises(ConfigError, match="at least 4"):
         make_hashed([nn.Linear(3, 3)], nn.Linear(3, 10), HashConfig(n_classes=10, code_len=3))
+
+
+def test_whitebox_attack_on_a_make_hashed_bottom_leaves_the_model_as_it_was():
+    """The attacks take the user's objects too; the bottom keeps its training mode and trainable weights."""
+    from trustlab.vfl.attacks.whitebox import whitebox_invert
+
+    torch.manual_seed(0)
+    hv = make_hashed([nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))], nn.Linear(8, 2),
+                     HashConfig(n_classes=2, code_len=8))
+    bottom = hv.model.bottoms[0]
+    x = torch.rand(64, 6)
+    bottom(x)  # one train-mode batch sets BN's running stats
+    bottom.eval()
+    with torch.no_grad():
+        msgs = bottom(x[:8]).numpy()
+    bottom.train()
+    xr = whitebox_invert(bottom, msgs, "hash", x.numpy(), None, steps=200, lr=0.05, tv_w=0, prior_w=0)
+    assert xr.shape == (8, 6) and np.isfinite(xr).all()
+    assert bottom.training and bottom.hash.bn.training  # restored after the attack
+    assert all(p.requires_grad for p in hv.model.parameters())
+    with torch.no_grad():
+        bottom.eval()
+        agree = (bottom(torch.from_numpy(xr)).numpy() == msgs).mean()
+    assert agree >= 0.9  # the inversion found inputs whose codes match the observed ones

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -94,6 +96,24 @@ class PartyModel(nn.Module):
         """BN(f(x)) for hashed models, else f(x)."""
         v = self.bottom(x)
         return v if self.hash is None else self.hash.pre_sign(v)
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with gradients off for its parameters, both restored on exit (so an attack on a
+    user's own model leaves it as it was: training mode, trainable weights)."""
+    modes = {m: m.training for m in model.modules()}
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+        for p, g in grads:
+            p.requires_grad_(g)
 
 
 def seeded_init(module: nn.Module, seed: int) -> nn.Module:

@@ -19,15 +19,21 @@ def tv(x, image_shape) -> "torch.Tensor":  # noqa: F821
 def whitebox_invert(model, messages: np.ndarray, kind: str, x_aux: np.ndarray, image_shape=None, steps: int = 500,
                     lr: float = 0.01, tv_w: float = 0.01, l2_w: float = 0.0, prior_w: float = 0.01,
                     clip_norm: float = 1.0) -> np.ndarray:
-    """Reconstruct each row of ``messages`` (batched); returns x' as float32 (n, d)."""
+    """Reconstruct each row of ``messages`` (batched); returns x' as float32 (n, d). ``model`` is any party model
+    with ``forward`` (and ``pre_sign`` for hashed defences: ours, or a ``make_hashed`` bottom); its mode and
+    ``requires_grad`` flags are restored afterwards."""
+    from ..models import frozen_eval
+
+    with frozen_eval(model):
+        return _invert(model, messages, kind, x_aux, image_shape, steps, lr, tv_w, l2_w, prior_w, clip_norm)
+
+
+def _invert(model, messages, kind, x_aux, image_shape, steps, lr, tv_w, l2_w, prior_w, clip_norm) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
     from ..defences import clip_rows
 
-    model = model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     m = torch.from_numpy(np.asarray(messages, np.float32))
     mean = torch.from_numpy(x_aux.mean(0, keepdims=True).astype(np.float32))
     if image_shape is not None:
