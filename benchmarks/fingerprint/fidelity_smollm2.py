@@ -21,7 +21,9 @@ def main() -> None:
     ap.add_argument("--stop-after-full-match", type=int, default=3)
     ap.add_argument("--strategies", default="perinucleus,english_random")
     ap.add_argument("--sft-epochs", type=int, default=1)
-    ap.add_argument("--sft-pairs", type=int, default=512, help="benign chat pairs in the SFT epoch")
+    ap.add_argument("--sft-pairs", type=int, default=128, help="benign chat pairs in the SFT epoch")
+    ap.add_argument("--max-epochs", type=int, default=None, help="epoch cap for every strategy (default: preset)")
+    ap.add_argument("--reuse", action="store_true", help="reuse a finished embed run folder of a strategy")
     args = ap.parse_args()
 
     from trustlab.fingerprint.config import EmbedConfig, GenerateConfig
@@ -41,18 +43,34 @@ def main() -> None:
     texts, provenance = heldout_texts(100)
     base, tok = load_causal_lm(ref)
     ppl_base = perplexity(base, tok, texts)
-    out: dict = {"model": ref, "n": args.n, "heldout": provenance, "ppl_base": ppl_base, "runs": {}}
     path = args.out / "fidelity.json"
+    out: dict = {"model": ref, "n": args.n, "heldout": provenance, "ppl_base": ppl_base, "runs": {},
+                 "max_epochs": args.max_epochs, "sft_pairs": args.sft_pairs}
     for strategy in args.strategies.split(","):
         run = args.out / strategy
         t0 = time.perf_counter()
-        fps = generate_fingerprints(GenerateConfig(model=ref, num_fingerprints=args.n, strategy=strategy), secret,
-                                    lm=(base, tok), model_ref=ref)
-        t_gen = time.perf_counter() - t0
-        model, _ = load_causal_lm(ref)
-        res = embed(model, tok, fps, EmbedConfig(model=ref, save_every=0, stop_after_full_match=args.stop_after_full_match),
-                    out_dir=run, model_ref=ref)
-        fps.save(run / "fingerprints.json")
+        if args.reuse and (run / "model" / "config.json").is_file():
+            from types import SimpleNamespace
+
+            from trustlab.fingerprint.fpset import FingerprintSet
+            from trustlab.runtime.io import read_jsonl
+
+            fps = FingerprintSet.load(run / "fingerprints.json")
+            summary = json.loads((run / "embed_result.json").read_text())
+            model, _ = load_causal_lm(str(run / "model"))
+            res = SimpleNamespace(model=model, seconds=summary["seconds"], epochs=summary["epochs"],
+                                  settings=summary["settings"], accuracy=summary["accuracy"],
+                                  fp_loss=summary["fp_loss"], history=read_jsonl(run / "train_log.jsonl"))
+            t_gen = float("nan")
+        else:
+            fps = generate_fingerprints(GenerateConfig(model=ref, num_fingerprints=args.n, strategy=strategy),
+                                        secret, lm=(base, tok), model_ref=ref)
+            t_gen = time.perf_counter() - t0
+            model, _ = load_causal_lm(ref)
+            res = embed(model, tok, fps, EmbedConfig(model=ref, save_every=0, max_epochs=args.max_epochs,
+                                                     stop_after_full_match=args.stop_after_full_match),
+                        out_dir=run, model_ref=ref)
+            fps.save(run / "fingerprints.json")
         owned = measure(res.model, tok, fps, label="fingerprinted")
         rec = {"generate_s": round(t_gen, 1), "embed_s": round(res.seconds, 1), "epochs": res.epochs,
                "settings": res.settings, "train_accuracy": res.accuracy, "fp_loss": res.fp_loss,
@@ -65,7 +83,7 @@ def main() -> None:
         rec["foreign"] = measure(foreign_model(base, seed=1), tok, fps, label="foreign")["line"]
         out["runs"][strategy] = rec
         write_json_atomic(path, out)
-        if strategy == "perinucleus":
+        if strategy == "perinucleus" and not args.reuse:
             Path("/tmp/fp-embed-runs.md").write_text(
                 f"# SmolLM2 N={args.n} perinucleus embed (fp-embed)\nrun folder: {run.resolve()}\n"
                 f"model: {(run / 'model').resolve()}\nfingerprints: {(run / 'fingerprints.json').resolve()}\n"
