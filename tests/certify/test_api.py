@@ -89,6 +89,20 @@ def test_defend_verb_fine_pruning_and_strip(digits_split):
     with pytest.raises(ConfigError, match="train_data"):
         defend("spectral", model, defender=(x[:80], y[:80]))
 
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    from trustlab.runtime import ModelError
+
+    with pytest.raises(ModelError, match="fine-pruning.*Wrapped"):
+        defend("fine-pruning", Wrapped(model), defender=(x[:80], y[:80]))
+    assert defend("strip", Wrapped(model), DefenceConfig(strip_n=5), defender=(x[:80], y[:80])).applicable
+
 
 def test_smoothed_classifier_batch_equals_one_by_one():
     import torch

@@ -242,7 +242,15 @@ def defend(name: str, model, cfg: DefenceConfig = DefenceConfig(), *, defender, 
     from .defences import DefenceContext, apply
     from .train import train as _train
 
+    import torch.nn as nn
+
     require_choice("defence", name, DEFENCES)
+    if name != "strip" and not isinstance(model, nn.Sequential):
+        from trustlab.runtime import ModelError
+
+        raise ModelError(f"defence {name!r} reads the layers before the last one, which a {type(model).__name__} with "
+                         f"its own forward does not expose", hint="pass the model as an nn.Sequential (strip takes "
+                                                                  "any module)")
     x_def, y_def = as_arrays(defender, "defender data")
     if train_data is not None:
         x_tr, y_tr = as_arrays(train_data, "train data")
