@@ -56,3 +56,31 @@ def test_out_and_resume_style_with_the_old_spellings(tmp_path, cli):
     assert code == 0 and len(json.loads((tmp_path / "r" / "results.json").read_text())["train"]["history"]) == 3
     code, _, err = cli("vfl", "attack")
     assert code == 2 and "--out" in err
+
+
+def test_docs_python_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "vfl.md"
+    block = re.search(r"Python \(the verbs the CLI calls.*?```python\n(.*?)```", doc.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, str(doc), "exec"), ns)
+    assert "test acc" in capsys.readouterr().out
+    assert ns["tr"].test_acc >= 0.8 and (tmp_path / "runs" / "vfl-wine" / "results.json").is_file()
+    assert ns["ev"].attacks["inverse_net"]["mse"] is not None
+
+
+def test_train_without_a_folder_uses_a_scratch_one_removed_with_the_result():
+    import gc
+
+    cfg = load_config(None, {"data": {"name": "wine"}, "train": {"epochs": 2, "batch_size": 16}})
+    tr = train(cfg, log=lambda *_: None)
+    folder = tr.run_dir
+    assert folder.is_dir() and len(tr.history) == 2
+    ev = evaluate(tr, ("label",), plots=False)  # still works in memory (and records into the scratch folder)
+    assert ev.attacks["label_leak"]["k"] == 4
+    del tr
+    gc.collect()
+    assert not folder.exists()

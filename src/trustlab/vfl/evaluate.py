@@ -130,8 +130,6 @@ def check_aux_matches(pd_, p_meta: dict, t: int, aux_data: str) -> None:
 
 def party_model(run: dict, t: int):
     """Party t's bottom (+ hash head) with its shared weights, or None if it did not share them."""
-    import torch
-
     from .models import build_party_model
 
     state = _stamped(run, run["dir"] / "state" / f"p{t}.pt", f"party {t} model")
@@ -318,11 +316,8 @@ def abnormal_message(model, defence, x: np.ndarray, party: int, name: str) -> np
 def detection(run: dict, t: int, sets, shape, X) -> dict:
     """Score s = sum_i d_H(h_i, o_yhat) (XOR + popcount on packed codes); abnormal ``uniform`` (party t's input
     replaced by noise) and ``swap`` (party t's message from another sample); threshold at the 95th percentile of
-    clean aux scores."""
+    clean aux scores (``hashed.hamming_scores`` against the top model's prediction)."""
     import torch
-
-    from .codes import hamming_packed, pack_bits
-    from .metrics import detection_auroc
 
     from .hashed import hamming_scores
     from .metrics import detection_auroc

@@ -37,6 +37,7 @@ class TrainResult:
     codes: np.ndarray | None
     results: dict[str, Any]
     run: dict[str, Any] = field(repr=False, default_factory=dict)
+    _scratch: Any = field(repr=False, default=None)  # the temporary run folder of ``train(cfg)``, removed with it
 
 
 def resume_command(path: str | Path) -> str:
@@ -132,11 +133,18 @@ def build_transport(cfg, run_path: Path, vd=None, parties_file: str | None = Non
     return t
 
 
-def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+def train(cfg: VFLConfig, run_dir: str | Path | None = None, *, resume: bool = False, force: bool = False,
           parties_file: str | None = None, transport=None, log=print, resume_hint: str | None = None) -> TrainResult:
     """Train, embed, save artefacts; returns a ``TrainResult`` (and writes results.json). Errors write ``status: failed``;
-    Ctrl-C (or any KeyboardInterrupt) writes ``status: interrupted`` and raises Interrupted whose hint resumes."""
+    Ctrl-C (or any KeyboardInterrupt) writes ``status: interrupted`` and raises Interrupted whose hint resumes.
+    Without ``run_dir`` the run lives in a temporary folder that is deleted with the returned result."""
     configure_threads()
+    scratch = None
+    if run_dir is None:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="trustlab-vfl-")
+        run_dir = scratch.name
     from .data import load_vertical
 
     run = open_run(run_dir, cfg, resume, force)
@@ -172,7 +180,7 @@ def train(cfg: VFLConfig, run_dir: str | Path, *, resume: bool = False, force: b
     record = json.loads((run.path / "results.json").read_text())
     mem["results"] = record
     return TrainResult(cfg, run.path, res["train"]["test_acc"], res["train"]["train_acc"], res["train"]["history"],
-                       mem["msgs"], mem["codes"], record, mem)
+                       mem["msgs"], mem["codes"], record, mem, scratch)
 
 
 def _kept(run: RunDir) -> str:
