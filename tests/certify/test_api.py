@@ -58,6 +58,12 @@ def test_verbs_take_a_dataloader_and_return_results():
     res = certify(model, loader, BoundsConfig(eps=0.02))  # labels come with the loader
     assert res.certifier == "ibp" and res.summary["n"] == 300 and [r["label"] for r in res.records] == y.tolist()
     assert certify(model, x, BoundsConfig(eps=0.02)).summary is None  # no labels, no accuracy
+    ds = certify(model, TensorDataset(x, y), BoundsConfig(eps=0.02))  # a map-style Dataset works too
+    assert [r["certified"] for r in ds.records] == [r["certified"] for r in res.records]
+    from trustlab.runtime import DataError
+
+    with pytest.raises(DataError, match="cannot read a dict"):
+        certify(model, {"x": 1}, BoundsConfig())
     labelled = certify(model, x, BoundsConfig(eps=0.02), y=y, certifier="crown-ibp")
     assert labelled.certifier == "crown-ibp" and labelled.summary["clean_acc"] >= 0.9
     assert labelled.summary["abstain_rate"] == pytest.approx(labelled.abstain_rate)

@@ -30,12 +30,18 @@ __all__ = ["AdaptiveConfig", "AttackConfig", "AttackResult", "BoundsConfig", "Ce
 
 # --- inputs -------------------------------------------------------------------------------------------------------
 def as_arrays(data, what: str = "data", labels: bool = True):
-    """(x float32 numpy, y numpy or None) from ``(x, y)`` arrays/tensors, a bare x, or a DataLoader / iterable of
-    (x, y) batches (collected once, in its order). NaN/inf in x is a DataError naming the first bad row."""
+    """(x float32 numpy, y numpy or None) from ``(x, y)`` arrays/tensors, a bare x, a map-style Dataset, or a
+    DataLoader / iterable of (x, y) batches (collected once, in its order). NaN/inf in x is a DataError naming the first bad row."""
     import torch
 
     def np_(t):
         return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+    if isinstance(data, (dict, str, bytes)):
+        raise DataError(f"{what}: cannot read a {type(data).__name__} as an array of inputs",
+                        hint="pass arrays / tensors, (x, y), a Dataset or a DataLoader of (x, y) batches")
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        data = torch.utils.data.DataLoader(data, batch_size=1024)  # a map-style Dataset: read once, in order
 
     if isinstance(data, torch.utils.data.DataLoader) or (not isinstance(data, (tuple, list, np.ndarray, torch.Tensor))
                                                         and hasattr(data, "__iter__")):
@@ -54,7 +60,14 @@ def as_arrays(data, what: str = "data", labels: bool = True):
         x, y = np_(data[0]), np_(data[1])
     else:
         x, y = np_(data), None
-    x = np.asarray(x, dtype=np.float32)
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what}: cannot read a {type(data).__name__} as an array of inputs ({exc})",
+                        hint="pass arrays / tensors, (x, y), a Dataset or a DataLoader of (x, y) batches") from None
+    if x.ndim < 2:
+        raise DataError(f"{what}: inputs must be a batch (N, ...), got shape {list(x.shape)}",
+                        hint="stack the inputs along a first batch axis")
     flat = x.reshape(len(x), -1)
     bad = np.flatnonzero(~np.isfinite(flat).all(1))
     if len(bad):
