@@ -55,6 +55,7 @@ def test_verbs_take_a_dataloader_and_return_results():
     assert np.all(a.x[a.poison_idx][:, 0, 2:, 2:] == 1.0)  # the 2x2 patch is stamped bottom-right
     fit = train(model, a.data, TrainConfig(procedure="ibp", eps=0.02, epochs=30, lr=3e-3), seed=0)
     assert fit.model is model and fit.procedure == "ibp" and fit.steps == 30 * 5
+    assert set(fit.to_dict()) == {"procedure", "epochs", "steps", "secs", "loss", "resumed_from_epoch"}
     res = certify(model, loader, BoundsConfig(eps=0.02))  # labels come with the loader
     assert res.certifier == "ibp" and res.summary["n"] == 300 and [r["label"] for r in res.records] == y.tolist()
     assert certify(model, x, BoundsConfig(eps=0.02)).summary is None  # no labels, no accuracy

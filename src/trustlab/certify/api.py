@@ -11,7 +11,7 @@ The configs are re-exported here so that two imports are enough in a notebook.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -108,7 +108,7 @@ class TrainResult:
     resumed_from_epoch: int
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "model"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def train(model, data, cfg: TrainConfig = TrainConfig(), *, seed: int = 0, hook=None, device: str = "auto",
