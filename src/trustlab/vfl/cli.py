@@ -34,27 +34,6 @@ def _out(out: Optional[Path], run_dir: Optional[Path]) -> Optional[Path]:
 CONFIG_HELP = "YAML config (a path, or a shipped name: digits, breast_cancer, wine, mnist5k, fashion_mnist, adult)."
 
 
-def shipped_configs() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs" / "vfl"
-
-
-def resolve_config(path: Optional[str]) -> Optional[Path]:
-    """A path, or the name of a shipped config (``digits`` or ``configs/vfl/digits.yaml``)."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_file():
-        return p
-    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
-    cand = shipped_configs() / f"{stem}.yaml"
-    if cand.is_file():
-        return cand
-    from trustlab.runtime import ConfigError
-
-    names = sorted(q.stem for q in shipped_configs().glob("*.yaml"))
-    raise ConfigError(f"config {path!r} is neither a file nor a shipped config", hint=f"shipped: {', '.join(names)}")
-
-
 def _overrides(dataset=None, defence=None, code_len=None, embed_dim=None, epochs=None, seed=None, transport=None,
                parties=None) -> dict:
     return {"data": {"name": dataset}, "defence": {"kind": defence, "code_len": code_len, "embed_dim": embed_dim},
@@ -65,34 +44,8 @@ def _cfg(config, dataset=None, defence=None, code_len=None, embed_dim=None, epoc
          parties=None):
     from .config import load_config
 
-    return load_config(resolve_config(config), _overrides(dataset, defence, code_len, embed_dim, epochs, seed,
+    return load_config(config, _overrides(dataset, defence, code_len, embed_dim, epochs, seed,
                                                           transport, parties))
-
-
-def run_config(config: Optional[str], run_dir: Optional[Path], resume: bool, overrides: dict):
-    """The config of ``vfl train``: with ``--out D`` holding a run and no ``--config``, D's saved config (plus
-    any flags); else ``--config`` (or the defaults) plus flags. Resuming (the default) takes the saved run as it
-    is: a flag or ``--config`` that changes it is refused, naming the keys."""
-    from trustlab.runtime import ConfigError, config_diff, load_yaml
-
-    from .config import load_config
-    from .train import resume_command
-
-    saved = run_dir / "config.yaml" if run_dir is not None else None
-    if saved is not None and saved.is_file():
-        raw = load_yaml(saved)
-        before = load_config(saved, raw=raw)
-        cfg = load_config(resolve_config(config), overrides) if config else load_config(saved, overrides, raw=raw)
-        if resume:
-            diff = config_diff(before, cfg)
-            if diff:
-                raise ConfigError(f"resuming continues the run saved in {str(run_dir)!r}, but the flags change "
-                                  f"{', '.join(diff)}",
-                                  hint=f"resume it as saved with `{resume_command(run_dir)}` (no --config or other "
-                                       "flags), or add --no-resume to start it afresh with the new settings "
-                                       "(discards its checkpoint)")
-        return cfg
-    return load_config(resolve_config(config), overrides)
 
 
 def _echo_summary(res: dict) -> None:
@@ -137,8 +90,10 @@ def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     from trustlab.runtime import default_run_path
 
     out, resume = _out(out, run_dir), resume and not force
-    cfg = run_config(config, out, resume,
-                     _overrides(dataset, defence, code_len, embed_dim, epochs, seed, transport, parties))
+    from .train import config_for_run
+
+    cfg = config_for_run(config, out, resume,
+                         _overrides(dataset, defence, code_len, embed_dim, epochs, seed, transport, parties))
     if cfg.transport.kind == "grpc":
         _require_net()
     from .train import train as do_train
@@ -228,36 +183,15 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
 
     Re-running the same command (or `--out D` alone) skips finished cells and resumes an interrupted one."""
     import shlex
-    from dataclasses import replace
 
-    from trustlab.runtime import ConfigError, config_diff, default_run_path, from_dict, load_yaml, parse_int_list
+    from trustlab.runtime import default_run_path, parse_int_list
 
-    from .config import with_
-    from .sweep import SweepConfig, parse_param, run_sweep
+    from .sweep import parse_param, run_sweep, sweep_config_for
 
-    name, values = parse_param(param)
-    seed_list = parse_int_list("--seeds", seeds) if seeds is not None else None
-    defence_list = tuple(d.strip() for d in defences.split(",") if d.strip()) if defences is not None else None
-    attack_list = _names(attacks)
+    sc = sweep_config_for(out, config, epochs, parse_param(param) if param is not None else None,
+                          parse_int_list("--seeds", seeds) if seeds is not None else None, _names(defences),
+                          _names(attacks), resume and not force)
     resume = resume and not force
-    saved = out / "config.yaml" if out is not None else None
-    if resume and saved is not None and saved.is_file():
-        sc0 = from_dict(SweepConfig, load_yaml(saved), "sweep")
-        base = _cfg(config, epochs=epochs) if config else (
-            sc0.base if epochs is None else with_(sc0.base, train={"epochs": epochs}))
-        sc = replace(sc0, base=base, defences=defence_list or sc0.defences, seeds=seed_list or sc0.seeds,
-                     attacks=attack_list or sc0.attacks,
-                     **({"param": name, "values": values} if param is not None else {}))
-        diff = config_diff(sc0, sc)
-        if diff:
-            raise ConfigError(f"resuming continues the sweep saved in {str(out)!r}, but the flags change "
-                              f"{', '.join(diff)}",
-                              hint=f"resume it as saved with `trustlab vfl sweep --out {shlex.quote(str(out))}` "
-                                   "(no other flags), or add --no-resume to start it afresh")
-    else:
-        sc = SweepConfig(_cfg(config or "digits", epochs=epochs),
-                         defence_list or tuple(DEFAULT_DEFENCES.split(",")), seed_list or (0, 1, 2), name, values,
-                         **({"attacks": attack_list} if attack_list else {}))
     out = out or default_run_path("vfl", "sweep")
     res = run_sweep(sc, out, force=not resume, resume_hint=f"trustlab vfl sweep --out {shlex.quote(str(out))}")
     for r in res["rows"]:
@@ -266,22 +200,19 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
     typer.echo(f"sweep folder: {out}")
 
 
-DEFAULT_DEFENCES = "none,hash,gaussian,laplace,gsparse,hash_laplace"
-
-
 def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
     """Digits, 2 parties, vanilla vs HashVFL (L=16) with every attack, baseline, detection and the report.
     Running it again into the same folder skips finished cells and resumes an interrupted one."""
     import shlex
 
     from .config import load_config
-    from .sweep import SweepConfig, run_sweep
+    from .sweep import DEFAULT_DEFENCES, SweepConfig, run_sweep
 
-    cfg = load_config(shipped_configs() / "digits.yaml")
+    cfg = load_config("digits")
     if quick:
         sc = SweepConfig(cfg, ("none", "hash"), (0,))
     else:
-        sc = SweepConfig(cfg, ("none", "hash", "gaussian", "laplace", "gsparse", "hash_laplace"), (0, 1, 2))
+        sc = SweepConfig(cfg, DEFAULT_DEFENCES, (0, 1, 2))
     out = Path(out)
     hint = f"trustlab vfl demo --out {shlex.quote(str(out))}" + ("" if quick else " --full")
     run_sweep(sc, out, log=lambda m: typer.echo(m), verb="demo", force=not resume, resume_hint=hint)

@@ -199,11 +199,33 @@ def validate(cfg: VFLConfig) -> VFLConfig:
     return cfg
 
 
+def shipped_configs() -> Path:
+    """The folder of the shipped configs (``src/trustlab/configs/vfl``)."""
+    return Path(__file__).resolve().parent.parent / "configs" / "vfl"
+
+
+def resolve_config(path: str | None) -> Path | None:
+    """A path, or the name of a shipped config (``digits`` or ``configs/vfl/digits.yaml``)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    cand = shipped_configs() / f"{stem}.yaml"
+    if cand.is_file():
+        return cand
+    names = sorted(q.stem for q in shipped_configs().glob("*.yaml"))
+    raise ConfigError(f"config {path!r} is neither a file nor a shipped config", hint=f"shipped: {', '.join(names)}")
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 raw: dict[str, Any] | None = None) -> VFLConfig:
     """YAML (or ``raw``, or defaults) plus ``{"section": {key: value}}`` overrides (None = not given), validated.
 
-    A ``train.preset: paper-code`` key expands to the authors' schedule. Errors name the file."""
+    ``path`` may name a shipped config (``digits``, ``wine``, ...). A ``train.preset: paper-code`` key expands to the authors' schedule. Errors name the file."""
+    if raw is None and path is not None:
+        path = resolve_config(str(path))
     if raw is None:
         raw = load_yaml(path) if path is not None else {}
     where = f"{path}: " if path is not None else ""

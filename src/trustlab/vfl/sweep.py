@@ -63,6 +63,44 @@ def parse_param(spec: str | None) -> tuple[str | None, tuple[float, ...]]:
     return name, values
 
 
+DEFAULT_DEFENCES = ("none", "hash", "gaussian", "laplace", "gsparse", "hash_laplace")
+
+
+def sweep_config_for(out: Path | None, config: str | None = None, epochs: int | None = None,
+                     param: tuple[str | None, tuple[float, ...]] | None = None, seeds: tuple[int, ...] | None = None,
+                     defences: tuple[str, ...] | None = None, attacks: tuple[str, ...] | None = None,
+                     resume: bool = True) -> SweepConfig:
+    """The sweep to run into ``out``: resuming a saved sweep takes its settings (a given value that changes one is
+    refused, naming the keys); else ``config`` (default digits) with the given values (defaults: all six defences,
+    seeds 0,1,2, every attack)."""
+    from dataclasses import replace
+
+    from trustlab.runtime import config_diff, from_dict, load_yaml
+
+    from .config import load_config
+
+    name, values = param if param is not None else (None, ())
+    base = None
+    if config is not None or epochs is not None:
+        base = load_config(config or "digits", {"train": {"epochs": epochs}})
+    saved = out / "config.yaml" if out is not None else None
+    if resume and saved is not None and saved.is_file():
+        sc0 = from_dict(SweepConfig, load_yaml(saved), "sweep")
+        if base is None or config is None:
+            base = sc0.base if epochs is None else with_(sc0.base, train={"epochs": epochs})
+        sc = replace(sc0, base=base, defences=defences or sc0.defences, seeds=seeds or sc0.seeds,
+                     attacks=attacks or sc0.attacks, **({"param": name, "values": values} if param is not None else {}))
+        diff = config_diff(sc0, sc)
+        if diff:
+            raise ConfigError(f"resuming continues the sweep saved in {str(out)!r}, but the flags change "
+                              f"{', '.join(diff)}",
+                              hint=f"resume it as saved with `trustlab vfl sweep --out {shlex.quote(str(out))}` "
+                                   "(no other flags), or add --no-resume to start it afresh")
+        return sc
+    return SweepConfig(base or load_config("digits"), defences or DEFAULT_DEFENCES, seeds or (0, 1, 2), name, values,
+                       **({"attacks": attacks} if attacks else {}))
+
+
 def cells(sc: SweepConfig) -> list[tuple[str, VFLConfig]]:
     out = []
     for d in sc.defences:

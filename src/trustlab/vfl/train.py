@@ -51,6 +51,29 @@ def fresh_command(hint: str) -> str:
     return hint.replace(" --resume", "").removesuffix(" --no-resume") + " --no-resume"
 
 
+def config_for_run(config: str | None, run_dir: Path | None, resume: bool, overrides: dict) -> VFLConfig:
+    """The config of ``vfl train``: with ``--out D`` holding a run and no ``--config``, D's saved config (plus
+    any flags); else ``--config`` (or the defaults) plus flags. Resuming (the default) takes the saved run as it
+    is: a flag or ``--config`` that changes it is refused, naming the keys."""
+    from .config import load_config, resolve_config
+
+    saved = run_dir / "config.yaml" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        raw = load_yaml(saved)
+        before = load_config(saved, raw=raw)
+        cfg = load_config(resolve_config(config), overrides) if config else load_config(saved, overrides, raw=raw)
+        if resume:
+            diff = config_diff(before, cfg)
+            if diff:
+                raise ConfigError(f"resuming continues the run saved in {str(run_dir)!r}, but the flags change "
+                                  f"{', '.join(diff)}",
+                                  hint=f"resume it as saved with `{resume_command(run_dir)}` (no --config or other "
+                                       "flags), or add --no-resume to start it afresh with the new settings "
+                                       "(discards its checkpoint)")
+        return cfg
+    return load_config(resolve_config(config), overrides)
+
+
 def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool = False, verb: str = "train"
              ) -> RunDir:
     """Open the run folder. A folder holding another config is refused (naming the differing keys) unless
