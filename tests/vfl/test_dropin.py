@@ -94,6 +94,9 @@ def test_hamming_scores_hand_values():
     # tensors and any sign (0 counts as +1) work the same
     t = [torch.tensor(m0 * 0.3), torch.tensor(np.where(m1 > 0, 0.0, -2.0))]
     assert hamming_scores(t, torch.tensor(codes), torch.tensor([0, 1])).tolist() == [1.0, 3.0]
+    hv = make_hashed([nn.Linear(3, 4), nn.Linear(3, 4)], nn.Linear(8, 2), HashConfig(n_classes=2, code_len=4))
+    hv.codes = torch.tensor(codes, dtype=torch.float32)
+    assert hv.scores([m0, m1]).tolist() == [1.0, 3.0]
 
 
 def test_make_hashed_refuses_bad_models_and_widths():

@@ -155,12 +155,13 @@ def make_hashed(bottoms: Sequence[nn.Module], top: nn.Module, cfg: HashConfig) -
             raise ConfigError(f"{what} is a {type(b).__name__}, not a torch.nn.Module",
                               hint="pass torch.nn.Module objects")
     hashed = [HashedBottom(b, cfg.code_len, cfg.ste, i) for i, b in enumerate(bottoms)]
+    for h in hashed:  # each hash head sits on its own bottom's device; the codes on the top's (the label party's)
+        p = next(h.bottom.parameters(), None)
+        if p is not None:
+            h.hash.to(p.device)
+    codes_t = torch.from_numpy(class_codes(cfg.n_classes, cfg.code_len, cfg.class_codes,
+                                           derive_seed(cfg.seed, "codes")).astype(np.float32))
     ref = next(top.parameters(), None)
-    if ref is not None:
-        for h in hashed:
-            h.hash.to(ref.device)
-    codes = class_codes(cfg.n_classes, cfg.code_len, cfg.class_codes, derive_seed(cfg.seed, "codes"))
-    codes_t = torch.from_numpy(codes.astype(np.float32))
     if ref is not None:
         codes_t = codes_t.to(ref.device)
     return Hashed(HashedSplitModel(hashed, top), codes_t, cfg)
