@@ -175,7 +175,7 @@ class EvalResult:
     results: dict[str, Any]
 
 
-def evaluate(run_dir, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
+def evaluate(run, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
              aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True) -> EvalResult:
     """Run the chosen attacks on a ``TrainResult`` (in memory) or a trained run folder (offline re-run); write
     results.json (status ok) and plots into the run folder; return an ``EvalResult``."""
@@ -192,7 +192,7 @@ def evaluate(run_dir, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
         raise ConfigError(f"unknown attack(s) {', '.join(bad)}", hint=f"choose from {', '.join(ATTACKS)}")
     from .train import TrainResult
 
-    run = dict(run_dir.run) if isinstance(run_dir, TrainResult) else load_run(run_dir)
+    run = dict(run.run) if isinstance(run, TrainResult) else load_run(run)
     cfg = run["cfg"]
     ac = attack_cfg or cfg.attack
     n_parties = len(run["meta"]["parties"])
