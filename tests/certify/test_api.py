@@ -320,3 +320,14 @@ def test_certify_modules_have_no_import_cycles():
     for m in graph:
         visit(m)
     assert "defences.base" in graph["defences.spectral"] and "experiment" not in graph["plots"]
+
+
+def test_sweeps_reach_the_experiment_trigger_and_the_adaptive_radius():
+    from trustlab.certify.config import ExperimentConfig
+    from trustlab.certify.sweep import apply_grid_key
+
+    c = apply_grid_key(ExperimentConfig(), "trigger.size", 2.0)  # --grid values parse as floats
+    assert c.trigger.size == 2 and isinstance(c.trigger.size, int)
+    assert apply_grid_key(c, "smoothing.target_radius", 0.5).tracks[0].smoothing.target_radius == 0.5
+    with pytest.raises(ConfigError, match="'attack.trigger.size': the trigger moved"):
+        apply_grid_key(c, "attack.trigger.size", 2)  # the trigger left the attacks

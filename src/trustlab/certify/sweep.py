@@ -33,6 +33,11 @@ def apply_grid_key(cfg: ExperimentConfig, key: str, value) -> ExperimentConfig:
     from .config import replace_path
 
     head, _, rest = key.partition(".")
+    if head == "attack" and rest.split(".")[0] == "trigger":
+        from trustlab.runtime import ConfigError
+
+        raise ConfigError(f"grid key {key!r}: the trigger moved from the attacks to the experiment",
+                          hint=f"use --grid {key.removeprefix('attack.')}=...")
     if head == "attack":
         if rest == "rate" and float(value) == 0.0:  # rho = 0: no poisoning; the clean model is the baseline
             return dataclasses.replace(cfg, attacks=tuple(a for a in cfg.attacks if a.kind != "label-noise"))
