@@ -45,7 +45,8 @@ test: setup llamacpp
 BENCHES := benchmarks/cli_startup.py benchmarks/vfl_overhead.py benchmarks/certify/bench_smoothing.py \
 	benchmarks/certify/bench_bounds.py benchmarks/certify/bench_adaptive.py \
 	benchmarks/safety/bench_generation.py benchmarks/safety/bench_openai.py benchmarks/safety/bench_metrics.py \
-	benchmarks/safety/bench_judges.py benchmarks/fingerprint/bench_verify.py benchmarks/fingerprint/bench_embed.py
+	benchmarks/safety/bench_judges.py benchmarks/fingerprint/bench_verify.py benchmarks/fingerprint/bench_embed.py \
+	benchmarks/vfl/bench_dropin.py
 
 bench: setup
 	for f in $(BENCHES); do echo "== $$f" && $(PY) "$$f" || exit 1; done
