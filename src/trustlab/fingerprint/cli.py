@@ -23,21 +23,9 @@ LAB = "fingerprint"
 
 def resolve_config(cls, config: Optional[Path], overrides: dict[str, Any]):
     """The YAML file's keys (if any), overridden by the flags that were given (None = not given)."""
-    from trustlab.runtime.config import from_dict, load_yaml
+    from trustlab.runtime.config import config_with_overrides
 
-    data = load_yaml(config) if config is not None else {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if "." in key:  # nested, e.g. lora.enabled
-            outer, inner = key.split(".", 1)
-            data[outer] = {**(data.get(outer) or {}), inner: value}
-        else:
-            data[key] = value
-    try:
-        return from_dict(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc.message}" if config else exc.message, hint=exc.hint) from None
+    return config_with_overrides(cls, config, overrides)
 
 
 def _threads() -> None:

@@ -16,14 +16,9 @@ from trustlab.runtime.errors import ConfigError, DataError, Interrupted
 
 def _resolve(cls, config: Optional[Path], overrides: dict[str, Any]):
     """The config file's keys (if any) overridden by the flags given on the command line."""
-    from trustlab.runtime.config import from_dict, load_yaml
+    from .cli import resolve_config
 
-    data = load_yaml(config) if config is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return from_dict(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc.message}" if config else exc.message, hint=exc.hint) from None
+    return resolve_config(cls, config, overrides)
 
 
 def _threads() -> None:

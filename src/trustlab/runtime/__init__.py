@@ -11,7 +11,7 @@ from importlib import import_module
 from .progress import is_quiet, progress, set_quiet  # noqa: F401
 
 _HOMES = {
-    "config": ("config_diff", "config_hash", "dump_yaml", "from_dict", "load_config", "load_yaml", "require_choice", "require_range",
+    "config": ("config_diff", "config_hash", "config_with_overrides", "dump_yaml", "from_dict", "load_config", "load_yaml", "require_choice", "require_range",
                "to_dict"),
     "errors": ("BackendError", "ConfigError", "DataError", "Interrupted", "MissingDependencyError", "ModelError",
                "TrustlabError", "require"),

@@ -107,6 +107,25 @@ def load_config(cls: type[T], path: str | Path) -> T:
         raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from exc
 
 
+def config_with_overrides(cls: type[T], path: str | Path | None, overrides: dict[str, Any]) -> T:
+    """The YAML file's keys (if any) overridden by the CLI flags that were given (``None`` = not given); dotted
+    keys (``lora.enabled``) reach into nested sections. Errors name the file."""
+    data = load_yaml(path) if path is not None else {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *outer, last = key.split(".")
+        for part in outer:
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[last] = value
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}" if path is not None else exc.message, hint=exc.hint) from None
+
+
 def dump_yaml(cfg: Any, path: str | Path) -> None:
     import yaml
 
