@@ -175,3 +175,23 @@ def messages_for(prompt: str, system_prompt: Optional[str] = None) -> list[dict]
     """``[system?] + user``: there is no default system prompt (R1 gets none)."""
     return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": prompt}]
+
+
+class LocalTokenizerMixin:
+    """``render`` and ``count_tokens`` for backends that hold a tokenizer in-process (transformers, vLLM): the
+    configured Jinja template wins over the tokenizer's own chat template."""
+
+    tokenizer: object
+    chat_template: Optional[str]
+
+    def render(self, messages: Sequence[dict]) -> str:
+        tok = self.tokenizer
+        if self.chat_template is not None:
+            return render_chat_template(self.chat_template, messages, bos_token=tok.bos_token or "",
+                                        eos_token=tok.eos_token or "")
+        if getattr(tok, "chat_template", None) is None:
+            raise ConfigError("the tokenizer has no chat template", hint="pass --chat-template FILE (a Jinja template)")
+        return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))

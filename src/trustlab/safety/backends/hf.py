@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from trustlab.runtime.errors import ConfigError, ModelError
+from trustlab.runtime.errors import ModelError
 
-from .base import Completion, GenParams, ParamsArg, cut_at_stop, per_prompt, render_chat_template
+from .base import Completion, GenParams, LocalTokenizerMixin, ParamsArg, cut_at_stop, per_prompt
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
@@ -35,7 +35,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
                               f"{', '.join(causal_lm.MODELS)}") from None
 
 
-class HFBackend:
+class HFBackend(LocalTokenizerMixin):
     name = "transformers"
     prefers_chat = False
 
@@ -77,18 +77,6 @@ class HFBackend:
         if cfg.tokenizer:
             tokenizer = load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
         return cls(model, tokenizer, batch_size=cfg.batch_size, chat_template=read_template(cfg.chat_template))
-
-    def render(self, messages: Sequence[dict]) -> str:
-        tok = self.tokenizer
-        if self.chat_template is not None:
-            return render_chat_template(self.chat_template, messages, bos_token=tok.bos_token or "",
-                                        eos_token=tok.eos_token or "")
-        if getattr(tok, "chat_template", None) is None:
-            raise ConfigError("the tokenizer has no chat template", hint="pass --chat-template FILE (a Jinja template)")
-        return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def complete(self, prompts: Sequence[str], params: ParamsArg) -> list[Completion]:
         plist = per_prompt(params, len(prompts))

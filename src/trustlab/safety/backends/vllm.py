@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from trustlab.runtime.errors import ConfigError, MissingDependencyError
+from trustlab.runtime.errors import MissingDependencyError
 
-from .base import Completion, ParamsArg, cut_at_stop, per_prompt, render_chat_template
+from .base import Completion, LocalTokenizerMixin, ParamsArg, cut_at_stop, per_prompt
 
 INSTALL = "pip install 'trustlab[vllm]'"
 
@@ -23,7 +23,7 @@ def import_vllm():
     return vllm
 
 
-class VLLMBackend:
+class VLLMBackend(LocalTokenizerMixin):
     name = "vllm"
     prefers_chat = False
 
@@ -43,18 +43,6 @@ class VLLMBackend:
                        gpu_memory_utilization=cfg.gpu_memory_utilization, trust_remote_code=cfg.trust_remote_code,
                        dtype=cfg.dtype, seed=0)
         return cls(llm, chat_template=read_template(cfg.chat_template), batch_size=max(cfg.batch_size, 64))
-
-    def render(self, messages: Sequence[dict]) -> str:
-        tok = self.tokenizer
-        if self.chat_template is not None:
-            return render_chat_template(self.chat_template, messages, bos_token=tok.bos_token or "",
-                                        eos_token=tok.eos_token or "")
-        if getattr(tok, "chat_template", None) is None:
-            raise ConfigError("the tokenizer has no chat template", hint="pass --chat-template FILE (a Jinja template)")
-        return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def complete(self, prompts: Sequence[str], params: ParamsArg) -> list[Completion]:
         sp = [self.vllm.SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
