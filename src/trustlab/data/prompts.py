@@ -96,23 +96,29 @@ def load_prompt_file(path: str | Path, column: str = "prompt", category_column: 
     return PromptSet(name or path.name, tuple(ids), tuple(prompts), tuple(cats))
 
 
+def jsonl_rows(text: str, path: str | Path) -> list[dict]:
+    """One JSON object per non-empty line; a bad line is a DataError naming its number and the file."""
+    rows = []
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"line {i + 1} of {str(path)!r} is not valid JSON: {exc.msg}",
+                            hint="each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"line {i + 1} of {str(path)!r} is not a JSON object",
+                            hint='write each line as {"prompt": "..."}')
+        rows.append(row)
+    return rows
+
+
 def _read_rows(path: Path) -> list[dict]:
     from trustlab.runtime.files import at_path, read_text
 
     if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(read_text(path, "prompt file").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"line {i + 1} of {str(path)!r} is not valid JSON: {exc.msg}",
-                                hint="each line must be one JSON object") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"line {i + 1} of {str(path)!r} is not a JSON object")
-            rows.append(row)
-        return rows
+        return jsonl_rows(read_text(path, "prompt file"), path)
     if path.suffix in (".csv", ".tsv"):
         with at_path(path, "prompt file"), open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))

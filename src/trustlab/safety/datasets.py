@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,20 +192,9 @@ def _rows(path: Path, text: str) -> list[dict[str, Any]]:
     if suffix == ".txt":
         return [{"prompt": ln.strip()} for ln in text.splitlines() if ln.strip()]
     if suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"line {i + 1} of {str(path)!r} is not valid JSON: {exc.msg}",
-                                hint="each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise DataError(f"line {i + 1} of {str(path)!r} is not a JSON object",
-                                hint='write each line as {"prompt": "..."}')
-            rows.append(row)
-        return rows
+        from trustlab.data.prompts import jsonl_rows
+
+        return jsonl_rows(text, path)
     if suffix in (".csv", ".tsv"):
         return list(csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","))
     raise DataError(f"prompt file {str(path)!r} must end in .jsonl, .csv, .tsv or .txt",
