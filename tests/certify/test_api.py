@@ -279,7 +279,11 @@ def test_experiment_and_sweep_take_smoothing_adaptive(tmp_path):
             assert json.loads(head)["settings"]["sigma"] == sigma
             for r in map(json.loads, recs):
                 assert r["stop"] in ("certify", "abstain", "budget") and r["samples"] == 20 + r["n_used"]
-        assert "max-entropy" in res["smoothing-adaptive"]["attack_effect"]
+        eff = res["smoothing-adaptive"]["attack_effect"]["max-entropy"]
+        costs = [res["smoothing-adaptive"]["by_model"][m]["triggered_inputs"]["cost"] for m in ("clean", "max-entropy")]
+        for k in ("mean", "p95"):  # the attack's compute inflation on triggered inputs, against the clean model's
+            assert eff["cost_inflation"][k] == pytest.approx(costs[1][f"forwards_{k}"] / costs[0][f"forwards_{k}"])
+        assert "cost_inflation" not in res["smoothing"]["attack_effect"]["max-entropy"]  # fixed N: nothing to inflate
 
 
 def test_certify_modules_have_no_import_cycles():

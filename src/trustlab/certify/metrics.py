@@ -41,13 +41,25 @@ def attack_effect(clean: dict, attacked: dict, clean_recs_trig: Sequence[dict], 
     cert_clean = {r["idx"] for r in clean_recs_trig if not abstained(r)}
     flips = [abstained(r) for r in att_recs_trig if r["idx"] in cert_clean]
     c, a = clean, attacked
-    return {
+    out = {
         "triggered_abstain_delta": a["triggered_inputs"]["abstain_rate"] - c["triggered_inputs"]["abstain_rate"],
         "trigger_only_effect": c["triggered_inputs"]["abstain_rate"] - c["clean_inputs"]["abstain_rate"],
         "clean_abstain_delta": a["clean_inputs"]["abstain_rate"] - c["clean_inputs"]["abstain_rate"],
         "clean_acc_delta": a["clean_inputs"]["clean_acc"] - c["clean_inputs"]["clean_acc"],
         "flip_rate": float(np.mean(flips)) if flips else None,
     }
+    inflation = cost_inflation(c["triggered_inputs"].get("cost"), a["triggered_inputs"].get("cost"))
+    if inflation is not None:
+        out["cost_inflation"] = inflation
+    return out
+
+
+def cost_inflation(clean_cost: dict | None, attacked_cost: dict | None) -> dict | None:
+    """The attack's second availability cost (issue 11 item 3): the attacked model's forwards per triggered input over
+    the clean model's on the same inputs, {mean, p95}; None when the certifier's cost is fixed (no ``cost``)."""
+    if not clean_cost or not attacked_cost or not clean_cost.get("n") or not attacked_cost.get("n"):
+        return None
+    return {k: attacked_cost[f"forwards_{k}"] / clean_cost[f"forwards_{k}"] for k in ("mean", "p95")}
 
 
 def defence_effect(before: dict, after: dict, trig_clean_ref: float) -> dict:
