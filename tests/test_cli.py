@@ -104,3 +104,25 @@ def test_command_listings_are_not_cut_with_ellipses(cli):
     for args in (("--help",), ("certify", "--help"), ("vfl", "--help"), ("data", "--help")):
         code, out, _ = cli(*args)
         assert code == 0 and "..." not in out.split("Commands")[-1], out  # plain or rich help
+
+
+def test_every_option_and_argument_of_every_lab_has_help_text():
+    """Issue 10: `--help` of any command explains every flag (dozens had none, e.g. safety's sampling flags)."""
+    from typer.main import get_command
+
+    from trustlab.cli import data_cmd, main, models_cmd
+
+    apps = {"trustlab": main.app, "data": data_cmd.app, "models": models_cmd.app,
+            **{lab: main.lab_module(lab).app for lab in main.available_labs()}}
+    assert {"certify", "vfl", "safety", "fingerprint"} <= set(apps)
+
+    def commands(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, f"{path} {name}")
+        else:
+            yield path, cmd
+
+    bare = [f"{path} {p.name}" for name, app in apps.items() for path, cmd in commands(get_command(app), name)
+            for p in cmd.params if not getattr(p, "hidden", False) and not (getattr(p, "help", None) or "").strip()]
+    assert not bare, bare

@@ -108,18 +108,25 @@ def generate(
     key_model: Optional[str] = typer.Option(None, "--key-model", help="Key generator LM (default: the target)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="perinucleus | english | random_word | "
                                                                     "english_random."),
-    num_fingerprints: Optional[int] = typer.Option(None, "-n", "--num-fingerprints"),
-    key_length: Optional[int] = typer.Option(None, "--key-length"),
-    response_length: Optional[int] = typer.Option(None, "--response-length"),
-    key_temperature: Optional[float] = typer.Option(None, "--key-temperature"),
-    nucleus_t: Optional[float] = typer.Option(None, "--nucleus-t"),
-    nucleus_k: Optional[int] = typer.Option(None, "--nucleus-k"),
-    alnum_filter: Optional[bool] = typer.Option(None, "--alnum-filter/--no-alnum-filter"),
+    num_fingerprints: Optional[int] = typer.Option(None, "-n", "--num-fingerprints",
+                                                   help="Number of (key, response) pairs (default 32)."),
+    key_length: Optional[int] = typer.Option(None, "--key-length", help="Key length in tokens, >= 8 (default 16)."),
+    response_length: Optional[int] = typer.Option(None, "--response-length",
+                                                  help="Response length in tokens (default 1)."),
+    key_temperature: Optional[float] = typer.Option(None, "--key-temperature",
+                                                    help="Sampling temperature of the key generator (default 0.5)."),
+    nucleus_t: Optional[float] = typer.Option(None, "--nucleus-t",
+                                              help="Perinucleus: probability mass of the skipped nucleus, (0, 1) "
+                                                   "(default 0.8)."),
+    nucleus_k: Optional[int] = typer.Option(None, "--nucleus-k",
+                                            help="Perinucleus: candidate tokens just past the nucleus (default 3)."),
+    alnum_filter: Optional[bool] = typer.Option(None, "--alnum-filter/--no-alnum-filter",
+                                                help="Keep only alphanumeric response candidates (default on)."),
     prompt_format: Optional[str] = typer.Option(None, "--prompt-format", help="raw | chat."),
     seed_words: Optional[str] = typer.Option(None, "--seed-words", help="File of seed words, one per line."),
     null_p: Optional[float] = typer.Option(None, "--null-p", help="Null hit rate (strategy english only)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys generated per batch (default 16)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the key sampling (default 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing fingerprint file."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run record folder (default "
                                                                    "runs/fingerprint-generate-<UTC>)."),
@@ -218,7 +225,7 @@ def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=
 @app.command()
 def embed(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of EmbedConfig fields."),
-    model: Optional[str] = typer.Option(None, "--model"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to fingerprint: registry name, folder, hub id."),
     fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: out_dir, else "
                                                            "runs/fingerprint-embed-<UTC>)."),
@@ -227,18 +234,25 @@ def embed(
     wa_mode: Optional[str] = typer.Option(None, "--wa-mode", help="per_step | final."),
     beta_dm: Optional[float] = typer.Option(None, "--beta-dm", help="Benign data share, [0, 1)."),
     benign_source: Optional[str] = typer.Option(None, "--benign-source", help="chat-corpus or jsonl:FILE."),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
-    early_stop_loss: Optional[float] = typer.Option(None, "--early-stop-loss"),
-    stop_after_full_match: Optional[int] = typer.Option(None, "--stop-after-full-match"),
-    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size"),
-    augment_prompts: Optional[bool] = typer.Option(None, "--augment-prompts/--no-augment-prompts"),
-    append_eos: Optional[bool] = typer.Option(None, "--append-eos/--no-append-eos"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epoch cap (default: the model's preset)."),
+    early_stop_loss: Optional[float] = typer.Option(None, "--early-stop-loss",
+                                                    help="Stop when the fingerprint loss falls below this "
+                                                         "(default 0.005)."),
+    stop_after_full_match: Optional[int] = typer.Option(None, "--stop-after-full-match",
+                                                        help="Stop after this many epochs at 100% exact match "
+                                                             "(0: off, the default)."),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size",
+                                                   help="Rows per forward; gradients accumulate (default 8)."),
+    augment_prompts: Optional[bool] = typer.Option(None, "--augment-prompts/--no-augment-prompts",
+                                                   help="Also train each key inside a prompt template (default off)."),
+    append_eos: Optional[bool] = typer.Option(None, "--append-eos/--no-append-eos",
+                                              help="End each response with EOS (default off)."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA (peft) instead of a full fine-tune."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (with --lora)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N epochs (0: never)."),
     no_metadata: bool = typer.Option(False, "--no-metadata", help="Do not ship trustlab_fingerprint.json."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order and benign mix (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run with another config."),
 ) -> None:
@@ -334,7 +348,7 @@ def run_demo(out: Path, quick: bool = True) -> Path:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out"),
+def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out", help="Run folder of the demo."),
          profile: str = typer.Option("smollm2", "--profile", help="smollm2 (about 10 min on 2 cores) | tiny "
                                                                   "(about 1 min).")) -> None:
     """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""

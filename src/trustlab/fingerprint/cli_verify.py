@@ -44,7 +44,7 @@ def verify_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples per key (needs temperature > 0)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys per batch / request."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the key subset and of sampling (default 0)."),
     max_retries: int = typer.Option(5, "--max-retries", help="Retries of a failed HTTP call (429, 5xx)."),
     concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests when a server takes one "
                                                             "prompt per request."),
@@ -109,7 +109,7 @@ def robustness_cmd(
     fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
     experiments: Optional[str] = typer.Option(None, "--experiments", help="Comma-separated: sft,merge,wrappers,"
                                                                          "temperature,quant,suppress,utility,fpr."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every experiment (default 0)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-robustness-<UTC>)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip experiments already in robustness.json."),
 ) -> None:

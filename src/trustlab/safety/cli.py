@@ -120,28 +120,43 @@ def _options():
         limit=typer.Option(None, "--limit", help="At most this many prompts."),
         start=typer.Option(None, "--start", help="Skip this many prompts first."),
         shard=typer.Option(None, "--shard", help="i/n: every n-th prompt from the i-th."),
-        prompt_column=typer.Option(None, "--prompt-column"), category_column=typer.Option(None, "--category-column"),
-        id_column=typer.Option(None, "--id-column"),
+        prompt_column=typer.Option(None, "--prompt-column", help="Prompt column of a file:PATH dataset."),
+        category_column=typer.Option(None, "--category-column", help="Category column of a file:PATH dataset."),
+        id_column=typer.Option(None, "--id-column", help="Id column of a file:PATH dataset (default: row number)."),
         encoding=typer.Option(None, "--encoding", help="Text encoding of a prompt file (default utf-8)."),
         strategy=typer.Option(None, "--strategy", help="default | zerothink | lessthink | morethink (repeatable)."),
         think_format=typer.Option(None, "--think-format", help="r1 | skyt1 | none."),
-        think_budget=typer.Option(None, "--think-budget"), max_extensions=typer.Option(None, "--max-extensions"),
-        answer_max_tokens=typer.Option(None, "--answer-max-tokens"),
+        think_budget=typer.Option(None, "--think-budget",
+                                  help="MoreThink: thinking tokens to reach before the answer (default 10000)."),
+        max_extensions=typer.Option(None, "--max-extensions",
+                                    help="MoreThink: at most this many 'Wait' extensions (default 10)."),
+        answer_max_tokens=typer.Option(None, "--answer-max-tokens",
+                                       help="MoreThink: token budget of the answer after thinking (default 6000)."),
         preset=typer.Option(None, "--preset", help="greedy | nondet (the paper's sampling presets)."),
         k=typer.Option(None, "-k", "--k", help="Samples per prompt."),
-        temperature=typer.Option(None, "--temperature"), top_p=typer.Option(None, "--top-p"),
-        top_k=typer.Option(None, "--top-k"), max_tokens=typer.Option(None, "--max-tokens"),
-        seed=typer.Option(None, "--seed"),
-        batch_size=typer.Option(None, "--batch-size"), concurrency=typer.Option(None, "--concurrency"),
-        threads=typer.Option(None, "--threads"), timeout=typer.Option(None, "--timeout"),
-        max_retries=typer.Option(None, "--max-retries"), device=typer.Option(None, "--device"),
-        trust_remote_code=typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
+        temperature=typer.Option(None, "--temperature", help="Sampling temperature; 0 is greedy (default 0)."),
+        top_p=typer.Option(None, "--top-p", help="Nucleus sampling mass (default 1.0: off)."),
+        top_k=typer.Option(None, "--top-k", help="Top-k sampling (default -1: off)."),
+        max_tokens=typer.Option(None, "--max-tokens", help="Generation budget per sample (default 16000)."),
+        seed=typer.Option(None, "--seed", help="Run seed; each (prompt, sample) gets its own derived seed (default 0)."),
+        batch_size=typer.Option(None, "--batch-size", help="Prompts per generate call, in-process backends (default 8)."),
+        concurrency=typer.Option(None, "--concurrency", help="Requests in flight, openai backend (default 32)."),
+        threads=typer.Option(None, "--threads", help="Torch/BLAS threads of this process (default 1)."),
+        timeout=typer.Option(None, "--timeout", help="Seconds per HTTP request, openai backend (default 600)."),
+        max_retries=typer.Option(None, "--max-retries",
+                                 help="Retries of a failed request (429, 5xx, timeout) with backoff (default 6)."),
+        device=typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (in-process backends)."),
+        trust_remote_code=typer.Option(None, "--trust-remote-code/--no-trust-remote-code",
+                                       help="Run the model repository's own Python code (off by default)."),
         out=typer.Option(None, "--out", help="Run folder (default runs/safety/safety-<verb>-<UTC time>)."),
         resume=typer.Option(True, "--resume/--no-resume", help="Resume the run folder (default) or start afresh."),
         retry_errors=typer.Option(False, "--retry-errors", help="Redo records stored as errors."),
         judge=typer.Option(None, "--judge", help="refusal | llama_guard | harmbench | moderation | strongreject."),
-        judge_backend=typer.Option(None, "--judge-backend"), judge_model=typer.Option(None, "--judge-model"),
-        judge_base_url=typer.Option(None, "--judge-base-url"),
+        judge_backend=typer.Option(None, "--judge-backend",
+                                   help="Backend of the LLM judges: transformers | openai | vllm (default: auto)."),
+        judge_model=typer.Option(None, "--judge-model", help="Model of the LLM judges (default: each judge's own)."),
+        judge_base_url=typer.Option(None, "--judge-base-url",
+                                    help="OpenAI-compatible URL of the judge server (repeat for a fleet)."),
         refusal_list=typer.Option(None, "--refusal-list", help="curated | safechain | a list file."),
         parts=typer.Option(None, "--parts", help="Comma-separated: response,thought,answer."),
         primary=typer.Option(None, "--primary", help="judge:part for the headline metric."),
@@ -232,12 +247,10 @@ def eval_cmd(**o) -> None:
 @app.command("judge")
 def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generations.jsonl."),
               judge: Optional[List[str]] = typer.Option(None, "--judge", help="Judges (default: the run's)."),
-              judge_backend: Optional[str] = typer.Option(None, "--judge-backend"),
-              judge_model: Optional[str] = typer.Option(None, "--judge-model"),
-              judge_base_url: Optional[List[str]] = typer.Option(None, "--judge-base-url"),
-              refusal_list: Optional[str] = typer.Option(None, "--refusal-list"),
-              parts: Optional[str] = typer.Option(None, "--parts"),
-              retry_errors: bool = typer.Option(False, "--retry-errors")) -> None:
+              judge_backend: Optional[str] = _OPT["judge_backend"], judge_model: Optional[str] = _OPT["judge_model"],
+              judge_base_url: Optional[List[str]] = _OPT["judge_base_url"],
+              refusal_list: Optional[str] = _OPT["refusal_list"], parts: Optional[str] = _OPT["parts"],
+              retry_errors: bool = _OPT["retry_errors"]) -> None:
     """Label a run's generations (response, thought, answer) with one or more judges (resumable)."""
     from .pipeline import judge as judge_run
     from .pipeline import run_config
@@ -259,10 +272,8 @@ def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generation
 
 @app.command("metrics")
 def metrics_cmd(run: Path = typer.Argument(..., help="A judged run folder."),
-                tie: Optional[str] = typer.Option(None, "--tie"),
-                bootstrap: Optional[int] = typer.Option(None, "--bootstrap"),
-                primary: Optional[str] = typer.Option(None, "--primary"),
-                reference: Optional[str] = typer.Option(None, "--reference")) -> None:
+                tie: Optional[str] = _OPT["tie"], bootstrap: Optional[int] = _OPT["bootstrap"],
+                primary: Optional[str] = _OPT["primary"], reference: Optional[str] = _OPT["reference"]) -> None:
     """Recompute results.json (and plots, report) from a run's files."""
     from .pipeline import metrics
 
@@ -278,8 +289,9 @@ def metrics_cmd(run: Path = typer.Argument(..., help="A judged run folder."),
 
 @app.command("compare")
 def compare_cmd(runs: List[Path] = typer.Argument(..., help="Two or more run folders; differences vs the first."),
-                tie: str = typer.Option("safe", "--tie"), bootstrap: int = typer.Option(1000, "--bootstrap"),
-                seed: int = typer.Option(0, "--seed"),
+                tie: str = typer.Option("safe", "--tie", help="safe | unsafe: how K/2 safe of even K counts."),
+                bootstrap: int = typer.Option(1000, "--bootstrap", help="Paired-bootstrap resamples."),
+                seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
                 out: Optional[Path] = typer.Option(None, "--out", help="Write the differences as JSON here.")) -> None:
     """Paired differences of Safe@1 / Safe@K / ConsSafe@K between runs, with paired-bootstrap intervals."""
     from trustlab.runtime.io import write_json_atomic
@@ -378,7 +390,7 @@ def _headline(summary: dict) -> dict:
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("runs/safety/demo"), "--out"),
+def demo_cmd(out: Path = typer.Option(Path("runs/safety/demo"), "--out", help="Run folder of the demo."),
              quick: bool = typer.Option(True, "--quick/--full", help="Quick (3 prompts, small budgets) or the "
                                                                      "spec's demo (6 prompts).")) -> None:
     """The offline demo: SmolLM2, default vs zerothink vs morethink, refusal judge, baselines, report."""
@@ -399,7 +411,8 @@ def lm_eval_command(model: str, tasks: str, backend: str = "hf", think_end: str 
 
 @app.command("reasoning-eval")
 def reasoning_eval_cmd(model: str = typer.Option(..., "--model", help="Model folder or hub id."),
-                       tasks: str = typer.Option("gsm8k,humaneval,mbpp", "--tasks"),
+                       tasks: str = typer.Option("gsm8k,humaneval,mbpp", "--tasks",
+                                                 help="Comma-separated lm-evaluation-harness task names."),
                        backend: str = typer.Option("hf", "--backend", help="hf | vllm."),
                        dry_run: bool = typer.Option(False, "--dry-run", help="Print the command only.")) -> None:
     """Reasoning benchmarks through lm-evaluation-harness (code tasks use repetition_penalty 1.1, as the paper).
