@@ -179,3 +179,41 @@ def test_shipped_configs_load():
     for name in ("ddp.yaml", "fsdp.yaml", "zero2.yaml"):
         d = yaml.safe_load((root / "accelerate" / name).read_text())
         assert d["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED") and d["num_processes"] == 8
+
+
+def test_ctrl_c_in_embed_resumes_by_default_with_the_printed_command(cli_run, capsys, monkeypatch):
+    """Issue 10, one resume default: embed resumes like every other verb; the Ctrl-C hint is the same command line,
+    and pasting it continues from the checkpoint to the weights of the uninterrupted run."""
+    import shlex
+
+    from safetensors.torch import load_file
+
+    from trustlab.fingerprint import train as train_mod
+
+    root = cli_run
+    args = ["embed", "--config", root / "embed.yaml", "--fingerprints", root / "fp.json", "--out", root / "runs" / "cc"]
+    save = train_mod._save_checkpoint
+
+    def save_then_ctrl_c(ckpt, stamp, acc, model, opt, epoch, *rest):
+        save(ckpt, stamp, acc, model, opt, epoch, *rest)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_ctrl_c)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 130 and "Traceback" not in err
+    hint = next(ln for ln in err.splitlines() if ln.startswith("hint: resume with: "))
+    pasted = shlex.split(hint.removeprefix("hint: resume with: "))
+    assert pasted[:2] == ["trustlab", "fingerprint"] and "--resume" not in pasted  # resuming is the default
+    seen = []
+    monkeypatch.setattr(train_mod, "_save_checkpoint", lambda *a: (seen.append(a[5]), save(*a)))
+    code, _, err = run_cli(capsys, *pasted[2:])
+    assert code == 0, err
+    assert seen[0] == 4  # it continued from the epoch-3 checkpoint
+    resumed = json.loads((root / "runs" / "cc" / "embed_result.json").read_text())
+    full = json.loads((root / "runs" / "emb" / "embed_result.json").read_text())
+    assert (resumed["epochs"], resumed["fp_loss"]) == (full["epochs"], full["fp_loss"])
+    a, b = (load_file(next((root / "runs" / d / "model").glob("*.safetensors"))) for d in ("emb", "cc"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    code, _, _ = run_cli(capsys, *args, "--no-resume", "--max-epochs", "2")  # another config: starts afresh
+    assert code == 0 and json.loads((root / "runs" / "cc" / "embed_result.json").read_text())["epochs"] == 2

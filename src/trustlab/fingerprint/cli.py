@@ -253,8 +253,11 @@ def embed(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N epochs (0: never)."),
     no_metadata: bool = typer.Option(False, "--no-metadata", help="Do not ship trustlab_fingerprint.json."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order and benign mix (default 0)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run with another config."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue an interrupted run of this config from its checkpoint (default), or "
+                                     "start afresh, discarding what the folder holds."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace what the folder holds, also a run of another config (= --no-resume)."),
 ) -> None:
     """Fine-tune the fingerprints into a model (full or LoRA, per-step weight averaging, benign mixing)."""
     from trustlab.runtime.rundir import default_run_path
@@ -275,15 +278,15 @@ def embed(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            run_dir, result = run_embed(cfg, out, resume=resume, overwrite=overwrite)
+            run_dir, result = run_embed(cfg, out, resume=resume and not overwrite, overwrite=overwrite or not resume)
         for w in caught:
             if issubclass(w.category, UserWarning) and "trustlab" in str(w.filename):
                 typer.echo(f"warning: {w.message}", err=True)
     except KeyboardInterrupt:
-        flags = f" --config {config}" if config else ""
+        from trustlab.runtime.rundir import resume_command
+
         raise Interrupted("embed interrupted; the last checkpoint is kept",
-                          hint=f"resume with: trustlab fingerprint embed{flags} --out {out} --resume "
-                               "(and the same flags)") from None
+                          hint=f"resume with: {resume_command()}") from None
     if result is None:
         typer.echo(f"{run_dir} already holds a finished embed run of this config; skipping")
         return

@@ -370,7 +370,7 @@ def _load_trainable(model, state: dict[str, Any]) -> None:
     named = dict(model.named_parameters())
     missing = [n for n, p in named.items() if p.requires_grad and n not in state]
     if missing:
-        raise DataError(f"embed checkpoint lacks parameter {missing[0]!r}", hint="start afresh without --resume")
+        raise DataError(f"embed checkpoint lacks parameter {missing[0]!r}", hint="start afresh with --no-resume")
     with torch.no_grad():
         for n, t in state.items():
             named[n].copy_(t)
