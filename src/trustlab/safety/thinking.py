@@ -196,19 +196,16 @@ def _run_default(backend, rows: list[_Row], sampling: Sampling, system_prompt: O
         outs = backend.chat([messages_for(r.rec.prompt, system_prompt) for r in rows], params)
     else:
         outs = backend.complete([r.forced.prompt for r in rows], params)
-    for r, o in zip(rows, outs):
-        r.rec.calls += 1
-        if not o.ok:
-            _fail(r, o)
-            continue
-        r.rec.response = r.forced.turn_prefix + o.text
-        r.rec.finish_reason = o.finish_reason
-        r.rec.answer_tokens = o.tokens  # split below, once the thought is known
+    _store_turns(rows, outs)  # default turns: answer_tokens is split below, once the thought is known
 
 
 def _run_forced(backend, rows: list[_Row], sampling: Sampling) -> None:
     params = [_params(sampling, sampling.max_tokens, (), r.rec.sample_seed) for r in rows]
-    outs = backend.complete([r.forced.prompt for r in rows], params)
+    _store_turns(rows, backend.complete([r.forced.prompt for r in rows], params))
+
+
+def _store_turns(rows: list[_Row], outs) -> None:
+    """One generation call per row: the response is the forced turn prefix + the generated text."""
     for r, o in zip(rows, outs):
         r.rec.calls += 1
         if not o.ok:
