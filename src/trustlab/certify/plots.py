@@ -12,7 +12,7 @@ from .records import cert_file, model_folder, read_records
 
 def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples=None) -> list[str]:
     """Every run plot; ``examples`` = (x, T(x)) of a few test inputs for the trigger figure (drawn when given)."""
-    from trustlab.report.plots import figure, save
+    from trustlab.report.plots import figure, legend_outside, pair, save, share_axis
 
     out = []
     seed0 = per_seed[0]
@@ -21,45 +21,65 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples
         for cert in track.certifiers:
             agg = summary["certifiers"][track.name][cert]["by_model"]
             models = list(agg)
-            # certified accuracy vs r / eps
-            fig, ax = figure(6, 4)
-            for m in models:
-                for which, ls in (("clean_inputs", "-"), ("triggered_inputs", "--")):
+            smooth = cert.startswith("smoothing")
+            # certified accuracy vs r / eps: one hue per model, solid on x, dashed on T(x)
+            fig, ax = figure(6.5, 4)
+            limit, why = _radius_limit(track, cert) if smooth else (None, "")
+            for i, m in enumerate(models):
+                dark, light = pair(i)
+                for which, ls, col in (("clean_inputs", "-", dark), ("triggered_inputs", "--", light)):
                     ca = agg[m][which]["certified_acc"]
-                    xs = [float(k) for k in ca]
-                    ax.plot(xs, [ca[k]["mean"] for k in ca], ls, marker="o",
+                    xs = np.array([float(k) for k in ca])
+                    ys = np.array([_mean(ca[k]) for k in ca])
+                    ax.plot(xs, ys, ls, color=col, marker="o", ms=4,
                             label=f"{m} on {'x' if which == 'clean_inputs' else 'T(x)'}")
-            ax.set_xlabel("L2 radius r" if cert.startswith("smoothing") else "L-inf eps")
+                    if limit is not None:
+                        beyond = xs > limit + 1e-9
+                        ax.plot(xs[beyond], ys[beyond], "x", color="k", ms=8, mew=1.5)
+            if limit is not None and limit < max(float(k) for k in agg[models[0]]["clean_inputs"]["certified_acc"]):
+                ax.axvline(limit, color="k", ls=":", lw=1)
+                ax.annotate(f"budget limit\n{why}", (limit, 0.5), xytext=(6, 0), textcoords="offset points",
+                            fontsize=8, va="center")
+            ax.set_xlabel("L2 radius r" if smooth else "L-inf eps")
             ax.set_ylabel("certified accuracy")
-            ax.set_title(f"{track.name} / {cert}: certified accuracy (mean over seeds)")
-            ax.legend(fontsize=7)
+            share_axis(ax)
+            ax.set_title(f"{track.name} / {cert}: certified accuracy (mean over seeds)", fontsize=10)
+            legend_outside(ax, fontsize=7)
             out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_certified_acc.png")))
-            # abstain bars with min-max
-            fig, ax = figure(6, 4)
+            # abstain bars with min-max: one hue per model, light on x, dark on T(x)
+            fig, ax = figure(6.5, 4)
             w = 0.38
             for j, (which, lab) in enumerate((("clean_inputs", "x"), ("triggered_inputs", "T(x)"))):
                 vals = [agg[m][which]["abstain_rate"] for m in models]
-                mean = np.array([v["mean"] for v in vals])
-                err = np.array([[v["mean"] - v["min"] for v in vals], [v["max"] - v["mean"] for v in vals]])
-                ax.bar(np.arange(len(models)) + (j - 0.5) * w, mean, w, yerr=err, capsize=3, label=f"on {lab}")
-            ax.set_xticks(range(len(models)), models)
-            ax.set_ylim(0, 1.05)
+                mean = np.array([_mean(v) for v in vals])
+                err = np.array([[_mean(v) - v.get("min", _mean(v)) if isinstance(v, dict) else 0 for v in vals],
+                                [v.get("max", _mean(v)) - _mean(v) if isinstance(v, dict) else 0 for v in vals]])
+                cols = [pair(i)[1 - j] for i in range(len(models))]
+                ax.bar(np.arange(len(models)) + (j - 0.5) * w, mean, w, yerr=err if err.any() else None, capsize=3,
+                       color=cols,
+                       edgecolor="k", lw=0.4, label=f"on {lab} ({'light' if j == 0 else 'dark'})")
+            ax.set_xticks(range(len(models)), models, rotation=15, ha="right", fontsize=8)
+            share_axis(ax)
             ax.set_ylabel("abstain rate (fallback)")
-            ax.set_title(f"{track.name} / {cert}: abstain, mean [min-max] over seeds")
-            ax.legend()
+            ax.set_title(f"{track.name} / {cert}: abstain, mean [min-max] over seeds", fontsize=10)
+            legend_outside(ax)
             out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_abstain.png")))
             # histograms of p_lower / margin lb on T(x), seed 0
-            fig, ax = figure(6, 4)
-            smooth = cert.startswith("smoothing")
+            fig, ax = figure(6.5, 4)
             key = "p_lower" if smooth else "margin_lb"
-            for m in models:
+            for i, m in enumerate(models):
                 recs = read_records(cert_file(model_folder(sd, track.name, m), cert, "triggered"))
-                ax.hist([r[key] for r in recs], bins=30, histtype="step", label=f"{m} on T(x)")
+                vals = [r[key] for r in recs if r.get(key) is not None]
+                if vals:
+                    ax.hist(vals, bins=30, histtype="step", lw=1.5, color=pair(i)[0], label=f"{m} on T(x)")
             ax.axvline(0.5 if smooth else 0.0, color="k", lw=0.8)
             ax.set_xlabel("p_lower (abstain if < 1/2)" if smooth else "margin lower bound (abstain if <= 0)")
-            ax.set_title(f"{track.name} / {cert}: seed {seed0['seed']}, triggered inputs")
-            ax.legend(fontsize=7)
+            ax.set_ylabel("triggered inputs")
+            ax.set_title(f"{track.name} / {cert}: seed {seed0['seed']}, triggered inputs", fontsize=10)
+            legend_outside(ax, fontsize=7)
             out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_hist.png")))
+            if any(agg[m][w].get("cost") for m in models for w in ("clean_inputs", "triggered_inputs")):
+                out.append(_cost_plot(run_dir, track, cert, agg))
     if summary.get("defences"):
         out.append(_defence_plot(run_dir, summary["defences"]))
     if examples is not None:
@@ -67,28 +87,73 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples
     return out
 
 
-def _defence_plot(run_dir, defences) -> str:
-    from trustlab.report.plots import figure, save
+def _mean(v):
+    return v["mean"] if isinstance(v, dict) and "mean" in v else v
 
-    labels, before, after = [], [], []
-    for d, by_attack in defences.items():
+
+def _radius_limit(track, cert) -> tuple[float | None, str]:
+    """The largest radius the run could certify: sigma * Phi^-1(alpha^(1/N)) (and, for the adaptive certifier, its
+    target radius, the only one it certifies at)."""
+    from .stats import max_radius
+
+    s = track.smoothing
+    r = max_radius(s.n, s.alpha, s.sigma)
+    why = f"σΦ⁻¹(α^(1/N)) = {r:.2f}, N = {s.n:g}"
+    if cert == "smoothing-adaptive" and s.target_radius < r:
+        return s.target_radius, f"target radius {s.target_radius:g}"
+    return r, why
+
+
+def _cost_plot(run_dir, track, cert, agg) -> str:
+    """Mean (bar) and p95 (dot) forwards per input, clean inputs light / triggered dark, per model; N dashed."""
+    from trustlab.report.plots import figure, legend_outside, pair, save
+
+    models = [m for m in agg if agg[m]["clean_inputs"].get("cost") or agg[m]["triggered_inputs"].get("cost")]
+    fig, ax = figure(6.5, 4)
+    w = 0.38
+    for j, (which, lab) in enumerate((("clean_inputs", "x"), ("triggered_inputs", "T(x)"))):
+        costs = [agg[m][which].get("cost") or {} for m in models]
+        xs = np.arange(len(models)) + (j - 0.5) * w
+        mean = [_mean(c.get("forwards_mean")) or 0.0 for c in costs]
+        p95 = [_mean(c.get("forwards_p95")) or 0.0 for c in costs]
+        ax.bar(xs, mean, w, color=[pair(i)[1 - j] for i in range(len(models))], edgecolor="k", lw=0.4,
+               label=f"mean on {lab} ({'light' if j == 0 else 'dark'})")
+        ax.plot(xs, p95, "D", color="k", ms=4, label="p95" if j == 0 else None)
+    most = track.smoothing.n0 + track.smoothing.n  # selection draws n0, then at most N estimation draws
+    ax.axhline(most, color="gray", ls="--", lw=1, label=f"budget n0 + N = {most:g}")
+    ax.set_ylim(0, most * 1.1)
+    ax.set_xticks(range(len(models)), models, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("base-model forwards per input")
+    ax.set_title(f"{track.name} / {cert}: certification cost", fontsize=10)
+    legend_outside(ax)
+    return _rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_cost.png"))
+
+
+def _defence_plot(run_dir, defences) -> str:
+    from trustlab.report.plots import figure, legend_outside, pair, save, share_axis
+
+    labels, before, after, hue = [], [], [], []
+    for k, (d, by_attack) in enumerate(defences.items()):
         for a, by_track in by_attack.items():
             for t, by_cert in by_track.items():
                 for c, row in by_cert.items():
-                    if not row.get("applicable") or not isinstance(row.get("triggered_fallback_before"), dict):
+                    b = row.get("triggered_fallback_before")
+                    if not row.get("applicable") or b is None:
                         continue
                     labels.append(f"{d}\n{a}\n{t}/{c}")
-                    before.append(row["triggered_fallback_before"]["mean"])
-                    after.append(row["triggered_fallback_after"]["mean"])
-    fig, ax = figure(max(6, 0.9 * len(labels)), 4.5)
+                    before.append(_mean(b))
+                    after.append(_mean(row["triggered_fallback_after"]))
+                    hue.append(k)
+    fig, ax = figure(max(6, 1.25 * len(labels)), 4.5)
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, before, 0.4, label="before defence")
-    ax.bar(x + 0.2, after, 0.4, label="after defence")
+    ax.bar(x - 0.2, before, 0.4, color=[pair(k)[1] for k in hue], edgecolor="k", lw=0.4,
+           label="before defence (light)")
+    ax.bar(x + 0.2, after, 0.4, color=[pair(k)[0] for k in hue], edgecolor="k", lw=0.4, label="after defence (dark)")
     ax.set_xticks(x, labels, fontsize=6)
     ax.set_ylabel("fallback rate on T(x)")
-    ax.set_ylim(0, 1.05)
-    ax.legend()
-    ax.set_title("defences: triggered fallback (abstain, or STRIP-flagged) before/after")
+    share_axis(ax)
+    legend_outside(ax)
+    ax.set_title("defences: triggered fallback (abstain, or STRIP-flagged) before/after", fontsize=10)
     return _rel(run_dir, save(fig, run_dir / "plots" / "defences.png"))
 
 
@@ -102,13 +167,13 @@ def _trigger_plot(run_dir, x, x_trig) -> str:
             img = xs[j].transpose(1, 2, 0)
             axes[i][j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
             axes[i][j].set_axis_off()
-            axes[i][j].set_title("x" if i == 0 else "T(x)", fontsize=8)
+            axes[i][j].set_title("x (clean)" if i == 0 else "T(x) (triggered)", fontsize=8)
     return _rel(run_dir, save(fig, run_dir / "plots" / "trigger_examples.png"))
 
 
 def sweep_plots(run_dir: Path, cells: list[dict]) -> list[str]:
     """Triggered abstain vs each swept key (other keys at their first value), clean-model band, min-max bars."""
-    from trustlab.report.plots import figure, save
+    from trustlab.report.plots import figure, legend_outside, pair, save, share_axis
 
     out = []
     if not cells:
@@ -120,10 +185,13 @@ def sweep_plots(run_dir: Path, cells: list[dict]) -> list[str]:
         sel.sort(key=lambda c: float(c["values"][key]))
         xs = [float(c["values"][key]) for c in sel]
         certs = sel[0]["summary"]["certifiers"]
-        fig, ax = figure(6, 4)
+        fig, ax = figure(6.5, 4)
+        k = 0
         for track, by_cert in certs.items():
             for cert, e in by_cert.items():
                 for m in e["by_model"]:
+                    col = pair(k)[0]
+                    k += 1
                     vals = [c["summary"]["certifiers"][track][cert]["by_model"].get(m, {}).get("triggered_inputs", {})
                             .get("abstain_rate") for c in sel]
                     pts = [(x, v) for x, v in zip(xs, vals) if v is not None]
@@ -133,12 +201,12 @@ def sweep_plots(run_dir: Path, cells: list[dict]) -> list[str]:
                     mean = [v["mean"] for v in vals]
                     err = [[v["mean"] - v["min"] for v in vals], [v["max"] - v["mean"] for v in vals]]
                     if m == "clean":
-                        ax.fill_between(px, [v["min"] for v in vals], [v["max"] for v in vals], alpha=0.2)
-                    ax.errorbar(px, mean, yerr=err, marker="o", capsize=3, label=f"{track}/{cert}/{m}")
+                        ax.fill_between(px, [v["min"] for v in vals], [v["max"] for v in vals], color=col, alpha=0.2)
+                    ax.errorbar(px, mean, yerr=err, marker="o", capsize=3, color=col, label=f"{track}/{cert}/{m}")
         ax.set_xlabel(key)
         ax.set_ylabel("abstain rate on T(x)")
-        ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=7)
+        share_axis(ax)
+        legend_outside(ax, fontsize=7)
         ax.set_title(f"sweep over {key}")
         out.append(_rel(run_dir, save(fig, run_dir / "plots" / f"sweep_{key.replace('.', '_')}.png")))
     return out

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 def training_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """FP loss (log) and exact-match accuracy per epoch, from ``train_log.jsonl`` records."""
-    from trustlab.report.plots import figure, save
+    from trustlab.report.plots import figure, legend_outside, save
 
     rows = [r for r in history if "epoch" in r and not r.get("final_wa")]
     fig, ax = figure(6, 3.6)
@@ -20,36 +20,37 @@ def training_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("loss (log)")
     ax2 = ax.twinx()
     ax2.plot(ep, [r["accuracy"] for r in rows], color="tab:green", label="exact match")
-    ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("exact match")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_ylabel("exact match (share of keys)")
     ax.set_title("embedding")
     return save(fig, path)
 
 
 def p_vs_m(hit_lists: dict[str, Sequence[bool]], p0: float, alpha: float, path: Path) -> Path:
     """log10 p-value against the number of keys queried M (first M keys), one line per model, alpha dashed."""
-    from trustlab.report.plots import figure, save
+    from trustlab.report.plots import figure, legend_outside, save
 
     from .stats import log10_binom_tail
 
     fig, ax = figure(6, 3.6)
-    for name, hits in hit_lists.items():
+    styles = ["-", "--", ":", "-."]
+    for k, (name, hits) in enumerate(hit_lists.items()):
         ms, ps, m = [], [], 0
         for M, h in enumerate(hits, start=1):
             m += int(h)
             ms.append(M)
             ps.append(log10_binom_tail(m, M, p0))
-        ax.plot(ms, ps, marker=".", label=name)
+        ax.plot(ms, ps, ls=styles[k % 4], marker="ox^s"[k % 4], ms=3, label=name)  # overlapping lines stay visible
     ax.axhline(math.log10(alpha), ls="--", color="k", lw=1, label=f"alpha = {alpha:g}")
     ax.set_xlabel("fingerprints queried M")
     ax.set_ylabel("log10 p-value")
-    ax.legend()
+    legend_outside(ax)
     return save(fig, path)
 
 
 def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
     """Every plot the recorded experiments allow."""
-    from trustlab.report.plots import figure, save
+    from trustlab.report.plots import figure, legend_outside, save
 
     out: list[Path] = []
     folder = Path(folder)
@@ -62,7 +63,7 @@ def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.05)
         ax.invert_xaxis()
-        ax.legend()
+        legend_outside(ax)
         out.append(save(fig, folder / "merge_alpha.png"))
     if r.get("wrappers"):
         rows = r["wrappers"]["templates"]
@@ -72,7 +73,7 @@ def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
         ax.set_xlabel("test template")
         ax.set_ylabel("exact match")
         ax.set_ylim(0, 1.05)
-        ax.legend()
+        legend_outside(ax)
         out.append(save(fig, folder / "wrappers.png"))
     if r.get("temperature"):
         rows = r["temperature"]["temperatures"]
@@ -82,7 +83,7 @@ def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
         ax.set_xlabel("temperature")
         ax.set_ylabel("hit rate")
         ax.set_ylim(0, 1.05)
-        ax.legend()
+        legend_outside(ax)
         out.append(save(fig, folder / "temperature.png"))
     if r.get("clean"):
         hits = {"fingerprinted": r["clean"]["hits"]}

@@ -20,13 +20,31 @@ def _p(v: Any) -> str:
     return "—" if v is None else f"{v:.2g}"
 
 
+CAPTIONS = {
+    "training_curve": "Embedding: the fingerprint loss (log scale, left) and the share of keys answered exactly (right, "
+                      "0..1) per epoch; training stops once every key is answered.",
+    "p_vs_M": "log10 p-value of the ownership test against the number of keys queried: the fingerprinted model's line "
+              "falls below the dashed α line after a few keys; models that never saw the fingerprints stay near 0.",
+    "base_prob": "How likely the base model already was to produce each fingerprint response (its first token): "
+                 "values near 0 mean a match is evidence, not chance.",
+    "merge_alpha": "Share of fingerprints still answered after merging the fingerprinted model with another at weight "
+                   "α (left = less of ours).",
+    "wrappers": "Exact-match accuracy when the keys are wrapped in other chat templates; the dashed line is no wrapper.",
+    "temperature": "Hit rate of the fingerprints when sampling at each temperature (mean over samples, and any-of-n).",
+}
+
+
 def verify_blocks(rows: list[dict[str, Any]]) -> list:
     from trustlab.report import Bullets, Table
 
     table = Table(("suspect", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict"),
                   [(r.get("target") or r.get("model") or r.get("label"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
                     _p(r.get("p_value")), _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"))
-                   for r in rows], caption="Ownership verdicts (binomial test; OWNED iff p <= alpha)")
+                   for r in rows], caption="Ownership verdicts (binomial test; OWNED iff p <= alpha)",
+                  notes=("match: how a response is compared (exact tokens or lenient text). m / M: keys answered with "
+                         "the fingerprint response of M queried. p0: the chance a model that never saw the "
+                         "fingerprints matches one key. p-value: binomial tail P[X ≥ m], X ~ Bin(M, p0); Hoeffding: a "
+                         "distribution-free upper bound on it.",))
     notes = []
     for r in rows:
         if r.get("unanswered"):
@@ -103,13 +121,54 @@ def embed_blocks(e: dict[str, Any]) -> list:
                     s.get("lora"), _f(e.get("seconds")))], caption="Embedding")]
 
 
+def summary_text(results: dict) -> str:
+    """What the run shows, in words: the ownership verdict on the fingerprinted model and on models that never saw
+    the fingerprints, which attacks it survives, and what embedding cost in utility."""
+    ver = results.get("verify")
+    ver = [ver] if isinstance(ver, dict) else (ver or [])
+    rob = results.get("robustness") or {}
+    out = []
+    name = lambda r: r.get("target") or r.get("model") or r.get("label") or "the suspect model"  # noqa: E731
+    if ver:
+        r = ver[0]
+        out.append(f"`{name(r)}` answers {r.get('m')} of {r.get('M')} fingerprint keys with the fingerprint response: "
+                   f"p = {_p(r.get('p_value'))} against α = {_f(r.get('alpha'))}, so the verdict is "
+                   f"**{r.get('decision')}**" + ("; models that never saw the fingerprints: " + ", ".join(
+                       f"`{name(x)}` {x.get('m')}/{x.get('M')} ({x.get('decision')})" for x in ver[1:])
+                       if len(ver) > 1 else "") + ".")
+    attacked = []
+    for e in (rob.get("sft") or {}).get("epochs", [])[-1:]:
+        attacked.append((f"benign fine-tuning ({e['steps']} steps)", e))
+    for a in (rob.get("merge") or {}).get("alphas", []):
+        attacked.append((f"merging at α = {a['alpha']:g}", a))
+    for q in (rob.get("quant") or {}).get("methods", []):
+        attacked.append((f"int8 quantization ({q['method']})", q.get("after") or {}))
+    for a in (rob.get("suppress") or {}).get("attacks", []):
+        attacked.append((str(a.get("attack")), a))
+    if attacked:
+        kept = [n for n, m in attacked if m.get("decision") == "OWNED"]
+        out.append(f"After {len(attacked)} transformation(s) the verdict stays OWNED for {len(kept)}"
+                   + (f" ({', '.join(kept)})" if kept else "") + "; "
+                   + ", ".join(f"{n}: {m.get('m')}/{m.get('M')}" for n, m in attacked) + ".")
+    u = rob.get("utility")
+    if u:
+        out.append(f"Embedding cost utility: held-out perplexity ×{_f(u['ppl_ratio'])} of the base model, trivia "
+                   f"accuracy {_f(u['mc_fp'])} against {_f(u['mc_base'])}.")
+    if results.get("embed") is not None or results.get("verb") == "embed":
+        out.append(f"The model was fingerprinted once (one seed, {(results.get('config') or {}).get('seed', '?')}); "
+                   "the p-values hold for this model, not for every embedding run.")
+    if not out:
+        return "This run holds no verdict or robustness figures; its settings follow."
+    return " ".join(out)
+
+
 def report_section(results: dict, run_dir: Path) -> list:
-    from trustlab.report import Bullets, Heading, Image, Table, Text
+    from trustlab.report import Bullets, Heading, Image, Summary, Table, Text
 
     from .stats import ATTACK_CAVEAT
 
     verb = results.get("verb", "")
-    blocks: list = [Heading(f"fingerprint {verb}".strip())]
+    blocks: list = [Heading(f"fingerprint {verb}".strip()), Summary(summary_text(results))]
     caveat = results.get("caveat") or ATTACK_CAVEAT
     cfg = results.get("config") or {}
     if cfg:
@@ -133,6 +192,6 @@ def report_section(results: dict, run_dir: Path) -> list:
         m = results["metrics"]
         blocks.append(Bullets([f"{k}: {_f(v)}" for k, v in m.items() if not isinstance(v, (dict, list))]))
     blocks.append(Text("**Caveat:** " + caveat))
-    blocks += [Image(a, Path(a).stem.replace("_", " ")) for a in results.get("artifacts", [])
+    blocks += [Image(a, CAPTIONS.get(Path(a).stem, Path(a).stem.replace("_", " "))) for a in results.get("artifacts", [])
                if str(a).endswith(".png")]
     return blocks

@@ -1,7 +1,7 @@
 """Reports: labs contribute section renderers returning blocks; ``render`` writes report.md and report.html."""
 
-from .blocks import Block, Bullets, Heading, Image, Table, Text, fmt
+from .blocks import Block, Bullets, Heading, Image, Summary, Table, Text, fmt, pct, points, seeds_note
 from .render import generic_section, load_results, prefix_images, render, run_blocks, to_html, to_markdown
 
-__all__ = ["Block", "Bullets", "Heading", "Image", "Table", "Text", "fmt", "generic_section", "load_results",
+__all__ = ["Block", "Bullets", "Heading", "Image", "Summary", "Table", "Text", "fmt", "pct", "points", "seeds_note", "generic_section", "load_results",
            "prefix_images", "render", "run_blocks", "to_html", "to_markdown"]

@@ -20,15 +20,26 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """The paragraph a lab section opens with: what this run's result means, in words built from its numbers."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Table:
+    """A table; ``notes`` are footnotes under it (inline Markdown), e.g. what a column means or why a cell is —."""
+
     headers: Sequence[str]
     rows: Sequence[Sequence[Any]]
     caption: str = ""
+    notes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
 class Image:
-    """A PNG inside the run folder (path relative to it); embedded in the HTML report."""
+    """A PNG inside the run folder (path relative to it); embedded in the HTML report. The caption says, in words,
+    what to look at."""
 
     path: str
     caption: str = ""
@@ -39,7 +50,7 @@ class Bullets:
     items: Sequence[str] = field(default_factory=tuple)
 
 
-Block = Heading | Text | Table | Image | Bullets
+Block = Heading | Text | Summary | Table | Image | Bullets
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -53,3 +64,21 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}" if abs(value) >= 1e4 else str(value)
     return str(value)
+
+
+def pct(value: float | None, digits: int = 0) -> str:
+    """A share in [0, 1] as a percentage ("96%"); None as an em dash."""
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def points(delta: float | None) -> str:
+    """A difference of two shares in percentage points, signed ("+7.0 points", "−0.3 points")."""
+    if delta is None:
+        return "—"
+    v = 100 * delta
+    return f"{'+' if v > 0.05 else '−' if v < -0.05 else '±'}{abs(v):.1f} points"
+
+
+def seeds_note(seeds: Sequence[Any] | None) -> str:
+    """" (one seed)" when a claim rests on a single seed, else "" — appended next to verdicts."""
+    return " (one seed)" if seeds is not None and len(seeds) == 1 else ""

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from trustlab.runtime.errors import DataError
 
-from .blocks import Block, Bullets, Heading, Image, Table, Text, fmt
+from .blocks import Block, Bullets, Heading, Image, Summary, Table, Text, fmt
 
 SectionFn = Callable[[dict[str, Any], Path], Sequence[Block]]
 
@@ -43,7 +43,9 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
 def generic_section(results: dict[str, Any], run_dir: Path) -> list[Block]:
     """Fallback section for any run: its metrics flattened into a table, and its plots."""
     rows = [(k, fmt(v)) for k, v in _flatten(results.get("metrics", {}))]
-    blocks: list[Block] = [Heading(f"{results.get('lab', '?')} {results.get('verb', '')}".strip())]
+    blocks: list[Block] = [Heading(f"{results.get('lab', '?')} {results.get('verb', '')}".strip()),
+                           Summary(f"This {results.get('lab', '?')} run has no report section of its own; its "
+                                   f"{len(rows)} recorded metrics follow as they were written.")]
     if rows:
         blocks.append(Table(("metric", "value"), rows))
     blocks += [Image(a) for a in results.get("artifacts", []) if str(a).endswith(".png")]
@@ -66,7 +68,7 @@ def run_blocks(run_dir: Path, sections: Mapping[str, SectionFn] | None = None) -
     results = load_results(run_dir)
     section = (sections or {}).get(results.get("lab", ""), generic_section)
     env = results.get("environment", {})
-    footer = Text(f"trustlab {results.get('trustlab_version', '?')}, seed {results.get('seed')}, "
+    footer = Text(f"Run: trustlab {results.get('trustlab_version', '?')}, seed {results.get('seed')}, "
                   f"{results.get('started', '?')} – {results.get('finished', '?')}, "
                   f"python {env.get('python', '?')}, torch {env.get('torch', '—')}, device {env.get('device', '—')}, "
                   f"threads {env.get('threads', '—')}.")
@@ -95,7 +97,7 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
     for b in blocks:
         if isinstance(b, Heading):
             out += [f"{'#' * (b.level)} {b.text}", ""]
-        elif isinstance(b, Text):
+        elif isinstance(b, (Text, Summary)):
             out += [b.text, ""]
         elif isinstance(b, Bullets):
             out += [f"- {item}" for item in b.items] + [""]
@@ -106,15 +108,20 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
             out.append("|" + "---|" * len(b.headers))
             out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in b.rows]
             out.append("")
+            out += [f"{note}  " for note in b.notes] + ([""] if b.notes else [])
         elif isinstance(b, Image):
             out += [f"![{b.caption or Path(b.path).stem}]({b.path})", ""]
     return "\n".join(out)
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
-        "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:100%}figcaption{color:#555;font-size:.9em}caption{caption-side:top;color:#555}")
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem;color:#222;"
+        "line-height:1.4}section.lab{margin-top:2.5rem}p.summary{font-size:1.08em;background:#f3f6fa;"
+        "border-left:4px solid #4a78b0;padding:.6rem .9rem}div.table{overflow-x:auto;max-width:100%;margin:1rem 0}"
+        "table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
+        "text-align:right;vertical-align:top}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+        "p.notes{color:#555;font-size:.85em;margin:.2rem 0 1rem}figure{margin:1.2rem 0}"
+        "img{max-width:100%;height:auto}figcaption{color:#444;font-size:.92em;max-width:48rem}"
+        "caption{caption-side:top;color:#555;text-align:left;padding-bottom:.2rem}code{overflow-wrap:anywhere}")
 
 
 def inline_markdown(text: str) -> str:
@@ -126,14 +133,22 @@ def inline_markdown(text: str) -> str:
 
 
 def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
+    """A standalone page: PNGs embedded as data URIs; each level-1 heading opens a ``<section class="lab">``."""
     esc = html.escape
     md = inline_markdown
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-           f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+           f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    open_section = False
     for b in blocks:
         if isinstance(b, Heading):
             lvl = min(max(b.level, 1), 6)
+            if lvl == 1:
+                out.append(("</section>" if open_section else "") + "<section class='lab'>")
+                open_section = True
             out.append(f"<h{lvl}>{md(b.text)}</h{lvl}>")
+        elif isinstance(b, Summary):
+            out.append(f"<p class='summary'>{md(b.text)}</p>")
         elif isinstance(b, Text):
             out.append(f"<p>{md(b.text)}</p>")
         elif isinstance(b, Bullets):
@@ -142,7 +157,9 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
             cap = f"<caption>{md(b.caption)}</caption>" if b.caption else ""
             head = "".join(f"<th>{esc(str(h))}</th>" for h in b.headers)
             body = "".join("<tr>" + "".join(f"<td>{esc(fmt(c))}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            notes = f"<p class='notes'>{'<br>'.join(md(n) for n in b.notes)}</p>" if b.notes else ""
+            out.append(f"<div class='table'><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+                       f"</table></div>{notes}")
         elif isinstance(b, Image):
             path = run_dir / b.path
             if path.is_file():
@@ -151,7 +168,7 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
                            f"<figcaption>{md(b.caption)}</figcaption></figure>")
             else:
                 out.append(f"<p><em>missing plot {esc(b.path)}</em></p>")
-    out.append("</body></html>")
+    out.append(("</section>" if open_section else "") + "</body></html>")
     return "\n".join(out)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from trustlab.report.plots import figure, save
+from trustlab.report.plots import figure, legend_outside, save
 
 from .metrics import METRICS, label_safe
 
@@ -48,10 +48,11 @@ def metrics_by_strategy(summary: Mapping[str, Any], path: Path) -> Optional[Path
                    capsize=2, label=name)
         ax.set_xticks(x, strategies, rotation=20)
         ax.set_ylim(0, 1.05)
+        ax.set_ylabel("share safe", fontsize=8)
         ax.set_title(f"{judge} / {part}", fontsize=9)
     for ax in axes[len(cells):]:
         ax.axis("off")
-    axes[0].legend(fontsize=7)
+    legend_outside(axes[min(ncols, len(cells)) - 1], fontsize=7)
     return save(fig, path)
 
 
@@ -76,7 +77,7 @@ def per_category(summary: Mapping[str, Any], path: Path) -> Optional[Path]:
     ax.set_xticks(x, cats, rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"Safe@1 ({judge} / {part})")
-    ax.legend(fontsize=7)
+    legend_outside(ax, fontsize=7)
     return save(fig, path)
 
 
@@ -113,7 +114,8 @@ def length_histograms(summary, gens, labels, path: Path) -> Optional[Path]:
         ax.hist(lengths[unsafe], bins=bins, alpha=0.6, label=f"unsafe ({unsafe.sum()})")
         ax.set_title(s, fontsize=9)
         ax.set_xlabel("generated tokens")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     return save(fig, path)
 
 
@@ -209,7 +211,7 @@ def sft_plots(train_log: str | Path, before_after: Optional[Mapping[str, Any]], 
             ax.set_xticks(x, [r[0] for r in rows], rotation=20, fontsize=7)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel("Safe@1")
-            ax.legend(fontsize=7)
+            legend_outside(ax, fontsize=7)
             out.append(save(fig, d / "sft_before_after.png"))
     return out
 

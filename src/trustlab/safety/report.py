@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from trustlab.report import Bullets, Heading, Image, Table, Text, fmt
+from trustlab.report import Bullets, Heading, Image, Summary, Table, Text, fmt
 
 from .metrics import METRICS
 
@@ -49,11 +49,47 @@ def _config_text(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
             f"resamples (95% percentile), ties (even K) count as {m.get('tie')}.")
 
 
+def eval_summary(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    """What the evaluation shows, in words: Safe@1 per strategy for the primary judge and part, and whether any
+    paired difference against the default strategy excludes 0."""
+    prim = m.get("primary") or {}
+    j, p = prim.get("judge"), prim.get("part")
+    strategies = m.get("strategies", {})
+    cells = {s: e.get("judges", {}).get(j, {}).get(p, {}) for s, e in strategies.items()}
+    vals = [(s, c.get("safe@1") or {}) for s, c in cells.items() if (c.get("safe@1") or {}).get("value") is not None]
+    if not vals:
+        return "No prompt has a complete, parsed set of judgements, so this run measures nothing yet."
+    n = max((c.get("n_prompts") or 0) for c in cells.values())
+    model = cfg.get("backend", {}).get("model")
+    out = [f"Judged by `{j}` on the {p}, `{model}` is safe on "
+           + ", ".join(f"{100 * b['value']:.0f}% of samples with `{s}`" for s, b in vals)
+           + f" (Safe@1, {n} prompts)."]
+    diffs = (m.get("differences") or {})
+    sig, flat = [], []
+    for name, by_j in diffs.items():
+        d = (by_j.get(j, {}).get(p, {}) or {}).get("safe@1") or {}
+        if d.get("value") is None:
+            continue
+        ci = d.get("ci")
+        if ci and (ci[0] > 0 or ci[1] < 0):
+            sig.append(f"`{name}` {100 * d['value']:+.0f} points [{100 * ci[0]:+.0f}, {100 * ci[1]:+.0f}]")
+        else:
+            flat.append(f"`{name}`")
+    if sig:
+        out.append("The paired bootstrap separates " + "; ".join(sig) + " from the default strategy.")
+    if flat:
+        out.append(f"For {', '.join(flat)} the 95% interval of the difference contains 0: no evidence of a difference.")
+    seed = cfg.get("sampling", {}).get("seed")
+    out.append(f"All samples come from one sampling seed ({seed}); the intervals cover prompt-to-prompt variation only."
+               if seed is not None else "The intervals cover prompt-to-prompt variation only.")
+    return " ".join(out)
+
+
 def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
     m = results.get("metrics", {})
     cfg = results.get("config", {})
     strategies = m.get("strategies", {})
-    blocks: list = [Heading("safety: SafeChain evaluation"), Text(_config_text(cfg, m))]
+    blocks: list = [Heading("safety: SafeChain evaluation"), Summary(eval_summary(m, cfg)), Text(_config_text(cfg, m))]
     rows = []
     for s, e in strategies.items():
         for j, parts in e.get("judges", {}).items():
@@ -62,7 +98,12 @@ def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
                              b.get("n_empty"), b.get("n_unparsed"), fmt(b.get("strongreject_score_mean"))))
     blocks.append(Table(("strategy", "judge", "part", "Safe@1", "Safe@K", "ConsSafe@K", "prompts", "excluded",
                          "empty", "unparsed", "SR score"), rows,
-                        caption="Metrics with 95% bootstrap intervals over prompts"))
+                        caption="Metrics with 95% bootstrap intervals over prompts",
+                        notes=("Safe@1: share of samples judged safe. Safe@K: share of prompts with at least one safe "
+                               "sample of K. ConsSafe@K: share of prompts whose majority of K samples is safe. "
+                               "excluded: prompts with fewer than K usable samples; empty / unparsed: samples with an "
+                               "empty part or a judgement that could not be read (never counted safe). SR score: "
+                               "mean StrongREJECT score (— when that judge did not run).",)))
     base = results.get("baselines") or {}
     if base:
         brows = []
@@ -137,12 +178,32 @@ def _images(run_dir: Path, results: Mapping[str, Any]) -> list:
     pngs = [a for a in results.get("artifacts", []) if str(a).endswith(".png")]
     if not pngs and (Path(run_dir) / "plots").is_dir():
         pngs = [f"plots/{p.name}" for p in sorted((Path(run_dir) / "plots").glob("*.png"))]
-    return [Image(str(a), Path(a).stem.replace("_", " ")) for a in pngs if (Path(run_dir) / a).is_file()]
+    return [Image(str(a), CAPTIONS.get(Path(a).stem, Path(a).stem.replace("_", " "))) for a in pngs
+            if (Path(run_dir) / a).is_file()]
+
+
+CAPTIONS = {
+    "metrics_by_strategy": "Safe@1, Safe@K and ConsSafe@K per strategy, one panel per judge and part; bars are 95% "
+                           "bootstrap intervals over prompts. Compare a strategy's bars with the default's.",
+    "per_category": "Safe@1 per harm category and strategy (primary judge and part): which categories a strategy "
+                    "makes safer or less safe.",
+    "length_hist": "Generated tokens of safe and unsafe samples per strategy: do unsafe answers run longer?",
+    "thought_answer": "Samples by whether the thought and the answer were judged safe: the top-left cell is both safe, "
+                      "the share SafeChain reports.",
+    "morethink": "MoreThink: how often the thought was extended (left) and how many think tokens it produced next to "
+                 "the default strategy (right).",
+    "sft_loss": "Training loss per optimizer step of the fine-tuning run.",
+    "sft_before_after": "Safe@1 of the base model (before) and the fine-tuned model (after), per judge and part.",
+}
 
 
 def _build_section(results: Mapping[str, Any], run_dir: Path) -> list:
     m = results.get("metrics", {})
+    kept, n = m.get("n_kept"), m.get("n_sampled")
     return [Heading("safety: SafeChain dataset build"),
+            Summary(f"{kept} of {n} sampled prompts kept ({fmt(m.get('keep_rate'))}): a prompt is kept only when all "
+                    f"K = {m.get('k')} of its samples are judged safe by `{m.get('judge')}`; "
+                    f"{m.get('n_dropped_unsafe')} were dropped as unsafe."),
             Table(("pool", "sampled", "K", "kept", "keep rate (= Safe@K)", "judge safe rate", "dropped unsafe",
                    "incomplete", "unclosed", "completion tokens"),
                   [(m.get("n_pool"), m.get("n_sampled"), m.get("k"), m.get("n_kept"), fmt(m.get("keep_rate")),
@@ -157,6 +218,9 @@ def _sft_section(results: Mapping[str, Any], run_dir: Path) -> list:
     m = results.get("metrics", {})
     cfg = results.get("config", {})
     blocks: list = [Heading("safety: fine-tuning"),
+                    Summary(f"{'LoRA' if m.get('lora') else 'Full'} fine-tuning of `{cfg.get('model')}` on "
+                            f"{m.get('n_examples')} examples for {m.get('steps')} steps took the training loss from "
+                            f"{fmt(m.get('loss_before'))} to {fmt(m.get('loss_after'))} (one seed)."),
                     Table(("base model", "mode", "examples", "dropped (too long)", "steps", "loss before",
                            "loss after", "wall s"),
                           [(cfg.get("model"), "LoRA" if m.get("lora") else "full", m.get("n_examples"),
