@@ -210,12 +210,15 @@ def certifier_of(cfg, certifier: str | None) -> str:
 
 
 def certify(model, x, cfg, *, y=None, certifier: str | None = None, seed: int = 0, K: int | None = None,
-            records: str | Path | None = None, resume: bool = True, on_stale: str = "refuse") -> CertifyResult:
+            records: str | Path | None = None, resume: bool = True, on_stale: str = "refuse",
+            ranks=None) -> CertifyResult:
     """Certify every input of ``x`` (array, tensor, (x, y) or a DataLoader) with the certifier ``cfg`` selects:
     ``smoothing`` (Cohen et al. CERTIFY), ``smoothing-adaptive`` (sequential CERTIFY at ``target_radius`` /
     ``radius``), or a bound method (``ibp``, ``crown-ibp``, ``crown``, ``best``; float64, certifies the predicted
     class). ``records``: a stamped JSONL file, resumed under the same settings. The model's train/eval mode is
-    restored. ``seed`` names the noise streams (input i uses stream (seed, i))."""
+    restored. ``seed`` names the noise streams (input i uses stream (seed, i)). ``ranks``
+    (``distributed.ranks_from_env()`` inside ``distributed.process_group``, under torchrun) shares smoothing across
+    the ranks by input idx (``records`` required); every rank gets the merged result, equal to one process's."""
     from .certifiers import run_certifier
 
     name = certifier_of(cfg, certifier)
@@ -226,8 +229,17 @@ def certify(model, x, cfg, *, y=None, certifier: str | None = None, seed: int = 
             raise DataError(f"certify: {len(xs)} inputs but {len(ys)} labels", hint="pass one label per input")
     if name in ("smoothing", "smoothing-adaptive") and K is None:
         K = _num_classes(model, xs)
-    recs, summary, params = run_certifier(model, xs, ys, name, cfg, seed=seed, K=K, records=records, resume=resume,
-                                          on_stale=on_stale)
+    if ranks is not None and ranks.world > 1:
+        from .distributed import certify_sharded
+
+        if records is None:
+            raise ConfigError("certify across ranks needs a records file (the ranks merge through it)",
+                              hint="pass records='RUN/smoothing/clean.jsonl' on every rank")
+        recs, summary, params = certify_sharded(model, xs, ys, name, cfg, seed=seed, K=K, records=records,
+                                                ranks=ranks, resume=resume, on_stale=on_stale)
+    else:
+        recs, summary, params = run_certifier(model, xs, ys, name, cfg, seed=seed, K=K, records=records,
+                                              resume=resume, on_stale=on_stale)
     return CertifyResult(name, recs, summary, params)
 
 

@@ -51,25 +51,57 @@ def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int
     return sorted(out, key=lambda r: r["idx"])
 
 
+def _adaptive_cfg(cfg):
+    from .adaptive import AdaptiveConfig
+
+    return cfg if isinstance(cfg, AdaptiveConfig) else AdaptiveConfig.from_smoothing(cfg, cfg.target_radius)
+
+
+def record_settings(model, x, y, name: str, cfg, *, seed: int, K: int) -> dict:
+    """The settings that stamp the record file of smoothing certifier ``name`` (what its records depend on)."""
+    from .adaptive import adaptive_settings
+    from .smoothing import smoothing_settings
+
+    idx = np.arange(len(x))
+    labels = np.full(len(x), -1) if y is None else np.asarray(y)
+    if name == "smoothing":
+        return smoothing_settings(model, x, idx, labels, cfg, seed, K)
+    return adaptive_settings(model, x, idx, labels, _adaptive_cfg(cfg), seed, K)
+
+
+def shard_records(model, x, y, name: str, cfg, *, seed: int, K: int | None, records=None, shard=(0, 1),
+                  resume: bool = True, on_stale: str = "refuse") -> list[dict]:
+    """Records of smoothing certifier ``name`` for the inputs with idx = r (mod w), ``shard=(r, w)`` (plus any
+    other finished records ``records`` already holds), resumed from / appended to ``records``."""
+    from .adaptive import certify_inputs_adaptive
+    from .smoothing import certify_inputs
+
+    if name == "smoothing":
+        return certify_inputs(model, x, cfg, seed=seed, K=K, records=records, labels=y, resume=resume,
+                              on_stale=on_stale, shard=shard)
+    return certify_inputs_adaptive(model, x, _adaptive_cfg(cfg), seed=seed, K=K, records=records, labels=y,
+                                   resume=resume, on_stale=on_stale, shard=shard)
+
+
 def run_certifier(model, x, y, name: str, cfg, *, seed: int, K: int | None, records=None, resume: bool = True,
                   on_stale: str = "refuse") -> tuple[list[dict], dict | None, dict]:
     """(records, summary or None without labels, params) of certifier ``name`` with ``cfg`` (SmoothingConfig for
-    smoothing / smoothing-adaptive at ``target_radius``, AdaptiveConfig, or BoundsConfig for a bound method)."""
+    smoothing / smoothing-adaptive at ``target_radius``, AdaptiveConfig, or BoundsConfig for a bound method).
+    Under torchrun, ``distributed.certify_sharded`` runs it across ranks."""
     import dataclasses
 
-    from .adaptive import AdaptiveConfig, certify_inputs_adaptive, cost_summary
+    from .adaptive import cost_summary
     from .metrics import summarize
-    from .smoothing import certify_inputs
     from .store import accuracy
 
     if name == "smoothing":
-        recs = certify_inputs(model, x, cfg, seed=seed, K=K, records=records, labels=y, resume=resume,
-                              on_stale=on_stale)
+        recs = shard_records(model, x, y, name, cfg, seed=seed, K=K, records=records, resume=resume,
+                             on_stale=on_stale)
         grid, params, kind = cfg.radii, dataclasses.asdict(cfg), "smoothing"
     elif name == "smoothing-adaptive":
-        acfg = cfg if isinstance(cfg, AdaptiveConfig) else AdaptiveConfig.from_smoothing(cfg, cfg.target_radius)
-        recs = certify_inputs_adaptive(model, x, acfg, seed=seed, K=K, records=records, labels=y, resume=resume,
-                                       on_stale=on_stale)
+        acfg = _adaptive_cfg(cfg)
+        recs = shard_records(model, x, y, name, cfg, seed=seed, K=K, records=records, resume=resume,
+                             on_stale=on_stale)
         grid = cfg.radii if hasattr(cfg, "radii") else (0.0, acfg.radius)
         params, kind = dataclasses.asdict(acfg), "smoothing"
     else:

@@ -262,54 +262,133 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
     typer.echo(f"trained {attack} model ({procedure}, {epochs} epochs, loss {meta['loss']:.4f}) -> {run.path / 'model'}")
 
 
+def _has_bound_option() -> bool:
+    """Whether SmoothingConfig takes ``bound`` (the fixed-N confidence bound; another helper's field)."""
+    import dataclasses as dc
+
+    from .config import SmoothingConfig
+
+    return any(f.name == "bound" for f in dc.fields(SmoothingConfig))
+
+
 @app.command("eval")
-def eval_(model_dir: Path = typer.Argument(..., help="A model folder (model.pt + train.json)."),
+def eval_(model: str = typer.Argument(...,
+                                      help="A model folder (model.pt + train.json) written by `certify train` or a "
+                                           "run; or your own model: torchscript:PATH, factory:pkg.mod:fn (with "
+                                           "--checkpoint), torchvision:NAME (with --checkpoint; needs torchvision)."),
+          data: Optional[str] = typer.Option(None, "--data", help="Your own model: the dataset whose test split is "
+                                                                  "certified (digits, mnist-5k, npz:FILE, idx:DIR; "
+                                                                  "images in [0, 1])."),
+          checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="factory:/torchvision: weights, a "
+                                                                               "torch.save'd state dict (loaded with "
+                                                                               "weights_only=True, strict keys)."),
+          num_classes: Optional[int] = typer.Option(None, "--num-classes", help="factory:/torchvision: number of "
+                                                                                 "classes K, passed as num_classes=K."),
+          normalize: Optional[str] = typer.Option(None, "--normalize", help="Your own model: MEAN/STD per channel, "
+                                                                            "e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,"
+                                                                            "0.2010; noise is added in [0, 1] pixel "
+                                                                            "space before it (Cohen et al.)."),
+          autocast: str = typer.Option("off", "--autocast", help="Your own model, smoothing: off | bf16 (CPU or "
+                                                                 "CUDA) | fp16 (CUDA only); changes decisions "
+                                                                 "slightly (docs/certify.md)."),
+          seed: int = typer.Option(0, "--seed", help="Your own model: seed of the test split, subset and noise "
+                                                     "(a lab model uses its training seed)."),
           certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | smoothing-adaptive | ibp | "
                                                                          "crown-ibp | crown | best."),
           n0: str = typer.Option("100", "--n0", help="Selection draws per input (an integer, 1e2 also works)."),
-          n: str = typer.Option("100000", "--n", help="Estimation draws per input (an integer, 1e5 also works); "
-                                                     "smoothing-adaptive: the most it may use."),
+          n: str = typer.Option("100000", "--n", "--num-samples",
+                                help="Estimation draws per input (an integer, 1e5 also works); smoothing-adaptive: the "
+                                     "most it may use. Under torchrun write --num-samples (torchrun reads --n as its "
+                                     "own)."),
           alpha: float = typer.Option(0.001, "--alpha", help="Smoothing: the certificate fails with probability at "
                                                              "most alpha, in (0, 1)."),
           sigma: Optional[float] = typer.Option(None, "--sigma", help="Smoothing noise; default the model's gaussian "
-                                                                      "training sigma (else 0.25)."),
+                                                                      "training sigma (else 0.25); required for your "
+                                                                      "own model."),
           radius: float = typer.Option(0.0, "--radius", help="smoothing-adaptive: the L2 radius to certify at."),
+          bound: Optional[str] = typer.Option(None, "--bound", help="Fixed-N smoothing: the confidence bound, "
+                                                                    "clopper-pearson (default) | randomized-cp."),
           batch: int = typer.Option(1000, "--batch", help="Noisy forwards per batch (results do not depend on it)."),
           eps: float = typer.Option(0.05, "--eps", help="Bounds: L-inf radius to certify at."),
           inputs: str = typer.Option("both", "--inputs", help="clean | triggered | both."),
           max_inputs: Optional[int] = typer.Option(None, "--max-inputs", help="Certify only this many test inputs "
                                                                               "(a seeded subset)."),
           predict: bool = typer.Option(False, "--predict", help="Smoothing: also run PREDICT(n, alpha)."),
+          device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK when CUDA is available, else "
+                                                              "cpu) | cpu | cuda[:i]. Bounds run on the CPU."),
           max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
           threads: int = THREADS) -> None:
-    """Certify a trained model on its dataset's test inputs x and/or T(x); stamped JSONL per input, resumable with
-    the same settings (other settings are refused; --no-resume starts afresh)."""
+    """Certify a model on test inputs x and/or T(x); stamped JSONL per input, resumable with the same settings
+    (other settings are refused; --no-resume starts afresh). Under torchrun (`torchrun ... -m trustlab certify eval ...`,
+    docs/certify.md) the ranks share the inputs and rank 0 merges: the results equal one process's."""
     from trustlab.runtime import require_choice
 
-    from .config import CERTIFIERS
-    from .experiment import eval_model_dir
+    from .config import CERTIFIERS, SMOOTHING_CERTIFIERS, require_choice_device
+    from .distributed import process_group, rank_device, ranks_from_env, run_eval
+    from .loading import AUTOCAST, is_user_spec, lab_job, user_job
 
     _setup(threads)
     require_choice("--certifier", certifier, CERTIFIERS)
     require_choice("--inputs", inputs, ("clean", "triggered", "both"))
+    require_choice("--autocast", autocast, AUTOCAST)
+    require_choice_device(device)
     n0_, n_ = _count("--n0", n0), _count("--n", n)
     _check_flags(alpha=(alpha, 0.0, 1.0, True, True), sigma=(sigma, 0.0, None, True, False),
                  batch=(batch, 1, None, False, False), eps=(eps, 0.0, None, False, False),
                  max_inputs=(max_inputs, 1, None, False, False), max_hours=(max_hours, 0.0, None, True, False),
-                 radius=(radius, 0.0, None, False, False))
-    out = _out(out, "eval")
-    cmd = resume_command("eval", model_dir, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
-                         radius=radius if certifier == "smoothing-adaptive" else None, batch=batch, eps=eps,
-                         inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours, out=out,
-                         threads=threads)
-    res = _guard(lambda: eval_model_dir(model_dir, out, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
-                                        radius=radius, batch=batch, eps=eps, inputs=inputs, max_inputs=max_inputs,
-                                        predict=predict, max_hours=max_hours, resume=resume,
-                                        warn=lambda m: typer.echo(f"warning: {m}", err=True)), cmd)
+                 radius=(radius, 0.0, None, False, False), num_classes=(num_classes, 2, None, False, False),
+                 seed=(seed, 0, 2**32 - 1, False, False))
+    if bound is not None:
+        if not _has_bound_option():
+            raise ConfigError("--bound is not available in this version (SmoothingConfig has no bound field)",
+                              hint="drop --bound (Clopper-Pearson is used)")
+        if certifier != "smoothing":
+            raise ConfigError(f"--bound applies to --certifier smoothing, not {certifier}", hint="drop --bound")
+    user = is_user_spec(model)
+    if not user:
+        lab_only = [f for f, v in (("--data", data), ("--checkpoint", checkpoint), ("--num-classes", num_classes),
+                                   ("--normalize", normalize)) if v is not None]
+        lab_only += ["--autocast"] if autocast != "off" else []
+        if lab_only:
+            raise ConfigError(f"{', '.join(lab_only)} apply to your own model (torchscript:, factory:, "
+                              f"torchvision:), not to the lab model folder {model!r}",
+                              hint=f"drop {lab_only[0]}, or pass MODEL as torchscript:PATH / factory:pkg.mod:fn / "
+                                   f"torchvision:NAME")
+    ranks = ranks_from_env()
+    out = _out(out, "eval") if ranks.main else (out if out is not None else None)
+    if out is None:
+        raise ConfigError("certify eval across ranks needs --out (every rank must name the same run folder)",
+                          hint="add --out runs/eval-1 to the torchrun command")
+    cmd = resume_command("eval", model, data=data, checkpoint=checkpoint, num_classes=num_classes,
+                         normalize=normalize, autocast=autocast if autocast != "off" else None,
+                         seed=seed if user else None, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
+                         radius=radius if certifier == "smoothing-adaptive" else None, bound=bound, batch=batch,
+                         eps=eps, inputs=inputs, max_inputs=max_inputs, predict=predict,
+                         device=device if device != "auto" else None, max_hours=max_hours, out=out, threads=threads)
+    warn = (lambda m: typer.echo(f"warning: {m}", err=True)) if ranks.main else (lambda m: None)
+
+    def work():
+        with process_group(ranks):
+            dev = "cpu" if certifier not in SMOOTHING_CERTIFIERS else (
+                rank_device(ranks) if device == "auto" else device)
+            common = dict(certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma, radius=radius, batch=batch,
+                          eps=eps, inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours,
+                          device=dev, bound=bound, warn=warn)
+            if user:
+                job = user_job(model, data=data, checkpoint=checkpoint, normalize=normalize,
+                               num_classes=num_classes, autocast=autocast, seed=seed, **common)
+            else:
+                job = lab_job(Path(model), **common)
+            return run_eval(job, out, ranks=ranks, resume=resume)
+
+    res = _guard(work, cmd)
+    if not ranks.main:
+        return
     for key, s in res.by_inputs.items():
         typer.echo(f"{key.split('_')[0]:>9}: clean acc {s['clean_acc']:.3f}  abstain {s['abstain_rate']:.3f}  "
                    f"(n = {s['n']})")
-    typer.echo(f"wrote {res.path / 'results.json'}")
+    typer.echo(f"wrote {res.path / 'results.json'}" + (f" (merged from {ranks.world} ranks)" if ranks.world > 1
+                                                       else ""))
 
 
 @app.command()
