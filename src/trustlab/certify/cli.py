@@ -288,9 +288,9 @@ def eval_(model: str = typer.Argument(...,
                                                                             "e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,"
                                                                             "0.2010; noise is added in [0, 1] pixel "
                                                                             "space before it (Cohen et al.)."),
-          autocast: str = typer.Option("off", "--autocast", help="Your own model, smoothing: off | bf16 (CPU or "
-                                                                 "CUDA) | fp16 (CUDA only); changes decisions "
-                                                                 "slightly (docs/certify.md)."),
+          autocast: str = typer.Option("off", "--autocast", help="Smoothing: run the base model under autocast, off | "
+                                                                 "bf16 (CPU or CUDA) | fp16 (CUDA only); changes "
+                                                                 "some decisions (measured in docs/certify.md)."),
           seed: int = typer.Option(0, "--seed", help="Your own model: seed of the test split, subset and noise "
                                                      "(a lab model uses its training seed)."),
           certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | smoothing-adaptive | ibp | "
@@ -325,7 +325,7 @@ def eval_(model: str = typer.Argument(...,
 
     from .config import CERTIFIERS, SMOOTHING_CERTIFIERS, require_choice_device
     from .distributed import process_group, rank_device, ranks_from_env, run_eval
-    from .loading import AUTOCAST, is_user_spec, lab_job, user_job
+    from .loading import AUTOCAST, is_user_spec, lab_job, parse_spec, user_job
 
     _setup(threads)
     require_choice("--certifier", certifier, CERTIFIERS)
@@ -345,13 +345,14 @@ def eval_(model: str = typer.Argument(...,
         if certifier != "smoothing":
             raise ConfigError(f"--bound applies to --certifier smoothing, not {certifier}", hint="drop --bound")
     user = is_user_spec(model)
+    if not user and ":" in model and not Path(model).exists():
+        parse_spec(model)  # a mistyped kind: the error lists the kinds
     if not user:
         lab_only = [f for f, v in (("--data", data), ("--checkpoint", checkpoint), ("--num-classes", num_classes),
                                    ("--normalize", normalize)) if v is not None]
-        lab_only += ["--autocast"] if autocast != "off" else []
         if lab_only:
-            raise ConfigError(f"{', '.join(lab_only)} apply to your own model (torchscript:, factory:, "
-                              f"torchvision:), not to the lab model folder {model!r}",
+            raise ConfigError(f"{', '.join(lab_only)} {'is' if len(lab_only) == 1 else 'are'} for your own model "
+                              f"(torchscript:, factory:, torchvision:), not for the lab model folder {model!r}",
                               hint=f"drop {lab_only[0]}, or pass MODEL as torchscript:PATH / factory:pkg.mod:fn / "
                                    f"torchvision:NAME")
     ranks = ranks_from_env()
@@ -378,7 +379,7 @@ def eval_(model: str = typer.Argument(...,
                 job = user_job(model, data=data, checkpoint=checkpoint, normalize=normalize,
                                num_classes=num_classes, autocast=autocast, seed=seed, **common)
             else:
-                job = lab_job(Path(model), **common)
+                job = lab_job(Path(model), autocast=autocast, **common)
             return run_eval(job, out, ranks=ranks, resume=resume)
 
     res = _guard(work, cmd)

@@ -203,7 +203,7 @@ def load_user_model(spec: str, checkpoint: str | Path | None = None, normalize=N
                               hint="pass --checkpoint FILE written by torch.save(model.state_dict(), FILE)")
         model = _factory(rest, num_classes) if kind == "factory" else _torchvision(rest, num_classes)
         if not isinstance(model, nn.Module):
-            raise ModelError(f"factory {rest!r} returned a {type(model).__name__}, not an nn.Module",
+            raise ModelError(f"factory {rest!r} returned an object of type {type(model).__name__}, not an nn.Module",
                              hint="the factory must return the (untrained) nn.Module the checkpoint fits")
         load_state_strict(model, _checkpoint_state(checkpoint), f"--checkpoint {str(checkpoint)!r}")
     if normalize is not None:
@@ -314,7 +314,7 @@ def _budget(job: EvalJob, n_sets: int, predict: bool, warn) -> dict:
 
 def lab_job(model_dir, *, certifier: str, n0: int, n: int, alpha: float, sigma: float | None, radius: float,
             batch: int, eps: float, inputs: str, max_inputs: int | None, predict: bool, max_hours: float,
-            device: str = "cpu", bound: str | None = None, warn: Callable = print) -> EvalJob:
+            device: str = "cpu", autocast: str = "off", bound: str | None = None, warn: Callable = print) -> EvalJob:
     """The job of a model folder written by ``certify train`` or a run (its dataset, split seed and trigger come
     from train.json); the settings are those of ``experiment.eval_model_dir``, so its run folders resume."""
     from trustlab.runtime import DataError, from_dict
@@ -335,12 +335,15 @@ def lab_job(model_dir, *, certifier: str, n0: int, n: int, alpha: float, sigma: 
     trigger = from_dict(TriggerConfig, meta["trigger"], "train.json trigger")
     cfg = ExperimentConfig(name="eval", seeds=(meta["seed"],), data=meta["data"], test_frac=meta["test_frac"],
                            trigger=trigger, max_test=max_inputs or meta.get("max_test"))
+    _no_autocast_for_bounds(autocast, smooth, certifier)
     base = {"model_dir": str(model_dir)}
     if device != "cpu":
         base["device"] = device.split(":")[0]
+    if autocast != "off":
+        base["autocast"] = autocast
     settings = _settings(base, certifier, inputs, max_inputs, smooth, scfg, bcfg)
     data = prepare_data(cfg, meta["seed"])
-    job = EvalJob(model.to(device), data, meta["seed"], settings, certifier, scfg if smooth else bcfg, inputs, {},
+    job = EvalJob(with_autocast(model.to(device), autocast, device), data, meta["seed"], settings, certifier, scfg if smooth else bcfg, inputs, {},
                   sigma if smooth else None)
     if smooth:
         attacked_at = meta.get("attack_sigma")
@@ -348,6 +351,12 @@ def lab_job(model_dir, *, certifier: str, n0: int, n: int, alpha: float, sigma: 
             warn(f"attack B trained this model against sigma {attacked_at}; certifying at --sigma {sigma}")
         job.flags = _budget(job, 2 if inputs == "both" else 1, predict, warn)
     return job
+
+
+def _no_autocast_for_bounds(autocast: str, smooth: bool, certifier: str) -> None:
+    if autocast != "off" and not smooth:
+        raise ConfigError(f"--autocast {autocast} applies to smoothing only; {certifier} bounds run in float64",
+                          hint="drop --autocast, or use --certifier smoothing")
 
 
 def user_job(spec: str, *, data: str | None, checkpoint: str | None, normalize: str | None,
@@ -370,9 +379,7 @@ def user_job(spec: str, *, data: str | None, checkpoint: str | None, normalize: 
     if smooth and sigma is None:
         raise ConfigError(f"--sigma is required for a user model ({spec!r}): the noise level it was trained for",
                           hint="e.g. --sigma 0.25 (Cohen et al.'s CIFAR-10 models: 0.12, 0.25, 0.5, 1.0)")
-    if autocast != "off" and not smooth:
-        raise ConfigError(f"--autocast {autocast} applies to smoothing only; {certifier} bounds run in float64",
-                          hint="drop --autocast, or use --certifier smoothing")
+    _no_autocast_for_bounds(autocast, smooth, certifier)
     norm = parse_normalize(normalize)
     smooth, scfg, bcfg = _configs(certifier, sigma=sigma if smooth else 0.25, n0=n0, n=n, alpha=alpha, batch=batch,
                                   predict=predict, max_hours=max_hours, radius=radius, eps=eps, bound=bound)
@@ -384,7 +391,8 @@ def user_job(spec: str, *, data: str | None, checkpoint: str | None, normalize: 
         try:
             out = model(torch.as_tensor(d.x_test[:1], device=device))
         except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or ["error"])[0][:200]
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or ["error"]
+            first = (lines[-1] if "TorchScript interpreter" in lines[0] else lines[0])[:200]
             raise ModelError(f"model {spec!r} fails on one input of shape {list(d.shape)} from {data!r}: {first}",
                              hint="check the model's input shape and channels against --data") from None
     if out.ndim != 2 or out.shape[1] < 2:
