@@ -40,3 +40,57 @@ def test_unknown_yaml_key_fails_with_exit_2(tmp_path):
 def test_main_maps_bad_alpha_to_exit_2():
     res = _main(["stats", "--alpha", "1.5"])
     assert res.returncode == 2 and "--alpha must lie in (0.0, 1.0)" in res.stderr
+
+
+# --- eval options (issue 11 items 4 and 5) ------------------------------------------------------------------------
+def test_eval_help_lists_the_user_model_and_launcher_options():
+    res = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    for flag in ("--data", "--checkpoint", "--num-classes", "--normalize", "--autocast", "--seed", "--device",
+                 "--num-samples", "--bound", "torchscript:PATH", "factory:pkg.mod:fn", "torchvision:NAME"):
+        assert flag in res.output, flag
+
+
+def test_eval_num_samples_is_n(model_dir, tmp_path):
+    """--num-samples (the spelling torchrun leaves alone) is --n: same run folder, same records."""
+    args = ["eval", str(model_dir), "--n0", "20", "--max-inputs", "4", "--inputs", "clean"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(app, [*args, "--n", "60", "--out", str(a)]).exit_code == 0
+    assert runner.invoke(app, [*args, "--num-samples", "60", "--out", str(b)]).exit_code == 0
+    assert (a / "config_hash").read_text() == (b / "config_hash").read_text()
+    assert (a / "smoothing" / "clean.jsonl").read_text() == (b / "smoothing" / "clean.jsonl").read_text()
+
+
+def test_eval_resume_hint_repeats_the_user_model_flags():
+    from trustlab.certify.cli import resume_command
+
+    cmd = resume_command("eval", "factory:m:f", checkpoint="w.pt", normalize="0.5/0.5", autocast="bf16", seed=0,
+                         data="digits", n=1000, out="runs/e")
+    assert cmd == ("trustlab certify eval factory:m:f --checkpoint w.pt --normalize 0.5/0.5 --autocast bf16 --seed 0 "
+                   "--data digits --n 1000 --out runs/e")
+
+
+def test_eval_bound_option(model_dir, tmp_path):
+    """--bound passes SmoothingConfig.bound through when that field exists, else it is refused naming it."""
+    from tests.certify.conftest import one_error
+    from trustlab.certify.cli import _has_bound_option
+
+    args = ["certify", "eval", str(model_dir), "--n", "60", "--n0", "20", "--max-inputs", "4", "--inputs", "clean",
+            "--bound", "randomized-cp", "--out", str(tmp_path / "e")]
+    if _has_bound_option():
+        res = runner.invoke(app, args[1:])
+        assert res.exit_code == 0, res.output
+        assert "bound: randomized-cp" in (tmp_path / "e" / "config.yaml").read_text()
+    else:
+        res = subprocess.run([sys.executable, "-m", "trustlab.cli.main", *args], capture_output=True, text=True,
+                             timeout=120)
+
+        class R:
+            code, out, err = res.returncode, res.stdout, res.stderr
+        assert "--bound" in one_error(R, 2)
+
+
+def test_certify_cli_import_stays_light():
+    res = subprocess.run([sys.executable, "-c", "import sys, trustlab.certify.cli; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False", res.stderr
