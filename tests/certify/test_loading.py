@@ -68,10 +68,11 @@ def test_factory_with_checkpoint_loads_the_weights(factory, lab_weights):
         assert torch.equal(m(_x()), lab(_x()))
 
 
-@pytest.mark.parametrize("prefix", ["module.", "1.module."])
+@pytest.mark.parametrize("prefix", ["module.", "1.", "1.module."])
 def test_dataparallel_prefixes_are_stripped(factory, lab_weights, tmp_path, prefix):
-    """torch.nn.DataParallel's ``module.``, and Cohen et al.'s ``1.module.`` (Sequential(normalize, DataParallel)),
-    inside a {'arch', 'state_dict'} checkpoint as their train.py writes it."""
+    """torch.nn.DataParallel's ``module.``, and Cohen et al.'s ``1.`` (CIFAR: Sequential(normalize, model)) and
+    ``1.module.`` (ImageNet: Sequential(normalize, DataParallel(model))), inside an {'arch', 'state_dict'} checkpoint
+    as their train.py writes it."""
     lab, _ = lab_weights
     path = tmp_path / "dp.pt"
     torch.save({"arch": "digits_mlp", "state_dict": {prefix + k: v for k, v in lab.state_dict().items()}}, path)

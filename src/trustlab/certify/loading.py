@@ -96,18 +96,20 @@ def _checkpoint_state(checkpoint) -> dict:
 
 
 def load_state_strict(model, state: dict, where: str) -> None:
-    """``model.load_state_dict(state, strict=True)``; a DataParallel ``module.`` prefix (as in Cohen et al.'s
-    ``1.module.`` checkpoints) shared by every key is stripped when that makes the keys fit. A mismatch is one
-    ModelError naming the first missing / unexpected keys."""
+    """``model.load_state_dict(state, strict=True)``. A wrapper prefix shared by every key (DataParallel's
+    ``module.``; ``1.`` / ``1.module.`` of Cohen et al.'s ``Sequential(normalize, model)`` checkpoints) is stripped
+    when the stripped keys are exactly the model's. A mismatch is one ModelError naming the first missing /
+    unexpected keys."""
     want = set(model.state_dict())
     have = set(state)
-    if have != want:
-        prefixes = {k[:k.index("module.") + len("module.")] for k in state if "module." in k}
-        if len(prefixes) == 1:
-            p = prefixes.pop()
+    if have != want and state:
+        first = next(iter(state)).split(".")
+        for cut in range(1, len(first)):
+            p = ".".join(first[:cut]) + "."
             if all(k.startswith(p) for k in state) and {k[len(p):] for k in state} == want:
                 state = {k[len(p):]: v for k, v in state.items()}
                 have = set(state)
+                break
     if have != want:
         missing, unexpected = sorted(want - have), sorted(have - want)
         parts = []
