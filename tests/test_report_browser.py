@@ -168,6 +168,7 @@ def test_every_plot_is_decoded(measured):
     bad = [i["alt"] for i in measured["imgs"] if not i["ok"]]
     assert not bad, bad
     assert "missing plot" not in measured["text"]  # a plot the section names but the run never wrote
+    assert "Certification cost" in measured["text"] and any("forwards" in c for c in measured["caps"])
 
 
 def test_no_literal_markdown_in_visible_text(measured):

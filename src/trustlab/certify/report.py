@@ -61,27 +61,31 @@ def summary_text(results: dict) -> str:
                  f"{points(_mean(real[best]['clean_acc_delta']))}")
             others = [a for a in real if a != best]
             if others:
-                s += "; " + ", ".join(f"{_attack(a)} {points(_mean(real[a]['triggered_abstain_delta']))}"
+                s += "; " + ", ".join(f"{_attack(a)} adds {points(_mean(real[a]['triggered_abstain_delta']))}"
                                       for a in others)
             infl = real[best].get("cost_inflation")
             if infl:
                 s += (f"; certifying a triggered input costs the attacked model {_mean(infl['mean']):.2f}× the clean "
                       f"model's mean forwards")
             parts.append(s + ".")
-    verdicts = []
-    for d, by_attack in results.get("summary", {}).get("defences", {}).items():
-        for a, by_track in by_attack.items():
-            for t, by_cert in by_track.items():
-                for c, row in by_cert.items():
-                    v = row.get("verdict")
-                    v = v if isinstance(v, list) else [v]
-                    verdicts.append((d, a, t, c, all(x == "effective" for x in v)))
-    if verdicts:
-        good = [f"{d} against {_attack(a)} ({t}/{c})" for d, a, t, c, ok in verdicts if ok]
-        parts.append(f"Of {len(verdicts)} defence × attack × certifier cases, "
-                     + (f"{len(good)} reach the verdict 'effective': {', '.join(good)}." if good else
-                        "none reaches the verdict 'effective' (it must remove half of the attack's effect at "
-                        "≤ 2 points of clean accuracy)."))
+    judged, noise = [], 0
+    for d, a, t, c, row in _defence_cases(results.get("summary", {})):
+        if not _val(row.get("applicable")):
+            continue
+        if _judgeable(row, certs.get(t, {}).get(c, {})):
+            v = row.get("verdict")
+            judged.append((d, a, t, c, all(x == "effective" for x in (v if isinstance(v, list) else [v]))))
+        else:
+            noise += 1
+    if judged or noise:
+        good = [f"{d} against {_attack(a)} on {t}/{c}" for d, a, t, c, ok in judged if ok]
+        s = f"Of {len(judged)} defence × attack × certifier cases where the attack had a measurable effect, "
+        s += (f"{len(good)} {'reaches' if len(good) == 1 else 'reach'} the verdict 'effective': {'; '.join(good)}"
+              if good else
+              "none reaches the verdict 'effective' (it must remove half of the attack's effect at ≤ 2 points of "
+              "clean accuracy)")
+        parts.append(s + (f"; {noise} more, where the attack's effect is within noise, are not judged." if noise
+                          else "."))
     if not parts:
         return "This run recorded no attacked model next to a clean one, so there is no attack effect to report."
     n = len(seeds)
@@ -194,32 +198,45 @@ def _first_radius(results, track, cert, ci):
     return ca.get(str(eps))
 
 
-def _defence_blocks(summ: dict, certs: dict, one: str) -> list:
-    from trustlab.report import Table
-
-    drows, small = [], False
+def _defence_cases(summ: dict):
+    """(defence, attack, track, certifier, row) for every defence row of the summary."""
     for d, by_attack in summ.get("defences", {}).items():
         for a, by_track in by_attack.items():
             for t, by_cert in by_track.items():
                 for c, row in by_cert.items():
-                    name = d + (f" ({row.get('tail')} tail)" if d == "strip" and row.get("tail") else "")
-                    if not _val(row.get("applicable")):
-                        drows.append((name, a, t, c, "—", "—", "—", "—", "—", "—", "not applicable"))
-                        continue
-                    ref = _mean(certs.get(t, {}).get(c, {}).get("by_model", {}).get("clean", {})
-                                .get("triggered_inputs", {}).get("abstain_rate"))
-                    before = _mean(row.get("triggered_fallback_before"))
-                    gap = None if ref is None or before is None else before - ref
-                    mit = _mean(row.get("mitigated"))
-                    if gap is None or gap < MIN_GAP or mit is None:
-                        mit_s, verdict, small = "—¹", "—¹", True
-                    else:
-                        mit_s = f"{100 * mit:.0f}%" + (" (worse)" if mit < 0 else "")
-                        verdict = _verdicts(row.get("verdict")) + one
-                    drows.append((name, a, t, c, _mmm(row.get("triggered_fallback_before")),
-                                  _mmm(row.get("triggered_fallback_after")), "—" if ref is None else f"{ref:.3f}",
-                                  "—" if gap is None else f"{gap:+.3f}", mit_s, _mmm(row.get("clean_acc_cost")),
-                                  verdict))
+                    yield d, a, t, c, row
+
+
+def _judgeable(row: dict, cert_summary: dict) -> bool:
+    """A defence row whose 'mitigated' means something: the attack moved the triggered fallback beyond noise."""
+    clean = cert_summary.get("by_model", {}).get("clean", {}).get("triggered_inputs", {})
+    ref, before = _mean(clean.get("abstain_rate")), _mean(row.get("triggered_fallback_before"))
+    if ref is None or before is None or _mean(row.get("mitigated")) is None:
+        return False
+    return meaningful_gap(before, ref, _mean(clean.get("n")))
+
+
+def _defence_blocks(summ: dict, certs: dict, one: str) -> list:
+    from trustlab.report import Table
+
+    drows, small = [], False
+    for d, a, t, c, row in _defence_cases(summ):
+        name = d + (f" ({row.get('tail')} tail)" if d == "strip" and row.get("tail") else "")
+        if not _val(row.get("applicable")):
+            drows.append((name, a, t, c, "—", "—", "—", "—", "—", "—", "not applicable"))
+            continue
+        ref = _mean(certs.get(t, {}).get(c, {}).get("by_model", {}).get("clean", {})
+                    .get("triggered_inputs", {}).get("abstain_rate"))
+        before = _mean(row.get("triggered_fallback_before"))
+        gap = None if ref is None or before is None else before - ref
+        if _judgeable(row, certs.get(t, {}).get(c, {})):
+            mit = _mean(row["mitigated"])
+            mit_s, verdict = f"{100 * mit:.0f}%" + (" (worse)" if mit < 0 else ""), _verdicts(row.get("verdict")) + one
+        else:
+            mit_s, verdict, small = "—¹", "—¹", True
+        drows.append((name, a, t, c, _mmm(row.get("triggered_fallback_before")),
+                      _mmm(row.get("triggered_fallback_after")), "—" if ref is None else f"{ref:.3f}",
+                      "—" if gap is None else f"{gap:+.3f}", mit_s, _mmm(row.get("clean_acc_cost")), verdict))
     if not drows:
         return []
     notes = ["Fallback on T(x): share of triggered inputs that get no certified prediction (abstain, or flagged by "
@@ -228,11 +245,24 @@ def _defence_blocks(summ: dict, certs: dict, one: str) -> list:
              "removes (100% = back to the clean model; negative = the defence made it worse). Verdict 'effective' "
              "needs mitigated ≥ 50%, ≤ 2 points of clean-accuracy cost and ≤ 5 points more fallback on x."]
     if small:
-        notes.append(f"¹ The attack's own effect here is under {100 * MIN_GAP:.0f} points, so the ratio divides by "
-                     "near-zero noise and means nothing; neither it nor a verdict is shown.")
+        notes.append(f"¹ The attack's own effect here is under {100 * MIN_GAP:.0f} points or within two standard "
+                     "errors of the sampling noise of two abstain rates on these inputs, so the ratio divides by noise "
+                     "and means nothing; neither it nor a verdict is shown.")
     return [Table(("defence", "attack", "track", "certifier", "fallback on T(x) before", "after", "reference",
                    "attack's effect", "mitigated", "clean acc cost", "verdict"), drows,
                   caption="Defences: how much of each attack's effect they remove", notes=notes)]
+
+
+def meaningful_gap(before: float, ref: float, n: float | None) -> bool:
+    """Whether the attack's effect before − ref (two fallback shares on n inputs each) is large enough to divide by:
+    at least MIN_GAP and more than two standard errors sqrt(b(1−b)/n + r(1−r)/n) of its sampling noise."""
+    gap = before - ref
+    if gap < MIN_GAP:
+        return False
+    if not n:
+        return True
+    se = (before * (1 - before) / n + ref * (1 - ref) / n) ** 0.5
+    return gap > 2 * se
 
 
 def _cost_blocks(certs: dict) -> list:
@@ -337,7 +367,9 @@ def _images(results: dict) -> list:
             groups.setdefault(stem[: -len(kind) - 1], {})[kind] = a
         else:
             (first if stem == "trigger_examples" else last).append(a)
-    ordered = first + [g[k] for g in groups.values() for k in kinds if k in g] + last
+    track_order = [f"{t}_{c}" for t, by in results.get("summary", {}).get("certifiers", {}).items() for c in by]
+    keys = sorted(groups, key=lambda g: track_order.index(g) if g in track_order else len(track_order))
+    ordered = first + [groups[g][k] for g in keys for k in kinds if k in groups[g]] + last
     return [Image(a, _caption(a)) for a in ordered]
 
 

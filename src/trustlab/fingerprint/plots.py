@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 def training_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """FP loss (log) and exact-match accuracy per epoch, from ``train_log.jsonl`` records."""
-    from trustlab.report.plots import figure, legend_outside, save
+    from trustlab.report.plots import figure, save
 
     rows = [r for r in history if "epoch" in r and not r.get("final_wa")]
     fig, ax = figure(6, 3.6)

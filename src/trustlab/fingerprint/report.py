@@ -146,16 +146,16 @@ def summary_text(results: dict) -> str:
     for a in (rob.get("suppress") or {}).get("attacks", []):
         attacked.append((str(a.get("attack")), a))
     if attacked:
-        kept = [n for n, m in attacked if m.get("decision") == "OWNED"]
-        out.append(f"After {len(attacked)} transformation(s) the verdict stays OWNED for {len(kept)}"
-                   + (f" ({', '.join(kept)})" if kept else "") + "; "
-                   + ", ".join(f"{n}: {m.get('m')}/{m.get('M')}" for n, m in attacked) + ".")
+        kept = sum(m.get("decision") == "OWNED" for _, m in attacked)
+        out.append(("After " + "; ".join(f"{n} {m.get('m')}/{m.get('M')} keys still match ({m.get('decision')})"
+                                         for n, m in attacked))
+                   + (f": the verdict survives {kept} of {len(attacked)} transformations." if len(attacked) > 1 else "."))
     u = rob.get("utility")
     if u:
         out.append(f"Embedding cost utility: held-out perplexity ×{_f(u['ppl_ratio'])} of the base model, trivia "
                    f"accuracy {_f(u['mc_fp'])} against {_f(u['mc_base'])}.")
     if results.get("embed") is not None or results.get("verb") == "embed":
-        out.append(f"The model was fingerprinted once (one seed, {(results.get('config') or {}).get('seed', '?')}); "
+        out.append(f"The model was fingerprinted once (one seed: {(results.get('config') or {}).get('seed', '?')}); "
                    "the p-values hold for this model, not for every embedding run.")
     if not out:
         return "This run holds no verdict or robustness figures; its settings follow."

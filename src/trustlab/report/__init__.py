@@ -3,5 +3,5 @@
 from .blocks import Block, Bullets, Heading, Image, Summary, Table, Text, fmt, pct, points, seeds_note
 from .render import generic_section, load_results, prefix_images, render, run_blocks, to_html, to_markdown
 
-__all__ = ["Block", "Bullets", "Heading", "Image", "Summary", "Table", "Text", "fmt", "pct", "points", "seeds_note", "generic_section", "load_results",
-           "prefix_images", "render", "run_blocks", "to_html", "to_markdown"]
+__all__ = ["Block", "Bullets", "Heading", "Image", "Summary", "Table", "Text", "fmt", "pct", "points", "seeds_note",
+           "generic_section", "load_results", "prefix_images", "render", "run_blocks", "to_html", "to_markdown"]
