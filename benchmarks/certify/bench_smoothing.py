@@ -1,113 +1,171 @@
-"""Our randomized-smoothing CERTIFY vs a per-input re-implementation of the locuslab/smoothing reference algorithm
-(one input at a time, a batch of noise per forward, Python per-sample counting, two-sided CP at 2*alpha).
+"""Our randomized-smoothing CERTIFY/PREDICT vs (a) a plain batched implementation of the locuslab/smoothing
+reference algorithm and (b) the physical limit of the same model at the same batch.
 
-(a) shared noise: identical counts/decisions, p_lower and radius to 1e-9; (b) independent noise (reference on the
-global torch RNG): per-input abstain agreement and abstain-rate gap in SEs; (c) throughput ratio ours/reference.
-Prints one JSON line.   python benchmarks/certify/bench_smoothing.py [--quick]
+plain: one input at a time, a batch of fresh noise per forward (torch.randn on a seeded generator), counts with
+torch.bincount, the Clopper-Pearson bound from scipy (the best plain loop a user would write);
+limit: the bare ``model(x + sigma * torch.randn(batch, ...))`` loop over the same number of rows, no counting.
+Models: the digits MLP and the MNIST-5k CNN of the demo configs; N in {1000, 10000}, n0 = 100, batch 1000.
+Each timing is repeated (ours, plain, limit in turn) and the medians of ms/input and of the per-round ratios are
+printed. Checks: (a) plain fed our noise stream gives identical counts, decisions, p_lower and radius (1e-9);
+(b) with independent noise, per-input abstain agreement and the abstain-rate gap in SEs.
+Prints one JSON line.   OMP_NUM_THREADS=1 python benchmarks/certify/bench_smoothing.py [--quick] [--reps 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import numpy as np
 
 
-def reference_certify(model, x, n0, n, alpha, batch, sigma, K, noise=None):
-    """Cohen et al.'s Smooth.certify for one input; ``noise(role, count)`` supplies noise, else torch's global RNG."""
+# --- the plain batched reference (Cohen et al.'s Smooth.certify / Smooth.predict, batched) ------------------------
+def plain_counts(model, x, num, batch, sigma, K, gen, noise=None):
+    """Counts of argmax f(x + noise) over ``num`` draws, ``batch`` per forward; ``noise(start, rows)`` supplies
+    the noise (shared-noise check), else torch.randn on ``gen``."""
     import torch
+
+    counts = torch.zeros(K, dtype=torch.long, device=x.device)
+    drawn = 0
+    with torch.inference_mode():
+        while drawn < num:
+            b = min(batch, num - drawn)
+            eps = noise(drawn, b) if noise else torch.randn((b, *x.shape), generator=gen, device=x.device) * sigma
+            counts += torch.bincount(model(x + eps).argmax(1), minlength=K)
+            drawn += b
+    return counts.cpu().numpy()
+
+
+def plain_certify(model, x, n0, n, alpha, batch, sigma, K, gen, noise=None):
+    """(pred, radius, p_lower, n_a): c from n0 draws, one-sided CP lower bound of p_c from n fresh draws."""
     from scipy.stats import beta, norm
 
-    def sample(num, role):
-        counts = np.zeros(K, dtype=int)
-        drawn = 0
-        with torch.no_grad():
-            while num > 0:
-                b = min(batch, num)
-                xb = x.unsqueeze(0).repeat((b, 1, 1, 1))
-                eps = noise(role, drawn, b) if noise else torch.randn_like(xb) * sigma
-                preds = model(xb + eps).argmax(1)
-                for idx in preds.cpu().numpy():  # the reference's per-sample counting
-                    counts[idx] += 1
-                num -= b
-                drawn += b
-        return counts
-
-    c_hat = sample(n0, "select").argmax()
-    n_a = sample(n, "estimate")[c_hat]
-    # statsmodels proportion_confint(n_a, n, alpha=2*alpha, method="beta")[0]
-    p = beta.ppf(alpha, n_a, n - n_a + 1) if n_a > 0 else 0.0
-    return (-1, 0.0, p, n_a) if p < 0.5 else (int(c_hat), sigma * norm.ppf(p), p, n_a)
+    c_hat = int(plain_counts(model, x, n0, batch, sigma, K, gen, noise and noise("select")).argmax())
+    n_a = int(plain_counts(model, x, n, batch, sigma, K, gen, noise and noise("estimate"))[c_hat])
+    p = float(beta.ppf(alpha, n_a, n - n_a + 1)) if n_a > 0 else 0.0
+    return (-1, 0.0, p, n_a) if p < 0.5 else (c_hat, float(sigma * norm.ppf(p)), p, n_a)
 
 
-def shared_noise(idx, run_seed, sigma, shape, device="cpu"):
-    """Our per-input block streams, cut into whatever batch the reference asks for."""
+def plain_predict(model, x, n, alpha, batch, sigma, K, gen, noise=None):
+    """Top class of n draws, or -1 when the two-sided binomial test of the top two counts has p > alpha."""
+    from scipy.stats import binomtest
+
+    c = plain_counts(model, x, n, batch, sigma, K, gen, noise and noise("predict"))
+    top = np.argsort(-c, kind="stable")[:2]
+    pv = binomtest(int(c[top[0]]), int(c[top[0]] + c[top[1]]), 0.5).pvalue if c[top].sum() else 1.0
+    return -1 if pv > alpha else int(top[0])
+
+
+def limit_loop(model, x, rows, batch, sigma, gen):
+    """The forward + noise limit: ``rows`` noisy rows of the inputs ``x`` through the model, ``batch`` per forward."""
     import torch
 
-    from trustlab.certify.smoothing import _blocks, block_seed
-
-    cache = {}
-
-    def fn(role, start, count):
-        if role not in cache:
-            total = {"select": fn.n0, "estimate": fn.n}[role]
-            parts = [torch.randn((s, *shape), device=device,
-                                 generator=torch.Generator(device=device).manual_seed(block_seed(run_seed, idx, role, b)))
-                     for b, s in enumerate(_blocks(total))]
-            cache[role] = torch.cat(parts) * sigma
-        return cache[role][start:start + count]
-    return fn
+    per = -(-rows // len(x))
+    with torch.inference_mode():
+        done = 0
+        while done < rows:
+            b = min(batch, rows - done)
+            model(x[(done // per) % len(x)] + sigma * torch.randn((b, *x.shape[1:]), generator=gen, device=x.device))
+            done += b
 
 
-def bench_model(name, model, x, K, sigma, n_values, alpha=0.001, n0=100, batch=1000, inputs=(40, 10)):
+def our_stream(idx, run_seed, sigma, shape, draws, device):
+    """Our noise stream of input ``idx`` (blocks of NOISE_BLOCK rows, one seeded generator per block), as slices."""
     import torch
+
+    from trustlab.certify.smoothing import _blocks, stream_seeds
+
+    def role_fn(role):
+        sizes = list(_blocks(draws[role]))
+        z = torch.cat([torch.randn((s, *shape), device=device, generator=torch.Generator(device=device).manual_seed(sd))
+                       for sd, s in zip(stream_seeds(run_seed, idx, role, len(sizes)), sizes)]) * sigma
+        return lambda start, rows: z[start:start + rows]
+    return role_fn
+
+
+# --- one model -------------------------------------------------------------------------------------------------
+def bench_model(name, model, x, K, sigma, n_values, inputs, reps, alpha=0.001, n0=100, batch=1000):
+    import torch
+
+    from trustlab.certify.config import SmoothingConfig
+    from trustlab.certify.smoothing import certify_inputs, predict_batch
 
     dev = next(model.parameters()).device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    from trustlab.certify.config import SmoothingConfig
-    from trustlab.certify.smoothing import certify_inputs
-
     out = {}
     for n, m in zip(n_values, inputs):
         xs = x[:m]
+        xt = torch.as_tensor(xs, device=dev)
         cfg = SmoothingConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch)
-        certify_inputs(model, xs[:2], cfg, seed=1, K=K)  # warm-up
-        reference_certify(model, torch.as_tensor(xs[0], device=dev), n0, n, alpha, batch, sigma, K)  # warm-up
-        sync()
-        t0 = time.perf_counter()
-        ours = certify_inputs(model, xs, cfg, seed=0, K=K)
-        sync()
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        torch.manual_seed(0)
-        ref = [reference_certify(model, torch.as_tensor(xs[i], device=dev), n0, n, alpha, batch, sigma, K)
-               for i in range(m)]
-        sync()
-        t_ref = time.perf_counter() - t0
-        # (a) shared noise
-        shared = []
-        for i in range(m):
-            fn = shared_noise(i, 0, sigma, xs.shape[1:], dev)
-            fn.n0, fn.n = n0, n
-            shared.append(reference_certify(model, torch.as_tensor(xs[i], device=dev), n0, n, alpha, batch, sigma, K,
-                                            fn))
-        same = all(o["pred"] == s[0] and o["n_a"] == s[3] and abs(o["p_lower"] - s[2]) <= 1e-9
-                   and abs(o["radius"] - s[1]) <= 1e-9 for o, s in zip(ours, shared))
-        # (b) independent noise
-        a_ours = np.array([o["pred"] == -1 for o in ours])
-        a_ref = np.array([r[0] == -1 for r in ref])
-        p = (a_ours.mean() + a_ref.mean()) / 2
-        se = np.sqrt(2 * p * (1 - p) / m) if 0 < p < 1 else 0.0
-        gap = abs(a_ours.mean() - a_ref.mean())
-        out[f"{name}_N{n}"] = {"inputs": m, "shared_noise_identical": same,
-                               "abstain_agreement": float((a_ours == a_ref).mean()),
-                               "abstain_rate_ours": float(a_ours.mean()), "abstain_rate_ref": float(a_ref.mean()),
-                               "gap_in_se": float(gap / se) if se > 0 else (0.0 if gap == 0 else None),
-                               "ms_per_input_ours": round(1e3 * t_ours / m, 2),
-                               "ms_per_input_ref": round(1e3 * t_ref / m, 2), "ratio": round(t_ref / t_ours, 2)}
+
+        def timed(fn):
+            sync()
+            t0 = time.perf_counter()
+            r = fn()
+            sync()
+            return time.perf_counter() - t0, r
+
+        def gen(seed):
+            return torch.Generator(device=dev).manual_seed(seed)
+
+        runs = {
+            "certify": {
+                "ours": lambda: certify_inputs(model, xs, cfg, seed=0, K=K),
+                "plain": lambda: [plain_certify(model, xt[i], n0, n, alpha, batch, sigma, K, gen(1000 + i))
+                                  for i in range(m)],
+                "limit": lambda: limit_loop(model, xt, m * (n0 + n), batch, sigma, gen(7)),
+            },
+            "predict": {
+                "ours": lambda: predict_batch(model, xs, list(range(m)), n=n, alpha=alpha, sigma=sigma, K=K,
+                                              run_seed=0, batch=batch),
+                "plain": lambda: [plain_predict(model, xt[i], n, alpha, batch, sigma, K, gen(2000 + i))
+                                  for i in range(m)],
+                "limit": lambda: limit_loop(model, xt, m * n, batch, sigma, gen(8)),
+            },
+        }
+        for mode, fns in runs.items():
+            for f in fns.values():  # warm-up (also prices the budget once)
+                f()
+            times: dict = {k: [] for k in fns}
+            results: dict = {}
+            for rep in range(reps):
+                order = list(fns)[rep % 3:] + list(fns)[:rep % 3]  # rotate who goes first
+                for k in order:
+                    t, results[k] = timed(fns[k])
+                    times[k].append(t)
+            ours, plain = results["ours"], results["plain"]
+            # (a) shared noise: the plain reference fed our stream reproduces our results exactly
+            draws = {"select": n0, "estimate": n, "predict": n}
+            if mode == "certify":
+                shared = [plain_certify(model, xt[i], n0, n, alpha, batch, sigma, K, None,
+                                        our_stream(i, 0, sigma, xs.shape[1:], draws, dev)) for i in range(m)]
+                same = all(o["pred"] == s[0] and o["n_a"] == s[3] and abs(o["p_lower"] - s[2]) <= 1e-9
+                           and abs(o["radius"] - s[1]) <= 1e-9 for o, s in zip(ours, shared))
+                a_ours = np.array([o["pred"] == -1 for o in ours])
+                a_ref = np.array([r[0] == -1 for r in plain])
+            else:
+                shared = [plain_predict(model, xt[i], n, alpha, batch, sigma, K, None,
+                                        our_stream(i, 0, sigma, xs.shape[1:], draws, dev)) for i in range(m)]
+                same = all(o[0] == s for o, s in zip(ours, shared))
+                a_ours = np.array([o[0] == -1 for o in ours])
+                a_ref = np.array([r == -1 for r in plain])
+            # (b) independent noise
+            p = (a_ours.mean() + a_ref.mean()) / 2
+            se = np.sqrt(2 * p * (1 - p) / m) if 0 < p < 1 else 0.0
+            gap = abs(a_ours.mean() - a_ref.mean())
+            med = {k: statistics.median(v) for k, v in times.items()}
+            out[f"{name}_{mode}_N{n}"] = {
+                "inputs": m, "reps": reps, "shared_noise_identical": bool(same),
+                "abstain_agreement": float((a_ours == a_ref).mean()),
+                "abstain_rate_ours": float(a_ours.mean()), "abstain_rate_plain": float(a_ref.mean()),
+                "gap_in_se": float(gap / se) if se > 0 else (0.0 if gap == 0 else None),
+                **{f"ms_per_input_{k}": round(1e3 * v / m, 3) for k, v in med.items()},
+                # ours/plain = throughput ratio (plain time / our time); ours/limit = our share of the limit's
+                "ours_over_plain": round(statistics.median(p_ / o for p_, o in zip(times["plain"], times["ours"])), 3),
+                "ours_over_limit": round(statistics.median(lim / o for lim, o in zip(times["limit"], times["ours"])), 3),
+            }
     return out
 
 
@@ -129,43 +187,62 @@ def bench_batch_api(model, x, K: int, sigma: float, n: int, batch: int) -> dict:
             "ratio_loop_over_batch": round(t_loop / t_batch, 2)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=1000, help="rows per forward (both implementations)")
-    args = ap.parse_args()
+def demo_models(device: str, quick: bool):
+    """The demo configs' victims: digits MLP (128, 128), gaussian sigma 0.25; MNIST-5k small CNN (if installed)."""
     import torch
 
     from trustlab.certify.config import TrainConfig
     from trustlab.certify.train import train
     from trustlab.data import is_installed, load, stratified_split
     from trustlab.models import mlp, small_cnn
-    from trustlab.runtime import configure_threads
 
-    configure_threads(1)
     d = load("digits")
     tr, te = stratified_split(d.y, 0.2, 0)
     torch.manual_seed(0)
     m = mlp((1, 8, 8), (128, 128), 10)
-    train(m, d.x[tr], d.y[tr], TrainConfig(procedure="gaussian", epochs=20), seed=0, device=args.device)
-    res = bench_model("digits_mlp", m.eval(), d.x[te], 10, 0.25, (1000, 10_000), batch=args.batch,
-                      inputs=(20, 4) if args.quick else (60, 12))
-    if is_installed("mnist-5k") and not args.quick:
+    train(m, d.x[tr], d.y[tr], TrainConfig(procedure="gaussian", epochs=20), seed=0, device=device)
+    models = [("digits_mlp", m.eval(), d.x[te])]
+    if is_installed("mnist-5k"):
         mn = load("mnist-5k")
         tr, te = stratified_split(mn.y, 0.2, 0)
         torch.manual_seed(0)
         c = small_cnn((1, 28, 28), 10)
         train(c, mn.x[tr][:2000], mn.y[tr][:2000], TrainConfig(procedure="gaussian", epochs=3), seed=0,
-              device=args.device)
-        res.update(bench_model("mnist5k_cnn", c.eval(), mn.x[te], 10, 0.25, (1000, 10_000), batch=args.batch,
-                               inputs=(8, 2) if args.device == "cpu" else (40, 10)))
-    ratios = [v["ratio"] for v in res.values()]
-    res_batch = {f"digits_mlp_N{n}": bench_batch_api(m.eval(), d.x[te][:40], 10, 0.25, n, args.batch)
+              device=device)
+        models.append(("mnist5k_cnn", c.eval(), mn.x[te]))
+    return models
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1000, help="rows per forward (all three loops)")
+    ap.add_argument("--reps", type=int, default=5, help="timed rounds per case (medians are printed)")
+    ap.add_argument("--models", default="digits_mlp,mnist5k_cnn")
+    args = ap.parse_args()
+
+    from trustlab.certify.smoothing import NOISE_BLOCK, NOISE_STREAM
+    from trustlab.runtime import configure_threads
+
+    configure_threads(1)
+    on_cpu = args.device == "cpu"
+    sizes = {"digits_mlp": (20, 4) if args.quick else (40, 8), "mnist5k_cnn": (4, 1) if on_cpu else (40, 10)}
+    res = {}
+    models = demo_models(args.device, args.quick)
+    for name, model, x in models:
+        if name in args.models.split(","):
+            res.update(bench_model(name, model, x, 10, 0.25, (1000, 10_000), sizes[name], args.reps,
+                                   batch=args.batch))
+    res_batch = {f"digits_mlp_N{n}": bench_batch_api(models[0][1], models[0][2][:40], 10, 0.25, n, args.batch)
                  for n in (100, 1000)}
-    print(json.dumps({"bench": "certify_smoothing", "baseline": "per-input locuslab/smoothing re-implementation",
-                      "device": args.device, "batch": args.batch,
-                      "min_ratio": min(ratios), "results": res, "certify_batch_vs_loop": res_batch}))
+    print(json.dumps({"bench": "certify_smoothing", "baseline": "plain batched reference + forward/noise limit",
+                      "device": args.device, "batch": args.batch, "noise_stream": NOISE_STREAM,
+                      "noise_block": NOISE_BLOCK,
+                      "min_ours_over_plain": min(v["ours_over_plain"] for v in res.values()),
+                      "min_ours_over_limit": min(v["ours_over_limit"] for v in res.values()),
+                      "all_shared_noise_identical": all(v["shared_noise_identical"] for v in res.values()),
+                      "results": res, "certify_batch_vs_loop": res_batch}))
 
 
 if __name__ == "__main__":

@@ -175,3 +175,86 @@ def test_absurd_budget_is_refused_up_front_with_the_estimate(net_and_x):
     assert "lower n" in exc.value.hint
     with pytest.raises(ConfigError, match="would take about"):
         SmoothedClassifier(m, 4, 0.25).predict(x[0], 10**13, 0.001)
+
+
+def _stream_counts(m, x, i, draws, role, sigma, K, seed):
+    """Counts from the documented noise stream, built by hand: block b of NOISE_BLOCK rows drawn by torch.randn from
+    a generator seeded with block_seed(seed, i, role, b), then argmax f(x + sigma * z) over all rows at once."""
+    from trustlab.certify.smoothing import NOISE_BLOCK, block_seed
+
+    sizes = [NOISE_BLOCK] * (draws // NOISE_BLOCK) + ([draws % NOISE_BLOCK] if draws % NOISE_BLOCK else [])
+    z = torch.cat([torch.randn((s, *x.shape), generator=torch.Generator().manual_seed(block_seed(seed, i, role, b)))
+                   for b, s in enumerate(sizes)])
+    with torch.no_grad():
+        pred = m(torch.as_tensor(x) + z * sigma).argmax(1)
+    return np.bincount(pred.numpy(), minlength=K)
+
+
+@pytest.mark.parametrize("draws,batch", [(2300, 1000), (2300, 7), (2300, 4096), (150, 1000), (150, 64)])
+def test_counts_follow_the_documented_stream_for_any_batch(net_and_x, draws, batch):
+    """count_classes = the hand-built stream whatever the packing: blocks crossing forwards (batch 7, 1000), several
+    blocks and inputs per forward (4096; 150 < batch), inputs split across forwards (150 at 64)."""
+    from trustlab.certify.smoothing import count_classes
+
+    m, x = net_and_x
+    idx = [5, 0, 11, 3]
+    got = count_classes(m, x[:4], idx, draws, "estimate", sigma=0.5, K=4, run_seed=9, batch=batch)
+    want = np.stack([_stream_counts(m, x[j], i, draws, "estimate", 0.5, 4, 9) for j, i in enumerate(idx)])
+    assert (got == want).all()
+    assert (got.sum(1) == draws).all()
+
+
+def test_non_finite_logits_name_the_input_inside_a_packed_forward():
+    class NanOn(nn.Module):  # NaN logits only for the input whose first pixel is 0.5
+        def forward(self, z):
+            out = torch.zeros(len(z), 2)
+            out[(z.reshape(len(z), -1)[:, 1] - 0.5).abs() < 1e-6] = float("nan")
+            return out
+
+    from trustlab.certify.smoothing import count_classes
+
+    x = np.zeros((3, 1, 1, 2), np.float32)
+    x[2, 0, 0, 1] = 0.5
+    with pytest.raises(ModelError, match="idx 42"):
+        count_classes(NanOn(), x, [40, 41, 42], 20, "select", sigma=1e-9, K=2, run_seed=0, batch=1000)
+
+
+def test_default_bound_is_clopper_pearson_and_records_say_so(net_and_x):
+    from trustlab.certify.stats import cp_lower
+
+    m, x = net_and_x
+    assert SmoothingConfig().bound == "clopper-pearson"
+    recs = certify_inputs(m, x, SmoothingConfig(n=700, n0=50), seed=3, K=4)
+    assert all(r["bound"] == "clopper-pearson" for r in recs)
+    assert all(r["p_lower"] == pytest.approx(cp_lower(r["n_a"], 700, 0.001), abs=1e-12) for r in recs)
+
+
+def test_randomized_cp_is_deterministic_never_weaker_and_stamped(net_and_x, tmp_path):
+    from trustlab.runtime import ConfigError
+
+    m, x = net_and_x
+    cfg = SmoothingConfig(n=700, n0=50, bound="randomized-cp")
+    base = certify_inputs(m, x, cfg, seed=3, K=4)
+    cp = certify_inputs(m, x, SmoothingConfig(n=700, n0=50), seed=3, K=4)
+    assert all(r["bound"] == "randomized-cp" for r in base)
+    assert [r["n_a"] for r in base] == [r["n_a"] for r in cp]  # same draws, only the bound differs
+    assert all(r["p_lower"] >= c["p_lower"] - 1e-12 for r, c in zip(base, cp))
+    assert sum(r["p_lower"] > c["p_lower"] + 1e-6 for r, c in zip(base, cp)) >= len(x) // 2
+    assert all(np.isfinite(r["radius"]) for r in base)
+    for b in (1, 7):
+        assert certify_inputs(m, x, SmoothingConfig(n=700, n0=50, batch_size=b, bound="randomized-cp"), seed=3,
+                              K=4) == base
+    assert certify_inputs(m, x[::-1].copy(), cfg, seed=3, K=4, idx=np.arange(len(x))[::-1]) == base
+    shards = [certify_inputs(m, x, cfg, seed=3, K=4, shard=(r, 2)) for r in range(2)]
+    assert sorted(sum(shards, []), key=lambda r: r["idx"]) == base
+    path = tmp_path / "rcp.jsonl"
+    certify_inputs(m, x, cfg, seed=3, K=4, records=path)
+    text = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(text[:4]))
+    assert certify_inputs(m, x, cfg, seed=3, K=4, records=path) == base
+    # a resume under the other bound is refused, or discarded on request
+    with pytest.raises(ConfigError):
+        certify_inputs(m, x, SmoothingConfig(n=700, n0=50), seed=3, K=4, records=path)
+    assert certify_inputs(m, x, SmoothingConfig(n=700, n0=50), seed=3, K=4, records=path, on_stale="discard") == cp
+    with pytest.raises(ConfigError, match="smoothing.bound"):
+        SmoothingConfig(bound="wilson")

@@ -53,3 +53,36 @@ def test_budget_warns_when_n_too_small():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not budget(1000, 0.001, 0.25, radii=(0.5,))["n_too_small"]
+
+
+def test_binom_pvalue_vectorised_equals_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    ks, ns = zip(*[(k, n) for n in (1, 2, 3, 10, 11, 57, 1000, 1001) for k in range(0, n + 1, max(1, n // 50))])
+    got = binom_pvalue(np.array(ks), np.array(ns))
+    want = np.array([binomtest(k, n, 0.5).pvalue for k, n in zip(ks, ns)])
+    assert np.allclose(got, want, rtol=1e-12, atol=0)
+    assert binom_pvalue(0, 0) == 1.0
+
+
+@pytest.mark.parametrize("p,n,cp_gap", [(0.9, 100, True), (0.6, 1000, False)])
+def test_randomized_cp_bound_of_the_fixed_n_path_has_exact_coverage(p, n, cp_gap):
+    """Bernoulli oracle: k ~ Bin(n, p), u = the fixed-N path's per-input uniform; the randomized bound exceeds the
+    true p with probability alpha (exact, within 4 SE) and is never below CP, whose rate is <= alpha (well below at
+    small n, where its discreteness shows)."""
+    from trustlab.certify.smoothing import p_lower_bound
+
+    alpha, reps = 0.05, 20_000
+    k = np.random.default_rng(1).binomial(n, p, reps)
+    low = p_lower_bound(k, n, alpha, "randomized-cp", run_seed=7, idx=range(reps))
+    cp = p_lower_bound(k, n, alpha, "clopper-pearson", run_seed=7, idx=range(reps))
+    se = np.sqrt(alpha * (1 - alpha) / reps)
+    assert abs(np.mean(low > p) - alpha) <= 4 * se
+    assert np.mean(cp > p) <= alpha + 4 * se
+    if cp_gap:
+        assert np.mean(cp > p) < alpha - 4 * se
+    assert (low >= cp - 1e-12).all()
+    # the uniforms are a deterministic function of (run seed, idx), and differ across seeds
+    again = p_lower_bound(k[:50], n, alpha, "randomized-cp", run_seed=7, idx=range(50))
+    other = p_lower_bound(k[:50], n, alpha, "randomized-cp", run_seed=8, idx=range(50))
+    assert (again == low[:50]).all() and (other != low[:50]).any()

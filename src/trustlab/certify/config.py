@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from trustlab.runtime import ConfigError, check_types, require_choice, require_range
 from trustlab.runtime import config as _rc
@@ -120,6 +120,9 @@ class SmoothingConfig:
     predict: bool = False
     max_hours: float = 24.0  # refuse a budget whose measured-throughput estimate exceeds this (not a result setting)
     target_radius: float = 0.0  # smoothing-adaptive only: the radius each input is certified at
+    # fixed-N lower bound on p_A: exact Clopper-Pearson, or randomized CP (Voracek 2024; exact 1 - alpha coverage,
+    # never below CP; its uniform u is derived from (seed, input idx))
+    bound: Literal["clopper-pearson", "randomized-cp"] = "clopper-pearson"
 
     def __post_init__(self):
         check_types(self, "smoothing")

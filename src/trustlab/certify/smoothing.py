@@ -1,8 +1,10 @@
 """Randomized smoothing (Cohen, Rosenfeld, Kolter 2019): g(x) = argmax_c P(f(x + delta) = c), delta ~ N(0, sigma^2 I).
 
-Noise for input ``idx`` comes in fixed blocks, each from its own generator seeded by SeedSequence(run_seed, idx, role,
-block), with separate streams for selection, estimation and PREDICT: results do not depend on batch size, input
-order, resume or sharding (on one device type). ``certify_inputs`` uses an input's position as ``idx``;
+Noise for input ``idx`` comes in fixed blocks of NOISE_BLOCK rows, each from its own torch generator seeded by a
+hash of (run_seed, idx, role, block) (``block_seed``), with separate streams for selection, estimation and PREDICT:
+results do not depend on batch size, input order, resume or sharding (on one device type). Stream v2 (NOISE_STREAM):
+1000-row blocks and BLAKE2b seeds; v1 (500-row blocks, a numpy SeedSequence per block) spent a tenth of the digits
+MLP's time on seeding; the stream version is part of every record file's stamp. ``certify_inputs`` uses an input's position as ``idx``;
 ``SmoothedClassifier`` without an ``idx`` uses a digest of the input itself, so distinct inputs get distinct noise.
 
 Before certifying, the sample budget is priced: noisy forwards per second are measured on the model and a budget
@@ -29,7 +31,8 @@ from .records import append_records, array_digest, model_digest, open_records
 from .stats import binom_pvalue, budget, cp_lower, max_radius
 from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also imported from here)
 
-NOISE_BLOCK = 500
+NOISE_BLOCK = 1000  # rows per seeded block of an input's noise stream
+NOISE_STREAM = 2  # v1: 500-row blocks, a SeedSequence per block; v2: 1000-row blocks, all seeds from one SeedSequence
 ROLES = {"select": 0, "estimate": 1, "predict": 2}
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,15 @@ class SmoothCerts:
 
 
 def block_seed(run_seed: int, idx: int, role: str, block: int) -> int:
-    words = np.random.SeedSequence([int(run_seed), int(idx), ROLES[role], int(block)]).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    """Seed of block ``block`` of the noise stream (run_seed, idx, role): 63 bits of BLAKE2b of the four numbers
+    (stream v2; v1 took a numpy SeedSequence per block, 40x slower, which showed in the MLP's throughput)."""
+    key = b"trustlab-noise-v2:%d:%d:%d:%d" % (int(run_seed), int(idx), ROLES[role], int(block))
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def stream_seeds(run_seed: int, idx: int, role: str, blocks: int) -> list[int]:
+    """Seeds of the first ``blocks`` blocks of stream (run_seed, idx, role) (``block_seed`` of each)."""
+    return [block_seed(run_seed, idx, role, b) for b in range(blocks)]
 
 
 def _device(model):
@@ -75,41 +85,82 @@ def _device(model):
 
 def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma: float, K: int, run_seed: int,
                   batch: int) -> np.ndarray:
-    """[B, K] counts of f(x_i + delta) over ``draws`` fresh Gaussian draws per input, packed into forwards of
-    at most ``batch`` rows (noise is written straight into a reusable buffer)."""
+    """[B, K] counts of argmax f(x_i + sigma * z) over the first ``draws`` rows z of input i's noise stream.
+
+    The stream is cut in blocks of NOISE_BLOCK rows, block b drawn by torch.randn from a generator seeded with
+    ``block_seed(run_seed, idx[i], role, b)``; rows are packed into forwards of at most ``batch`` rows (several inputs
+    per forward when draws < batch), so the counts do not depend on batch, order or grouping. Noise is drawn in place
+    into preallocated buffers; predictions stay on the device and are counted (and checked finite) once at the end."""
     import torch
 
     dev = _device(model)
     x = torch.as_tensor(x, dtype=torch.float32, device=dev)
-    counts = torch.zeros(len(x) * K, dtype=torch.long, device=dev)
-    cap = batch + NOISE_BLOCK
-    buf = torch.empty((cap, *x.shape[1:]), dtype=torch.float32, device=dev)
-    own = torch.empty(cap, dtype=torch.long, device=dev)
-    ones = torch.ones(cap, dtype=torch.long, device=dev)
+    n_in, shape = len(x), tuple(x.shape[1:])
+    buf = torch.empty((batch, *shape), dtype=torch.float32, device=dev)
+    blk = torch.empty((min(NOISE_BLOCK, draws), *shape), dtype=torch.float32, device=dev)
+    sizes = list(_blocks(draws))
+    preds, sums = [], []  # per forward: argmax and logit sum of each row (a NaN/inf logit makes its sum non-finite)
+    owners: list[int] = []  # input of each run of rows, in forward order
+    rows: list[int] = []  # length of each run
+    parts = 0  # runs in the forward being filled
     fill = 0
 
-    def run(rows: int) -> None:
-        logits = _forward(model, buf[:rows], own[:rows], idx, K)
-        counts.index_add_(0, own[:rows] * K + logits.argmax(1), ones[:rows])
+    def forward(xb):
+        logits = model(xb)
+        if logits.ndim != 2 or logits.shape[1] != K or logits.shape[0] != xb.shape[0]:
+            raise ModelError(f"model returned logits of shape {tuple(logits.shape)} for input idx "
+                             f"{idx[owners[len(owners) - parts]]}; expected ({xb.shape[0]}, {K})",
+                             hint="the base model must map a batch to (B, K) logits")
+        preds.append(logits.argmax(1))
+        sums.append(logits.sum(1))
 
-    for i in range(len(x)):
-        for b, size in enumerate(_blocks(draws)):
-            g = torch.Generator(device=dev).manual_seed(block_seed(run_seed, idx[i], role, b))
-            seg = buf[fill:fill + size]
-            torch.randn(seg.shape, generator=g, device=dev, out=seg)
-            seg.mul_(sigma).add_(x[i])
-            own[fill:fill + size] = i
-            fill += size
-            while fill >= batch:
-                run(batch)
-                rest = fill - batch
-                if rest:
-                    buf[:rest] = buf[batch:fill].clone()
-                    own[:rest] = own[batch:fill].clone()
-                fill = rest
-    if fill:
-        run(fill)
-    return counts.view(len(x), K).cpu().numpy()
+    def take(i, n):
+        nonlocal parts, fill
+        if parts and owners[-1] == i:
+            rows[-1] += n
+        else:
+            owners.append(i)
+            rows.append(n)
+            parts += 1
+        fill += n
+
+    with torch.inference_mode():
+        for i in range(n_in):
+            for b, size in enumerate(sizes):
+                g = torch.Generator(device=dev).manual_seed(block_seed(run_seed, idx[i], role, b))
+                direct = batch - fill >= size  # the block fits: draw it straight into the forward buffer
+                seg = buf[fill:fill + size] if direct else blk[:size]
+                torch.randn(seg.shape, generator=g, device=dev, out=seg)
+                seg.mul_(sigma).add_(x[i])  # x + sigma * z, unfused (as x + eps)
+                off = size if direct else 0
+                if direct:
+                    take(i, size)
+                while off < size:
+                    if fill == 0 and size - off >= batch:  # a whole forward inside the block: no copy
+                        take(i, batch)
+                        forward(seg[off:off + batch])
+                        parts, fill = 0, 0
+                        off += batch
+                        continue
+                    n = min(size - off, batch - fill)
+                    buf[fill:fill + n] = seg[off:off + n]
+                    take(i, n)
+                    off += n
+                    if fill == batch:
+                        forward(buf)
+                        parts, fill = 0, 0
+                if fill == batch:
+                    forward(buf)
+                    parts, fill = 0, 0
+        if fill:
+            forward(buf[:fill])
+        own = torch.repeat_interleave(torch.tensor(owners, device=dev), torch.tensor(rows, device=dev))
+        bad = ~torch.isfinite(torch.cat(sums))
+        if bool(bad.any()):
+            raise ModelError(f"model returned non-finite logits under noise for input idx "
+                             f"{idx[int(own[bad.nonzero()[0, 0]])]}", hint="check the model and its input scaling")
+        counts = torch.bincount(own * K + torch.cat(preds), minlength=n_in * K)
+    return counts.view(n_in, K).cpu().numpy()
 
 
 def _blocks(draws: int) -> Iterator[int]:
@@ -158,26 +209,46 @@ def _forward(model, xb, owners, idx, K):
     return logits
 
 
+def bound_u(run_seed: int, idx: int) -> float:
+    """The uniform u in [0, 1) of randomized CP for input ``idx``: 53 bits of BLAKE2b of (run_seed, idx), a stream
+    apart from every noise block, so u is independent of the draws and the same on resume and in any shard."""
+    key = b"trustlab-rcp-u:%d:%d" % (int(run_seed), int(idx))
+    return (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 11) * 2.0 ** -53
+
+
+def p_lower_bound(n_a, n: int, alpha: float, bound: str, run_seed: int, idx: Sequence[int]) -> np.ndarray:
+    """Lower (1 - alpha) confidence bounds on p_A from n_a of n: Clopper-Pearson, or randomized CP with u from
+    ``bound_u`` clipped below at 2 alpha (a larger u only lowers the bound, so coverage stays >= 1 - alpha, and the
+    bound stays below 1 when all n draws agree, keeping the radius finite)."""
+    if bound == "clopper-pearson":
+        return np.atleast_1d(cp_lower(n_a, n, alpha))
+    if bound == "randomized-cp":
+        from .randomized_cp import randomized_cp_lower
+
+        u = np.maximum([bound_u(run_seed, i) for i in idx], 2 * alpha)
+        return np.atleast_1d(randomized_cp_lower(n_a, n, alpha, u))
+    raise ConfigError(f"bound must be one of 'clopper-pearson', 'randomized-cp'; got {bound!r}",
+                      hint="pass bound='clopper-pearson' (default) or 'randomized-cp'")
+
+
 def certify_batch(model, x, idx, *, n0: int, n: int, alpha: float, sigma: float, K: int, run_seed: int,
-                  batch: int) -> list[SmoothCert]:
-    """CERTIFY for each input: guess c from n0 selection draws, lower-bound p_c from n *fresh* draws; abstain if
-    p_lower < 1/2, else certify c within sigma * Phi^-1(p_lower) with probability >= 1 - alpha."""
+                  batch: int, bound: str = "clopper-pearson") -> list[SmoothCert]:
+    """CERTIFY for each input: guess c from n0 selection draws, lower-bound p_c from n *fresh* draws (``bound``:
+    Clopper-Pearson or randomized CP, see ``p_lower_bound``); abstain if p_lower < 1/2, else certify c within
+    sigma * Phi^-1(p_lower) with probability >= 1 - alpha."""
     from scipy.stats import norm
 
     check_params(sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch)
+    p_lower_bound(np.zeros(0), 1, alpha, bound, run_seed, [])  # an unknown bound fails before any forward
 
     sel = count_classes(model, x, idx, n0, "select", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
     c_hat = sel.argmax(1)  # ties -> lowest class index
     est = count_classes(model, x, idx, n, "estimate", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
     n_a = est[np.arange(len(x)), c_hat]
-    p_low = np.atleast_1d(cp_lower(n_a, n, alpha))
-    out = []
-    for c, k, p in zip(c_hat, n_a, p_low):
-        if p < 0.5:
-            out.append(SmoothCert(ABSTAIN, 0.0, float(p), int(k)))
-        else:
-            out.append(SmoothCert(int(c), float(sigma * norm.ppf(p)), float(p), int(k)))
-    return out
+    p_low = p_lower_bound(n_a, n, alpha, bound, run_seed, idx)
+    radius = sigma * norm.ppf(p_low)
+    return [SmoothCert(ABSTAIN, 0.0, float(p), int(k)) if p < 0.5 else SmoothCert(int(c), float(r), float(p), int(k))
+            for c, k, p, r in zip(c_hat, n_a, p_low, radius)]
 
 
 def predict_batch(model, x, idx, *, n: int, alpha: float, sigma: float, K: int, run_seed: int,
@@ -186,12 +257,10 @@ def predict_batch(model, x, idx, *, n: int, alpha: float, sigma: float, K: int, 
     p-value > alpha (then g(x) is returned wrongly with probability <= alpha)."""
     check_params(sigma=sigma, n=n, alpha=alpha, batch=batch)
     counts = count_classes(model, x, idx, n, "predict", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
-    out = []
-    for row in counts:
-        top2 = np.argsort(-row, kind="stable")[:2]
-        pv = binom_pvalue(row[top2[0]], row[top2[0]] + row[top2[1]])
-        out.append((ABSTAIN if pv > alpha else int(top2[0]), pv))
-    return out
+    top2 = np.argsort(-counts, axis=1, kind="stable")[:, :2]  # ties -> lowest class index
+    n1, n2 = np.take_along_axis(counts, top2, 1).T
+    pv = np.atleast_1d(binom_pvalue(n1, n1 + n2))
+    return [(ABSTAIN if p > alpha else int(c), float(p)) for c, p in zip(top2[:, 0], pv)]
 
 
 class SmoothedClassifier:
@@ -221,7 +290,7 @@ class SmoothedClassifier:
         require_budget(self.model, x.shape, cfg, 1, names={"n": "n", "max_hours": "max_hours"})
 
     def certify(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0,
-                idx: int | None = None, max_hours: float = 24.0) -> SmoothCert:
+                idx: int | None = None, max_hours: float = 24.0, bound: str = "clopper-pearson") -> SmoothCert:
         """One input: see ``certify_batch``; a budget estimated above ``max_hours`` is refused (ConfigError)."""
         check_params(n0=n0, n=n, alpha=alpha, batch=batch)
         x = self._input(x)
@@ -229,10 +298,11 @@ class SmoothedClassifier:
         key = input_key(x) if idx is None else idx
         with eval_mode(self.model):
             return certify_batch(self.model, x[None], [key], n0=n0, n=n, alpha=alpha, sigma=self.sigma,
-                                 K=self.K, run_seed=gen, batch=batch)[0]
+                                 K=self.K, run_seed=gen, batch=batch, bound=bound)[0]
 
     def certify_batch(self, x, n0: int, n: int, alpha: float, batch: int = 1000, gen: int = 0,
-                      idx: Sequence[int] | None = None, max_hours: float = 24.0) -> "SmoothCerts":
+                      idx: Sequence[int] | None = None, max_hours: float = 24.0,
+                      bound: str = "clopper-pearson") -> "SmoothCerts":
         """Many inputs at once (noise packed across inputs; input i uses stream ``idx[i]``, default a digest of it):
         each result equals ``certify`` of that input alone with the same ``idx``."""
         check_params(n0=n0, n=n, alpha=alpha, batch=batch)
@@ -245,7 +315,7 @@ class SmoothedClassifier:
         require_budget(self.model, x.shape[1:], cfg, len(x), names={"n": "n", "max_hours": "max_hours"})
         with eval_mode(self.model):
             certs = certify_batch(self.model, x, keys, n0=n0, n=n, alpha=alpha, sigma=self.sigma, K=self.K,
-                                  run_seed=gen, batch=batch)
+                                  run_seed=gen, batch=batch, bound=bound)
         return SmoothCerts(np.array([c.pred for c in certs], dtype=int), np.array([c.radius for c in certs]),
                            np.array([c.p_lower for c in certs]), np.array([c.n_a for c in certs], dtype=int))
 
@@ -323,7 +393,8 @@ def require_budget(model, shape, cfg, n_inputs: int, names: dict | None = None) 
 def smoothing_settings(model, x, idx, labels, cfg, seed: int, K: int) -> dict:
     """What a smoothing certificate depends on (the stamp of its record file)."""
     return {"certifier": "smoothing", "sigma": cfg.sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha,
-            "predict": cfg.predict, "noise_seed": int(seed), "K": int(K), "model": model_digest(model),
+            "predict": cfg.predict, "bound": cfg.bound, "noise_stream": NOISE_STREAM, "noise_seed": int(seed),
+            "K": int(K), "model": model_digest(model),
             "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(idx), np.asarray(labels))}
 
 
@@ -333,8 +404,8 @@ def certify_inputs(model, x, cfg, *, seed: int, K: int, records: str | Path | No
     """CERTIFY (and PREDICT if ``cfg.predict``) every input; ``shard=(r, w)`` takes idx = r (mod w).
 
     ``records``: a stamped JSONL file (see ``records.py``) appended and flushed per chunk. On restart its finished
-    indices are skipped if it was written under the same settings (sigma, n0, n, alpha, predict, seed, model weights,
-    inputs); a file of other settings is refused (``on_stale="refuse"``) or discarded (``"discard"``);
+    indices are skipped if it was written under the same settings (sigma, n0, n, alpha, predict, bound, noise stream,
+    seed, model weights, inputs); a file of other settings is refused (``on_stale="refuse"``) or discarded (``"discard"``);
     ``resume=False`` starts it afresh. The budget is priced first (``require_budget``)."""
     idx = np.arange(len(x)) if idx is None else np.asarray(idx)
     labels = np.full(len(x), -1) if labels is None else np.asarray(labels)
@@ -367,7 +438,7 @@ def _certify_chunk(model, x, idx, labels, cfg, seed, K) -> list[dict]:
     while True:
         try:
             certs = certify_batch(model, x, idx, n0=cfg.n0, n=cfg.n, alpha=cfg.alpha, sigma=cfg.sigma, K=K,
-                                  run_seed=seed, batch=batch)
+                                  run_seed=seed, batch=batch, bound=cfg.bound)
             preds = (predict_batch(model, x, idx, n=cfg.n, alpha=cfg.alpha, sigma=cfg.sigma, K=K, run_seed=seed,
                                    batch=batch) if cfg.predict else None)
             break
@@ -380,7 +451,7 @@ def _certify_chunk(model, x, idx, labels, cfg, seed, K) -> list[dict]:
     recs = []
     for j, c in enumerate(certs):
         r = {"idx": int(idx[j]), "label": int(labels[j]), "pred": c.pred, "radius": c.radius, "p_lower": c.p_lower,
-             "n_a": c.n_a}
+             "n_a": c.n_a, "bound": cfg.bound}
         if preds is not None:
             r["predict"], r["predict_pvalue"] = preds[j]
         recs.append(r)

@@ -35,13 +35,16 @@ def cp_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def binom_pvalue(k: int, n: int) -> float:
-    """Two-sided binomial test p-value of k successes in n against p = 1/2 (PREDICT abstains if > alpha)."""
-    from scipy.stats import binomtest
+def binom_pvalue(k, n):
+    """Two-sided binomial test p-value of k successes in n against p = 1/2 (PREDICT abstains if > alpha):
+    min(1, 2 * P(X <= min(k, n - k))), X ~ Bin(n, 1/2) (the symmetric case of scipy's ``binomtest``; 1 at n = 0).
+    Vectorised over k and n."""
+    from scipy.stats import binom
 
-    if n == 0:
-        return 1.0
-    return float(binomtest(int(k), int(n), 0.5).pvalue)
+    k = np.asarray(k, dtype=float)
+    n = np.broadcast_to(np.asarray(n, dtype=float), k.shape)
+    out = np.where(n > 0, np.minimum(1.0, 2.0 * binom.cdf(np.minimum(k, n - k), np.maximum(n, 1), 0.5)), 1.0)
+    return float(out) if out.ndim == 0 else out
 
 
 def min_n_certify(alpha: float) -> int:
