@@ -37,9 +37,10 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples
                         beyond = xs > limit + 1e-9
                         ax.plot(xs[beyond], ys[beyond], "x", color="k", ms=8, mew=1.5)
             if limit is not None and limit < max(float(k) for k in agg[models[0]]["clean_inputs"]["certified_acc"]):
-                ax.axvline(limit, color="k", ls=":", lw=1)
-                ax.annotate(f"budget limit\n{why}", (limit, 0.5), xytext=(6, 0), textcoords="offset points",
-                            fontsize=8, va="center")
+                ax.axvline(limit, color="k", ls=":", lw=1, label=f"budget limit: {why}")
+                ax.plot([], [], "x", color="k", ms=8, mew=1.5, label="beyond the limit: 0 by construction")
+                ax.annotate("budget limit", (limit, 0.97), xytext=(-4, 0), textcoords="offset points", ha="right",
+                            va="top", fontsize=8)
             ax.set_xlabel("L2 radius r" if smooth else "L-inf eps")
             ax.set_ylabel("certified accuracy")
             share_axis(ax)
@@ -98,7 +99,7 @@ def _radius_limit(track, cert) -> tuple[float | None, str]:
 
     s = track.smoothing
     r = max_radius(s.n, s.alpha, s.sigma)
-    why = f"σΦ⁻¹(α^(1/N)) = {r:.2f}, N = {s.n:g}"
+    why = f"r = σΦ⁻¹(α^(1/N)) = {r:.2f} at N = {s.n:g}"
     if cert == "smoothing-adaptive" and s.target_radius < r:
         return s.target_radius, f"target radius {s.target_radius:g}"
     return r, why
@@ -144,7 +145,7 @@ def _defence_plot(run_dir, defences) -> str:
                     before.append(_mean(b))
                     after.append(_mean(row["triggered_fallback_after"]))
                     hue.append(k)
-    fig, ax = figure(max(6, 1.25 * len(labels)), 4.5)
+    fig, ax = figure(max(6, 1.6 * len(labels)), 4.5)
     x = np.arange(len(labels))
     ax.bar(x - 0.2, before, 0.4, color=[pair(k)[1] for k in hue], edgecolor="k", lw=0.4,
            label="before defence (light)")

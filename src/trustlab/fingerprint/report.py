@@ -16,6 +16,10 @@ def _f(v: Any, digits: int = 3) -> str:
     return fmt(v, digits)
 
 
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
 def _p(v: Any) -> str:
     return "—" if v is None else f"{v:.2g}"
 
@@ -150,9 +154,13 @@ def summary_text(results: dict) -> str:
         out.append(("After " + "; ".join(f"{n} {m.get('m')}/{m.get('M')} keys still match ({m.get('decision')})"
                                          for n, m in attacked))
                    + (f": the verdict survives {kept} of {len(attacked)} transformations." if len(attacked) > 1 else "."))
+    emb = results.get("embed") or (results if results.get("verb") == "embed" else None)
+    if isinstance(emb, dict) and emb.get("epochs") is not None:
+        out.append(f"Embedding answered {_pct(emb.get('accuracy'))} of the keys exactly after {emb.get('epochs')} "
+                   f"epochs (stopped by {emb.get('stop_reason')}).")
     u = rob.get("utility")
     if u:
-        out.append(f"Embedding cost utility: held-out perplexity ×{_f(u['ppl_ratio'])} of the base model, trivia "
+        out.append(f"Its cost in utility: held-out perplexity ×{_f(u['ppl_ratio'])} of the base model, trivia "
                    f"accuracy {_f(u['mc_fp'])} against {_f(u['mc_base'])}.")
     if results.get("embed") is not None or results.get("verb") == "embed":
         out.append(f"The model was fingerprinted once (one seed: {(results.get('config') or {}).get('seed', '?')}); "
