@@ -131,3 +131,40 @@ def test_cli_world_size_two_without_rendezvous_exits_2(cli, model_dir, tmp_path,
     monkeypatch.delenv("MASTER_PORT", raising=False)
     line = one_error(cli("eval", model_dir, "--n", "50", "--out", tmp_path / "e"), 2)
     assert "WORLD_SIZE=2" in line and "MASTER_ADDR" in line
+
+
+def _agree_worker(rank, port, path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from trustlab.certify.distributed import step
+    from trustlab.runtime import DataError
+
+    ranks = Ranks(rank, 2, rank)
+    with process_group(ranks, timeout_s=120):
+        def work():
+            if rank == 1:
+                raise DataError("input 7 holds NaN", hint="clean it")
+            return "ok"
+
+        try:
+            step(ranks, work)
+            got = "no error"
+        except DataError as exc:
+            got = f"{type(exc).__name__}: {exc.message} | {exc.hint}"
+    with open(f"{path}.{rank}", "w") as fh:
+        fh.write(got)
+
+
+def test_an_error_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_agree_worker, args=(_free_port(), str(tmp_path / "got")), nprocs=2, join=True)
+    assert (tmp_path / "got.1").read_text() == "DataError: input 7 holds NaN | clean it"
+    assert (tmp_path / "got.0").read_text() == "DataError: rank 1: input 7 holds NaN | clean it"
+
+
+def test_cli_ranks_need_one_named_run_folder(cli, model_dir, monkeypatch):
+    from tests.certify.conftest import one_error
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert "--out" in one_error(cli("eval", model_dir, "--n", "50"), 2)

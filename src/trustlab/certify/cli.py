@@ -356,10 +356,11 @@ def eval_(model: str = typer.Argument(...,
                               hint=f"drop {lab_only[0]}, or pass MODEL as torchscript:PATH / factory:pkg.mod:fn / "
                                    f"torchvision:NAME")
     ranks = ranks_from_env()
-    out = _out(out, "eval") if ranks.main else (out if out is not None else None)
-    if out is None:
+    if ranks.world > 1 and out is None:
         raise ConfigError("certify eval across ranks needs --out (every rank must name the same run folder)",
                           hint="add --out runs/eval-1 to the torchrun command")
+    if ranks.main:
+        out = _out(out, "eval")
     cmd = resume_command("eval", model, data=data, checkpoint=checkpoint, num_classes=num_classes,
                          normalize=normalize, autocast=autocast if autocast != "off" else None,
                          seed=seed if user else None, certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma,
