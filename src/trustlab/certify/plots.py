@@ -82,7 +82,7 @@ def make_plots(run_dir: Path, cfg, per_seed: list[dict], summary: dict, examples
             if any(agg[m][w].get("cost") for m in models for w in ("clean_inputs", "triggered_inputs")):
                 out.append(_cost_plot(run_dir, track, cert, agg))
     if summary.get("defences"):
-        out.append(_defence_plot(run_dir, summary["defences"]))
+        out.append(_defence_plot(run_dir, summary["defences"], summary.get("certifiers", {})))
     if examples is not None:
         out.append(_trigger_plot(run_dir, *examples))
     return out
@@ -99,7 +99,7 @@ def _radius_limit(track, cert) -> tuple[float | None, str]:
 
     s = track.smoothing
     r = max_radius(s.n, s.alpha, s.sigma)
-    why = f"r = σΦ⁻¹(α^(1/N)) = {r:.2f} at N = {s.n:g}"
+    why = f"r = {r:.2f} at N = {s.n:g}"
     if cert == "smoothing-adaptive" and s.target_radius < r:
         return s.target_radius, f"target radius {s.target_radius:g}"
     return r, why
@@ -130,10 +130,11 @@ def _cost_plot(run_dir, track, cert, agg) -> str:
     return _rel(run_dir, save(fig, run_dir / "plots" / f"{track.name}_{cert}_cost.png"))
 
 
-def _defence_plot(run_dir, defences) -> str:
+def _defence_plot(run_dir, defences, certifiers=None) -> str:
+    """Triggered fallback before (light) and after (dark) each defence; a black tick at the clean model's level."""
     from trustlab.report.plots import figure, legend_outside, pair, save, share_axis
 
-    labels, before, after, hue = [], [], [], []
+    labels, before, after, hue, ref = [], [], [], [], []
     for k, (d, by_attack) in enumerate(defences.items()):
         for a, by_track in by_attack.items():
             for t, by_cert in by_track.items():
@@ -141,18 +142,23 @@ def _defence_plot(run_dir, defences) -> str:
                     b = row.get("triggered_fallback_before")
                     if not row.get("applicable") or b is None:
                         continue
-                    labels.append(f"{d}\n{a}\n{t}/{c}")
+                    labels.append(f"{d} vs {a}, {t}/{c}")
                     before.append(_mean(b))
                     after.append(_mean(row["triggered_fallback_after"]))
                     hue.append(k)
-    fig, ax = figure(max(6, 1.6 * len(labels)), 4.5)
-    x = np.arange(len(labels))
-    ax.bar(x - 0.2, before, 0.4, color=[pair(k)[1] for k in hue], edgecolor="k", lw=0.4,
-           label="before defence (light)")
-    ax.bar(x + 0.2, after, 0.4, color=[pair(k)[0] for k in hue], edgecolor="k", lw=0.4, label="after defence (dark)")
-    ax.set_xticks(x, labels, fontsize=6)
-    ax.set_ylabel("fallback rate on T(x)")
-    share_axis(ax)
+                    clean = ((certifiers or {}).get(t, {}).get(c, {}).get("by_model", {}).get("clean", {})
+                             .get("triggered_inputs", {}).get("abstain_rate"))
+                    ref.append(np.nan if clean is None else _mean(clean))
+    fig, ax = figure(7.5, 0.55 * len(labels) + 1.4)
+    y = np.arange(len(labels))[::-1]  # first case on top
+    ax.barh(y + 0.2, before, 0.4, color=[pair(k)[1] for k in hue], edgecolor="k", lw=0.4,
+            label="before defence (light)")
+    ax.barh(y - 0.2, after, 0.4, color=[pair(k)[0] for k in hue], edgecolor="k", lw=0.4, label="after defence (dark)")
+    if not np.isnan(ref).all():
+        ax.plot(ref, y, "|", color="k", ms=22, mew=2, label="clean model's level")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel("fallback rate on T(x)")
+    share_axis(ax, "x")
     legend_outside(ax)
     ax.set_title("defences: triggered fallback (abstain, or STRIP-flagged) before/after", fontsize=10)
     return _rel(run_dir, save(fig, run_dir / "plots" / "defences.png"))

@@ -325,8 +325,8 @@ def _budget_blocks(results: dict) -> list:
 CAPTIONS = {
     "certified_acc": "Certified accuracy against the radius (ε for bounds): one hue per model, solid on clean inputs "
                      "x, dashed on triggered inputs T(x). Look at the gap between a dashed attacked curve and the "
-                     "dashed clean-model curve; × marks radii beyond the budget limit, where every curve is 0 by "
-                     "construction.",
+                     "dashed clean-model curve. The dotted line is the budget limit σ·Φ⁻¹(α^(1/N)) (smoothing), and "
+                     "× marks radii beyond it, where every curve is 0 by construction.",
     "abstain": "Abstain rate per model: light bar on clean inputs x, dark bar on triggered inputs T(x). A tall dark bar "
                "next to a short light one is the attack working while staying stealthy.",
     "hist": "Distribution of the certificate's score on triggered inputs (first seed); left of the black line the "
@@ -339,8 +339,8 @@ CAPTIONS = {
 def _caption(path: str) -> str:
     stem = Path(path).stem
     if stem == "defences":
-        return ("Fallback on triggered inputs before (light) and after (dark) each defence. A defence works where the "
-                "dark bar drops to the clean model's level.")
+        return ("Fallback on triggered inputs before (light) and after (dark) each defence; the black tick is the "
+                "clean model's fallback on the same inputs. A defence works where the dark bar ends near the tick.")
     if stem == "trigger_examples":
         return "Four test inputs x (top) and the same inputs with the trigger T(x) (bottom): the patch the attacks use."
     if stem.startswith("sweep_"):
