@@ -26,6 +26,11 @@ def _err(block: Mapping[str, Any]) -> tuple[float, float, float]:
     return v, max(0.0, v - ci[0]), max(0.0, ci[1] - v)
 
 
+def _label_zeros(ax, bars, values) -> None:
+    """A bar of height 0 is invisible: write "0" on it so a reader sees a measured zero, not missing data."""
+    ax.bar_label(bars, labels=["0" if v == 0 else "" for v in values], fontsize=6, padding=1)
+
+
 def metrics_by_strategy(summary: Mapping[str, Any], path: Path) -> Optional[Path]:
     """One panel per (judge, part): Safe@1 / Safe@K / ConsSafe@K per strategy with 95% bootstrap error bars."""
     import numpy as np
@@ -44,8 +49,9 @@ def metrics_by_strategy(summary: Mapping[str, Any], path: Path) -> Optional[Path
         for m, name in enumerate(METRICS):
             vals = [_err(summary["strategies"][s]["judges"].get(judge, {}).get(part, {}).get(name, {}))
                     for s in strategies]
-            ax.bar(x + (m - 1) * width, [v[0] for v in vals], width, yerr=[[v[1] for v in vals], [v[2] for v in vals]],
-                   capsize=2, label=name)
+            bars = ax.bar(x + (m - 1) * width, [v[0] for v in vals], width,
+                          yerr=[[v[1] for v in vals], [v[2] for v in vals]], capsize=2, label=name)
+            _label_zeros(ax, bars, [v[0] for v in vals])
         ax.set_xticks(x, strategies, rotation=20)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("share safe", fontsize=8)
@@ -72,8 +78,9 @@ def per_category(summary: Mapping[str, Any], path: Path) -> Optional[Path]:
     x = np.arange(len(cats))
     for i, (s, d) in enumerate(per.items()):
         vals = [_err(d.get(c, {}).get("safe@1", {})) for c in cats]
-        ax.bar(x + (i - (len(per) - 1) / 2) * width, [v[0] for v in vals], width,
-               yerr=[[v[1] for v in vals], [v[2] for v in vals]], capsize=2, label=s)
+        bars = ax.bar(x + (i - (len(per) - 1) / 2) * width, [v[0] for v in vals], width,
+                      yerr=[[v[1] for v in vals], [v[2] for v in vals]], capsize=2, label=s)
+        _label_zeros(ax, bars, [v[0] for v in vals])
     ax.set_xticks(x, cats, rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"Safe@1 ({judge} / {part})")
