@@ -16,12 +16,12 @@ def cp_lower(k, n, alpha: float):
     """One-sided (1-alpha) Clopper-Pearson lower bound on p from k successes in n: Beta.ppf(alpha, k, n-k+1), 0 at k=0.
 
     Equals ``binomtest(k, n, alternative='greater').proportion_ci(1-alpha, 'exact').low``; vectorised over k."""
-    from scipy.stats import beta
+    from scipy.special import betaincinv  # Beta.ppf's own routine, without scipy.stats' per-call overhead
 
     k = np.asarray(k, dtype=float)
     n = np.broadcast_to(np.asarray(n, dtype=float), k.shape)
     safe_k = np.where(k > 0, k, 1.0)
-    out = np.where(k > 0, beta.ppf(alpha, safe_k, n - k + 1), 0.0)
+    out = np.where(k > 0, betaincinv(safe_k, n - k + 1, alpha), 0.0)
     return float(out) if out.ndim == 0 else out
 
 
