@@ -120,7 +120,7 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
         torch.argmax(logits, 1, out=pred[:rows])
         torch.add(pred[:rows], own[:rows], alpha=K, out=key[:rows])
         counts.index_add_(0, key[:rows], ones[:rows])
-        lsum.index_add_(0, own[:rows], logits.sum(1))
+        lsum.index_add_(0, own[:rows], logits.sum(1, dtype=torch.float32))  # any logit dtype (autocast, float64)
 
     with torch.inference_mode():
         for i in range(n_in):
@@ -416,9 +416,7 @@ def certify_inputs(model, x, cfg, *, seed: int, K: int, records: str | Path | No
         done = {r["idx"]: r for r in open_records(records, settings, resume=resume, on_stale=on_stale)}
         todo = [i for i in todo if int(idx[i]) not in done]
     require_budget(model, x.shape[1:], cfg, len(todo))
-    # inputs per chunk (records are flushed per chunk): at least 8, so selection draws pack into shared forwards, and
-    # about 32 forwards of work, so per-chunk costs (bounds, buffers, flush) stay small next to the forwards
-    chunk = max(8, -(-32 * cfg.batch_size // (cfg.n0 + cfg.n + (cfg.n if cfg.predict else 0))))
+    chunk = max(8, cfg.batch_size // max(cfg.n, 1))  # inputs per chunk (records are flushed per chunk)
     out = list(done.values())
     starts = range(0, len(todo), chunk)
     with eval_mode(model):
