@@ -222,7 +222,8 @@ def _bad_cases(tmp_path, model_dir, ts, ckpt, ts3):
                          "not an nn.Module"),
         "checkpoint of another arch": (["eval", "factory:tl_user_archs:cifar_like", "--checkpoint", ckpt, *user], 2,
                               "does not fit"),
-        "3-channel model on 1-channel data": (["eval", f"torchscript:{ts3}", *user], 2, "fails on one input of shape [1, 8, 8]"),
+        "3-channel model on 1-channel data": (["eval", f"torchscript:{ts3}", *user], 2,
+                                              "fails on one input of shape [1, 8, 8]"),
         "bad --normalize": (["eval", f"torchscript:{ts}", "--normalize", "0.5,0.5", *user], 2, "--normalize"),
         "channels": (["eval", f"torchscript:{ts}", "--normalize", "0.5,0.5,0.5/0.2,0.2,0.2", *user], 2,
                      "channel"),
@@ -259,3 +260,14 @@ def test_cli_torchvision_without_torchvision_exits_3(cli, lab_weights, tmp_path)
     line = one_error(cli("eval", "torchvision:resnet18", "--checkpoint", ckpt, "--num-classes", "10", "--data",
                          "digits", "--sigma", "0.25", "--n", "50", "--out", tmp_path / "e"), 3)
     assert "torchvision" in line
+
+
+def test_a_factory_that_fails_is_one_error(tmp_path, monkeypatch):
+    (tmp_path / "tl_broken_archs.py").write_text("def boom():\n    raise RuntimeError('no GPU here\\nsecond line')\n")
+    (tmp_path / "tl_syntax_archs.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelError, match="raised RuntimeError: no GPU here ") as exc:
+        load_user_model("factory:tl_broken_archs:boom", tmp_path / "w.pt")
+    assert "second line" not in exc.value.message
+    with pytest.raises(ConfigError, match="cannot be imported: SyntaxError"):
+        load_user_model("factory:tl_syntax_archs:f", tmp_path / "w.pt")

@@ -319,13 +319,13 @@ def eval_(model: str = typer.Argument(...,
           max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
           threads: int = THREADS) -> None:
     """Certify a model on test inputs x and/or T(x); stamped JSONL per input, resumable with the same settings
-    (other settings are refused; --no-resume starts afresh). Under torchrun (`torchrun ... -m trustlab certify eval ...`,
-    docs/certify.md) the ranks share the inputs and rank 0 merges: the results equal one process's."""
+    (other settings are refused; --no-resume starts afresh). Under torchrun (`torchrun ... -m trustlab certify eval
+    ...`, docs/certify.md) the ranks share the inputs and rank 0 merges: the results equal one process's."""
     from trustlab.runtime import require_choice
 
     from .config import CERTIFIERS, SMOOTHING_CERTIFIERS, require_choice_device
-    from .distributed import process_group, rank_device, ranks_from_env, run_eval
-    from .loading import AUTOCAST, is_user_spec, lab_job, parse_spec, user_job
+    from .distributed import process_group, rank_device, ranks_from_env
+    from .loading import AUTOCAST, is_user_spec, lab_job, parse_spec, run_eval, user_job
 
     _setup(threads)
     require_choice("--certifier", certifier, CERTIFIERS)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -99,8 +98,9 @@ def process_group(ranks: Ranks, timeout_s: float = 1800.0) -> Iterator[Ranks]:
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
         raise ConfigError(f"WORLD_SIZE={ranks.world} but {', '.join(missing)} is not set, so the process group "
-                          f"cannot start", hint="launch with torchrun ... -m trustlab certify eval ... (docs/certify.md), "
-                                                "which sets the rendezvous; or unset WORLD_SIZE for one process")
+                          f"cannot start",
+                          hint="launch with torchrun ... -m trustlab certify eval ... (docs/certify.md), which sets "
+                               "the rendezvous; or unset WORLD_SIZE for one process")
     cuda = torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if cuda:
@@ -249,38 +249,3 @@ def certify_sharded(model, x, y, name: str, cfg, *, seed: int, K: int | None, re
     step(ranks, merge, only_main=True)
     return run_certifier(model, x, y, name, cfg, seed=seed, K=K, records=records, resume=True, on_stale="refuse")
 
-
-# --- the eval verb across ranks -------------------------------------------------------------------------------------
-def run_eval(job, out: str | Path, *, ranks: Ranks = Ranks(), resume: bool = True):
-    """Certify ``job`` (``loading.EvalJob``) into the run folder ``out``: rank 0 opens the folder (config.yaml,
-    resume checks, ``--no-resume`` clearing) before any rank writes, the ranks share each input set, and rank 0 alone
-    writes results.json. Returns ``experiment.EvalResult`` on every rank (the same on all)."""
-    from trustlab.runtime import RunDir, derive_seed
-
-    from .api import certify
-    from .experiment import SCHEMA, EvalResult
-
-    run = step(ranks, lambda: RunDir.open(out, "certify", "eval", job.settings, seed=job.seed, resume=resume),
-               only_main=True)
-    out = Path(out)
-    data = job.data
-    sets = [(w, xs) for w, xs in (("clean", data.x_test), ("triggered", data.x_trig)) if job.inputs in ("both", w)]
-    summ = {}
-    for which, xs in sets:
-        path = out / job.certifier / f"{which}.jsonl"
-        if ranks.main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        agree(ranks)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the budget warnings were given once, by the job
-            res = certify(job.model, xs, job.cfg, y=data.y_test, certifier=job.certifier,
-                          seed=derive_seed(job.seed, "smoothing", which), K=data.K, records=path,
-                          resume=resume, ranks=ranks)
-        summ[f"{which}_inputs"] = res.summary
-    params = {**job.flags, "sigma": job.sigma} if job.sigma is not None else job.flags
-    if ranks.main:
-        extra = {"world_size": ranks.world} if ranks.world > 1 else {}
-        run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema=SCHEMA,
-                          certifier=job.certifier, params=params, by_inputs=summ, **extra)
-    agree(ranks)
-    return EvalResult(out, job.certifier, summ, params)

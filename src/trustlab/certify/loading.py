@@ -1,9 +1,11 @@
-"""User models for ``certify eval``: a TorchScript file, a ``module:function`` factory plus a checkpoint, or a
-torchvision architecture plus a checkpoint; an input normalization and an opt-in autocast wrapper.
+"""What ``certify eval`` certifies: a lab model folder or a user model (a TorchScript file, a ``module:function``
+factory plus a checkpoint, or a torchvision architecture plus a checkpoint) with an input normalization and an opt-in
+autocast wrapper (``EvalJob``), and ``run_eval``, which certifies a job into a run folder on one rank or many.
 
 Model specs (the MODEL argument of ``trustlab certify eval``):
   ``torchscript:PATH``      ``torch.jit.load`` (the archive runs only in the TorchScript interpreter, no pickle of
-                            arbitrary Python; it still computes whatever its author wrote: take it from someone you trust)
+                            arbitrary Python; it still computes whatever its author wrote: take it from someone you
+                            trust)
   ``factory:pkg.mod:fn``    ``fn()`` (or ``fn(num_classes=K)`` with ``num_classes``) returns an ``nn.Module``; the
                             checkpoint's state dict loads strictly (``runtime.io.load_torch``, weights_only=True)
   ``torchvision:NAME``      ``torchvision.models.get_model(NAME, weights=None, num_classes=K)`` plus the checkpoint
@@ -47,12 +49,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
         mod, colon, fn = rest.rpartition(":")
         if not colon or not mod or not fn.isidentifier():
             raise ConfigError(f"model {spec!r}: a factory is factory:package.module:function",
-                              hint="e.g. factory:mypkg.archs:cifar_resnet110 (importable from the current directory "
-                                   "or PYTHONPATH)")
+                              hint="e.g. factory:mypkg.archs:cifar_resnet110 (importable: its folder on PYTHONPATH)")
     return kind, rest
 
 
-def parse_normalize(text: str | None, flag: str = "--normalize") -> Optional[tuple[tuple[float, ...], tuple[float, ...]]]:
+def parse_normalize(text: str | None, flag: str = "--normalize") -> Optional[tuple[tuple[float, ...], ...]]:
     """``m1,m2,m3/s1,s2,s3`` -> (mean, std), one value per channel (or one for all); None for None / ``none``."""
     from trustlab.runtime import parse_float_list
 
@@ -130,16 +131,14 @@ def load_state_strict(model, state: dict, where: str) -> None:
 
 def _factory(rest: str, num_classes: int | None):
     import importlib
-    import sys
 
     mod_name, _, fn_name = rest.rpartition(":")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # a factory next to the user's shell, as `python -m` would find it
     try:
         mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"factory module {mod_name!r} cannot be imported: {exc}",
-                          hint="make it importable (run from its folder or set PYTHONPATH)") from None
+    except Exception as exc:  # ImportError, or whatever the user's module raises at import (SyntaxError, ...)
+        raise ConfigError(f"factory module {mod_name!r} cannot be imported: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300],
+                          hint="put its folder on PYTHONPATH, e.g. PYTHONPATH=. trustlab certify eval ...") from None
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ConfigError(f"factory {rest!r}: module {mod_name!r} has no function {fn_name!r}",
@@ -150,6 +149,9 @@ def _factory(rest: str, num_classes: int | None):
         raise ConfigError(f"factory {rest!r} cannot be called as {fn_name}("
                           f"{'num_classes=' + str(num_classes) if num_classes is not None else ''}): {exc}",
                           hint="the factory takes no arguments, or num_classes= when --num-classes is given") from None
+    except Exception as exc:  # the user's code failed
+        raise ModelError(f"factory {rest!r} raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         [:300], hint="fix the factory; it must build and return the nn.Module") from None
     return model
 
 
@@ -345,8 +347,8 @@ def lab_job(model_dir, *, certifier: str, n0: int, n: int, alpha: float, sigma: 
         base["autocast"] = autocast
     settings = _settings(base, certifier, inputs, max_inputs, smooth, scfg, bcfg)
     data = prepare_data(cfg, meta["seed"])
-    job = EvalJob(with_autocast(model.to(device), autocast, device), data, meta["seed"], settings, certifier, scfg if smooth else bcfg, inputs, {},
-                  sigma if smooth else None)
+    job = EvalJob(with_autocast(model.to(device), autocast, device), data, meta["seed"], settings, certifier,
+                  scfg if smooth else bcfg, inputs, {}, sigma if smooth else None)
     if smooth:
         attacked_at = meta.get("attack_sigma")
         if attacked_at not in (None, 0.0, sigma):
@@ -417,3 +419,42 @@ def user_job(spec: str, *, data: str | None, checkpoint: str | None, normalize: 
     if smooth:
         job.flags = _budget(job, 2 if inputs == "both" else 1, predict, warn)
     return job
+
+
+# --- the eval verb across ranks -------------------------------------------------------------------------------------
+def run_eval(job: EvalJob, out: str | Path, *, ranks=None, resume: bool = True):
+    """Certify ``job`` (``loading.EvalJob``) into the run folder ``out``: rank 0 opens the folder (config.yaml,
+    resume checks, ``--no-resume`` clearing) before any rank writes, the ranks share each input set, and rank 0 alone
+    writes results.json (``ranks``: ``distributed.Ranks``, default one process). Returns ``experiment.EvalResult``
+    on every rank (the same on all)."""
+    import warnings
+
+    from trustlab.runtime import RunDir, derive_seed
+
+    from .distributed import Ranks, agree, certify_sharded, step
+    from .experiment import SCHEMA, EvalResult
+
+    ranks = Ranks() if ranks is None else ranks
+    run = step(ranks, lambda: RunDir.open(out, "certify", "eval", job.settings, seed=job.seed, resume=resume),
+               only_main=True)
+    out = Path(out)
+    data = job.data
+    sets = [(w, xs) for w, xs in (("clean", data.x_test), ("triggered", data.x_trig)) if job.inputs in ("both", w)]
+    summ = {}
+    for which, xs in sets:
+        path = out / job.certifier / f"{which}.jsonl"
+        if ranks.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        agree(ranks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the budget warnings were given once, by the job
+            _, summ[f"{which}_inputs"], _ = certify_sharded(
+                job.model, xs, data.y_test, job.certifier, job.cfg, seed=derive_seed(job.seed, "smoothing", which),
+                K=data.K, records=path, ranks=ranks, resume=resume)
+    params = {**job.flags, "sigma": job.sigma} if job.sigma is not None else job.flags
+    if ranks.main:
+        extra = {"world_size": ranks.world} if ranks.world > 1 else {}
+        run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema=SCHEMA,
+                          certifier=job.certifier, params=params, by_inputs=summ, **extra)
+    agree(ranks)
+    return EvalResult(out, job.certifier, summ, params)
