@@ -133,13 +133,29 @@ def test_cli_world_size_two_without_rendezvous_exits_2(cli, model_dir, tmp_path,
     assert "WORLD_SIZE=2" in line and "MASTER_ADDR" in line
 
 
-def _agree_worker(rank, port, path):
+def _tiny_problem():
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = np.random.default_rng(0).random((9, 1, 4, 4), dtype=np.float32)
+    return model, x, np.arange(9) % 3
+
+
+def _worker(rank, port, path):
+    """Rank ``rank`` of 2: the Python API across ranks (api.certify with ranks=), then a failure on rank 1 only."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from trustlab.certify.api import SmoothingConfig, certify
     from trustlab.certify.distributed import step
     from trustlab.runtime import DataError
 
+    model, x, y = _tiny_problem()
     ranks = Ranks(rank, 2, rank)
     with process_group(ranks, timeout_s=120):
+        res = certify(model, x, SmoothingConfig(sigma=0.5, n0=20, n=100), y=y, seed=3, records=f"{path}/c.jsonl",
+                      ranks=ranks)
+
         def work():
             if rank == 1:
                 raise DataError("input 7 holds NaN", hint="clean it")
@@ -150,16 +166,25 @@ def _agree_worker(rank, port, path):
             got = "no error"
         except DataError as exc:
             got = f"{type(exc).__name__}: {exc.message} | {exc.hint}"
-    with open(f"{path}.{rank}", "w") as fh:
-        fh.write(got)
+    with open(f"{path}/rank{rank}.json", "w") as fh:
+        json.dump({"records": res.records, "summary": res.summary, "error": got}, fh)
 
 
-def test_an_error_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+def test_python_api_across_ranks_and_an_error_on_one_rank_reaches_every_rank(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_agree_worker, args=(_free_port(), str(tmp_path / "got")), nprocs=2, join=True)
-    assert (tmp_path / "got.1").read_text() == "DataError: input 7 holds NaN | clean it"
-    assert (tmp_path / "got.0").read_text() == "DataError: rank 1: input 7 holds NaN | clean it"
+    from trustlab.certify.api import SmoothingConfig, certify
+
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    model, x, y = _tiny_problem()
+    one = certify(model, x, SmoothingConfig(sigma=0.5, n0=20, n=100), y=y, seed=3, records=tmp_path / "one.jsonl")
+    for g in got:  # every rank holds the merged result, equal to one process's
+        assert g["records"] == json.loads(json.dumps(one.records)) and g["summary"] == json.loads(
+            json.dumps(one.summary))
+    assert _lines(tmp_path / "c.jsonl") == _lines(tmp_path / "one.jsonl")
+    assert got[1]["error"] == "DataError: input 7 holds NaN | clean it"
+    assert got[0]["error"] == "DataError: rank 1: input 7 holds NaN | clean it"
 
 
 def test_cli_ranks_need_one_named_run_folder(cli, model_dir, monkeypatch):
