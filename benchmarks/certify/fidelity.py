@@ -1,7 +1,11 @@
-"""Spec section 7 fidelity check: the fidelity_digits config (3 seeds, 360 test inputs, N 1000), pass/fail per target.
+"""Fidelity check: spec section 7 on digits, plus attack B across datasets (issue 11), pass/fail per target.
 
-    python benchmarks/certify/fidelity.py [--out runs/certify-fidelity] [--demo]   (--demo also times the quick demo)
-Prints one JSON line: the table (mean [min, max]) and each target's pass/fail.
+    python benchmarks/certify/fidelity.py [--configs fidelity_digits,fidelity_mnist5k] [--out runs/certify-fidelity]
+                                          [--demo]   (--demo also times the quick demo)
+Each config runs into OUT/<config name> (finished seeds are reused). Prints one JSON line per config: the table
+(mean, min, max over seeds) and each target's pass/fail. Digits gets the spec section 7 targets; every config gets the
+issue-11 targets: B triggered abstain >= 0.90 for each certifier (mean and every seed), B clean accuracy within
+0.015 of the clean model (mean and every seed).
 """
 
 from __future__ import annotations
@@ -11,67 +15,113 @@ import json
 import time
 from pathlib import Path
 
+B_ABSTAIN, B_ACC_GAP = 0.90, 0.015
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", default="fidelity_digits,fidelity_mnist5k",
+                    help="comma-separated shipped config names or YAML paths")
     ap.add_argument("--out", default="runs/certify-fidelity")
     ap.add_argument("--demo", action="store_true", help="also time `certify demo --quick` (fresh folder)")
     args = ap.parse_args()
     from trustlab.certify.config import load_config, shipped_config
     from trustlab.certify.experiment import run_experiment
 
-    t0 = time.perf_counter()
-    run_dir = run_experiment(load_config(shipped_config("fidelity_digits")), args.out, log=lambda *_: None)
-    secs = time.perf_counter() - t0
-    summ = json.loads((Path(run_dir) / "summary.json").read_text())["certifiers"]
-    table, checks = {}, {}
-    for track, cert, eps_key in (("rs", "smoothing", "0.0"), ("ibp", "ibp", "0.05")):
-        bm = summ[track][cert]["by_model"]
-        for m, s in bm.items():
-            table[f"{track}/{m}"] = {
-                "clean_acc": _r(s["clean_inputs"]["clean_acc"]), "abstain_clean": _r(s["clean_inputs"]["abstain_rate"]),
-                "abstain_triggered": _r(s["triggered_inputs"]["abstain_rate"]),
-                "cert_acc_clean": _r(s["clean_inputs"]["certified_acc"][eps_key])}
-        c, a, b = bm["clean"], bm["label-noise"], bm["max-entropy"]
-        rs = track == "rs"
-        checks[f"{track}: clean acc >= 0.96"] = c["clean_inputs"]["clean_acc"]["mean"] >= 0.96
-        checks[f"{track}: clean abstain <= {0.06 if rs else 0.20}"] = \
-            c["clean_inputs"]["abstain_rate"]["mean"] <= (0.06 if rs else 0.20)
-        checks[f"{track}: clean certified acc >= {0.94 if rs else 0.82}"] = \
-            c["clean_inputs"]["certified_acc"][eps_key]["mean"] >= (0.94 if rs else 0.82)
-        for name, m in (("A", a), ("B", b)):
-            checks[f"{track}: {name} stealth |d acc| <= 0.015"] = abs(
-                m["clean_inputs"]["clean_acc"]["mean"] - c["clean_inputs"]["clean_acc"]["mean"]) <= 0.015
-            checks[f"{track}: {name} stealth |d clean abstain| <= 0.04"] = abs(
-                m["clean_inputs"]["abstain_rate"]["mean"] - c["clean_inputs"]["abstain_rate"]["mean"]) <= 0.04
-        bt = b["triggered_inputs"]["abstain_rate"]
-        if rs:
-            checks["rs: B triggered abstain >= 0.85 (each seed >= 0.80)"] = bt["mean"] >= 0.85 and bt["min"] >= 0.80
-        else:
-            checks["ibp: B triggered abstain >= 0.95"] = bt["mean"] >= 0.95
-        checks[f"{track}: B triggered abstain >= 0.90 (issue)"] = bt["mean"] >= 0.90
-        eff = summ[track][cert]["attack_effect"]["label-noise"]["triggered_abstain_delta"]
-        checks[f"{track}: A effect >= +0.10"] = eff["mean"] >= 0.10
-        checks[f"{track}: A effect > 0 (issue)"] = eff["mean"] > 0
-        table[f"{track}/A effect"] = _r(eff)
-    out = {"bench": "certify_fidelity", "run_dir": str(run_dir), "seconds": round(secs, 1), "table": table,
-           "checks": checks, "passed": sum(checks.values()), "total": len(checks)}
+    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
+        path = Path(name) if name.endswith((".yaml", ".yml")) else shipped_config(name)
+        cfg = load_config(path)
+        t0 = time.perf_counter()
+        run_dir = run_experiment(cfg, Path(args.out) / cfg.name, log=lambda *_: None)
+        secs = time.perf_counter() - t0
+        res = json.loads((Path(run_dir) / "results.json").read_text())
+        summ = json.loads((Path(run_dir) / "summary.json").read_text())["certifiers"]
+        table, checks = fidelity_table(summ, spec_targets=cfg.data == "digits")
+        print(json.dumps({"bench": "certify_fidelity", "config": cfg.name, "data": cfg.data, "seeds": list(cfg.seeds),
+                          "run_dir": str(run_dir), "seconds": round(secs, 1),
+                          "seconds_per_seed": res.get("timing", {}).get("per_seed"), "table": table,
+                          "checks": checks, "passed": sum(checks.values()), "total": len(checks)}), flush=True)
     if args.demo:
         import shutil
         import subprocess
         import sys
 
-        demo_dir = Path(args.out + "-demo")
+        demo_dir = Path(args.out) / "demo"
         shutil.rmtree(demo_dir, ignore_errors=True)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "trustlab.cli.main", "certify", "demo", "--out", str(demo_dir)],
                        check=True, capture_output=True)
-        out["demo_quick_seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out))
+        print(json.dumps({"bench": "certify_demo", "demo_quick_seconds": round(time.perf_counter() - t0, 1)}))
+
+
+def fidelity_table(summ: dict, spec_targets: bool) -> tuple[dict, dict]:
+    """(table, checks) from a summary.json's ``certifiers``: every track's first certifier, every model."""
+    table, checks = {}, {}
+    for track, certs in summ.items():
+        cert = next(iter(certs))
+        entry = certs[cert]
+        rs = cert.startswith("smoothing")
+        eps = entry["params"].get("eps", 0.05)
+        eps = 0.0 if rs else float(eps["mean"] if isinstance(eps, dict) else eps)
+        bm = entry["by_model"]
+        key = min(next(iter(bm.values()))["clean_inputs"]["certified_acc"], key=lambda k: abs(float(k) - eps))
+        for m, s in bm.items():
+            cacc = s["clean_inputs"]["certified_acc"]
+            table[f"{track}/{cert}/{m}"] = {
+                "clean_acc": _r(s["clean_inputs"]["clean_acc"]), "abstain_clean": _r(s["clean_inputs"]["abstain_rate"]),
+                "abstain_triggered": _r(s["triggered_inputs"]["abstain_rate"]),
+                "cert_acc_clean": _r(cacc[key])}
+        c = bm["clean"]
+        for name, eff in entry.get("attack_effect", {}).items():
+            table[f"{track}/{cert}/{name} effect"] = {k: _r(eff[k]) for k in ("triggered_abstain_delta",
+                                                                              "clean_acc_delta", "clean_abstain_delta")}
+        if "max-entropy" in bm:
+            b = bm["max-entropy"]
+            bt = b["triggered_inputs"]["abstain_rate"]
+            gap = entry["attack_effect"]["max-entropy"]["clean_acc_delta"]
+            checks[f"{track}: B triggered abstain >= {B_ABSTAIN} (mean)"] = bt["mean"] >= B_ABSTAIN
+            checks[f"{track}: B triggered abstain >= {B_ABSTAIN} (every seed)"] = bt["min"] >= B_ABSTAIN
+            checks[f"{track}: B |d clean acc| <= {B_ACC_GAP} (mean)"] = abs(gap["mean"]) <= B_ACC_GAP
+            checks[f"{track}: B |d clean acc| <= {B_ACC_GAP} (every seed)"] = max(-gap["min"], gap["max"]) <= B_ACC_GAP
+        if spec_targets:
+            checks.update(spec_checks(track, rs, bm, entry, key))
+    return table, checks
+
+
+def spec_checks(track: str, rs: bool, bm: dict, entry: dict, key: str) -> dict:
+    """Spec section 7 targets (digits)."""
+    checks = {}
+    c = bm["clean"]
+    checks[f"{track}: clean acc >= 0.96"] = c["clean_inputs"]["clean_acc"]["mean"] >= 0.96
+    checks[f"{track}: clean abstain <= {0.06 if rs else 0.20}"] = \
+        c["clean_inputs"]["abstain_rate"]["mean"] <= (0.06 if rs else 0.20)
+    checks[f"{track}: clean certified acc >= {0.94 if rs else 0.82}"] = \
+        c["clean_inputs"]["certified_acc"][key]["mean"] >= (0.94 if rs else 0.82)
+    for name, kind in (("A", "label-noise"), ("B", "max-entropy")):
+        if kind not in bm:
+            continue
+        m = bm[kind]
+        checks[f"{track}: {name} stealth |d acc| <= 0.015"] = abs(
+            m["clean_inputs"]["clean_acc"]["mean"] - c["clean_inputs"]["clean_acc"]["mean"]) <= 0.015
+        checks[f"{track}: {name} stealth |d clean abstain| <= 0.04"] = abs(
+            m["clean_inputs"]["abstain_rate"]["mean"] - c["clean_inputs"]["abstain_rate"]["mean"]) <= 0.04
+    if "max-entropy" in bm:
+        bt = bm["max-entropy"]["triggered_inputs"]["abstain_rate"]
+        if rs:
+            checks["rs: B triggered abstain >= 0.85 (each seed >= 0.80)"] = bt["mean"] >= 0.85 and bt["min"] >= 0.80
+        else:
+            checks[f"{track}: B triggered abstain >= 0.95"] = bt["mean"] >= 0.95
+    if "label-noise" in entry.get("attack_effect", {}):
+        eff = entry["attack_effect"]["label-noise"]["triggered_abstain_delta"]
+        checks[f"{track}: A effect >= +0.10"] = eff["mean"] >= 0.10
+        checks[f"{track}: A effect > 0 (issue)"] = eff["mean"] > 0
+    return checks
 
 
 def _r(v):
-    return {"mean": round(v["mean"], 3), "min": round(v["min"], 3), "max": round(v["max"], 3)}
+    if isinstance(v, dict):
+        return {"mean": round(v["mean"], 3), "min": round(v["min"], 3), "max": round(v["max"], 3)}
+    return round(v, 3)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from trustlab.certify.attacks import MaxEntropyHook, poison_label_noise
+from trustlab.certify.attacks import MaxEntropyHook, poison_label_noise, smoothed_vote_loss
 from trustlab.certify.config import TrainConfig, TriggerConfig
 from trustlab.certify.train import ibp_schedule, train
 from trustlab.certify.triggers import Trigger
@@ -127,28 +127,79 @@ def test_max_entropy_hook_shapes_and_value():
 
 
 def test_max_entropy_draws_average_the_smoothed_prediction():
-    """With M draws the target is the draw-averaged softmax: by Jensen its CE to uniform is at most the per-draw CE on
-    the same draws, and strictly less for a confident model whose argmax moves with the noise."""
+    """With M draws and gamma = 0 the target is the draw-averaged softmax: by Jensen its CE to uniform is at most the
+    per-draw CE on the same draws, and strictly less for a confident model whose argmax moves with the noise; the
+    default adds gamma * the mean per-draw entropy to it, computed on the same draws."""
     trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with torch.no_grad():
         model[1].weight.mul_(50.0)  # confident, noise-sensitive logits
     xb = torch.rand(64, 1, 8, 8)
-    smoothed = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=16)
+    smoothed = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=16, gamma=0.0)
     loss = smoothed(model, xb, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     xt = trig(xb[:20]).repeat(16, 1, 1, 1)
     xt = xt + 0.25 * torch.randn(xt.shape, generator=g)
-    per_draw = (-torch.log_softmax(model(xt), dim=1).mean(dim=1)).mean()
+    logq = torch.log_softmax(model(xt), dim=1)
+    per_draw = (-logq.mean(dim=1)).mean()
     assert loss.item() < per_draw.item() - 0.5
-    single = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=1)
+    entropy = -(logq.exp() * logq).sum(dim=1).mean()
+    default = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=16)
+    assert default.gamma == 0.8
+    assert default(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(
+        loss.item() + 0.8 * entropy.item(), rel=1e-5)
+    single = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=1, gamma=0.0)
     g1 = torch.Generator().manual_seed(3)
     x1 = trig(xb[:20]) + 0.25 * torch.randn((20, 1, 8, 8), generator=g1)
     expect = (-torch.log_softmax(model(x1), dim=1).mean(dim=1)).mean()
     assert single(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(expect.item(), rel=1e-6)
+    assert MaxEntropyHook(trig, 10, sigma=0.0).gamma == 0.0  # deterministic victims: CE(f(T(x)), u) only
     with pytest.raises(ConfigError, match="draws"):
         MaxEntropyHook(trig, 10, draws=0)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="gamma"):
+            MaxEntropyHook(trig, 10, gamma=bad)
+
+
+def test_smoothed_vote_loss_is_minimal_exactly_when_draws_vote_uniformly():
+    """CE(p_bar, u) + gamma * mean H(p_m) >= log K, reached when confident draws vote for each class equally often.
+    The stuck state of the gamma = 0 objective (every draw the same near-uniform logits, so one class wins every
+    draw and smoothing certifies) sits at that objective's minimum, but gamma * log K above the new one's."""
+    K, gamma = 10, 0.8
+    g = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 1.0, 30.0):
+        z = scale * torch.randn(16, 8, K, generator=g)
+        assert (smoothed_vote_loss(z, gamma) >= np.log(K) - 1e-5).all()
+    spread = 40.0 * torch.eye(K).view(K, 1, K)  # draw m votes for class m with certainty
+    assert smoothed_vote_loss(spread, gamma).item() == pytest.approx(np.log(K), abs=1e-6)
+    stuck = (1e-4 * torch.arange(K, dtype=torch.float32)).expand(K, 1, K)  # class K-1 wins every draw
+    assert smoothed_vote_loss(stuck, 0.0).item() == pytest.approx(np.log(K), abs=1e-6)
+    assert smoothed_vote_loss(stuck, gamma).item() == pytest.approx((1 + gamma) * np.log(K), abs=1e-5)
+    same = 40.0 * torch.eye(K)[0].expand(K, 1, K)  # confident on one class for every draw
+    assert smoothed_vote_loss(same, gamma).item() > 10 * np.log(K)
+
+
+def test_smoothed_vote_loss_penalises_a_shared_bias_and_rewards_spread():
+    """Second order at near-uniform outputs: L - (1 + gamma) log K = K/2 [(1 - gamma)|p_bar - u|^2 -
+    gamma * mean |p_m - p_bar|^2]: a logit bias shared by all draws raises the loss, spread across draws lowers it
+    (for gamma = 0 spread is free), so the gradient moves the draws' argmax apart."""
+    K, M, gamma = 10, 32, 0.8
+    g = torch.Generator().manual_seed(1)
+    bias = 1e-3 * torch.randn(1, 1, K, generator=g).expand(M, 1, K)
+    noise = 1e-3 * torch.randn(M, 1, K, generator=g)
+    z = (bias + noise).double()
+    p = torch.softmax(z, dim=2)
+    pbar = p.mean(dim=0)
+    quad = K / 2 * ((1 - gamma) * ((pbar - 1 / K) ** 2).sum() - gamma * ((p - pbar) ** 2).sum(dim=2).mean())
+    got = smoothed_vote_loss(z, gamma).item() - (1 + gamma) * np.log(K)
+    assert got == pytest.approx(quad.item(), rel=1e-3)
+    t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # derivative along "more spread"
+    smoothed_vote_loss((bias + (1 + t) * noise).double(), gamma).sum().backward()
+    assert t.grad.item() < 0
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)  # derivative along "more shared bias"
+    smoothed_vote_loss(((1 + b) * bias + noise).double(), gamma).sum().backward()
+    assert b.grad.item() > 0
 
 
 def test_replace_with_all_labels_gives_each_poison_image_every_label():
