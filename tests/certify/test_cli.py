@@ -94,3 +94,19 @@ def test_certify_cli_import_stays_light():
     res = subprocess.run([sys.executable, "-c", "import sys, trustlab.certify.cli; print('torch' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_eval_device_cuda_without_cuda_exits_3(model_dir, tmp_path):
+    import torch
+
+    from tests.certify.conftest import one_error
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    res = subprocess.run([sys.executable, "-m", "trustlab.cli.main", "certify", "eval", str(model_dir), "--n", "50",
+                          "--device", "cuda", "--out", str(tmp_path / "e")], capture_output=True, text=True,
+                         timeout=120)
+
+    class R:
+        code, out, err = res.returncode, res.stdout, res.stderr
+    assert "--device cuda" in one_error(R, 3)

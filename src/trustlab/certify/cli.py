@@ -370,9 +370,12 @@ def eval_(model: str = typer.Argument(...,
     warn = (lambda m: typer.echo(f"warning: {m}", err=True)) if ranks.main else (lambda m: None)
 
     def work():
-        with process_group(ranks):
-            dev = "cpu" if certifier not in SMOOTHING_CERTIFIERS else (
-                rank_device(ranks) if device == "auto" else device)
+        if not ranks.main:
+            from trustlab.runtime.progress import set_quiet
+
+            set_quiet()  # one progress bar per launch: rank 0's
+        dev = "cpu" if certifier not in SMOOTHING_CERTIFIERS else rank_device(ranks, device)
+        with process_group(ranks, device=dev):
             common = dict(certifier=certifier, n0=n0_, n=n_, alpha=alpha, sigma=sigma, radius=radius, batch=batch,
                           eps=eps, inputs=inputs, max_inputs=max_inputs, predict=predict, max_hours=max_hours,
                           device=dev, bound=bound, warn=warn)

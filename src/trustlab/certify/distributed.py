@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from trustlab.runtime import BackendError, ConfigError, TrustlabError
+from trustlab.runtime import BackendError, ConfigError, MissingDependencyError, TrustlabError
 from trustlab.runtime import errors as _errors
 
 T = TypeVar("T")
@@ -78,17 +78,26 @@ def _env_int(env, name: str, text: str) -> int:
                                "or unset them for one process") from None
 
 
-def rank_device(ranks: Ranks) -> str:
-    """``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+def rank_device(ranks: Ranks, device: str = "auto") -> str:
+    """The device this rank certifies on: ``auto`` is ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``;
+    ``cuda`` is ``cuda:LOCAL_RANK``; ``cpu`` and ``cuda:i`` stay. CUDA asked for but absent: MissingDependencyError."""
     import torch
 
-    return f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MissingDependencyError(f"--device {device} but torch sees no CUDA device",
+                                         hint="use --device cpu (or auto), or install a CUDA build of torch")
+        return f"cuda:{ranks.local_rank}" if device == "cuda" else device
+    return device
 
 
 @contextlib.contextmanager
-def process_group(ranks: Ranks, timeout_s: float = 1800.0) -> Iterator[Ranks]:
-    """Join the launcher's process group for the block (WORLD_SIZE > 1; backend nccl on CUDA, gloo on the CPU) and
-    leave it after. A group that cannot start is a BackendError (exit 4) naming the backend and the rendezvous."""
+def process_group(ranks: Ranks, timeout_s: float = 1800.0, device: str = "auto") -> Iterator[Ranks]:
+    """Join the launcher's process group for the block (WORLD_SIZE > 1; backend nccl when this rank certifies on
+    CUDA, gloo on the CPU) and leave it after. A group that cannot start is a BackendError (exit 4) naming the backend
+    and the rendezvous."""
     if ranks.world == 1:
         yield ranks
         return
@@ -101,10 +110,10 @@ def process_group(ranks: Ranks, timeout_s: float = 1800.0) -> Iterator[Ranks]:
                           f"cannot start",
                           hint="launch with torchrun ... -m trustlab certify eval ... (docs/certify.md), which sets "
                                "the rendezvous; or unset WORLD_SIZE for one process")
-    cuda = torch.cuda.is_available()
+    cuda = rank_device(ranks, device).startswith("cuda")
     backend = "nccl" if cuda else "gloo"
     if cuda:
-        torch.cuda.set_device(ranks.local_rank)
+        torch.cuda.set_device(torch.device(rank_device(ranks, device)))
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world,
