@@ -202,6 +202,13 @@ def test_counts_follow_the_documented_stream_for_any_batch(net_and_x, draws, bat
     want = np.stack([_stream_counts(m, x[j], i, draws, "estimate", 0.5, 4, 9) for j, i in enumerate(idx)])
     assert (got == want).all()
     assert (got.sum(1) == draws).all()
+    # two streams counted in one pass (CERTIFY's selection + estimation) = each stream alone
+    from trustlab.certify.smoothing import count_streams
+
+    sel, est = count_streams(m, x[:4], idx, (("select", 130), ("estimate", draws)), sigma=0.5, K=4, run_seed=9,
+                             batch=batch)
+    assert (est == want).all()
+    assert (sel == np.stack([_stream_counts(m, x[j], i, 130, "select", 0.5, 4, 9) for j, i in enumerate(idx)])).all()
 
 
 def test_non_finite_logits_name_the_input_inside_a_packed_forward():

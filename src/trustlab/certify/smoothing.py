@@ -86,7 +86,16 @@ def _device(model):
 
 def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma: float, K: int, run_seed: int,
                   batch: int) -> np.ndarray:
-    """[B, K] counts of argmax f(x_i + sigma * z) over the first ``draws`` rows z of input i's noise stream.
+    """[B, K] counts of argmax f(x_i + sigma * z) over the first ``draws`` rows z of input i's noise stream ``role``
+    (see ``count_streams``)."""
+    return count_streams(model, x, idx, ((role, draws),), sigma=sigma, K=K, run_seed=run_seed, batch=batch)[0]
+
+
+def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int]], *, sigma: float, K: int,
+                  run_seed: int, batch: int) -> list[np.ndarray]:
+    """For each (role, draws) of ``streams``, the [B, K] counts of argmax f(x_i + sigma * z) over the first ``draws``
+    rows z of input i's noise stream ``role``; all streams share the forwards (CERTIFY's selection and estimation
+    draws are independent, so they are counted in one pass).
 
     The stream is cut in blocks of NOISE_BLOCK rows, block b drawn by torch.randn from a generator seeded with
     ``block_seed(run_seed, idx[i], role, b)``; rows are packed into forwards of at most ``batch`` rows (several inputs
@@ -98,16 +107,16 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
 
     dev = _device(model)
     x = torch.as_tensor(x, dtype=torch.float32, device=dev)
-    n_in, shape = len(x), tuple(x.shape[1:])
-    counts = torch.zeros(n_in * K, dtype=torch.long, device=dev)
-    lsum = torch.zeros(n_in, dtype=torch.float32, device=dev)
+    n_in, shape, n_s = len(x), tuple(x.shape[1:]), len(streams)
+    counts = torch.zeros(n_s * n_in * K, dtype=torch.long, device=dev)  # row (stream s, input i) = s * n_in + i
+    lsum = torch.zeros(n_s * n_in, dtype=torch.float32, device=dev)
     buf = torch.empty((batch, *shape), dtype=torch.float32, device=dev)
-    blk = torch.empty((min(NOISE_BLOCK, draws), *shape), dtype=torch.float32, device=dev)
+    blk = torch.empty((min(NOISE_BLOCK, max(d for _, d in streams)), *shape), dtype=torch.float32, device=dev)
     own = torch.empty(batch, dtype=torch.long, device=dev)  # input of each row of the forward
     key = torch.empty(batch, dtype=torch.long, device=dev)  # own * K + argmax
     pred = torch.empty(batch, dtype=torch.long, device=dev)
     ones = torch.ones(batch, dtype=torch.long, device=dev)
-    sizes = list(_blocks(draws))
+    plan = [(s, role, list(_blocks(draws))) for s, (role, draws) in enumerate(streams)]
     fill = 0
 
     def forward(xb):
@@ -115,7 +124,7 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
         logits = model(xb)
         if logits.ndim != 2 or logits.shape[1] != K or logits.shape[0] != rows:
             raise ModelError(f"model returned logits of shape {tuple(logits.shape)} for input idx "
-                             f"{idx[int(own[0])]}; expected ({rows}, {K})",
+                             f"{idx[int(own[0]) % n_in]}; expected ({rows}, {K})",
                              hint="the base model must map a batch to (B, K) logits")
         torch.argmax(logits, 1, out=pred[:rows])
         torch.add(pred[:rows], own[:rows], alpha=K, out=key[:rows])
@@ -123,7 +132,8 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
         lsum.index_add_(0, own[:rows], logits.sum(1, dtype=torch.float32))  # any logit dtype (autocast, float64)
 
     with torch.inference_mode():
-        for i in range(n_in):
+        for i, (s, role, sizes) in ((i, p) for i in range(n_in) for p in plan):
+            o = s * n_in + i  # the row owner: (stream, input)
             for b, size in enumerate(sizes):
                 g = torch.Generator(device=dev).manual_seed(block_seed(run_seed, idx[i], role, b))
                 direct = batch - fill >= size  # the block fits: draw it straight into the forward buffer
@@ -131,18 +141,18 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
                 torch.randn(seg.shape, generator=g, device=dev, out=seg)
                 seg.mul_(sigma).add_(x[i])  # x + sigma * z, unfused (as x + eps)
                 if direct:
-                    own[fill:fill + size] = i
+                    own[fill:fill + size] = o
                     fill += size
                 off = size if direct else 0
                 while off < size:
                     if fill == 0 and size - off >= batch:  # a whole forward inside the block: no copy
-                        own[:batch] = i
+                        own[:batch] = o
                         forward(seg[off:off + batch])
                         off += batch
                         continue
                     n = min(size - off, batch - fill)
                     buf[fill:fill + n] = seg[off:off + n]
-                    own[fill:fill + n] = i
+                    own[fill:fill + n] = o
                     fill += n
                     off += n
                     if fill == batch:
@@ -155,9 +165,9 @@ def count_classes(model, x, idx: Sequence[int], draws: int, role: str, *, sigma:
             forward(buf[:fill])
     bad = ~torch.isfinite(lsum)
     if bool(bad.any()):
-        raise ModelError(f"model returned non-finite logits under noise for input idx {idx[int(bad.nonzero()[0, 0])]}",
-                         hint="check the model and its input scaling")
-    return counts.view(n_in, K).cpu().numpy()
+        raise ModelError(f"model returned non-finite logits under noise for input idx "
+                         f"{idx[int(bad.nonzero()[0, 0]) % n_in]}", hint="check the model and its input scaling")
+    return list(counts.view(n_s, n_in, K).cpu().numpy())
 
 
 def _blocks(draws: int) -> Iterator[int]:
@@ -239,9 +249,10 @@ def certify_batch(model, x, idx, *, n0: int, n: int, alpha: float, sigma: float,
     if bound not in BOUNDS:  # fail before any forward
         p_lower_bound(np.zeros(0), 1, alpha, bound, run_seed, [])
 
-    sel = count_classes(model, x, idx, n0, "select", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
+    # selection and estimation draws are independent streams: counted in one pass, c is picked from sel alone
+    sel, est = count_streams(model, x, idx, (("select", n0), ("estimate", n)), sigma=sigma, K=K, run_seed=run_seed,
+                             batch=batch)
     c_hat = sel.argmax(1)  # ties -> lowest class index
-    est = count_classes(model, x, idx, n, "estimate", sigma=sigma, K=K, run_seed=run_seed, batch=batch)
     n_a = est[np.arange(len(x)), c_hat]
     p_low = p_lower_bound(n_a, n, alpha, bound, run_seed, idx)
     radius = sigma * ndtri(p_low)
