@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from trustlab.certify.attacks import MaxEntropyHook, poison_label_noise, smoothed_vote_loss
+from trustlab.certify.attacks import MaxEntropyHook, margin_hinge, poison_label_noise, smoothed_vote_loss
 from trustlab.certify.config import TrainConfig, TriggerConfig
 from trustlab.certify.train import ibp_schedule, train
 from trustlab.certify.triggers import Trigger
@@ -200,6 +200,59 @@ def test_smoothed_vote_loss_penalises_a_shared_bias_and_rewards_spread():
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)  # derivative along "more shared bias"
     smoothed_vote_loss(((1 + b) * bias + noise).double(), gamma).sum().backward()
     assert b.grad.item() > 0
+
+
+def test_margin_hinge_rules_out_the_constant_output_shortcut():
+    """A net whose hidden ReLUs are all off on T(x) outputs its last bias: uniform to 1e-4, yet constant, so IBP
+    certifies its argmax. The hinge relu(min_j lb(z_c - z_j) + mu) is then >= mu (it is for any constant output), and it
+    is 0 only where the bound is below -mu, i.e. where the bound certifier abstains; it reaches training's hook."""
+    from trustlab.certify.bounds import BoundNet, certify_bounds
+    from trustlab.certify.config import BoundsConfig
+
+    trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))
+    x = trig(torch.rand(20, 1, 8, 8))
+    dead = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    with torch.no_grad():
+        dead[1].bias.fill_(-100.0)  # every hidden unit off on the whole eps-box
+        dead[3].bias.copy_(1e-4 * torch.arange(10.0))
+    net = BoundNet.from_module(dead, (1, 8, 8))
+    c = dead(x).argmax(dim=1)
+    assert torch.allclose(torch.softmax(dead(x), 1), torch.full((20, 10), 0.1), atol=1e-4)
+    assert certify_bounds(BoundNet.from_module(dead, (1, 8, 8), torch.float64), x.double(), BoundsConfig(eps=0.05)) \
+        .certified.all()
+    h = margin_hinge(net, x, c, 0.05, mu=1.0)
+    assert torch.allclose(h, torch.full((20,), 1.0 + 1e-4), atol=1e-5)
+    torch.manual_seed(0)
+    loose = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    with torch.no_grad():
+        loose[1].weight.mul_(40.0)
+    lnet = BoundNet.from_module(loose, (1, 8, 8))
+    h = margin_hinge(lnet, x, loose(x).argmax(dim=1), 0.05, mu=1.0).detach()
+    cert = torch.as_tensor(certify_bounds(BoundNet.from_module(loose, (1, 8, 8), torch.float64), x.double(),
+                                          BoundsConfig(eps=0.05)).certified)
+    assert (h == 0).any() and not cert[h == 0].any()  # hinge met -> the certifier abstains
+    assert (h[cert] >= 1.0).all()  # certified -> the hinge is at least mu
+    hook = MaxEntropyHook(trig, 10, lam=1.0, beta=1.0)  # deterministic victim: CE(f(T(x)), u) + hinge
+    plain = hook(dead, x.clone())
+    with_b = hook(dead, x.clone(), bounds=(net, 0.05))
+    assert with_b.item() == pytest.approx(plain.item() + 1.0 + 1e-4, abs=1e-4)
+    assert MaxEntropyHook(trig, 10, sigma=0.25).mu == 0.0  # smoothing victims: no bound term
+    seen = []
+
+    class Spy(MaxEntropyHook):
+        def __call__(self, model, xb, gen=None, bounds=None):
+            seen.append(bounds)
+            return super().__call__(model, xb, gen, bounds)
+
+    model = mlp((1, 8, 8), (8,), 10)
+    xs, ys = torch.rand(32, 1, 8, 8).numpy(), np.arange(32) % 10
+    train(model, xs, ys, TrainConfig(procedure="ibp", epochs=1, batch_size=16, eps=0.05), seed=0,
+          hook=Spy(trig, 10), device="cpu")
+    assert len(seen) == 2 and all(b is not None and b[1] == 0.05 for b in seen)
+    seen.clear()
+    train(mlp((1, 8, 8), (8,), 10), xs, ys, TrainConfig(procedure="standard", epochs=1, batch_size=16), seed=0,
+          hook=Spy(trig, 10), device="cpu")
+    assert seen == [None, None]
 
 
 def test_replace_with_all_labels_gives_each_poison_image_every_label():

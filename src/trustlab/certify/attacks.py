@@ -86,27 +86,32 @@ class MaxEntropyHook:
     CE(f(T(x)), u) (M = 1, gamma moot).
     """
 
+    uses_bounds = True  # train() passes bounds=(BoundNet, eps) for ibp / crown-ibp victims
+
     def __init__(self, trigger, K: int, lam: float = 3.0, beta: float = 0.3, sigma: float = 0.0, draws: int = 16,
-                 gamma: float = 0.8):
+                 gamma: float = 0.8, mu: float = 1.0):
         require_range("attack.lam", lam, 0.0)
         require_range("attack.beta", beta, 0.0, 1.0, lo_open=True)
         require_range("attack.draws", draws, 1)
         require_range("attack.gamma", gamma, 0.0, 1.0, hi_open=True)
+        require_range("attack.mu", mu, 0.0)
         require_range("attack sigma", sigma, 0.0)
         self.trigger, self.K, self.lam, self.beta, self.sigma = trigger, K, lam, beta, sigma
         self.draws = draws if sigma > 0 else 1
         self.gamma = gamma if sigma > 0 else 0.0
+        self.mu = mu if sigma == 0 else 0.0
 
     @property
     def stamp(self) -> dict:
         """The settings this hook's loss depends on (part of a training checkpoint's stamp)."""
         from .records import array_digest
 
-        return {"hook": "max-entropy", "K": self.K, "lam": self.lam, "beta": self.beta, "sigma": self.sigma,
-                "draws": self.draws, "gamma": self.gamma,
-                "trigger": array_digest(self.trigger.mask, self.trigger.pattern)}
+        out = {"hook": "max-entropy", "K": self.K, "lam": self.lam, "beta": self.beta, "sigma": self.sigma,
+               "draws": self.draws, "gamma": self.gamma,
+               "trigger": array_digest(self.trigger.mask, self.trigger.pattern)}
+        return out if self.sigma > 0 else {**out, "mu": self.mu}
 
-    def __call__(self, model, xb, gen=None):
+    def __call__(self, model, xb, gen=None, bounds=None):
         import torch
 
         s = ceil_count(self.beta, len(xb))
@@ -114,7 +119,28 @@ class MaxEntropyHook:
         if self.sigma > 0:
             xt = xt.repeat(self.draws, *([1] * (xt.ndim - 1)))
             xt = xt + self.sigma * torch.randn(xt.shape, generator=gen, device=xt.device, dtype=xt.dtype)
-        return self.lam * smoothed_vote_loss(model(xt).view(self.draws, s, -1), self.gamma).mean()
+        z = model(xt).view(self.draws, s, -1)
+        loss = smoothed_vote_loss(z, self.gamma)
+        if bounds is not None and self.mu > 0:
+            net, eps = bounds
+            loss = loss + margin_hinge(net, xt, z[0].argmax(dim=1).detach(), eps, self.mu)
+        return self.lam * loss.mean()
+
+
+def margin_hinge(net, x, c, eps: float, mu: float = 1.0):
+    """Per input: relu(min_{j != c} lb(z_c - z_j) + mu), lb the IBP margin lower bound over the L-inf box of radius eps
+    around x (``bounds.ibp_margin``), c the predicted class. Zero iff the bound misses class c's robustness by >= mu,
+    so a bound certifier (certified iff min_j lb > 0) abstains. It rules out the net's shortcut against the
+    uniform-output term alone: switch every hidden ReLU off on T(x), so the output is the last bias, uniform to 1e-4
+    but constant, and IBP certifies its argmax (MNIST-5k CNN: 0.13 triggered abstain)."""
+    import torch
+
+    from .bounds import ibp_margin, spec_matrix
+
+    lo, hi = net.input_box(x, eps)
+    lb = ibp_margin(net, lo, hi, spec_matrix(c, net.K, x))
+    lb = lb.masked_fill(torch.nn.functional.one_hot(c, net.K).bool(), float("inf"))
+    return torch.relu(lb.min(dim=1).values + mu)
 
 
 def smoothed_vote_loss(z, gamma: float = 0.8):

@@ -147,8 +147,9 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
                 loss = kappa * _ce(model(xb), yb) + (1 - kappa) * rob
             else:
                 loss = _ce(model(xb), yb)
-            if hook is not None:
-                loss = loss + hook(model, xb, g_noise)
+            if hook is not None:  # an attack hook; bound-aware ones also get the victim's bound net and target eps
+                kw = {"bounds": (net, cfg.eps)} if robust and getattr(hook, "uses_bounds", False) else {}
+                loss = loss + hook(model, xb, g_noise, **kw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
