@@ -148,12 +148,23 @@ def bench_model(name, model, x, K, sigma, n_values, inputs, reps, alpha=0.001, n
                            and abs(o["radius"] - s[1]) <= 1e-9 for o, s in zip(ours, shared))
                 a_ours = np.array([o["pred"] == -1 for o in ours])
                 a_ref = np.array([r[0] == -1 for r in plain])
+                # bound: randomized-cp on the same counts (u per input from (seed, idx)): mean radius, certified share
+                from scipy.special import ndtri
+
+                from trustlab.certify.smoothing import p_lower_bound
+
+                n_a = np.array([o["n_a"] for o in ours])
+                rcp = p_lower_bound(n_a, n, alpha, "randomized-cp", 0, range(m))
+                extra = {"mean_radius_cp": float(np.mean([o["radius"] for o in ours])),
+                         "mean_radius_randomized_cp": float(np.mean(np.where(rcp >= 0.5, sigma * ndtri(rcp), 0.0))),
+                         "certified_cp": float(np.mean(~a_ours)), "certified_randomized_cp": float(np.mean(rcp >= 0.5))}
             else:
                 shared = [plain_predict(model, xt[i], n, alpha, batch, sigma, K, None,
                                         our_stream(i, 0, sigma, xs.shape[1:], draws, dev)) for i in range(m)]
                 same = all(o[0] == s for o, s in zip(ours, shared))
                 a_ours = np.array([o[0] == -1 for o in ours])
                 a_ref = np.array([r == -1 for r in plain])
+                extra = {}
             # (b) independent noise
             p = (a_ours.mean() + a_ref.mean()) / 2
             se = np.sqrt(2 * p * (1 - p) / m) if 0 < p < 1 else 0.0
@@ -176,6 +187,7 @@ def bench_model(name, model, x, K, sigma, n_values, inputs, reps, alpha=0.001, n
                 "ours_over_plain": ratio("plain"), "ours_over_limit": ratio("limit"),
                 "wall_ours_over_plain": round(statistics.median(b / o for b, o in zip(times["plain"], times["ours"])), 3),
                 "wall_ours_over_limit": round(statistics.median(b / o for b, o in zip(times["limit"], times["ours"])), 3),
+                **extra,
             }
     return out
 
