@@ -132,7 +132,8 @@ def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int
         lsum.index_add_(0, own[:rows], logits.sum(1, dtype=torch.float32))  # any logit dtype (autocast, float64)
 
     with torch.inference_mode():
-        for i, (s, role, sizes) in ((i, p) for i in range(n_in) for p in plan):
+        # longest stream first, input by input: its full blocks then fill whole forwards, drawn in place (no copy)
+        for i, (s, role, sizes) in ((i, p) for p in sorted(plan, key=lambda p: -sum(p[2])) for i in range(n_in)):
             o = s * n_in + i  # the row owner: (stream, input)
             for b, size in enumerate(sizes):
                 g = torch.Generator(device=dev).manual_seed(block_seed(run_seed, idx[i], role, b))
