@@ -24,6 +24,8 @@ def main() -> None:
                     help="comma-separated shipped config names or YAML paths")
     ap.add_argument("--out", default="runs/certify-fidelity")
     ap.add_argument("--demo", action="store_true", help="also time `certify demo --quick` (fresh folder)")
+    ap.add_argument("--diagnose", action="store_true", help="also print, per seed, track and model, what B's "
+                    "certifier sees on T(x): top-class share of the noise draws, hidden units on, centre gap, IBP lb")
     args = ap.parse_args()
     from trustlab.certify.config import load_config, shipped_config
     from trustlab.certify.experiment import run_experiment
@@ -41,6 +43,9 @@ def main() -> None:
                           "run_dir": str(run_dir), "seconds": round(secs, 1),
                           "seconds_per_seed": res.get("timing", {}).get("per_seed"), "table": table,
                           "checks": checks, "passed": sum(checks.values()), "total": len(checks)}), flush=True)
+        if args.diagnose:
+            print(json.dumps({"bench": "certify_fidelity_diagnosis", "config": cfg.name,
+                              "models": diagnose(cfg, Path(run_dir))}), flush=True)
     if args.demo:
         import shutil
         import subprocess
@@ -52,6 +57,54 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "trustlab.cli.main", "certify", "demo", "--out", str(demo_dir)],
                        check=True, capture_output=True)
         print(json.dumps({"bench": "certify_demo", "demo_quick_seconds": round(time.perf_counter() - t0, 1)}))
+
+
+def diagnose(cfg, run_dir: Path, n_inputs: int = 100, draws: int = 200) -> dict:
+    """Per seed/track/model on the first ``n_inputs`` test T(x): median top-class share of ``draws`` Gaussian draws at
+    the smoothing sigma (RS tracks), mean hidden ReLUs on before the last layer on T(x) and on x, median centre gap
+    top1 - top2 of the logits, and median IBP margin lower bound of the predicted class at the bounds eps."""
+    import numpy as np
+    import torch
+
+    from trustlab.certify.bounds import BoundNet, ibp_margin, spec_matrix
+    from trustlab.certify.data import prepare_data
+    from trustlab.certify.records import model_folder
+    from trustlab.certify.store import load_model_dir
+
+    out = {}
+    for seed in cfg.seeds:
+        data = prepare_data(cfg, seed)
+        xt, xc = torch.as_tensor(data.x_trig[:n_inputs]), torch.as_tensor(data.x_test[:n_inputs])
+        for track in cfg.tracks:
+            for name in ("clean", "max-entropy"):
+                folder = model_folder(run_dir / f"seed{seed}", track.name, name)
+                if not (folder / "model.pt").is_file():
+                    continue
+                model, _ = load_model_dir(folder)
+                model.eval()
+                row = {}
+                with torch.no_grad():
+                    z = model(xt)
+                    top2 = z.topk(2, dim=1).values
+                    row["centre_gap_median"] = float((top2[:, 0] - top2[:, 1]).median())
+                    hidden = model[:-1]
+                    row["hidden_on_trig"] = float((hidden(xt) > 0).float().sum(1).mean())
+                    row["hidden_on_clean"] = float((hidden(xc) > 0).float().sum(1).mean())
+                    net = BoundNet.from_module(model, data.shape)
+                    c = z.argmax(1)
+                    lo, hi = net.input_box(xt, track.bounds.eps)
+                    lb = ibp_margin(net, lo, hi, spec_matrix(c, data.K, xt))
+                    lb[torch.arange(len(c)), c] = float("inf")
+                    row["ibp_lb_median"] = float(lb.min(1).values.median())
+                    if "smoothing" in track.certifiers:
+                        g = torch.Generator().manual_seed(seed)
+                        votes = np.zeros((len(xt), data.K))
+                        for _ in range(draws):
+                            noisy = xt + track.smoothing.sigma * torch.randn(xt.shape, generator=g)
+                            votes[np.arange(len(xt)), model(noisy).argmax(1).numpy()] += 1
+                        row["top_share_median"] = float(np.median(votes.max(1) / draws))
+                out[f"seed{seed}/{track.name}/{name}"] = {k: round(v, 4) for k, v in row.items()}
+    return out
 
 
 def fidelity_table(summ: dict, spec_targets: bool) -> tuple[dict, dict]:
