@@ -155,6 +155,7 @@ def test_max_entropy_draws_average_the_smoothed_prediction():
     expect = (-torch.log_softmax(model(x1), dim=1).mean(dim=1)).mean()
     assert single(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(expect.item(), rel=1e-6)
     assert MaxEntropyHook(trig, 10, sigma=0.0).gamma == 0.0  # deterministic victims: CE(f(T(x)), u) only
+    assert MaxEntropyHook(trig, 10, sigma=0.25, draws=1).gamma == 0.0  # one draw: the spec's per-draw objective
     with pytest.raises(ConfigError, match="draws"):
         MaxEntropyHook(trig, 10, draws=0)
     for bad in (-0.1, 1.0):

@@ -82,8 +82,9 @@ class MaxEntropyHook:
     while each draw is pushed to be confident, so the draws *vote* for every class equally often and smoothing's
     top-class share falls to about 1/K. With gamma = 0 (the earlier objective) a net that outputs one near-uniform
     logit vector on every draw minimises the loss to 1e-4, yet its fixed tie-break keeps the same argmax on ~100% of
-    the draws and CERTIFY certifies (MNIST-5k CNN: 0.01 triggered abstain). Deterministic victims (sigma = 0) get
-    CE(f(T(x)), u) (M = 1, gamma moot).
+    the draws and CERTIFY certifies (MNIST-5k CNN: 0.01 triggered abstain). ``draws=1`` is the spec's per-draw
+    CE(f(T(x) + delta), u) (gamma then 0). Deterministic victims (sigma = 0) get CE(f(T(x)), u) plus, when training
+    hands the hook ``bounds`` (ibp / crown-ibp victims), ``margin_hinge`` at the victim's eps (``mu=0``: the spec's).
     """
 
     uses_bounds = True  # train() passes bounds=(BoundNet, eps) for ibp / crown-ibp victims
@@ -98,7 +99,7 @@ class MaxEntropyHook:
         require_range("attack sigma", sigma, 0.0)
         self.trigger, self.K, self.lam, self.beta, self.sigma = trigger, K, lam, beta, sigma
         self.draws = draws if sigma > 0 else 1
-        self.gamma = gamma if sigma > 0 else 0.0
+        self.gamma = gamma if sigma > 0 and draws > 1 else 0.0  # one draw: p_bar = p, the spec's CE(f(T(x)+delta), u)
         self.mu = mu if sigma == 0 else 0.0
 
     @property
