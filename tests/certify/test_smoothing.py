@@ -265,3 +265,17 @@ def test_randomized_cp_is_deterministic_never_weaker_and_stamped(net_and_x, tmp_
     assert certify_inputs(m, x, SmoothingConfig(n=700, n0=50), seed=3, K=4, records=path, on_stale="discard") == cp
     with pytest.raises(ConfigError, match="smoothing.bound"):
         SmoothingConfig(bound="wilson")
+
+
+def test_counts_follow_the_stream_for_rows_smaller_than_torchs_vector_width():
+    """Rows of 3 values: torch draws them on its scalar path (which caches a second normal); re-seeding one
+    generator per block must give what a fresh generator per block gives."""
+    from trustlab.certify.smoothing import count_classes
+
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
+    x = np.random.default_rng(1).random((3, 1, 1, 3)).astype(np.float32)
+    for draws, batch in ((7, 5), (1003, 5), (1003, 1000)):
+        got = count_classes(m, x, [0, 1, 2], draws, "predict", sigma=1.0, K=3, run_seed=2, batch=batch)
+        want = np.stack([_stream_counts(m, x[i], i, draws, "predict", 1.0, 3, 2) for i in range(3)])
+        assert (got == want).all()

@@ -117,6 +117,7 @@ def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int
     pred = torch.empty(batch, dtype=torch.long, device=dev)
     ones = torch.ones(batch, dtype=torch.long, device=dev)
     plan = [(s, role, list(_blocks(draws))) for s, (role, draws) in enumerate(streams)]
+    g = torch.Generator(device=dev)  # re-seeded per block: manual_seed resets the whole state, as a new one would
     fill = 0
 
     def forward(xb):
@@ -136,7 +137,7 @@ def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int
         for i, (s, role, sizes) in ((i, p) for p in sorted(plan, key=lambda p: -sum(p[2])) for i in range(n_in)):
             o = s * n_in + i  # the row owner: (stream, input)
             for b, size in enumerate(sizes):
-                g = torch.Generator(device=dev).manual_seed(block_seed(run_seed, idx[i], role, b))
+                g.manual_seed(block_seed(run_seed, idx[i], role, b))
                 direct = batch - fill >= size  # the block fits: draw it straight into the forward buffer
                 seg = buf[fill:fill + size] if direct else blk[:size]
                 torch.randn(seg.shape, generator=g, device=dev, out=seg)
