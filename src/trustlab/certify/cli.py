@@ -318,9 +318,8 @@ def eval_(model: str = typer.Argument(...,
                                                               "cpu) | cpu | cuda[:i]. Bounds run on the CPU."),
           max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
           threads: int = THREADS) -> None:
-    """Certify a model on test inputs x and/or T(x); stamped JSONL per input, resumable with the same settings
-    (other settings are refused; --no-resume starts afresh). Under torchrun (`torchrun ... -m trustlab certify eval
-    ...`, docs/certify.md) the ranks share the inputs and rank 0 merges: the results equal one process's."""
+    """Certify a lab model, a TorchScript file, a factory or a torchvision model on x and/or T(x), resumably; under
+    torchrun or accelerate launch the ranks share the inputs and rank 0 merges them (docs/certify.md)."""
     from trustlab.runtime import require_choice
 
     from .config import CERTIFIERS, SMOOTHING_CERTIFIERS, require_choice_device
