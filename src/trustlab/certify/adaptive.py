@@ -11,8 +11,8 @@ Guarantee: with probability >= 1 - alpha over the estimation noise, every L_t an
 is wrong (c not g(x), or radius above sigma * Phi^-1(p_c)) with probability <= alpha, and an ``abstain`` stop happens
 with p_c > tau with probability <= alpha.
 
-Noise: input ``idx`` uses the same block streams as ``smoothing.py`` (SeedSequence(run_seed, idx, role, block),
-500-row blocks): the selection draws are fixed-N CERTIFY's, and the estimation draws are a prefix of fixed-N's
+Noise: input ``idx`` uses the same block streams as ``smoothing.py`` (stream v2: 1000-row blocks, each seeded by
+``block_seed(run_seed, idx, role, block)``): the selection draws are fixed-N CERTIFY's, and the estimation draws are a prefix of fixed-N's
 stream at N = n_max, so adaptive and fixed-N decisions are paired on the same noise. Results depend on (seed, idx)
 only, not on batch size, the order or grouping of inputs.
 """
@@ -352,10 +352,12 @@ class AdaptiveSmoothedClassifier:
 def adaptive_settings(model, x, idx, labels, cfg: AdaptiveConfig, seed: int, K: int) -> dict:
     """What an adaptive certificate depends on (the stamp of its record file)."""
     from .records import array_digest, model_digest
+    from .smoothing import NOISE_STREAM
 
     return {"certifier": "smoothing-adaptive", "sigma": cfg.sigma, "radius": cfg.radius, "n0": cfg.n0,
             "n_max": cfg.n_max, "alpha": cfg.alpha, "first": cfg.first, "growth": cfg.growth,
-            "prior": list(cfg.prior), "noise_seed": int(seed), "K": int(K), "model": model_digest(model),
+            "prior": list(cfg.prior), "noise_stream": NOISE_STREAM, "noise_seed": int(seed), "K": int(K),
+            "model": model_digest(model),
             "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(idx), np.asarray(labels))}
 
 

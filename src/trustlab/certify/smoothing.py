@@ -32,7 +32,7 @@ from .stats import binom_pvalue, budget, cp_lower, max_radius
 from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also imported from here)
 
 NOISE_BLOCK = 1000  # rows per seeded block of an input's noise stream
-NOISE_STREAM = 2  # v1: 500-row blocks, a SeedSequence per block; v2: 1000-row blocks, all seeds from one SeedSequence
+NOISE_STREAM = 2  # v1: 500-row blocks, a numpy SeedSequence per block; v2: 1000-row blocks, BLAKE2b block seeds
 ROLES = {"select": 0, "estimate": 1, "predict": 2}
 BOUNDS = ("clopper-pearson", "randomized-cp")
 log = logging.getLogger(__name__)
