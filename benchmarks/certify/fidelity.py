@@ -124,7 +124,6 @@ def fidelity_table(summ: dict, spec_targets: bool) -> tuple[dict, dict]:
                 "clean_acc": _r(s["clean_inputs"]["clean_acc"]), "abstain_clean": _r(s["clean_inputs"]["abstain_rate"]),
                 "abstain_triggered": _r(s["triggered_inputs"]["abstain_rate"]),
                 "cert_acc_clean": _r(cacc[key])}
-        c = bm["clean"]
         for name, eff in entry.get("attack_effect", {}).items():
             table[f"{track}/{cert}/{name} effect"] = {k: _r(eff[k]) for k in ("triggered_abstain_delta",
                                                                               "clean_acc_delta", "clean_abstain_delta")}
