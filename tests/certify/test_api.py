@@ -335,3 +335,19 @@ def test_sweeps_reach_the_experiment_trigger_and_the_adaptive_radius():
     assert apply_grid_key(c, "smoothing.target_radius", 0.5).tracks[0].smoothing.target_radius == 0.5
     with pytest.raises(ConfigError, match="'attack.trigger.size': the trigger moved"):
         apply_grid_key(c, "attack.trigger.size", 2)  # the trigger left the attacks
+
+
+def test_attack_b_knobs_reach_the_hook_and_bad_values_are_refused():
+    """gamma (per-draw entropy weight) and mu (IBP hinge margin) are config fields that reach MaxEntropyHook."""
+    from trustlab.certify.api import attack
+    from trustlab.certify.config import AttackConfig
+    from trustlab.runtime import ConfigError
+
+    x, y = np.zeros((20, 1, 8, 8), np.float32), np.arange(20) % 10
+    rs = attack((x, y), AttackConfig(kind="max-entropy", gamma=0.5, draws=4), K=10, sigma=0.25).hook
+    assert (rs.gamma, rs.draws, rs.mu) == (0.5, 4, 0.0)  # mu is moot under noise
+    ibp = attack((x, y), AttackConfig(kind="max-entropy", mu=2.0), K=10, sigma=0.0).hook
+    assert (ibp.mu, ibp.gamma) == (2.0, 0.0)
+    for bad in ({"gamma": 1.0}, {"gamma": -0.1}, {"mu": -1.0}):
+        with pytest.raises(ConfigError, match=f"attack.{next(iter(bad))}"):
+            AttackConfig(kind="max-entropy", **bad)

@@ -159,7 +159,8 @@ def attack(data, cfg: AttackConfig, trigger: TriggerConfig = TriggerConfig(), *,
                                seed=seed)
         return AttackResult(cfg.kind, p.x, p.y, p.poison_idx, trig)
     if cfg.kind == "max-entropy":
-        return AttackResult(cfg.kind, x, y, none, trig, MaxEntropyHook(trig, K, cfg.lam, cfg.beta, sigma, cfg.draws))
+        hook = MaxEntropyHook(trig, K, cfg.lam, cfg.beta, sigma, cfg.draws, cfg.gamma, cfg.mu)
+        return AttackResult(cfg.kind, x, y, none, trig, hook)
     return AttackResult(cfg.kind, x, y, none, trig)
 
 

@@ -217,6 +217,10 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
           beta: float = typer.Option(0.3, "--beta", help="Attack B: share of each batch that is triggered, in (0, 1]."),
           draws: int = typer.Option(16, "--draws", help="B on smoothing victims: noise draws averaged per triggered "
                                                          "row (1 = per-draw objective)."),
+          gamma: float = typer.Option(0.8, "--gamma", help="B on smoothing victims: weight of the per-draw entropy that "
+                                                           "makes the draws vote for every class, in [0, 1)."),
+          mu: float = typer.Option(1.0, "--mu", help="B on ibp / crown-ibp victims: margin of the IBP-bound hinge "
+                                                     "(0 = the spec's objective)."),
           trigger_size: int = typer.Option(3, "--trigger-size", help="Side of the square trigger patch in pixels."),
           epochs: int = typer.Option(80, "--epochs", help="Training epochs."),
           seed: int = typer.Option(0, "--seed", help="Seed of the split, initial weights, poisons and training."),
@@ -237,9 +241,10 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
     _check_flags(sigma=(sigma, 0.0, None, True, False), eps=(eps, 0.0, None, False, False),
                  rate=(rate, 0.0, 1.0, True, True), lam=(lam, 0.0, None, False, False),
                  beta=(beta, 0.0, 1.0, True, False), draws=(draws, 1, None, False, False),
+                 gamma=(gamma, 0.0, 1.0, False, True), mu=(mu, 0.0, None, False, False),
                  trigger_size=(trigger_size, 1, None, False, False), epochs=(epochs, 1, None, False, False),
                  seed=(seed, 0, 2**32 - 1, False, False), hidden=(min(widths, default=1), 1, None, False, False))
-    atk = AttackConfig(kind=attack, rate=rate, lam=lam, beta=beta, draws=draws)
+    atk = AttackConfig(kind=attack, rate=rate, lam=lam, beta=beta, draws=draws, gamma=gamma, mu=mu)
     certifiers = {"gaussian": ("smoothing",), "ibp": ("ibp",), "crown-ibp": ("crown-ibp",)}.get(procedure, ())
     track = Track(name="train", model=ModelConfig(arch=arch, hidden=widths), certifiers=certifiers,
                   train=TrainConfig(procedure=procedure, sigma=sigma, eps=eps, epochs=epochs),
@@ -249,6 +254,7 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
     out = _out(out, "train")
     cmd = resume_command("train", dataset=dataset, arch=arch, hidden=",".join(map(str, widths)), procedure=procedure,
                          sigma=sigma, eps=eps, attack=attack, rate=rate, lam=lam, beta=beta, draws=draws,
+                         gamma=gamma, mu=mu,
                          trigger_size=trigger_size, epochs=epochs, seed=seed, out=out, device=device, threads=threads)
 
     def work():

@@ -58,6 +58,8 @@ class AttackConfig:
     lam: float = 3.0
     beta: float = 0.3
     draws: int = 16  # B on smoothing victims: noise draws averaged per triggered row (1 = per-draw objective)
+    gamma: float = 0.8  # B on smoothing victims: weight of the per-draw entropy (0 = the earlier CE of the average)
+    mu: float = 1.0  # B on bound-certified victims: margin of the IBP hinge (0 = the spec's objective)
 
     def __post_init__(self):
         check_types(self, "attack")
@@ -69,6 +71,8 @@ class AttackConfig:
         require_range("attack.lam", self.lam, 0.0)
         require_range("attack.beta", self.beta, 0.0, 1.0, lo_open=True)
         require_range("attack.draws", self.draws, 1)
+        require_range("attack.gamma", self.gamma, 0.0, 1.0, hi_open=True)
+        require_range("attack.mu", self.mu, 0.0)
 
     @property
     def name(self) -> str:
