@@ -3,7 +3,6 @@ attack effects, apply defences; aggregate over seeds; write results.json, summar
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from .config import SMOOTHING_CERTIFIERS, ExperimentConfig, Track
 from .data import SeedData, prepare_data
 from .metrics import aggregate, attack_effect, means
 from .records import model_folder
-from .store import build_model, load_model_dir, train_model
+from .store import build_model, train_model
 
 SCHEMA = "trustlab.certify/1"
 UNTRIGGERED = "label-noise-untriggered"
@@ -253,65 +252,6 @@ def model_sigma(meta: dict) -> float:
     if train.get("procedure") == "gaussian" and isinstance(train.get("sigma"), (int, float)):
         return float(train["sigma"])
     return SmoothingConfig().sigma
-
-
-def eval_model_dir(model_dir: Path, out: Path, *, certifier: str, n0: int, n: int, alpha: float,
-                   sigma: float | None, radius: float, batch: int, eps: float, inputs: str, max_inputs: int | None,
-                   predict: bool, max_hours: float, resume: bool = True, warn=print) -> EvalResult:
-    """Certify a trained model folder on its dataset's test inputs x and/or T(x) into the run folder ``out``."""
-    import warnings
-
-    from trustlab.runtime import DataError, from_dict
-
-    from .api import certify
-    from .config import BoundsConfig, SmoothingConfig, TriggerConfig
-    from .smoothing import require_budget
-    from .stats import budget
-
-    model, meta = load_model_dir(model_dir)
-    missing = [k for k in EVAL_META if k not in meta]
-    if missing:
-        raise DataError(f"{str(Path(model_dir) / 'train.json')!r} does not record {', '.join(missing)}",
-                        hint="pass a model folder written by `trustlab certify train` or a run")
-    smooth = certifier in SMOOTHING_CERTIFIERS
-    sigma = model_sigma(meta) if sigma is None else sigma
-    scfg = SmoothingConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch, predict=predict,
-                           max_hours=max_hours, target_radius=radius)
-    bcfg = BoundsConfig(method=certifier if not smooth else "ibp", eps=eps)
-    trigger = from_dict(TriggerConfig, meta["trigger"], "train.json trigger")
-    cfg = ExperimentConfig(name="eval", seeds=(meta["seed"],), data=meta["data"], test_frac=meta["test_frac"],
-                           trigger=trigger, max_test=max_inputs or meta.get("max_test"))
-    # batch size and the time limit are left out: certificates do not depend on them
-    settings = {"model_dir": str(model_dir), "certifier": certifier, "inputs": inputs, "max_inputs": max_inputs,
-                "smoothing": {k: v for k, v in dataclasses.asdict(scfg).items()
-                              if k not in ("batch_size", "max_hours")} if smooth else None,
-                "bounds": dataclasses.asdict(bcfg) if not smooth else None}
-    run = RunDir.open(out, "certify", "eval", settings, seed=meta["seed"], resume=resume)
-    data = prepare_data(cfg, meta["seed"])
-    sets = [(w, xs) for w, xs in (("clean", data.x_test), ("triggered", data.x_trig)) if inputs in ("both", w)]
-    flags: dict = {}
-    if smooth:
-        attacked_at = meta.get("attack_sigma")
-        if attacked_at not in (None, 0.0, sigma):
-            warn(f"attack B trained this model against sigma {attacked_at}; certifying at --sigma {sigma}")
-        require_budget(model, data.shape, scfg, len(sets) * len(data.x_test),
-                       names={"n": "--n", "max_hours": "--max-hours"})
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            flags = budget(n, alpha, sigma, n if predict else None, scfg.radii)
-        for w in caught:
-            warn(str(w.message))
-    summ = {}
-    for which, xs in sets:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = certify(model, xs, scfg if smooth else bcfg, y=data.y_test, certifier=certifier,
-                          seed=derive_seed(meta["seed"], "smoothing", which), K=data.K,
-                          records=run.artifact(f"{certifier}/{which}.jsonl"), resume=resume)
-        summ[f"{which}_inputs"] = res.summary
-    run.write_results({k: v["abstain_rate"] for k, v in summ.items()}, artifacts=[], schema=SCHEMA,
-                      certifier=certifier, params={**flags, "sigma": sigma} if smooth else flags, by_inputs=summ)
-    return EvalResult(run.path, certifier, summ, flags)
 
 
 def defend_run(run_dir: Path, cfg: ExperimentConfig, out: Path, resume: bool = True, log=print) -> Path:

@@ -320,7 +320,7 @@ def lab_job(model_dir, *, certifier: str, n0: int, n: int, alpha: float, sigma: 
             batch: int, eps: float, inputs: str, max_inputs: int | None, predict: bool, max_hours: float,
             device: str = "cpu", autocast: str = "off", bound: str | None = None, warn: Callable = print) -> EvalJob:
     """The job of a model folder written by ``certify train`` or a run (its dataset, split seed and trigger come
-    from train.json); the settings are those of ``experiment.eval_model_dir``, so its run folders resume."""
+    from train.json); its run settings are those `certify eval` has always recorded, so earlier run folders resume."""
     from trustlab.runtime import DataError, from_dict
 
     from .config import ExperimentConfig, TriggerConfig
