@@ -20,8 +20,8 @@ import numpy as np
 from trustlab.runtime import ConfigError, DataError, derive_seed, require_choice
 
 from .adaptive import AdaptiveConfig
-from .config import (BOUND_METHODS, CERTIFIERS, DEFENCES, AttackConfig, BoundsConfig, DefenceConfig,
-                     SmoothingConfig, TrainConfig, TriggerConfig)
+from .config import (BOUND_METHODS, CERTIFIERS, DEFENCES, SMOOTHING_CERTIFIERS, AttackConfig, BoundsConfig,
+                     DefenceConfig, SmoothingConfig, TrainConfig, TriggerConfig)
 
 __all__ = ["AdaptiveConfig", "AttackConfig", "AttackResult", "BoundsConfig", "CertifyResult", "DefenceConfig",
            "SmoothingConfig", "TrainConfig", "TrainResult", "TriggerConfig", "as_arrays", "attack",
@@ -197,7 +197,7 @@ def certifier_of(cfg, certifier: str | None) -> str:
         ok = ("smoothing-adaptive",)
     elif isinstance(cfg, SmoothingConfig):
         want = certifier or "smoothing"
-        ok = ("smoothing", "smoothing-adaptive")
+        ok = SMOOTHING_CERTIFIERS
     elif isinstance(cfg, BoundsConfig):
         want = certifier or cfg.method
         ok = BOUND_METHODS
@@ -228,7 +228,7 @@ def certify(model, x, cfg, *, y=None, certifier: str | None = None, seed: int = 
         ys = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
         if len(ys) != len(xs):
             raise DataError(f"certify: {len(xs)} inputs but {len(ys)} labels", hint="pass one label per input")
-    if name in ("smoothing", "smoothing-adaptive") and K is None:
+    if name in SMOOTHING_CERTIFIERS and K is None:
         K = _num_classes(model, xs)
     if ranks is not None and ranks.world > 1:
         from .distributed import certify_sharded

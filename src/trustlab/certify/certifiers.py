@@ -10,6 +10,7 @@ import numpy as np
 
 from trustlab.runtime import progress
 
+from .config import SMOOTHING_CERTIFIERS
 from .records import append_records, array_digest, cert_file, model_digest, open_records
 
 
@@ -118,7 +119,7 @@ def run_certifier(model, x, y, name: str, cfg, *, seed: int, K: int | None, reco
 
 def track_config(track, cert: str):
     """The certification config of ``cert`` in a track: its smoothing config or its bounds config."""
-    return track.smoothing if cert in ("smoothing", "smoothing-adaptive") else track.bounds
+    return track.smoothing if cert in SMOOTHING_CERTIFIERS else track.bounds
 
 
 def certify_model(model, folder: Path, track, cert: str, data, seed: int) -> tuple[dict, dict]:

@@ -28,9 +28,10 @@ from typing import Callable, Iterator, TypeVar
 from trustlab.runtime import BackendError, ConfigError, MissingDependencyError, TrustlabError
 from trustlab.runtime import errors as _errors
 
+from .config import SMOOTHING_CERTIFIERS
+
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-SMOOTHING = ("smoothing", "smoothing-adaptive")
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def certify_sharded(model, x, y, name: str, cfg, *, seed: int, K: int | None, re
     from .records import append_records, open_records
 
     records = Path(records)
-    if ranks.world == 1 or name not in SMOOTHING:
+    if ranks.world == 1 or name not in SMOOTHING_CERTIFIERS:
         out = step(ranks, lambda: run_certifier(model, x, y, name, cfg, seed=seed, K=K, records=records,
                                                 resume=resume, on_stale=on_stale), only_main=True)
         if ranks.main:
