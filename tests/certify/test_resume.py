@@ -210,6 +210,7 @@ def test_ctrl_c_in_eval_resumes_with_the_printed_command_to_identical_records(tm
         return real(*a, **k)
 
     d = tmp_path / "d"
+    monkeypatch.setattr(sm, "CHUNK_FORWARDS", 1)  # chunks of 8 inputs at this small N
     monkeypatch.setattr(sm, "_certify_chunk", dying)
     res = cli("eval", model_dir, *EVAL, "--sigma", "0.5", "--batch", "500", "--out", d, "--no-resume")
     assert res.code == 130 and "error: interrupted" in res.err, res

@@ -33,6 +33,7 @@ from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also i
 
 NOISE_BLOCK = 1000  # rows per seeded block of an input's noise stream
 NOISE_STREAM = 2  # v1: 500-row blocks, a numpy SeedSequence per block; v2: 1000-row blocks, BLAKE2b block seeds
+CHUNK_FORWARDS = 32  # a chunk of certify_inputs spans at least this many full forwards
 ROLES = {"select": 0, "estimate": 1, "predict": 2}
 BOUNDS = ("clopper-pearson", "randomized-cp")
 log = logging.getLogger(__name__)
@@ -97,27 +98,31 @@ def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int
     rows z of input i's noise stream ``role``; all streams share the forwards (CERTIFY's selection and estimation
     draws are independent, so they are counted in one pass).
 
-    The stream is cut in blocks of NOISE_BLOCK rows, block b drawn by torch.randn from a generator seeded with
-    ``block_seed(run_seed, idx[i], role, b)``; rows are packed into forwards of at most ``batch`` rows (several inputs
-    per forward when draws < batch), so the counts do not depend on batch, order or grouping. Noise, predictions and
-    row owners live in buffers allocated once, counts and logit sums (a NaN/inf logit makes its input's sum
-    non-finite) accumulate on the device and are read once at the end: nothing of one forward outlives it, so the
-    allocator hands every forward the same warm memory (keeping per-forward results cost 20% on the digits MLP)."""
+    The stream is cut in blocks of NOISE_BLOCK rows, block b drawn as sigma * z by ``normal_(0, sigma)`` (the same
+    floats as sigma * torch.randn) from a generator seeded with ``block_seed(run_seed, idx[i], role, b)``; rows are
+    packed into forwards of at most ``batch`` rows (several inputs per forward when draws < batch), so the counts do
+    not depend on batch, order or grouping. A NaN or +inf logit makes its row's top logit, and so its input's sum of
+    top logits, non-finite (ModelError naming the input). Buffers are allocated once and counts accumulate on the
+    device, read once at the end: each forward reuses the same warm memory, and after it only max, one add and two
+    index_adds run (keeping per-forward results cost 20% on the digits MLP)."""
     import torch
 
     dev = _device(model)
     x = torch.as_tensor(x, dtype=torch.float32, device=dev)
     n_in, shape, n_s = len(x), tuple(x.shape[1:]), len(streams)
-    counts = torch.zeros(n_s * n_in * K, dtype=torch.long, device=dev)  # row (stream s, input i) = s * n_in + i
-    lsum = torch.zeros(n_s * n_in, dtype=torch.float32, device=dev)
+    rows_of = x.unbind(0)
+    counts = torch.zeros(n_s * n_in * K, dtype=torch.long, device=dev)  # (stream s, input i, class c) at (s*n_in+i)*K+c
+    top = torch.zeros(n_s * n_in * K, dtype=torch.float32, device=dev)  # sums of top logits, at the same keys
     buf = torch.empty((batch, *shape), dtype=torch.float32, device=dev)
     blk = torch.empty((min(NOISE_BLOCK, max(d for _, d in streams)), *shape), dtype=torch.float32, device=dev)
-    own = torch.empty(batch, dtype=torch.long, device=dev)  # input of each row of the forward
-    key = torch.empty(batch, dtype=torch.long, device=dev)  # own * K + argmax
-    pred = torch.empty(batch, dtype=torch.long, device=dev)
+    base = torch.empty(batch, dtype=torch.long, device=dev)  # (s * n_in + i) * K of each row of the forward
+    key = torch.empty(batch, dtype=torch.long, device=dev)
     ones = torch.ones(batch, dtype=torch.long, device=dev)
-    plan = [(s, role, list(_blocks(draws))) for s, (role, draws) in enumerate(streams)]
     g = torch.Generator(device=dev)  # re-seeded per block: manual_seed resets the whole state, as a new one would
+    # longest stream first, input by input: its full blocks then fill whole forwards, drawn in place (no copy)
+    order = sorted(range(n_s), key=lambda s: -streams[s][1])
+    plan = [((s * n_in + i) * K, i, block_seed(run_seed, idx[i], streams[s][0], b), size)
+            for s in order for i in range(n_in) for b, size in enumerate(_blocks(streams[s][1]))]
     fill = 0
 
     def forward(xb):
@@ -125,50 +130,47 @@ def count_streams(model, x, idx: Sequence[int], streams: Sequence[tuple[str, int
         logits = model(xb)
         if logits.ndim != 2 or logits.shape[1] != K or logits.shape[0] != rows:
             raise ModelError(f"model returned logits of shape {tuple(logits.shape)} for input idx "
-                             f"{idx[int(own[0]) % n_in]}; expected ({rows}, {K})",
+                             f"{idx[(int(base[0]) // K) % n_in]}; expected ({rows}, {K})",
                              hint="the base model must map a batch to (B, K) logits")
-        torch.argmax(logits, 1, out=pred[:rows])
-        torch.add(pred[:rows], own[:rows], alpha=K, out=key[:rows])
+        best, pred = logits.max(1)  # first maximum on ties, as argmax
+        torch.add(pred, base[:rows], out=key[:rows])
         counts.index_add_(0, key[:rows], ones[:rows])
-        lsum.index_add_(0, own[:rows], logits.sum(1, dtype=torch.float32))  # any logit dtype (autocast, float64)
+        top.index_add_(0, key[:rows], best.float())  # any logit dtype (autocast, float64)
 
     with torch.inference_mode():
-        # longest stream first, input by input: its full blocks then fill whole forwards, drawn in place (no copy)
-        for i, (s, role, sizes) in ((i, p) for p in sorted(plan, key=lambda p: -sum(p[2])) for i in range(n_in)):
-            o = s * n_in + i  # the row owner: (stream, input)
-            for b, size in enumerate(sizes):
-                g.manual_seed(block_seed(run_seed, idx[i], role, b))
-                direct = batch - fill >= size  # the block fits: draw it straight into the forward buffer
-                seg = buf[fill:fill + size] if direct else blk[:size]
-                torch.randn(seg.shape, generator=g, device=dev, out=seg)
-                seg.mul_(sigma).add_(x[i])  # x + sigma * z, unfused (as x + eps)
-                if direct:
-                    own[fill:fill + size] = o
-                    fill += size
-                off = size if direct else 0
-                while off < size:
-                    if fill == 0 and size - off >= batch:  # a whole forward inside the block: no copy
-                        own[:batch] = o
-                        forward(seg[off:off + batch])
-                        off += batch
-                        continue
-                    n = min(size - off, batch - fill)
-                    buf[fill:fill + n] = seg[off:off + n]
-                    own[fill:fill + n] = o
-                    fill += n
-                    off += n
-                    if fill == batch:
-                        forward(buf)
-                        fill = 0
+        for o, i, seed, size in plan:
+            g.manual_seed(seed)
+            direct = batch - fill >= size  # the block fits: draw it straight into the forward buffer
+            seg = buf[fill:fill + size] if direct else blk[:size]
+            seg.normal_(0.0, sigma, generator=g).add_(rows_of[i])  # x + sigma * z
+            if direct:
+                base[fill:fill + size] = o
+                fill += size
+                if fill == batch:
+                    forward(buf)
+                    fill = 0
+                continue
+            off = 0
+            while off < size:
+                if fill == 0 and size - off >= batch:  # a whole forward inside the block: no copy
+                    base[:batch] = o
+                    forward(seg[off:off + batch])
+                    off += batch
+                    continue
+                n = min(size - off, batch - fill)
+                buf[fill:fill + n] = seg[off:off + n]
+                base[fill:fill + n] = o
+                fill += n
+                off += n
                 if fill == batch:
                     forward(buf)
                     fill = 0
         if fill:
             forward(buf[:fill])
-    bad = ~torch.isfinite(lsum)
+    bad = ~torch.isfinite(top)
     if bool(bad.any()):
         raise ModelError(f"model returned non-finite logits under noise for input idx "
-                         f"{idx[int(bad.nonzero()[0, 0]) % n_in]}", hint="check the model and its input scaling")
+                         f"{idx[(int(bad.nonzero()[0, 0]) // K) % n_in]}", hint="check the model and its input scaling")
     return list(counts.view(n_s, n_in, K).cpu().numpy())
 
 
@@ -429,7 +431,9 @@ def certify_inputs(model, x, cfg, *, seed: int, K: int, records: str | Path | No
         done = {r["idx"]: r for r in open_records(records, settings, resume=resume, on_stale=on_stale)}
         todo = [i for i in todo if int(idx[i]) not in done]
     require_budget(model, x.shape[1:], cfg, len(todo))
-    chunk = max(8, cfg.batch_size // max(cfg.n, 1))  # inputs per chunk (records are flushed per chunk)
+    # inputs per chunk (records are flushed per chunk): at least 8, and at least CHUNK_FORWARDS full forwards, so the
+    # per-chunk work (buffers, bounds, records) stays a small share when N is small
+    chunk = max(8, CHUNK_FORWARDS * cfg.batch_size // draws_per_input(cfg))
     out = list(done.values())
     starts = range(0, len(todo), chunk)
     with eval_mode(model):
