@@ -122,6 +122,19 @@ def test_torchscript_file_runs_as_saved(tmp_path):
         load_user_model(f"torchscript:{tmp_path / 'junk.ts'}")
 
 
+def test_torch_export_archives_are_refused_before_loading(tmp_path, monkeypatch):
+    """torch.export.load unpickles .pt2 weights with weights_only=False: the file is refused unread."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(net, (_x(),)), str(path))
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: pytest.fail("torch.export.load was called"))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    for spec in (f"torchscript:{path}", f"export:{path}", f"pt2:{path}"):
+        with pytest.raises(ConfigError, match="weights_only=False") as exc:
+            load_user_model(spec)
+        assert "factory:" in exc.value.hint and "\n" not in exc.value.message
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
 def test_torchvision_absent_is_a_missing_dependency_with_the_pip_command(tmp_path):
     with pytest.raises(MissingDependencyError) as exc:

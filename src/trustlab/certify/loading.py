@@ -35,12 +35,17 @@ _SPEC_HINT = ("pass a model folder written by `trustlab certify train`, or torch
 def is_user_spec(spec: str) -> bool:
     """Whether ``spec`` names a user model (``<kind>:...``) rather than a lab model folder."""
     kind, sep, _ = str(spec).partition(":")
-    return bool(sep) and kind in KINDS
+    return (bool(sep) and kind in (*KINDS, "export", "pt2")) or str(spec).lower().endswith(".pt2")  # .pt2: refused
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """(kind, rest) of ``torchscript:PATH`` / ``factory:pkg.mod:fn`` / ``torchvision:NAME``; ConfigError otherwise."""
     kind, sep, rest = str(spec).partition(":")
+    if kind in ("export", "pt2") or str(spec).lower().endswith(".pt2"):
+        raise ConfigError(f"model {spec!r}: torch.export (.pt2) archives are refused, because torch.export.load "
+                          "(torch 2.13) unpickles their weights with weights_only=False, so a crafted file runs code",
+                          hint="save the weights with torch.save(model.state_dict(), FILE) and pass "
+                               "factory:package.module:function --checkpoint FILE (or a torchscript: archive)")
     if not sep or kind not in KINDS:
         raise ConfigError(f"model {spec!r} is not <kind>:<what> with kind one of {', '.join(KINDS)}", hint=_SPEC_HINT)
     if not rest.strip():
