@@ -226,6 +226,25 @@ def test_non_finite_logits_name_the_input_inside_a_packed_forward():
         count_classes(NanOn(), x, [40, 41, 42], 20, "select", sigma=1e-9, K=2, run_seed=0, batch=1000)
 
 
+def test_ties_go_to_the_lowest_class_and_only_nan_or_plus_inf_logits_are_refused():
+    class Fixed(nn.Module):  # the same logits for every row: classes 1 and 3 tie at the top, class 0 is -inf
+        def __init__(self, top):
+            super().__init__()
+            self.top = top
+
+        def forward(self, z):
+            return torch.tensor([float("-inf"), self.top, 0.0, self.top]).expand(len(z), 4).clone()
+
+    from trustlab.certify.smoothing import count_classes
+
+    x = np.zeros((2, 1, 1, 2), np.float32)
+    counts = count_classes(Fixed(2.0), x, [0, 1], 1500, "predict", sigma=0.5, K=4, run_seed=0, batch=512)
+    assert (counts[:, 1] == 1500).all() and counts.sum() == 3000  # first maximum, as argmax
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ModelError, match="non-finite logits.*idx 7"):
+            count_classes(Fixed(bad), x[:1], [7], 100, "predict", sigma=0.5, K=4, run_seed=0, batch=512)
+
+
 def test_default_bound_is_clopper_pearson_and_records_say_so(net_and_x):
     from trustlab.certify.stats import cp_lower
 
