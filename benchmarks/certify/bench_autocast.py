@@ -164,6 +164,8 @@ def main() -> None:
         ap.error("--device cuda but torch.cuda.is_available() is False")
     t_start = time.perf_counter()
     hw = torch.cuda.get_device_name() if cuda else cpu_features(torch)
+    # the fp32 reference on CUDA is torch's default: TF32 convolutions (cudnn) on, TF32 matmuls off
+    tf32 = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32} if cuda else None
     results, train_info, totals = {}, {}, {m: [0, 0, 0] for m in modes}  # changed, certified-class changes, inputs
     for name, model, d, info in victims(args.device, args.quick, args.inputs):
         train_info[name] = info
@@ -179,7 +181,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "certify_autocast", "device": args.device, "hardware": hw, "torch": torch.__version__,
         "quick": args.quick, "reps": args.reps, "n0": N0, "n": args.n, "alpha": ALPHA, "sigma": SIGMA, "batch": BATCH,
-        "clock": "wall+synchronize" if cuda else "process (1 thread)", "modes": modes, "train": train_info,
+        "clock": "wall+synchronize" if cuda else "process (1 thread)", "modes": modes, "cuda_tf32": tf32,
+        "train": train_info,
         "all_fp32_repeat_identical": all(v["fp32_repeat_identical"] for v in results.values()),
         "total": {m: {"decisions": t[2], "decisions_changed": t[0], "certified_class_changes": t[1],
                       "change_rate_upper95": round(upper95(t[0], t[2]), 5)} for m, t in totals.items()},
