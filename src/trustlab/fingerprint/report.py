@@ -44,7 +44,8 @@ def verify_blocks(rows: list[dict[str, Any]]) -> list:
     table = Table(("suspect", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict"),
                   [(r.get("target") or r.get("model") or r.get("label"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
                     _p(r.get("p_value")), _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"))
-                   for r in rows], caption="Ownership verdicts (binomial test; OWNED iff p <= alpha)",
+                   for r in rows],
+                  caption="Ownership verdicts of one fingerprinted model (one seed; binomial test, OWNED iff p <= alpha)",
                   notes=("match: how a response is compared (exact tokens or lenient text). m / M: keys answered with "
                          "the fingerprint response of M queried. p0: the chance a model that never saw the "
                          "fingerprints matches one key. p-value: binomial tail P[X ≥ m], X ~ Bin(M, p0); Hoeffding: a "
