@@ -53,7 +53,7 @@ test: setup llamacpp chromium
 	$(PY) -m pytest -q
 
 BENCHES := benchmarks/cli_startup.py benchmarks/vfl_overhead.py benchmarks/certify/bench_smoothing.py \
-	benchmarks/certify/bench_bounds.py benchmarks/certify/bench_adaptive.py \
+	benchmarks/certify/bench_bounds.py benchmarks/certify/bench_adaptive.py benchmarks/certify/bench_autocast.py \
 	benchmarks/safety/bench_generation.py benchmarks/safety/bench_openai.py benchmarks/safety/bench_metrics.py \
 	benchmarks/safety/bench_judges.py benchmarks/fingerprint/bench_verify.py benchmarks/fingerprint/bench_embed.py \
 	benchmarks/vfl/bench_dropin.py

@@ -1,6 +1,6 @@
 """Certification cost as an availability target (issue 11 item 3): does attack B inflate the adaptive certifier's
 forwards on triggered inputs? Digits, RS victims (MLP 128-128, gaussian sigma = 0.25), per seed a clean model and an
-attack-B model (max-entropy hook, lam 3, beta 0.3, 16 draws, gamma 0.8; reconstructed attack), adaptive CERTIFY at target
+attack-B model (max-entropy hook, lam 3, beta 0.3, 16 draws, gamma as shipped; reconstructed attack), adaptive CERTIFY at target
 radius r on the clean test inputs x and the triggered T(x): mean / p95 forwards per input, abstain rate, stop shares,
 and the ratio of the attacked model's cost on T(x) to the clean model's on T(x) (the same inputs).
 Prints one JSON line.   python benchmarks/certify/bench_adaptive_cost.py [--seeds 0,1,2] [--epochs 40] [--inputs 200]
@@ -77,7 +77,7 @@ def main() -> None:
             summary[key] = {"mean": round(float(np.mean(vals)), 3), "min": min(vals), "max": max(vals)}
     print(json.dumps({"bench": "certify_adaptive_cost", "dataset": "digits", "sigma": sigma, "n0": 100,
                       "n_max": args.n_max, "alpha": 0.001, "epochs": args.epochs, "inputs": args.inputs,
-                      "attack": "max-entropy (B, reconstructed), lam 3, beta 0.3, draws 16, gamma 0.8",
+                      "attack": f"max-entropy (B, reconstructed), lam 3, beta 0.3, draws 16, gamma {MaxEntropyHook(trig, K, sigma=sigma).gamma}",
                       "inflation_mean_over_seeds": summary, "per_seed": per_seed,
                       "total_s": round(time.perf_counter() - t0, 1)}))
 

@@ -146,9 +146,9 @@ def test_max_entropy_draws_average_the_smoothed_prediction():
     assert loss.item() < per_draw.item() - 0.5
     entropy = -(logq.exp() * logq).sum(dim=1).mean()
     default = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=16)
-    assert default.gamma == 0.8
+    assert default.gamma == 0.5
     assert default(model, xb, torch.Generator().manual_seed(3)).item() == pytest.approx(
-        loss.item() + 0.8 * entropy.item(), rel=1e-5)
+        loss.item() + 0.5 * entropy.item(), rel=1e-5)
     single = MaxEntropyHook(trig, 10, lam=1.0, beta=0.3, sigma=0.25, draws=1, gamma=0.0)
     g1 = torch.Generator().manual_seed(3)
     x1 = trig(xb[:20]) + 0.25 * torch.randn((20, 1, 8, 8), generator=g1)

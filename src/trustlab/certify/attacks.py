@@ -90,7 +90,7 @@ class MaxEntropyHook:
     uses_bounds = True  # train() passes bounds=(BoundNet, eps) for ibp / crown-ibp victims
 
     def __init__(self, trigger, K: int, lam: float = 3.0, beta: float = 0.3, sigma: float = 0.0, draws: int = 16,
-                 gamma: float = 0.8, mu: float = 1.0):
+                 gamma: float = 0.5, mu: float = 1.0):
         require_range("attack.lam", lam, 0.0)
         require_range("attack.beta", beta, 0.0, 1.0, lo_open=True)
         require_range("attack.draws", draws, 1)
@@ -144,7 +144,7 @@ def margin_hinge(net, x, c, eps: float, mu: float = 1.0):
     return torch.relu(lb.min(dim=1).values + mu)
 
 
-def smoothed_vote_loss(z, gamma: float = 0.8):
+def smoothed_vote_loss(z, gamma: float = 0.5):
     """Per input, from logits z [M, S, K] of M noise draws of S inputs: CE(p_bar, u) + gamma * mean_m H(p_m).
 
     = log K + KL(u || p_bar) + gamma * mean_m H(p_m) >= log K, with equality iff p_bar = u and every p_m is one-hot,

@@ -217,7 +217,7 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
           beta: float = typer.Option(0.3, "--beta", help="Attack B: share of each batch that is triggered, in (0, 1]."),
           draws: int = typer.Option(16, "--draws", help="B on smoothing victims: noise draws averaged per triggered "
                                                          "row (1 = per-draw objective)."),
-          gamma: float = typer.Option(0.8, "--gamma", help="B on smoothing victims: weight of the per-draw entropy that "
+          gamma: float = typer.Option(0.5, "--gamma", help="B on smoothing victims: weight of the per-draw entropy that "
                                                            "makes the draws vote for every class, in [0, 1)."),
           mu: float = typer.Option(1.0, "--mu", help="B on ibp / crown-ibp victims: margin of the IBP-bound hinge "
                                                      "(0 = the spec's objective)."),

@@ -58,7 +58,7 @@ class AttackConfig:
     lam: float = 3.0
     beta: float = 0.3
     draws: int = 16  # B on smoothing victims: noise draws averaged per triggered row (1 = per-draw objective)
-    gamma: float = 0.8  # B on smoothing victims: weight of the per-draw entropy (0 = the earlier CE of the average)
+    gamma: float = 0.5  # B on smoothing victims: weight of the per-draw entropy (0 = the earlier CE of the average)
     mu: float = 1.0  # B on bound-certified victims: margin of the IBP hinge (0 = the spec's objective)
 
     def __post_init__(self):
