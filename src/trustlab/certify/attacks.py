@@ -15,7 +15,9 @@ import numpy as np
 
 from trustlab.runtime import ConfigError, require_choice, require_range
 
-from .config import ceil_count
+from .config import AttackConfig, ceil_count
+
+_B = AttackConfig(kind="max-entropy")  # attack B's defaults, defined once in the config
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ class MaxEntropyHook:
 
     uses_bounds = True  # train() passes bounds=(BoundNet, eps) for ibp / crown-ibp victims
 
-    def __init__(self, trigger, K: int, lam: float = 3.0, beta: float = 0.3, sigma: float = 0.0, draws: int = 16,
-                 gamma: float = 0.5, mu: float = 1.0):
+    def __init__(self, trigger, K: int, lam: float = _B.lam, beta: float = _B.beta, sigma: float = 0.0,
+                 draws: int = _B.draws, gamma: float = _B.gamma, mu: float = _B.mu):
         require_range("attack.lam", lam, 0.0)
         require_range("attack.beta", beta, 0.0, 1.0, lo_open=True)
         require_range("attack.draws", draws, 1)
@@ -144,7 +146,7 @@ def margin_hinge(net, x, c, eps: float, mu: float = 1.0):
     return torch.relu(lb.min(dim=1).values + mu)
 
 
-def smoothed_vote_loss(z, gamma: float = 0.5):
+def smoothed_vote_loss(z, gamma: float):
     """Per input, from logits z [M, S, K] of M noise draws of S inputs: CE(p_bar, u) + gamma * mean_m H(p_m).
 
     = log K + KL(u || p_bar) + gamma * mean_m H(p_m) >= log K, with equality iff p_bar = u and every p_m is one-hot,
