@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from trustlab.runtime import (ConfigError, RunDir, append_jsonl, config_diff, config_hash, derive_seed, from_dict,
+from trustlab.runtime import (ConfigError, RunDir, append_jsonl, config_diff, config_hash, default_run_path,
+                              derive_seed, from_dict,
                               load_config,
                               read_jsonl, require_range, seed_everything, to_dict, write_json_atomic)
 
@@ -58,18 +59,77 @@ def test_config_hash_changes_with_values():
 
 def test_require_range_names_field_and_range():
     require_range("sigma", 0.25, 0, None, lo_open=True)
-    with pytest.raises(ConfigError, match=r"sigma must lie in \(0, inf\], got 0"):
+    with pytest.raises(ConfigError, match=r"sigma must lie in \(0, inf\), got 0"):
         require_range("sigma", 0, 0, None, lo_open=True)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_require_range_refuses_non_finite_unless_the_field_opts_in(value):
+    with pytest.raises(ConfigError, match=r"lr must lie in \(0.0, inf\), got (inf|-inf|nan)"):
+        require_range("lr", value, 0.0, None, lo_open=True)
+    if value == float("inf"):
+        require_range("max_hours", value, 0.0, None, lo_open=True, allow_inf=True)  # a limit that means "none"
+    else:
+        with pytest.raises(ConfigError, match="max_hours"):
+            require_range("max_hours", value, 0.0, None, lo_open=True, allow_inf=True)
+
+
+def test_check_types_refuses_inf_floats_unless_annotated_inf_float():
+    import dataclasses
+    from typing import Optional
+
+    from trustlab.runtime.config import from_dict
+    from trustlab.runtime.validate import InfFloat, check_types
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        lr: float = 1e-3
+        limit: Optional[InfFloat] = None
+
+        def __post_init__(self):
+            check_types(self)
+
+    with pytest.raises(ConfigError, match="lr must be a finite number, got inf"):
+        Cfg(lr=float("inf"))
+    with pytest.raises(ConfigError, match="lr must be a finite number, got -inf"):
+        from_dict(Cfg, {"lr": float("-inf")})
+    assert Cfg(limit=float("inf")).limit == float("inf")
+    assert from_dict(Cfg, {"limit": float("inf")}).limit == float("inf")
+    with pytest.raises(ConfigError, match="limit must be a number, got nan"):
+        Cfg(limit=float("nan"))
+
+
+def test_parse_float_list_refuses_inf():
+    from trustlab.runtime.validate import parse_float_list
+
+    with pytest.raises(ConfigError, match="--temperatures must hold finite numbers"):
+        parse_float_list("--temperatures", "0,inf")
 
 
 def test_write_json_atomic_leaves_no_temp_and_old_file_survives_failure(tmp_path):
     path = tmp_path / "results.json"
-    write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(3), "c": float("nan")})
-    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": None}
+    write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(3)})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2]}
     with pytest.raises(TypeError):
         write_json_atomic(path, {"bad": object()})
     assert json.loads(path.read_text())["a"] == 1.5  # untouched by the failed write
     assert os.listdir(tmp_path) == ["results.json"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), np.float32("-inf"), np.array([1.0, np.inf])])
+def test_json_writers_refuse_non_finite_values_naming_the_key(tmp_path, bad):
+    from trustlab.runtime.errors import DataError
+    from trustlab.runtime.io import append_jsonl
+
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"ok": 1})
+    with pytest.raises(DataError, match=r"results.json.*metrics.loss.* JSON cannot hold"):
+        write_json_atomic(path, {"metrics": {"loss": bad}})
+    assert json.loads(path.read_text()) == {"ok": 1}  # the old file survives; no null, no NaN token
+    assert os.listdir(tmp_path) == ["results.json"]
+    with pytest.raises(DataError, match=r"events.jsonl.*\[0\]"):
+        append_jsonl(tmp_path / "events.jsonl", [{"step": 1}, {"step": 2, "loss": [bad]}])
+    assert not (tmp_path / "events.jsonl").exists()  # no record of the batch was written
 
 
 def test_read_jsonl_drops_and_repairs_truncated_last_line(tmp_path):
@@ -82,13 +142,14 @@ def test_read_jsonl_drops_and_repairs_truncated_last_line(tmp_path):
     assert [r["i"] for r in read_jsonl(path)] == [0, 1, 2]
 
 
-def test_rundir_resume_reports_done_items(tmp_path):
+def test_rundir_resumes_its_own_run(tmp_path):
     cfg = Outer()
     run = RunDir.open(tmp_path / "r", "lab", "verb", cfg, seed=1)
     for item in (0, 1):
         run.event("done", item=item)
     again = RunDir.open(tmp_path / "r", "lab", "verb", cfg, seed=1)
-    assert again.pending(range(4)) == [2, 3]
+    assert [e["item"] for e in again.events("done")] == [0, 1]
+    assert again.run_id == run.run_id
     assert (tmp_path / "r" / "config.yaml").read_text().startswith("name: x")
 
 
@@ -98,7 +159,7 @@ def test_rundir_refuses_other_config_unless_no_resume(tmp_path):
         RunDir.open(tmp_path / "r", "lab", "verb", Outer(rate=0.5), seed=1)
     assert "--no-resume" in err.value.hint and err.value.message.endswith("differing keys: rate")
     fresh = RunDir.open(tmp_path / "r", "lab", "verb", Outer(rate=0.5), seed=1, resume=False)
-    assert fresh.done() == set()
+    assert fresh.events("done") == []
 
 
 def test_write_results_has_the_common_fields(tmp_path):
@@ -251,16 +312,82 @@ def test_no_resume_removes_everything_the_run_wrote(tmp_path):
     (run.path / "records.jsonl").write_text('{"sigma": 0.25}\n')
     (run.path / "model").mkdir()
     (run.path / "model" / "model.pt").write_bytes(b"old")
+    run.close()
     fresh = RunDir.open(tmp_path / "r", "lab", "verb", cfg, resume=False)
-    assert sorted(p.name for p in fresh.path.iterdir()) == ["config.yaml", "config_hash", "plots"]
-    assert fresh.pending(range(2)) == [0, 1]
+    assert sorted(p.name for p in fresh.path.iterdir() if not p.name.startswith(".")) == \
+        ["config.yaml", "config_hash", "plots"]
+    assert fresh.events("done") == [] and fresh.run_id != run.run_id
 
 
-def test_reset_refuses_a_folder_trustlab_did_not_write(tmp_path):
+def test_no_resume_keeps_files_the_run_did_not_write(tmp_path):
+    run = RunDir.open(tmp_path / "r", "lab", "verb", Outer())
+    (run.path / "model.pt").write_bytes(b"ours")
+    run.close()
+    (run.path / "notes.txt").write_text("the user's")  # put there after the run
+    (run.path / "plots" / "mine.png").write_bytes(b"the user's")
+    RunDir.open(tmp_path / "r", "lab", "verb", Outer(), resume=False).close()
+    assert not (run.path / "model.pt").exists()
+    assert (run.path / "notes.txt").read_text() == "the user's"
+    assert (run.path / "plots" / "mine.png").read_bytes() == b"the user's"
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_folder_trustlab_did_not_write_is_refused_untouched(tmp_path, resume):
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(ConfigError):
-        RunDir.open(tmp_path, "lab", "verb", Outer(), resume=False)
-    assert (tmp_path / "mine.txt").exists()
+    (tmp_path / "config.yaml").write_text("mine: 1\n")  # looks like a run, is not one
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a trustlab run folder") as err:
+        RunDir.open(tmp_path, "lab", "verb", Outer(), resume=resume)
+    assert "mine.txt" in err.value.message and "new --out" in err.value.hint
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+    assert (tmp_path / "config.yaml").read_text() == "mine: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "mine.txt", "results.json"]
+
+
+@pytest.mark.parametrize("lab,verb,resume", [("lab", "other", True), ("lab", "other", False),
+                                             ("other", "verb", False)])
+def test_another_verbs_run_folder_is_refused_untouched(tmp_path, lab, verb, resume):
+    run = RunDir.open(tmp_path / "r", "lab", "verb", Outer())
+    (run.path / "model.pt").write_bytes(b"fingerprinted")
+    run.close()
+    with pytest.raises(ConfigError, match="holds a trustlab lab verb run") as err:
+        RunDir.open(tmp_path / "r", lab, verb, Inner(), resume=resume)
+    assert "differing" not in err.value.message and "--no-resume" not in err.value.hint
+    assert (run.path / "model.pt").read_bytes() == b"fingerprinted"
+
+
+def test_new_only_verbs_never_replace_an_earlier_run(tmp_path):
+    first = RunDir.open(tmp_path / "r", "lab", "verify", Outer(), new_only=True)
+    first.write_results({"decision": "OWNED"})
+    before = (tmp_path / "r" / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="never replaces"):
+        RunDir.open(tmp_path / "r", "lab", "verify", Outer(), resume=False, new_only=True)
+    assert (tmp_path / "r" / "results.json").read_bytes() == before
+
+
+def test_default_folders_are_new_for_every_run(tmp_path):
+    a = RunDir.open(default_run_path("lab", "verb", tmp_path), "lab", "verb", Outer())
+    b = RunDir.open(default_run_path("lab", "verb", tmp_path), "lab", "verb", Outer())
+    assert a.path != b.path and a.run_id != b.run_id
+
+
+def test_attach_continues_only_the_named_verbs_runs(tmp_path):
+    run = RunDir.open(tmp_path / "r", "lab", "generate", Outer())
+    run.close()
+    judge = RunDir.attach(tmp_path / "r", "lab", "judge", of=("generate",))
+    (judge.path / "labels.jsonl").write_text("{}\n")
+    judge.close()
+    assert "labels.jsonl" in RunDir.open(tmp_path / "r", "lab", "generate", Outer()).manifest
+    with pytest.raises(ConfigError, match="never writes"):
+        RunDir.attach(tmp_path / "r", "lab", "judge", of=("eval",))
+
+
+def test_resume_command_names_the_folder_and_drops_fresh_flags():
+    from trustlab.runtime.rundir import resume_command
+
+    assert resume_command(["safety", "eval", "--no-resume", "--limit", "2"], out="runs/x") == \
+        "trustlab safety eval --limit 2 --out runs/x"
+    assert resume_command(["safety", "eval", "--out", "d"], out="d") == "trustlab safety eval --out d"
 
 
 def test_out_that_is_a_file_is_refused(tmp_path):

@@ -30,7 +30,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"unknown key(s) {', '.join(map(repr, unknown))} in {where or cls.__name__}",
             hint=f"valid keys: {', '.join(fields)}",
         )
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps InfFloat's opt-in
     kwargs = {name: coerce(f"{where}.{name}".lstrip("."), hints[name], value) for name, value in data.items()}
     try:
         cfg = cls(**kwargs)

@@ -10,30 +10,58 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-def _jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays, Paths and non-finite floats to plain JSON values (NaN/inf become null)."""
+class NonFiniteValueError(ValueError):
+    """A NaN or +-inf on its way into a JSON file; ``where`` is its key path (``metrics.fp_loss``)."""
+
+    def __init__(self, where: str, value: float):
+        super().__init__(f"{where or 'the value'} is {value}")
+        self.where, self.value = where, value
+
+
+def _jsonable(obj: Any, where: str = "") -> Any:
+    """numpy scalars/arrays and Paths to plain JSON values; NaN and +-inf raise NonFiniteValueError naming their key
+    path (JSON has no such numbers: written as null they would read back as a different value)."""
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _jsonable(obj.tolist())
+        return _jsonable(obj.tolist(), where)
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        raise NonFiniteValueError(where, obj)
     if isinstance(obj, Path):
         return str(obj)
     return obj
 
 
+def to_json(obj: Any, path: str | Path = "JSON", **kw: Any) -> str:
+    """``json.dumps`` of ``obj`` with ``allow_nan=False``; a NaN or +-inf is a DataError naming ``path`` and the
+    key that holds it, never ``NaN`` (invalid JSON) or ``null``."""
+    return json.dumps(_checked(obj, path), allow_nan=False, **kw)
+
+
+def _checked(obj: Any, path: str | Path) -> Any:
+    from .errors import DataError
+
+    try:
+        return _jsonable(obj)
+    except NonFiniteValueError as exc:
+        raise DataError(f"refusing to write {str(path)!r}: {exc.where or 'a value'} is {exc.value}, which JSON "
+                        f"cannot hold", hint="a computation diverged or a setting was infinite; check the inputs "
+                        "and settings that produce it") from None
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write JSON to a temp file in the same folder, fsync, then rename: readers never see half a file.
+
+    A NaN or +-inf anywhere in ``obj`` is a DataError naming the key, before anything is written."""
     path = Path(path)
+    text = to_json(obj, path, indent=2, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
-            fh.write("\n")
+            fh.write(text + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; run artefacts follow the user's umask
@@ -50,12 +78,14 @@ def _umask() -> int:
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records, one JSON object per line, and flush to disk before returning."""
+    """Append records, one JSON object per line, and flush to disk before returning. A NaN or +-inf in any record
+    is a DataError naming the key, and then no record is written."""
     path = Path(path)
+    lines = [to_json(rec, path) + "\n" for rec in records]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        for rec in records:
-            fh.write(json.dumps(_jsonable(rec)) + "\n")
+        for line in lines:
+            fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
 

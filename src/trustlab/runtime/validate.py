@@ -4,6 +4,10 @@
 (``int`` -> ``float`` where a float is asked for, ``list`` -> ``tuple`` for tuple fields); call it first in
 ``__post_init__`` so a config built in a notebook is checked exactly like one read from YAML. Ranges and choices
 are ``require_range`` / ``require_choice``. Every message names the field, what it expects and the value it got.
+
+Numbers are finite: NaN is never a float here, and neither is +-inf (``--lr inf`` would train a model of NaN
+tensors). A field whose value may legitimately be infinite opts in: annotate it ``InfFloat`` (or
+``Optional[InfFloat]``) and pass ``allow_inf=True`` to ``require_range``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
 from .errors import ConfigError
+
+
+class AllowInf:
+    """Marker inside ``Annotated[float, AllowInf]``: this field may be +-inf (e.g. a limit meaning "no limit")."""
+
+
+InfFloat = Annotated[float, AllowInf]
 
 _YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
@@ -25,6 +36,8 @@ _YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 def type_name(tp: Any) -> str:
     """Readable name of an annotation: ``int``, ``float``, ``tuple[int, ...]``, ``str or None``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return type_name(args[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in args)
     if origin is typing.Literal:
@@ -44,22 +57,27 @@ def _hint(name: str, tp: Any, value: Any) -> str:
     return f"set {name} to a value of type {type_name(tp)}"
 
 
-def coerce(name: str, tp: Any, value: Any) -> Any:
+def coerce(name: str, tp: Any, value: Any, allow_inf: bool = False) -> Any:
     """``value`` checked against annotation ``tp`` and normalised; ConfigError naming ``name`` otherwise.
 
-    bool is never an int here, NaN is never a float, and a string is never a sequence."""
+    bool is never an int here, NaN and +-inf are never a float (unless ``tp`` is ``InfFloat``, or ``allow_inf``),
+    and a string is never a sequence."""
     if tp is Any or tp is typing.Any:
         return value
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return coerce(name, args[0], value, allow_inf or AllowInf in tp.__metadata__)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return coerce(name, arg, value)
+                return coerce(name, arg, value, allow_inf)
             except ConfigError as exc:
                 errors.append(exc)
+        if _is_number(value) and not math.isfinite(value) and len(errors) == 1:
+            raise errors[0]  # "must be a finite number, got inf" says more than "must be float or None"
         raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}", hint=_hint(name, tp, value))
     if origin is typing.Literal:
         if value in args:
@@ -110,6 +128,9 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
             value = float(value)
             if math.isnan(value):
                 raise ConfigError(f"{name} must be a number, got nan", hint=f"set {name} to a finite number")
+            if math.isinf(value) and not allow_inf:
+                raise ConfigError(f"{name} must be a finite number, got {value}",
+                                  hint=f"set {name} to a finite number")
             return value
         raise ConfigError(f"{name} must be a number, got {value!r}", hint=_hint(name, tp, value))
     if tp is str:
@@ -127,7 +148,7 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
 
 def check_types(cfg: Any, prefix: str | None = None) -> None:
     """Check and normalise every field of dataclass ``cfg`` against its annotation (works on frozen ones)."""
-    hints = typing.get_type_hints(type(cfg))
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
     where = prefix if prefix is not None else ""
     for f in dataclasses.fields(cfg):
         name = f"{where}.{f.name}" if where else f.name
@@ -142,15 +163,17 @@ def _is_number(value: Any) -> bool:
 
 
 def require_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                  lo_open: bool = False, hi_open: bool = False) -> None:
+                  lo_open: bool = False, hi_open: bool = False, allow_inf: bool = False) -> None:
     """Raise ConfigError naming ``name``, the allowed range and ``value`` when it is not a number inside it.
 
-    NaN is outside every range."""
-    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    NaN is outside every range; so is +-inf, unless ``allow_inf`` (then a missing bound, ``None``, takes it)."""
+    left = "[" if lo is None and allow_inf else "(" if lo is None or lo_open else "["
+    right = "]" if hi is None and allow_inf else ")" if hi is None or hi_open else "]"
     rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
     if not _is_number(value):
         raise ConfigError(f"{name} must be a number in {rng}, got {value!r}", hint=_hint(name, float, value))
-    bad = math.isnan(value) or (lo is not None and (value < lo or (lo_open and value == lo))) or (
+    bad = math.isnan(value) or (math.isinf(value) and not allow_inf) or (
+        lo is not None and (value < lo or (lo_open and value == lo))) or (
         hi is not None and (value > hi or (hi_open and value == hi)))
     if bad:
         raise ConfigError(f"{name} must lie in {rng}, got {value}", hint=f"set {name} within {rng}")
@@ -174,12 +197,12 @@ def parse_int_list(name: str, text: str, example: str = "128,64") -> tuple[int, 
 
 
 def parse_float_list(name: str, text: str, example: str = "0,0.25,0.5") -> tuple[float, ...]:
-    """``"0,0.25"`` -> ``(0.0, 0.25)``; NaN and non-numbers refused naming the flag."""
+    """``"0,0.25"`` -> ``(0.0, 0.25)``; NaN, +-inf and non-numbers refused naming the flag."""
     try:
         values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
     except ValueError:
         raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}",
                           hint=f"e.g. {name} {example}") from None
-    if any(math.isnan(v) for v in values):
-        raise ConfigError(f"{name} must not contain nan, got {text!r}", hint=f"give finite numbers for {name}")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{name} must hold finite numbers, got {text!r}", hint=f"give finite numbers for {name}")
     return values
