@@ -135,7 +135,7 @@ def test_inspect_never_prints_the_secret_and_checks_it(cli_run, capsys, tmp_path
     (["embed", "--beta-dm", "1"], ["beta_dm must lie in [0.0, 1.0)"]),
     (["generate", "--secret", "{tmp}/s", "--nucleus-t", "1"], ["nucleus_t must lie in (0.0, 1.0)"]),
     (["generate", "--secret", "{tmp}/s", "--nucleus-t", "0"], ["nucleus_t"]),
-    (["generate", "--secret", "{tmp}/s", "--nucleus-k", "0"], ["nucleus_k must lie in [1, inf]"]),
+    (["generate", "--secret", "{tmp}/s", "--nucleus-k", "0"], ["nucleus_k must lie in [1, inf)"]),
     (["generate", "--secret", "{tmp}/s", "--strategy", "english_random", "--response-length", "2"],
      ["english_random takes response_length 1"]),
     (["generate", "--secret", "{tmp}/s", "--strategy", "magic"], ["strategy must be one of"]),
