@@ -1,15 +1,31 @@
-"""Run folders: ``config.yaml``, atomic ``results.json``, append-only ``events.jsonl`` with resume."""
+"""Run folders as owned objects: a marker naming lab, verb and run id, a manifest of the files the run wrote,
+``config.yaml``, atomic ``results.json`` and append-only ``events.jsonl`` for resume.
+
+The guarantees (docs/architecture.md, "Run folders"):
+
+- A run claims only a new or empty folder, or resumes a folder whose marker names its own lab and one of the verbs
+  it may resume. A folder with files but no marker, or another lab's or verb's marker, is refused with a one-line
+  error naming what is there: nothing in it is read, cleared or overwritten.
+- The manifest lists the files the run wrote (every file that appeared in the folder while a run of this marker
+  held it). Files that were there when a run (re)opened the folder and are not in the manifest are foreign: they
+  are never listed, removed or overwritten.
+- ``resume=False`` (``--no-resume``) removes the manifest's files, and nothing else, after every check passed.
+- A run without ``--out`` gets a new folder ``runs/<lab>-<verb>-<UTC timestamp>[-N]``; it never resumes another run.
+"""
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import json
+import os
 import platform
 import shlex
-import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .config import config_diff, config_hash, dump_yaml, load_yaml, to_dict
 from .errors import ConfigError
@@ -17,11 +33,13 @@ from .files import at_path, writable_dir
 from .io import append_jsonl, read_jsonl, write_json_atomic
 
 # Run folders opened in this process, newest last: on Ctrl-C the CLI marks them interrupted and prints the command
-# that resumes the newest one.
+# that resumes the newest one; at exit their manifests are brought up to date.
 _OPEN: list["RunDir"] = []
 # Flags that discard earlier work: a resume command must not carry them.
 FRESH_FLAGS = ("--no-resume", "--force", "--overwrite", "--fresh")
-_MARKERS = ("config_hash", "config.yaml", "results.json", "events.jsonl")
+MARKER = ".trustlab-run.json"
+MANIFEST = ".trustlab-manifest.json"
+_OWN = {MARKER, MANIFEST}
 _ARGV: list[str] | None = None
 
 
@@ -32,11 +50,14 @@ def begin_command(argv: list[str] | None) -> None:
     _OPEN.clear()
 
 
-def resume_command(argv: list[str] | None = None) -> str:
-    """The command line of this CLI call with the flags that discard work removed: pasting it resumes the run
-    (every verb resumes by default)."""
+def resume_command(argv: list[str] | None = None, out: str | Path | None = None) -> str:
+    """The command line of this CLI call with the flags that discard work removed, and ``--out OUT`` added when
+    the call did not name its folder: pasting it resumes the run (every verb resumes by default)."""
     args = list(argv if argv is not None else _ARGV if _ARGV is not None else sys.argv[1:])
-    return shlex.join(["trustlab", *[a for a in args if a not in FRESH_FLAGS]])
+    args = [a for a in args if a not in FRESH_FLAGS]
+    if out is not None and not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(out)]
+    return shlex.join(["trustlab", *args])
 
 
 def mark_interrupted() -> str | None:
@@ -44,9 +65,19 @@ def mark_interrupted() -> str | None:
     for run in _OPEN:
         try:
             run.event("status", status="interrupted")
+            run.track()
         except OSError:
             pass
     return f"resume with: {_OPEN[-1].resume_hint}" if _OPEN else None
+
+
+@atexit.register
+def _track_open_runs() -> None:
+    for run in list(_OPEN):
+        try:
+            run.track()
+        except OSError:
+            pass
 
 
 def utc_now() -> str:
@@ -54,9 +85,14 @@ def utc_now() -> str:
 
 
 def default_run_path(lab: str, verb: str, root: str | Path = "runs") -> Path:
-    """``runs/<lab>-<verb>-<UTC timestamp>``."""
+    """``runs/<lab>-<verb>-<UTC timestamp>``, with ``-2``, ``-3``, ... when that folder exists already."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{lab}-{verb}-{stamp}"
+    base = Path(root) / f"{lab}-{verb}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def environment() -> dict[str, Any]:
@@ -76,13 +112,52 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# --- marker and manifest ------------------------------------------------------------------------------------------
+def read_marker(path: str | Path) -> dict[str, Any] | None:
+    """The marker of the run folder ``path`` (lab, verb, run_id, created), or None when it has none."""
+    f = Path(path) / MARKER
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"run marker {str(f)!r} is unreadable ({type(exc).__name__})",
+                          hint="choose a new --out folder") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("lab", "verb", "run_id")):
+        raise ConfigError(f"run marker {str(f)!r} is not a trustlab run marker", hint="choose a new --out folder")
+    return data
+
+
+def _listing(root: Path) -> set[str]:
+    """Relative paths of every file (``a/b``) and folder (``a/``) under ``root``, symlinks not followed."""
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        for d in dirnames:
+            found.add(f"{(rel / d).as_posix()}/")
+        for f in filenames:
+            found.add((rel / f).as_posix())
+    return found - _OWN
+
+
+def _forget(path: Path) -> None:
+    """Close an earlier RunDir of this process on ``path`` (its manifest brought up to date first)."""
+    for run in [r for r in _OPEN if os.path.abspath(r.path) == os.path.abspath(path)]:
+        run.close()
+
+
+def _describe(path: Path, limit: int = 5) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 @dataclass
 class RunDir:
-    """One run's folder.
+    """One run's folder (see the module docstring for what it guarantees).
 
-    ``open`` writes ``config.yaml`` and ``config_hash``; re-opening an existing folder with a different
-    config hash refuses (``resume=False`` starts the folder afresh instead of resuming).
-    """
+    ``RunDir.open`` claims or resumes ``path``; ``RunDir.attach`` lets a verb that continues an existing run (a
+    judge or metrics pass over a generation run) write into it under that run's marker."""
 
     path: Path
     lab: str
@@ -91,54 +166,141 @@ class RunDir:
     seed: int | None = None
     started: str = field(default_factory=utc_now)
     resume_hint: str = field(default_factory=resume_command)
+    run_id: str | None = None
+    _files: set[str] = field(default_factory=set, repr=False)
+    _foreign: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
     def open(cls, path: str | Path | None, lab: str, verb: str, config: Any = None, seed: int | None = None,
-             resume: bool = True, fresh_hint: str | None = None) -> "RunDir":
+             resume: bool = True, fresh_hint: str | None = None, resumes: Sequence[str] | None = None,
+             new_only: bool = False) -> "RunDir":
+        """Claim ``path`` (default: a new ``runs/<lab>-<verb>-<stamp>``) for this run, or resume it.
+
+        ``resumes`` names the verbs whose folders this verb continues (default: its own). ``resume=False`` removes
+        what the earlier run wrote (its manifest) once every check passed. ``new_only`` verbs (a verdict, a
+        generated secret) never reuse a folder: an earlier run there is refused, not replaced."""
         path = Path(path) if path is not None else default_run_path(lab, verb)
-        run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed)
+        _forget(path)
         writable_dir(path)
-        digest = config_hash(config) if config is not None else None
-        hash_file = path / "config_hash"
-        if hash_file.exists() and digest is not None:
-            with at_path(hash_file, "run stamp", ConfigError):
-                old = hash_file.read_text().strip()
-            if old != digest and resume:
+        marker = read_marker(path)
+        run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed,
+                  resume_hint=resume_command(out=path))
+        if marker is None:
+            if any(path.iterdir()):
+                raise ConfigError(f"folder {str(path)!r} is not a trustlab run folder and is not empty (it holds "
+                                  f"{_describe(path)}); {lab} {verb} writes only into a new or empty folder or "
+                                  f"its own earlier run", hint="choose a new --out folder")
+            run._claim()
+        else:
+            run._check_owner(marker, resumes or (verb,), new_only)
+            run._load_manifest()
+            digest = config_hash(config) if config is not None else None
+            old = (path / "config_hash").read_text().strip() if (path / "config_hash").is_file() else None
+            if resume and digest is not None and old is not None and old != digest:
                 differing = config_diff(load_yaml(path / "config.yaml"), config) \
                     if (path / "config.yaml").is_file() else []
                 raise ConfigError(
-                    f"run folder {str(path)!r} holds a run with another config (hash {old}, now {digest}); "
-                    f"differing keys: {', '.join(differing) or 'unknown'}",
-                    hint=fresh_hint or "pass --no-resume to start it afresh, or choose a new --out folder",
-                )
-            if old != digest or not resume:
-                run.reset()
-        elif not resume:
-            run.reset()
+                    f"run folder {str(path)!r} holds a {lab} {marker['verb']} run with another config (hash {old}, "
+                    f"now {digest}); differing keys: {', '.join(differing[:8]) or 'unknown'}"
+                    + (f" and {len(differing) - 8} more" if len(differing) > 8 else ""),
+                    hint=fresh_hint or "choose a new --out folder, or pass --no-resume to replace that run "
+                                       "(only the files it wrote are removed)")
+            if not resume:
+                run.clear()
+                run._claim()
         (path / "plots").mkdir(exist_ok=True)
         if config is not None:
             with at_path(path, "run folder", ConfigError):
                 dump_yaml(config, path / "config.yaml")
-                hash_file.write_text(digest + "\n")
+                (path / "config_hash").write_text(config_hash(config) + "\n")
+        run.track()
         _OPEN.append(run)
         return run
 
-    def reset(self) -> None:
-        """Start the folder afresh: remove everything an earlier run wrote in it (records, checkpoints, models,
-        plots, results). Refuses a non-empty folder that holds no trustlab run, so ``--out ~`` deletes nothing."""
-        entries = list(self.path.iterdir()) if self.path.is_dir() else []
-        if entries and not any((self.path / m).exists() for m in _MARKERS):
-            raise ConfigError(f"folder {str(self.path)!r} holds files but no trustlab run; refusing to clear it",
-                              hint="choose an empty or new --out folder")
+    @classmethod
+    def attach(cls, path: str | Path, lab: str, verb: str, of: Sequence[str], config: Any = None,
+               seed: int | None = None) -> "RunDir":
+        """Continue the existing run in ``path`` (its marker names ``lab`` and one of the verbs ``of``); the files
+        this verb writes join that run's manifest."""
+        path = Path(path)
+        _forget(path)
+        marker = read_marker(path) if path.is_dir() else None
+        if marker is None:
+            raise ConfigError(f"folder {str(path)!r} is not a trustlab {lab} run folder (no run marker)",
+                              hint=f"pass a folder written by `trustlab {lab} {of[0]}`")
+        run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed, resume_hint=resume_command(out=path))
+        run._check_owner(marker, of, False)
+        run._load_manifest()
+        _OPEN.append(run)
+        return run
+
+    def _check_owner(self, marker: dict[str, Any], resumes: Sequence[str], new_only: bool) -> None:
+        what = f"a trustlab {marker['lab']} {marker['verb']} run (id {marker['run_id']})"
+        if marker["lab"] != self.lab or marker["verb"] not in resumes:
+            raise ConfigError(f"folder {str(self.path)!r} holds {what}; {self.lab} {self.verb} never writes into "
+                              f"another verb's run folder", hint="choose a new --out folder")
+        if new_only:
+            raise ConfigError(f"folder {str(self.path)!r} holds {what}; {self.lab} {self.verb} never replaces an "
+                              f"earlier run", hint="choose a new --out folder")
+        self.run_id = marker["run_id"]
+
+    def _claim(self) -> None:
+        """Write a new marker (a new run id); everything in the folder now is foreign to this run."""
+        self.run_id = uuid.uuid4().hex[:16]
+        self._foreign = _listing(self.path)
+        self._files = set()
         with at_path(self.path, "run folder", ConfigError):
-            for entry in entries:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+            write_json_atomic(self.path / MARKER, {"lab": self.lab, "verb": self.verb, "run_id": self.run_id,
+                                                   "created": self.started})
+        self.track()
+
+    def _load_manifest(self) -> None:
+        f = self.path / MANIFEST
+        try:
+            data = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        files = data.get("files") if isinstance(data, dict) else None
+        self._files = {str(x) for x in files} if isinstance(files, list) else set()
+        # what is here now and not listed was put here by someone else: never ours to list or remove
+        self._foreign = _listing(self.path) - self._files
+
+    @property
+    def manifest(self) -> list[str]:
+        """The files and folders this run (under its marker) wrote, relative to the run folder."""
+        return sorted(self._files)
+
+    def track(self) -> None:
+        """Add every file that appeared in the folder since the run opened it to the manifest. Called at every
+        event, artefact, results write, close, Ctrl-C and exit, so a run killed outright leaves at most its last
+        few files unlisted: those count as foreign and ``--no-resume`` keeps them."""
+        if self.run_id is None or not self.path.is_dir():  # built by hand, not opened or attached: owns nothing
+            return
+            return
+        files = self._files | (_listing(self.path) - self._foreign)
+        if files != self._files or not (self.path / MANIFEST).is_file():
+            self._files = files
+            write_json_atomic(self.path / MANIFEST, {"run_id": self.run_id, "files": sorted(files)})
+
+    def clear(self) -> None:
+        """Remove the files the earlier run wrote (its manifest) and the folders it made that are now empty;
+        foreign files stay where they are."""
+        self.track()
+        with at_path(self.path, "run folder", ConfigError):
+            for rel in sorted((r for r in self._files if not r.endswith("/")), reverse=True):
+                p = self.path / rel
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+            for rel in sorted((r for r in self._files if r.endswith("/")), key=len, reverse=True):
+                p = self.path / rel.rstrip("/")
+                if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+                    p.rmdir()
+            (self.path / MANIFEST).unlink(missing_ok=True)
+        self._files = set()
 
     def close(self) -> None:
-        """Forget this folder as an open run (the CLI no longer marks it interrupted on Ctrl-C)."""
+        """Bring the manifest up to date and forget this folder as an open run."""
+        self.track()
         if self in _OPEN:
             _OPEN.remove(self)
 
@@ -150,24 +312,17 @@ class RunDir:
     def event(self, kind: str, **data: Any) -> None:
         """Append one event (flushed to disk) to ``events.jsonl``."""
         append_jsonl(self.events_path, [{"t": utc_now(), "kind": kind, **data}])
+        self.track()
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [e for e in read_jsonl(self.events_path) if kind is None or e.get("kind") == kind]
-
-    def done(self, kind: str = "done", key: str = "item") -> set[Any]:
-        """Resume helper: the ``key`` values of every ``kind`` event already recorded."""
-        return {e[key] for e in self.events(kind) if key in e}
-
-    def pending(self, items: Iterable[Any], kind: str = "done", key: str = "item") -> list[Any]:
-        """The work items not yet marked done, in their original order."""
-        finished = self.done(kind, key)
-        return [it for it in items if it not in finished]
 
     # --- results ------------------------------------------------------------------------------
     def artifact(self, relpath: str) -> Path:
         """Absolute path for an artefact inside the run folder (parents created)."""
         p = self.path / relpath
         p.parent.mkdir(parents=True, exist_ok=True)
+        self.track()
         return p
 
     def write_results(self, metrics: dict[str, Any], artifacts: Iterable[str | Path] = (), **extra: Any) -> Path:
@@ -178,6 +333,7 @@ class RunDir:
         results = {
             "lab": self.lab,
             "verb": self.verb,
+            "run_id": self.run_id,
             "trustlab_version": __version__,
             "started": self.started,
             "finished": utc_now(),
@@ -191,4 +347,5 @@ class RunDir:
             **extra,
         }
         write_json_atomic(self.path / "results.json", results)
+        self.track()
         return self.path / "results.json"
