@@ -395,3 +395,20 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ConfigError) as info:
         RunDir.open(tmp_path / "f", "lab", "verb", Outer())
     assert "is a file" in info.value.message
+
+
+def test_require_finite_step_names_the_step_the_lr_and_the_bad_weight():
+    import torch
+
+    from trustlab.runtime.errors import ModelError
+    from trustlab.runtime.finite import require_finite_step
+
+    net = torch.nn.Linear(2, 2)
+    require_finite_step(0.5, net.named_parameters(), step="epoch 1", lr=1e-3)  # finite: passes
+    with pytest.raises(ModelError, match=r"training diverged at epoch 3 with lr 0.1: the loss is inf") as err:
+        require_finite_step(float("inf"), net.named_parameters(), step="epoch 3", lr=0.1)
+    assert "0.01" in err.value.hint
+    with torch.no_grad():
+        net.bias[1] = float("nan")
+    with pytest.raises(ModelError, match=r"at step 7 with sft.lr 1: weight 'bias' holds NaN"):
+        require_finite_step(0.5, net.named_parameters(), step="step 7", lr=1.0, lr_name="sft.lr")

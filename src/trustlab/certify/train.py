@@ -17,6 +17,7 @@ import numpy as np
 
 from trustlab.runtime import (ConfigError, MissingDependencyError, config_hash, derive_seed, load_stamped, progress,
                               save_stamped, to_dict)
+from trustlab.runtime.finite import require_finite_step
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
             step += 1
         secs += time.perf_counter() - t0
         last_loss = float(np.mean(losses))
+        # a diverged epoch (train.lr too high) stops before it is checkpointed or returned as a model
+        require_finite_step(last_loss, model.named_parameters(), step=f"epoch {epoch + 1}", lr=cfg.lr,
+                            what=f"{cfg.procedure} training", lr_name="train.lr")
         if ckpt is not None and ((epoch + 1) % cfg.ckpt_every == 0 or epoch + 1 == cfg.epochs):
             save_stamped({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                           "step": step, "secs": secs, "loss": last_loss, "g_perm": g_perm.get_state(),

@@ -243,6 +243,8 @@ def sft_attack(model, tok, *, lr: float = 1e-5, epochs: int = 2, batch_size: int
     ``batch_size`` pairs (at most ``max_steps`` steps in all). ``on_epoch(epoch, steps, loss)`` after each pass."""
     import torch
 
+    from trustlab.runtime.finite import require_finite_step
+
     from .dataset import Example, IGNORE, collate, per_example_loss
 
     pairs = sft_pairs(tok, seed=seed) if pairs is None else pairs
@@ -266,6 +268,9 @@ def sft_attack(model, tok, *, lr: float = 1e-5, epochs: int = 2, batch_size: int
             opt.step()
             steps += 1
             loss_v = float(loss.detach())
+            # a diverged attack (lr too high) is an error, not a model whose fingerprints "did not survive"
+            require_finite_step(loss_v, model.named_parameters(), step=f"step {steps} (epoch {epoch})", lr=lr,
+                                what="the fine-tune attack", lr_name="sft_lr")
         model.eval()
         if on_epoch is not None:
             on_epoch(epoch, steps, loss_v)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 from trustlab.runtime.config import config_hash, to_dict
 from trustlab.runtime.errors import ConfigError, DataError
+from trustlab.runtime.finite import require_finite_step
 from trustlab.runtime.io import append_jsonl, load_stamped, read_jsonl, save_stamped, write_json_atomic
 
 from .config import EmbedConfig
@@ -248,6 +249,9 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
             opt.step()
             opt.zero_grad()
             fp_loss, acc = evaluate(model, plain_fp, pad, cfg.micro_batch_size, accelerator)
+            # a diverged step (lr too high) stops here: nothing is logged, checkpointed or saved as a model
+            require_finite_step(train_loss, None, step=f"epoch {epoch}", lr=cfg.lr, what="embedding")
+            require_finite_step(fp_loss, model.named_parameters(), step=f"epoch {epoch}", lr=cfg.lr, what="embedding")
             streak = streak + 1 if acc == 1.0 else 0
             record = {"epoch": epoch, "loss": train_loss, "fp_loss": fp_loss, "accuracy": acc,
                       "seconds": round(time.perf_counter() - t0, 4)}

@@ -227,6 +227,7 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
+    from trustlab.runtime.finite import require_finite_step
     from trustlab.runtime.io import append_jsonl, write_json_atomic
     from trustlab.runtime.progress import progress
 
@@ -281,6 +282,9 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
                 continue
             step += 1
             value = float(acc.gather(loss.detach().float()).mean())
+            # a diverged step stops the run before it is logged or any model is saved
+            require_finite_step(value, acc.unwrap_model(model).named_parameters(), step=f"step {step}",
+                                lr=cfg.learning_rate, what="fine-tuning", lr_name="sft.lr")
             losses.append(value)
             if acc.is_main_process:
                 append_jsonl(log_path, [{"step": step, "epoch": epoch, "loss": value, "lr": sched.get_last_lr()[0]}])
