@@ -1,10 +1,18 @@
 """Fingerprints and the fingerprint file (``fingerprints.json``, schema ``trustlab.fingerprint/1``).
 
 A ``FingerprintSet`` holds keys, responses and public parameters but never the secret: only its
-``secret_commitment``. ``set_digest`` = sha256 of the canonical JSON (sorted keys, no spaces) of the strategy,
-params, base model, commitment and every fingerprint's (id, key_ids, response_ids); it is published at release and
-checked on every load (a mismatch is a DataError naming ``set_digest``). ``null_p`` is the per-key hit rate of a
-model that never saw the fingerprints (1/k for perinucleus); ``null_p_heuristic`` marks the ``english`` guess.
+``secret_commitment``. ``set_digest`` (file version 2) = sha256 of the canonical JSON (sorted keys, no spaces,
+ASCII) of the **whole content except the digest fields themselves**: strategy, params, base model, tokenizer block,
+null settings, commitment and every field of every fingerprint (texts, ids, candidates, ...). Verification reads
+only fields the digest covers, so an edited file can never prove ownership: every load recomputes the digest and a
+mismatch is a DataError (exit 2) naming the file and, from ``field_digests`` (a short hash per field, diagnostic
+only), the first field that changed. Version-1 files digested token ids only; they are refused with a hint to
+regenerate. ``set_digest`` is published at release: an auditor compares the digest a verdict reports with it.
+
+``null_p`` is the per-key hit rate of a model that never saw the fingerprints (1/k for perinucleus, pool^-L for
+english_random and random_word); ``null_p_heuristic`` marks the ``english`` guess. A file whose null settings
+contradict its strategy (perinucleus with null_p != 1/nucleus_k, candidates that are not k tokens holding the
+response) is refused at load even when its digest holds.
 
     fps = FingerprintSet.load("fp.json")        # validated; errors name the field
     fps.subset([0, 3, 5]); fps.sample(16, seed=0)  # recorded subsets for verification
@@ -16,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -26,7 +35,8 @@ from trustlab.runtime.io import write_json_atomic
 
 from . import SCHEMA, STRATEGIES
 
-VERSION = 1
+VERSION = 2  # 2: set_digest covers the whole content; 1: token ids and params only (refused at load)
+DIGEST_FIELDS = ("set_digest", "field_digests")  # what the digest does not cover: itself
 
 
 @dataclass(frozen=True)
@@ -61,27 +71,92 @@ class FingerprintSet:
     subset_of: Optional[str] = None  # digest of the full set this subset was drawn from
     schema: str = SCHEMA
     version: int = VERSION
+    field_digests: dict[str, str] = field(default_factory=dict, compare=False)  # diagnostic, see digest_problem
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
     def create(cls, **kwargs: Any) -> "FingerprintSet":
-        """A set with ``set_digest`` computed (and ``created`` stamped when not given)."""
+        """A set with ``set_digest`` and ``field_digests`` computed (and ``created`` stamped when not given);
+        an empty set or null settings that contradict the strategy are a DataError."""
         if not kwargs.get("created"):
             from trustlab.runtime.rundir import utc_now
 
             kwargs["created"] = utc_now()
         kwargs["fingerprints"] = tuple(kwargs["fingerprints"])
-        fps = cls(**{**kwargs, "set_digest": ""})
-        return dataclasses.replace(fps, set_digest=fps.compute_digest())
+        kwargs = {k: v for k, v in kwargs.items() if k not in DIGEST_FIELDS}
+        fps = cls(**{**kwargs, "version": VERSION})
+        if not fps.fingerprints:
+            raise DataError("a fingerprint set needs at least one fingerprint (got none)",
+                            hint="generate fingerprints with `trustlab fingerprint generate -n 32`")
+        problem = fps.consistency_problem()
+        if problem:
+            raise DataError(f"fingerprint set: {problem}", hint=_HINT)
+        return dataclasses.replace(fps, set_digest=fps.compute_digest(), field_digests=fps.compute_field_digests())
+
+    def digest_body(self) -> dict[str, Any]:
+        """Everything the digest covers: the file's content minus ``set_digest`` and ``field_digests``."""
+        return {k: v for k, v in self.to_dict().items() if k not in DIGEST_FIELDS}
 
     def compute_digest(self) -> str:
-        """sha256 over the canonical JSON of strategy, params, base model, commitment and (id, key, response) ids."""
+        """sha256 over the canonical JSON of the whole content (every field verification reads) minus the digest."""
+        return hashlib.sha256(canonical_json(self.digest_body())).hexdigest()
+
+    def compute_field_digests(self) -> dict[str, str]:
+        """A 16-hex-digit hash per top-level field and per fingerprint column (``fingerprints[*].response_text``),
+        in file order: it names the first field an edit changed. Diagnostic only: ``set_digest`` is the check."""
+        body = self.digest_body()
+        out = {name: _short(value) for name, value in body.items() if name != "fingerprints"}
+        columns = [f.name for f in dataclasses.fields(Fingerprint)]
+        for name in columns:
+            out[f"fingerprints[*].{name}"] = _short([fp.get(name) for fp in body["fingerprints"]])
+        return out
+
+    def legacy_digest(self) -> str:
+        """The version-1 digest (token ids and params only), to recognise files written before version 2."""
         body = {"schema": self.schema, "strategy": self.strategy, "params": self.params,
                 "base_model": self.base_model, "secret_commitment": self.secret_commitment,
                 "null_p": self.null_p, "subset_of": self.subset_of,
                 "fingerprints": [[f.id, list(f.key_ids), list(f.response_ids)] for f in self.fingerprints]}
         blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+    def digest_problem(self) -> Optional[str]:
+        """None when ``set_digest`` holds, else what is wrong (a version-1 file, or the first field changed)."""
+        if self.set_digest == self.compute_digest():
+            return None
+        if self.version < VERSION or self.set_digest == self.legacy_digest():
+            return (f"was written before set_digest covered the whole file (version {self.version}: token ids "
+                    f"only), so its texts, tokenizer block, candidates and null settings are unprotected")
+        stated = self.field_digests if isinstance(self.field_digests, dict) else {}
+        for name, value in self.compute_field_digests().items():
+            if name in stated and stated[name] != value:
+                return (f"field 'set_digest' does not match the content: field '{name}' was changed after the "
+                        f"digest was computed (file edited or corrupt)")
+        return "field 'set_digest' does not match the content (file edited or corrupt)"
+
+    def consistency_problem(self) -> Optional[str]:
+        """None when the null settings and candidates agree with the strategy, else the first contradiction."""
+        if self.null_p is not None and not (math.isfinite(self.null_p) and 0.0 < self.null_p < 1.0):
+            return f"field 'null_p' must lie in (0, 1), got {self.null_p!r}"
+        if self.null_p_heuristic and self.strategy != "english":
+            return f"field 'null_p_heuristic' is true, but strategy {self.strategy!r} has a proven null rate"
+        if self.strategy == "english" and self.null_p is not None and not self.null_p_heuristic:
+            return "field 'null_p_heuristic' is false, but strategy 'english' has no proven null rate"
+        p0 = proven_null_p(self)
+        if p0 is not None and self.null_p is not None and not math.isclose(self.null_p, p0, rel_tol=1e-9):
+            return (f"field 'null_p' is {self.null_p!r}, but strategy {self.strategy!r} with these params has the "
+                    f"proven null rate {p0:.6g}")
+        k = self.params.get("nucleus_k")
+        if self.strategy == "perinucleus" and _is_int(k):
+            for i, fp in enumerate(self.fingerprints):
+                if fp.candidates is None:
+                    continue
+                if len(fp.candidates) != k or len(set(fp.candidates)) != k:
+                    return (f"field 'fingerprints[{i}].candidates' must hold nucleus_k = {k} distinct token ids, "
+                            f"got {len(fp.candidates)}")
+                if fp.response_ids[0] not in fp.candidates:
+                    return f"field 'fingerprints[{i}].response_ids' does not start with one of its candidates"
+        return None
 
     def __len__(self) -> int:
         return len(self.fingerprints)
@@ -132,13 +207,18 @@ class FingerprintSet:
         return Path(path)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "fingerprint file") -> "FingerprintSet":
-        """Validate and build; every problem is a DataError naming the field (``fingerprints[3].key_ids``)."""
+    def from_dict(cls, d: Any, where: str = "fingerprint file", check_digest: bool = True) -> "FingerprintSet":
+        """Validate and build; every problem is a DataError naming the field (``fingerprints[3].key_ids``).
+        ``check_digest=False`` skips only the digest check (``inspect`` reports it instead)."""
         if not isinstance(d, dict):
             raise DataError(f"{where} must hold a JSON object, got {type(d).__name__}", hint=_HINT)
         if d.get("schema") != SCHEMA:
             raise DataError(f"{where}: field 'schema' must be {SCHEMA!r}, got {d.get('schema')!r}", hint=_HINT)
         _field(d, "version", int, where)
+        if not 1 <= d["version"] <= VERSION:
+            raise DataError(f"{where}: field 'version' must be 1..{VERSION}, got {d['version']!r}",
+                            hint="a newer trustlab wrote this file; upgrade trustlab" if d["version"] > VERSION
+                            else _HINT)
         _field(d, "strategy", str, where)
         if d["strategy"] not in STRATEGIES:
             raise DataError(f"{where}: field 'strategy' must be one of {', '.join(STRATEGIES)}, got {d['strategy']!r}",
@@ -146,8 +226,15 @@ class FingerprintSet:
         for name, tp in (("params", dict), ("base_model", dict), ("tokenizer", dict), ("secret_commitment", str),
                          ("set_digest", str), ("fingerprints", list)):
             _field(d, name, tp, where)
-        for name, tp in (("key_model", str), ("null_p", float), ("created", str), ("subset_of", str)):
+        for name, tp in (("key_model", str), ("null_p", float), ("created", str), ("subset_of", str),
+                         ("field_digests", dict)):
             _field(d, name, tp, where, optional=True)
+        if "null_p_heuristic" in d and not isinstance(d["null_p_heuristic"], bool):
+            raise DataError(f"{where}: field 'null_p_heuristic' must be true or false, got {d['null_p_heuristic']!r:.60}",
+                            hint=_HINT)
+        if not d["fingerprints"]:
+            raise DataError(f"{where} holds no fingerprints (field 'fingerprints' is empty)",
+                            hint="generate fingerprints with `trustlab fingerprint generate -n 32` and pass that file")
         fps = []
         for i, raw in enumerate(d["fingerprints"]):
             at = f"fingerprints[{i}]"
@@ -171,20 +258,29 @@ class FingerprintSet:
         fpset = cls(**{k: v for k, v in d.items() if k in known and k != "fingerprints"}, fingerprints=tuple(fps))
         if fpset.null_p is not None:
             object.__setattr__(fpset, "null_p", float(fpset.null_p))
-        if fpset.compute_digest() != fpset.set_digest:
-            raise DataError(f"{where}: field 'set_digest' does not match the content (file edited or corrupt)",
-                            hint="restore the file as written by `trustlab fingerprint generate`")
+        if fpset.field_digests is None:
+            object.__setattr__(fpset, "field_digests", {})
+        if check_digest:
+            problem = fpset.digest_problem()
+            if problem is not None and problem.startswith("was written before"):
+                raise DataError(f"{where} {problem}", hint=_LEGACY_HINT)
+            if problem is not None:
+                raise DataError(f"{where}: {problem}", hint=_EDITED_HINT)
+        problem = fpset.consistency_problem()
+        if problem is not None:
+            raise DataError(f"{where}: {problem}", hint=_EDITED_HINT)
         return fpset
 
     @classmethod
-    def load(cls, path: str | Path) -> "FingerprintSet":
+    def load(cls, path: str | Path, check_digest: bool = True) -> "FingerprintSet":
+        """Read, validate and check the digest of a fingerprint file (DataError naming the file and field)."""
         text = read_text(path, what="fingerprint file")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"fingerprint file {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})",
                             hint=_HINT) from None
-        return cls.from_dict(data, where=f"fingerprint file {str(path)!r}")
+        return cls.from_dict(data, where=f"fingerprint file {str(path)!r}", check_digest=check_digest)
 
     # --- tokenizer compatibility -----------------------------------------------------------------
     def check_tokenizer(self, tokenizer: Any) -> None:
@@ -202,6 +298,53 @@ class FingerprintSet:
 
 
 _HINT = "pass a fingerprints.json written by `trustlab fingerprint generate`"
+_EDITED_HINT = ("an edited fingerprint file cannot prove ownership: restore the file as written by `trustlab "
+                "fingerprint generate` (its set_digest is the published one)")
+_LEGACY_HINT = ("regenerate it: `trustlab fingerprint generate` with the same model, config and secret rewrites the "
+                "same fingerprints with a full-content digest (publish the new set_digest)")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes the digests hash: sorted keys, no spaces, ASCII; tuples as lists; a non-finite float as the tagged
+    object ``{"$float": "inf" | "-inf" | "nan"}`` (never the invalid JSON token nor ``null``)."""
+    return json.dumps(_tag_nonfinite(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()
+
+
+def _tag_nonfinite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"$float": "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")}
+    if isinstance(obj, dict):
+        return {str(k): _tag_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_tag_nonfinite(v) for v in obj]
+    return obj
+
+
+def _short(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def proven_null_p(fps: "FingerprintSet") -> Optional[float]:
+    """The per-key null hit rate the set's strategy proves, or None where there is none (``english``).
+
+    Under H0 (the suspect never saw the fingerprints; hits are judged on token ids) a key is matched with probability
+    at most: 1/k for perinucleus (the response's first token is one of k candidates chosen by HMAC of the secret),
+    |V_w|^-L for english_random and random_word (L tokens drawn by HMAC from the word pool). Taken from ``params``
+    (``nucleus_k``, ``pool_size``, ``response_length``) where they are recorded, else the file's ``null_p``."""
+    if fps.strategy == "perinucleus":
+        k = fps.params.get("nucleus_k")
+        return 1.0 / k if _is_int(k) and k >= 1 else fps.null_p
+    if fps.strategy in ("english_random", "random_word"):
+        pool, length = fps.params.get("pool_size"), fps.params.get("response_length", 1)
+        if _is_int(pool) and pool >= 1 and _is_int(length) and length >= 1:
+            return float(pool) ** (-length)
+        return fps.null_p
+    return None
 _JSON_TYPES = {int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list"}
 
 

@@ -12,20 +12,28 @@ answered keys: OWNED iff P[Bin(M, p0) >= m] <= alpha. Matching:
 - ``lenient``: NFKC, casefold, whitespace and punctuation removed, then a prefix test; the bound then assumes a
   text-level null rate (``bound_assumes_exact: false``).
 
+Text matching reads ``key_text`` and ``response_text``; they are trusted only because the file's ``set_digest``
+covers them (``FingerprintSet.load`` refuses an edited file). The null rate p0 is the one the strategy proves
+(``fpset.proven_null_p``: 1/k for perinucleus); ``null_p`` in the config may only raise it (a more conservative
+test, marked ``p0 overridden by user`` in the verdict line and the results) or supply one where the strategy proves
+none (``english``); a value below the proven null is refused, because it would turn chance matches into OWNED.
+
 Every verdict carries the attack caveat: a host controlling decoding can suppress memorised answers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from trustlab.runtime.errors import ConfigError, ModelError
+from trustlab.runtime.errors import ConfigError, DataError, ModelError
 
 from .backends import Backend, Completion, HFBackend
-from .stats import OwnershipDecision, ownership_test
+from .fpset import proven_null_p
+from .stats import OwnershipDecision, format_p0, ownership_test
 
 log = logging.getLogger(__name__)
 TEXT_MARGIN = 2  # extra tokens generated when matching text, so a re-tokenised response still fits
@@ -81,6 +89,8 @@ class VerifyResult:
     secret_commitment: str
     subset_ids: tuple[int, ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    p0_override: str | None = None  # "p0 overridden by user: 0.5 (proven 1/3)" when the config set null_p
+    p0_proven: float | None = None  # the strategy's proven null rate (None for english)
 
     @property
     def owned(self) -> bool:
@@ -95,6 +105,8 @@ class VerifyResult:
             line += " [heuristic p0]"
         if not self.bound_assumes_exact:
             line += " [lenient match]"
+        if self.p0_override:
+            line += f" [{self.p0_override}]"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,15 +122,44 @@ class VerifyResult:
                 "temperature": self.temperature, "samples": self.samples, "wrapper": self.wrapper,
                 "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
                 "subset_ids": None if self.subset_ids is None else list(self.subset_ids), "notes": list(self.notes),
+                "p0_override": self.p0_override, "p0_proven": self.p0_proven,
                 "fingerprints": list(self.per_fingerprint)}
 
 
+def null_override(fps, cfg) -> str | None:
+    """The mark a user-set ``cfg.null_p`` puts on the verdict, None when there is none; ConfigError (exit 2) when
+    it lies below the strategy's proven null rate.
+
+    p0 bounds the per-key hit rate under H0 (the suspect never saw the fingerprints). Where the strategy proves it
+    (perinucleus 1/k, english_random and random_word |V_w|^-L), a smaller p0 makes chance matches look like
+    ownership (p0 = 1e-6 turns 1 hit in 16 into p = 1.6e-5), so it is refused; a larger one only makes the test more
+    conservative, so it is accepted and marked. Strategy ``english`` proves no null: a given p0 is the user's."""
+    if cfg.null_p is None:
+        return None
+    given = float(cfg.null_p)
+    proven = proven_null_p(fps)
+    if proven is None:
+        return f"p0 set by user: {given:.3g} (strategy {fps.strategy} has no proven null rate)"
+    if math.isclose(given, proven, rel_tol=1e-9):
+        return None
+    if given < proven:
+        raise ConfigError(f"null_p {given:g} is below the proven null hit rate p0 = {format_p0(proven)} of strategy "
+                          f"{fps.strategy!r}: chance matches would be counted as ownership evidence",
+                          hint="drop --null-p (the proven p0 is used); only a larger, more conservative p0 is allowed")
+    return f"p0 overridden by user: {given:.3g} (proven {format_p0(proven)})"
+
+
 def null_rate(fps, cfg) -> tuple[float, bool]:
-    """(p0, heuristic): the config's ``null_p``, else the file's; ``english`` without one is 1/3, flagged."""
+    """(p0, heuristic): the config's ``null_p`` (checked by ``null_override``), else the file's (which the load
+    checked against the strategy's proven rate); ``english`` without one is 1/3, flagged heuristic."""
+    null_override(fps, cfg)
     if cfg.null_p is not None:
         return float(cfg.null_p), False
     if fps.null_p is not None:
         return float(fps.null_p), bool(getattr(fps, "null_p_heuristic", False))
+    proven = proven_null_p(fps)
+    if proven is not None:
+        return proven, False
     if fps.strategy == "english":
         log.warning("strategy 'english' has no principled null rate; using p0 = 1/3 (heuristic verdict)")
         return 1 / 3, True
@@ -151,12 +192,16 @@ def remote_prompt(fp, prompt_format: str, wrapper: int | None) -> str | list[dic
 
 def verify(fps, backend: Backend, cfg) -> VerifyResult:
     """Query ``backend`` with the keys of ``fps`` and return the ownership verdict (see module docstring)."""
+    if len(fps) == 0:
+        raise DataError("the fingerprint set holds no fingerprints: nothing to verify",
+                        hint="generate fingerprints with `trustlab fingerprint generate -n 32` and pass that file")
     full_digest = fps.set_digest
     subset_ids = None
     if cfg.num_queries is not None and cfg.num_queries < len(fps):
         fps = fps.sample(cfg.num_queries, seed=cfg.seed)
         subset_ids = tuple(fps.ids)
     p0, heuristic = null_rate(fps, cfg)
+    override = null_override(fps, cfg)
     L = fps.response_length
     local = isinstance(backend, HFBackend)
     token_match = local and cfg.match == "exact"
@@ -207,7 +252,7 @@ def verify(fps, backend: Backend, cfg) -> VerifyResult:
         per_fingerprint=tuple(rows), mean_hit_rate=mean_hits / answered, any_hit_rate=any_hits / answered,
         bound_assumes_exact=cfg.match == "exact", heuristic_null=heuristic, temperature=cfg.temperature,
         samples=cfg.samples, wrapper=cfg.wrapper, set_digest=full_digest, secret_commitment=fps.secret_commitment,
-        subset_ids=subset_ids, notes=tuple(notes))
+        subset_ids=subset_ids, notes=tuple(notes), p0_override=override, p0_proven=proven_null_p(fps))
 
 
 def _local_text_prompt(tokenizer, fp, prompt_format: str, wrapper: int | None) -> list[int]:
