@@ -8,8 +8,6 @@ list of ``n`` completions; a prompt the endpoint never answered (retries spent) 
 from __future__ import annotations
 
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
@@ -129,22 +127,24 @@ class HFBackend:
 # OpenAI-compatible endpoint
 # --------------------------------------------------------------------------------------------------------------
 class _Exhausted(Exception):
-    """Retries ran out on a retryable failure (429, 5xx, connection)."""
+    """Retries ran out on a retryable failure (429, 5xx, timeout, connection)."""
 
 
 @dataclass
 class OpenAIBackend:
-    """An OpenAI-compatible server through the ``openai`` SDK (``completions`` or ``chat`` API).
+    """An OpenAI-compatible server (``completions`` or ``chat`` API) through the shared client
+    ``trustlab.models.llm.openai_client``: one retry policy, a total deadline of ``timeout_s`` per request, checked
+    replies, daemon threads (Ctrl-C abandons requests in flight).
 
     - completions: ``batch_size`` prompts per request; a server that refuses a list of prompts (HTTP 400, as
       ``transformers serve`` does) is queried one prompt per request, ``concurrency`` requests at a time.
-    - 429, 5xx, timeouts and refused connections are retried ``max_retries`` times with exponential backoff
-      (``backoff_s`` doubling up to ``max_backoff_s``; a Retry-After header is honoured up to that cap). When they
-      run out the remaining prompts are left unanswered and named in ``failures``; nothing answered at all is a
-      BackendError (exit 4).
-    - authentication errors, unknown models and other 4xx fail at once; a reply with fewer completions than
-      prompts is a BackendError.
-    The SDK's own retries are off (``max_retries=0``) so that the backoff is ours, bounded and testable."""
+    - 429, 5xx, timeouts and refused connections are retried ``max_retries`` times with jittered exponential
+      backoff (``backoff_s`` doubling up to ``max_backoff_s``; a Retry-After header is honoured up to that cap).
+      When they run out the remaining prompts are left unanswered and named in ``failures``; nothing answered at
+      all is a BackendError (exit 4).
+    - authentication errors, unknown models and other 4xx fail at once; a malformed reply (non-JSON, wrong types,
+      fewer completions than prompts, oversized, impossible usage) is a BackendError naming the URL.
+    ``worst_case_s()`` states the longest one request can take."""
 
     base_url: str
     model: str
@@ -156,7 +156,7 @@ class OpenAIBackend:
     max_backoff_s: float = 8.0
     timeout_s: float = 120.0
     concurrency: int = 4
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # None: interruptible waits; tests pass a recorder
     failures: dict[int, str] = field(default_factory=dict)
     batched: bool | None = None  # None: not yet known; False once the server refused a list of prompts
     requests: int = 0
@@ -165,66 +165,54 @@ class OpenAIBackend:
     def __post_init__(self):
         if self.api not in ("completions", "chat"):
             raise ConfigError(f"api must be completions or chat; got {self.api!r}", hint="--api completions")
-        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint must be an http(s) URL, got {self.base_url!r}",
-                              hint="e.g. --endpoint http://127.0.0.1:8000/v1")
         if not self.model:
             raise ConfigError("an endpoint needs the served model name", hint="pass --served-model NAME")
         for name in ("batch_size", "concurrency"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", hint=f"set {name} to 1 or more")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}", hint="5 by default")
-        self._lock = threading.Lock()
-        self._client = None
+        from trustlab.models.llm.openai_client import OpenAIClient
+        from trustlab.models.llm.retry import RetryPolicy
 
-    @property
-    def client(self):
-        if self._client is None:
-            from trustlab.runtime.errors import require
+        policy = RetryPolicy(self.max_retries, self.backoff_s, max(self.backoff_s, self.max_backoff_s))
+        self._http = OpenAIClient(self.base_url, self.api_key, timeout_s=self.timeout_s, policy=policy,
+                                  sleep=self.sleep, what="endpoint")
+        self.base_url = self._http.base_url
 
-            openai = require("openai", "pip install openai")
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY",
-                                         max_retries=0, timeout=self.timeout_s)
-        return self._client
+    def worst_case_s(self) -> float:
+        """The longest one request can wait (every attempt at its deadline, every backoff at its cap)."""
+        return self._http.worst_case_s()
+
+    def close(self) -> None:
+        """Abandon requests in flight and end backoff waits at once."""
+        self._http.close()
 
     # -- one request, retried -------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], Any], what: str) -> Any:
-        import openai
+    def _call(self, route: str, payload: dict, expect: int, what: str):
+        from trustlab.models.llm.retry import RequestError
 
-        delay = self.backoff_s
-        for attempt in range(self.max_retries + 1):
-            with self._lock:
-                self.requests += 1
-            try:
-                return fn()
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                raise BackendError(f"endpoint {self.base_url} refused the credentials ({exc.status_code}): "
-                                   f"{_message(exc)}", hint="set the key in the variable named by api_key_env "
-                                                            "(default OPENAI_API_KEY)") from None
-            except openai.NotFoundError as exc:
+        http = self._http
+        try:
+            return http.run(lambda _: http.generation_once(route, payload, expect))
+        except RequestError as exc:
+            if exc.kind == "status" and exc.status in (401, 403):
+                raise BackendError(f"endpoint {self.base_url} refused the credentials ({exc.status}): "
+                                   f"{exc.message}", hint="set the key in the variable named by api_key_env "
+                                                          "(default OPENAI_API_KEY)") from None
+            if exc.kind == "status" and exc.status == 404:
                 raise BackendError(f"endpoint {self.base_url} does not serve model {self.model!r} or this API "
-                                   f"({exc.status_code}): {_message(exc)}", hint=self._models_hint()) from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
-                    openai.APITimeoutError, openai.ConflictError) as exc:
-                reason = _reason(exc)
-                if attempt == self.max_retries:
-                    raise _Exhausted(f"{what}: {reason} (after {self.max_retries} retries)") from None
-                with self._lock:
-                    self.retries += 1
-                self.sleep(min(_retry_after(exc, delay), self.max_backoff_s))
-                delay = min(delay * 2, self.max_backoff_s)
-            except openai.APIStatusError as exc:  # other 4xx: the request itself is wrong; retrying cannot help
-                raise _BadRequest(exc.status_code, _message(exc)) from None
-            except openai.APIError as exc:  # a reply the SDK could not read
-                raise BackendError(f"endpoint {self.base_url} sent a malformed reply: {exc}".splitlines()[0],
-                                   hint="check that --endpoint is an OpenAI-compatible /v1 URL") from None
-        raise AssertionError("unreachable")
+                                   f"({exc.status}): {exc.message}", hint=self._models_hint()) from None
+            if exc.retryable:
+                raise _Exhausted(f"{what}: {exc.message}") from None
+            if exc.kind == "status":
+                raise _BadRequest(exc.status, exc.message) from None
+            raise  # malformed or cancelled: exit 4 naming the URL
+        finally:
+            self.requests, self.retries = http.requests, http.retries
 
     def _models_hint(self) -> str:
         try:
-            ids = [m.id for m in self.client.models.list().data][:10]
+            ids = self._http.models(retry_timeouts=False)[:10]
         except Exception:  # noqa: BLE001 - the hint is best effort
             ids = []
         served = f"served models: {', '.join(ids)}" if ids else "check --served-model"
@@ -234,20 +222,16 @@ class OpenAIBackend:
     def _completions(self, prompts: list[str], max_tokens: int, temperature: float, n: int, seed: int | None):
         extra = {} if seed is None else {"seed": int(seed)}
         prompt: Any = prompts if len(prompts) > 1 else prompts[0]
-        resp = self._call(lambda: self.client.completions.create(
-            model=self.model, prompt=prompt, max_tokens=max_tokens, temperature=float(temperature), n=n, **extra),
-            f"completions request for {len(prompts)} prompt(s)")
-        choices = list(getattr(resp, "choices", None) or [])
-        if len(choices) < len(prompts) * n:
-            raise BackendError(f"endpoint {self.base_url} answered {len(prompts)} prompt(s) x {n} sample(s) with "
-                               f"only {len(choices)} completion(s)",
-                               hint="the server dropped completions (or ignores n: use --samples 1); try --batch-size 1")
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": float(temperature),
+                   "n": n, **extra}
+        reply = self._call("/completions", payload, len(prompts) * n,
+                           f"completions request for {len(prompts)} prompt(s)")
         grouped: list[list[Completion]] = [[] for _ in prompts]
-        ordered = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
+        ordered = sorted(reply.choices, key=lambda c: c.index or 0)
         for pos, ch in enumerate(ordered[:len(prompts) * n]):
-            idx = getattr(ch, "index", None)
-            slot = (idx if isinstance(idx, int) and 0 <= idx < len(prompts) * n else pos) // n
-            grouped[slot].append(Completion(_text(ch.text, self.base_url)))
+            idx = ch.index
+            slot = (idx if idx is not None and 0 <= idx < len(prompts) * n else pos) // n
+            grouped[slot].append(Completion(ch.text))
         if any(len(g) != n for g in grouped):
             raise BackendError(f"endpoint {self.base_url} returned completions with inconsistent indices",
                                hint="try --batch-size 1")
@@ -256,14 +240,10 @@ class OpenAIBackend:
     def _chat(self, prompt: str | list[dict], max_tokens: int, temperature: float, n: int, seed: int | None):
         extra = {} if seed is None else {"seed": int(seed)}
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        resp = self._call(lambda: self.client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, temperature=float(temperature), n=n,
-            **extra), "chat request")
-        choices = list(getattr(resp, "choices", None) or [])
-        if len(choices) < n:
-            raise BackendError(f"endpoint {self.base_url} answered a chat request for {n} sample(s) with "
-                               f"{len(choices)} completion(s)", hint="the server ignores n; use --samples 1")
-        return [Completion(_text(c.message.content, self.base_url)) for c in choices[:n]]
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": float(temperature), "n": n, **extra}
+        reply = self._call("/chat/completions", payload, n, "chat request")
+        return [Completion(c.text) for c in reply.choices[:n]]
 
     # -- the protocol --------------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, *, temperature: float = 0.0, n: int = 1,
@@ -309,6 +289,8 @@ class OpenAIBackend:
         return []
 
     def _single_pass(self, prompts, todo, results, max_tokens, temperature, n, seed) -> None:
+        from trustlab.models.llm.bounded import daemon_map
+
         stop = threading.Event()
 
         def one(i: int) -> None:
@@ -324,17 +306,10 @@ class OpenAIBackend:
                 self.failures[i] = str(exc)
                 stop.set()
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(one, i) for i in todo]
-            try:
-                for f in futures:
-                    f.result()
-            except _BadRequest as exc:
-                stop.set()
-                raise exc.as_backend_error(self.base_url, self._models_hint()) from None
-            except BaseException:
-                stop.set()
-                raise
+        try:
+            daemon_map(one, todo, self.concurrency)
+        except _BadRequest as exc:
+            raise exc.as_backend_error(self.base_url, self._models_hint()) from None
 
 
 class _BadRequest(Exception):
@@ -345,40 +320,3 @@ class _BadRequest(Exception):
     def as_backend_error(self, url: str, models_hint: str) -> BackendError:
         return BackendError(f"endpoint {url} rejected the request ({self.status}): {self.message}",
                             hint=f"check --api (completions or chat) and --served-model ({models_hint})")
-
-
-def _text(value: Any, url: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BackendError(f"endpoint {url} returned a non-text completion ({type(value).__name__})",
-                           hint="check that --endpoint is an OpenAI-compatible /v1 URL")
-    return value
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        msg = (err.get("message") or err.get("detail")) if isinstance(err, dict) else err
-        if msg:
-            return str(msg).splitlines()[0][:300]
-    return str(getattr(exc, "message", exc)).splitlines()[0][:300]
-
-
-def _reason(exc: Any) -> str:
-    status = getattr(exc, "status_code", None)
-    return f"HTTP {status}: {_message(exc)}" if status else f"{type(exc).__name__}: {_message(exc)}"
-
-
-def _retry_after(exc: Any, default: float) -> float:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name) if hasattr(headers, "get") else None
-        if value is not None:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                pass
-    return default

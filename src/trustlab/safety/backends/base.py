@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
+from trustlab.models.llm.script import cut_at_stop  # noqa: F401 - re-exported for the backends
 from trustlab.runtime.errors import ConfigError
 from trustlab.runtime.validate import check_types, require_range
 
@@ -100,17 +101,6 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> Optional[int]: ...
 
     def close(self) -> None: ...
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut at the earliest occurrence of any stop string (the stop excluded), and whether one occurred."""
-    best = -1
-    for s in stops:
-        if s:
-            i = text.find(s)
-            if i >= 0 and (best < 0 or i < best):
-                best = i
-    return (text, False) if best < 0 else (text[:best], True)
 
 
 def make_backend(cfg, **kwargs) -> Backend:

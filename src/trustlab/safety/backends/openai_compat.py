@@ -1,27 +1,31 @@
-"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp, transformers serve, the OpenAI API) via the ``openai`` SDK.
+"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp, transformers serve, the OpenAI API) through the shared
+client ``trustlab.models.llm.openai_client`` (one retry policy, a total deadline per request, checked replies).
 
-- The SDK's own retries are off; we retry with jittered exponential backoff (``retry_min_s``..``retry_max_s``,
-  1-60 s by default) on 429, 5xx, timeouts and connection errors, at most ``max_retries`` times. Other 4xx
-  (bad request, context overflow) fail the record at once: ``Completion(finish_reason="error", error=...)``.
-- A pool of ``concurrency`` workers bounds the requests in flight; each request goes to the least-busy of
-  ``base_urls`` (servers that just failed are avoided while others are healthy).
-- A server that stays unreachable is a ``BackendError`` (exit 4) naming its URL: nothing is stored for it, and the
-  run resumes where it stopped.
-- Forced strategies use ``/v1/completions`` on prompts rendered locally (``tokenizer`` or ``chat_template``);
+This module keeps only safety's payload building and the parsing into safety ``Completion`` s:
+- transient failures (429, 5xx, timeouts, connection errors) are retried by the shared policy (``retry_min_s``..
+  ``retry_max_s``, at most ``max_retries`` times), each attempt on the least-busy of ``base_urls`` (servers that
+  just failed are avoided while others are healthy);
+- other 4xx (bad request, context overflow) and 429/5xx that outlast the retries fail the record:
+  ``Completion(finish_reason="error", error=...)`` naming the URL and the status;
+- a server that stays unreachable, a request that keeps timing out, and every malformed reply are a
+  ``BackendError`` (exit 4) naming the URL: nothing is stored for it, and the run resumes where it stopped;
+- ``concurrency`` daemon workers bound the requests in flight; Ctrl-C and ``close()`` abandon them at once;
+- forced strategies use ``/v1/completions`` on prompts rendered locally (``tokenizer`` or ``chat_template``);
   ``default`` uses chat, and a returned ``reasoning_content`` / ``reasoning`` is rebuilt as
-  ``opening + reasoning + think_end + "\\n\\n" + content``.
+  ``opening + reasoning + think_end + "\\n\\n" + content``;
 - ``top_k`` and ``repetition_penalty`` travel in ``extra_body``, only when not at their defaults; ``n=1``.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Sequence
 
+from trustlab.models.llm.bounded import daemon_map
+from trustlab.models.llm.openai_client import OpenAIClient
+from trustlab.models.llm.replies import Reply
+from trustlab.models.llm.retry import RequestError, RetryPolicy
 from trustlab.runtime.errors import BackendError, ConfigError
 
 from ..config import ThinkFormat
@@ -47,17 +51,15 @@ class OpenAIBackend:
                  timeout_s: float = 600.0, max_retries: int = 6, retry_min_s: float = 1.0, retry_max_s: float = 60.0,
                  concurrency: int = 32, tokenizer: Any = None, chat_template: Optional[str] = None,
                  think_format: Optional[ThinkFormat] = None, seed: int = 0):
-        import openai
-
         if not base_urls:
             raise ConfigError("the openai backend needs at least one base URL", hint="pass --base-url http://HOST:PORT/v1")
-        self._openai = openai
         self.model = model
-        self.base_urls = [u.rstrip("/") for u in base_urls]
-        self.clients = [openai.OpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s)
-                        for u in self.base_urls]
+        self.policy = RetryPolicy(max_retries, retry_min_s, retry_max_s)
+        self._stop = threading.Event()  # set by close(): waits end, retries stop, requests in flight are abandoned
+        self.clients = [OpenAIClient(u, api_key, timeout_s=timeout_s, policy=self.policy, stop=self._stop,
+                                     seed=seed + i, what="--base-url") for i, u in enumerate(base_urls)]
+        self.base_urls = [c.base_url for c in self.clients]
         self.max_retries = max_retries
-        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self.concurrency = concurrency
         self.chunk_size = max(8, concurrency)
         self.tokenizer = tokenizer
@@ -67,9 +69,10 @@ class OpenAIBackend:
         self._strikes = [0] * len(self.clients)
         self.used = [0] * len(self.clients)
         self._lock = threading.Lock()
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._rng = random.Random(seed)
-        self._stop = threading.Event()  # set by close(): backoff sleeps end and no request is retried
+
+    def worst_case_s(self) -> float:
+        """The longest one request can wait (every attempt at its deadline, every backoff at its cap)."""
+        return self.clients[0].worst_case_s()
 
     @classmethod
     def from_config(cls, cfg, think_format: Optional[ThinkFormat] = None, tokenizer: Any = None,
@@ -106,30 +109,35 @@ class OpenAIBackend:
 
     # --- checks before any generation ---------------------------------------------------------------------------
     def probe(self, completions: bool = False) -> None:
-        """Every server answers ``/v1/models`` (else BackendError naming it); with ``completions``, also a
-        one-token ``/v1/completions`` request (a 404 there is a ConfigError: forced strategies need it)."""
-        oa = self._openai
-        for url, client in zip(self.base_urls, self.clients):
+        """Every server answers ``/v1/models`` (a 404 there is fine: some servers list no models); with
+        ``completions``, also a one-token ``/v1/completions`` request (a 404 there is a ConfigError: forced
+        strategies need it). Bounded: a timeout is not retried, so a silent server is exit 4 within about
+        ``timeout_s`` per check; anything else wrong is a BackendError naming the server."""
+        probe_policy = RetryPolicy(min(1, self.max_retries), self.policy.backoff_min_s, self.policy.backoff_max_s)
+        for client in self.clients:
+            url = client.base_url
             try:
-                self._retrying(lambda c=client: c.models.list(), url, attempts=2)
-            except BackendError:
-                raise
-            except oa.APIStatusError as exc:
-                if exc.status_code != 404:  # some servers do not list models; the completions probe decides
-                    raise BackendError(f"server {url} answered /models with HTTP {exc.status_code}",
+                client.probe()
+            except RequestError as exc:
+                if exc.kind == "status":
+                    raise BackendError(f"server {url} answered /models with HTTP {exc.status}",
                                        hint="check --base-url (it usually ends in /v1) and the API key") from None
+                raise
             if completions:
+                payload = {"model": self.model, "prompt": "Hi", "max_tokens": 1}
                 try:
-                    self._retrying(lambda c=client: c.completions.create(model=self.model, prompt="Hi", max_tokens=1),
-                                   url, attempts=2)
-                except oa.NotFoundError:
-                    raise ConfigError(f"server {url} has no /v1/completions, which forced strategies need",
-                                      hint="use --strategy default there, or a server with /v1/completions "
-                                           "(vLLM, SGLang, llama.cpp)") from None
-                except oa.APIStatusError as exc:
-                    raise BackendError(f"server {url} refused a one-token completion of model {self.model!r}: HTTP "
-                                       f"{exc.status_code} {_message(exc)}",
-                                       hint="check --model (the served model name) and --base-url") from None
+                    client.run(lambda _, c=client: c.generation_once("/completions", payload), retry_timeouts=False,
+                               policy=probe_policy)
+                except RequestError as exc:
+                    if exc.kind == "status" and exc.status == 404:
+                        raise ConfigError(f"server {url} has no /v1/completions, which forced strategies need",
+                                          hint="use --strategy default there, or a server with /v1/completions "
+                                               "(vLLM, SGLang, llama.cpp)") from None
+                    if exc.kind == "status":
+                        raise BackendError(f"server {url} refused a one-token completion of model {self.model!r}: "
+                                           f"{exc.message}", hint="check --model (the served model name) and "
+                                                                  "--base-url") from None
+                    raise
 
     # --- the request loop ---------------------------------------------------------------------------------------
     def _pick(self) -> int:
@@ -144,87 +152,45 @@ class OpenAIBackend:
             self._busy[i] -= 1
             self._strikes[i] = 0 if ok else self._strikes[i] + 1
 
-    def _delay(self, attempt: int) -> float:
-        """Jittered exponential backoff: uniform in [cap/2, cap], cap = min(max, min * 2**attempt)."""
-        cap = min(self.retry_max_s, self.retry_min_s * 2 ** attempt)
-        with self._lock:
-            return cap * (0.5 + 0.5 * self._rng.random())
-
-    def _retrying(self, call: Callable[[], Any], url: str, attempts: Optional[int] = None) -> Any:
-        """``call()`` with our retries on transient errors. A connection error that outlasts them is a
-        BackendError naming ``url``; other exhausted errors are re-raised."""
-        oa = self._openai
-        attempts = self.max_retries + 1 if attempts is None else attempts
-        for attempt in range(attempts):
-            try:
-                return call()
-            except (oa.APITimeoutError, oa.APIConnectionError) as exc:
-                last: Exception = exc
-                if attempt + 1 == attempts and not isinstance(exc, oa.APITimeoutError):
-                    raise BackendError(f"OpenAI-compatible server {url} is unreachable: {exc}",
-                                       hint="start the server, or fix --base-url; finished records are kept, "
-                                            "rerun to resume") from None
-            except oa.APIStatusError as exc:
-                if exc.status_code != 429 and exc.status_code < 500:
-                    raise
-                last = exc
-            if attempt + 1 < attempts:
-                time.sleep(self._delay(attempt))
-        raise last
+    def _attempt(self, route: str, payload: dict) -> Reply:
+        """One attempt on the least-busy server; a server that answered (even with a 4xx) is healthy."""
+        i = self._pick()
+        ok = False
+        try:
+            reply = self.clients[i].generation_once(route, payload)
+            ok = True
+            return reply
+        except RequestError as exc:
+            ok = exc.kind in ("status", "malformed") and not exc.retryable
+            raise
+        finally:
+            self._release(i, ok)
 
     def _request(self, kind: str, payload: dict) -> Completion:
-        oa = self._openai
-        for attempt in range(self.max_retries + 1):
-            i = self._pick()
-            url, client = self.base_urls[i], self.clients[i]
-            ok = False
-            try:
-                if kind == "chat":
-                    resp = client.chat.completions.create(**payload)
-                else:
-                    resp = client.completions.create(**payload)
-                ok = True
-                return self._parse(kind, resp, url)
-            except (oa.APITimeoutError, oa.APIConnectionError) as exc:
-                err = f"{type(exc).__name__} from {url}: {exc}"
-                dead = not isinstance(exc, oa.APITimeoutError)
-            except oa.APIStatusError as exc:
-                err = f"HTTP {exc.status_code} from {url}: {_message(exc)}"
-                if exc.status_code != 429 and exc.status_code < 500:
-                    ok = True  # the server is alive; the request itself is bad
-                    return failed(err)
-                dead = False
-            finally:
-                self._release(i, ok)
-            if attempt < self.max_retries and self._stop.wait(self._delay(attempt)):
-                return failed(f"{err} (cancelled: the backend was closed)")
-        if dead and all(s > 0 for s in self._strikes):
-            raise BackendError(f"OpenAI-compatible server {url} is unreachable after {self.max_retries + 1} "
-                               f"attempts: {err}", hint="start the server, or fix --base-url; finished records are "
-                                                        "kept, rerun to resume")
-        return failed(f"{err} (after {self.max_retries + 1} attempts)")
+        route = "/chat/completions" if kind == "chat" else "/completions"
+        try:
+            reply = self.clients[0].run(lambda _: self._attempt(route, payload))
+        except RequestError as exc:
+            if exc.kind == "status":
+                return failed(exc.message)
+            if exc.kind == "cancelled":
+                return failed(exc.message)
+            if exc.kind == "connection" and not all(s > 0 for s in self._strikes):
+                return failed(exc.message)  # another server is healthy: this record is retried by --retry-errors
+            raise  # unreachable, timing out or malformed: exit 4 naming the URL; finished records are kept
+        return self._parse(kind, reply)
 
-    def _parse(self, kind: str, resp: Any, url: str) -> Completion:
-        choices = getattr(resp, "choices", None) or []
-        if not choices:
-            return failed(f"malformed reply from {url}: no choices")
-        ch = choices[0]
+    def _parse(self, kind: str, reply: Reply) -> Completion:
+        ch = reply.choices[0]
         finish = ch.finish_reason or "stop"
-        if kind == "chat":
-            msg = ch.message
-            content = msg.content or ""
-            extra = getattr(msg, "model_extra", None) or {}
-            reasoning = getattr(msg, "reasoning_content", None) or extra.get("reasoning_content") \
-                or getattr(msg, "reasoning", None) or extra.get("reasoning")
+        text = ch.text
+        if kind == "chat" and ch.reasoning:
             fmt = self.think_format
-            text = f"{fmt.opening}{reasoning}{fmt.think_end}\n\n{content}" if reasoning and fmt.has_thoughts \
-                else content
-        else:
-            text = ch.text or ""
+            if fmt.has_thoughts:
+                text = f"{fmt.opening}{ch.reasoning}{fmt.think_end}\n\n{ch.text}"
         if finish == "content_filter":
-            return failed(f"content filter at {url}", "filtered")
-        usage = getattr(resp, "usage", None)
-        tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+            return failed(f"content filter at {reply.url}", "filtered")
+        tokens = reply.completion_tokens
         if tokens is None:
             tokens = self.count_tokens(text)
             tokens = len(text.split()) if tokens is None else tokens
@@ -247,16 +213,9 @@ class OpenAIBackend:
         return payload
 
     def _map(self, fn: Callable[[Any], Completion], items: list) -> list[Completion]:
-        """``fn`` over ``items`` on the pool; a BackendError (a dead server) cancels what has not started."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai")
-        futures = [self._pool.submit(fn, it) for it in items]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        """``fn`` over ``items`` on ``concurrency`` daemon workers; a BackendError (a dead server) stops what has
+        not started; Ctrl-C returns at once, abandoning requests in flight."""
+        return daemon_map(fn, items, self.concurrency, self._stop)
 
     def complete(self, prompts: Sequence[str], params: ParamsArg) -> list[Completion]:
         items = list(zip(prompts, per_prompt(params, len(prompts))))
@@ -267,21 +226,8 @@ class OpenAIBackend:
         return self._map(lambda it: self._request("chat", {**self._payload(it[1]), "messages": list(it[0])}), items)
 
     def close(self) -> None:
+        """Cancel waits and retries at once; requests in flight are abandoned, never joined."""
         self._stop.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        for c in self.clients:
-            c.close()
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]
 
 
 __all__ = ["OpenAIBackend", "read_template"]
