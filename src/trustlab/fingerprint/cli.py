@@ -313,11 +313,14 @@ def inspect_path(path: Path, secret: Optional[Path] = None) -> dict[str, Any]:
         info = json.loads(read_text(meta, "model metadata"))
         kind = "model"
     else:
-        fps = FingerprintSet.load(path)
+        fps = FingerprintSet.load(path, check_digest=False)  # the digest is recomputed and reported below
+        problem = fps.digest_problem()
         probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
         info = {"num_fingerprints": len(fps), "strategy": fps.strategy, "null_p": fps.null_p,
                 "null_p_heuristic": fps.null_p_heuristic, "params": fps.params, "base_model": fps.base_model,
-                "key_model": fps.key_model, "set_digest": fps.set_digest, "secret_commitment": fps.secret_commitment,
+                "key_model": fps.key_model, "set_digest": fps.set_digest,
+                "set_digest_recomputed": fps.compute_digest(), "digest_holds": problem is None,
+                "digest_problem": problem, "secret_commitment": fps.secret_commitment,
                 "created": fps.created, "mean_base_prob": sum(probs) / len(probs) if probs else None,
                 "max_base_prob": max(probs) if probs else None}
         kind = "fingerprints"
@@ -334,12 +337,22 @@ def inspect(path: Path = typer.Argument(..., help="fingerprints.json or a finger
             secret: Optional[Path] = typer.Option(None, "--secret", help="Check a secret file against the "
                                                                         "commitment (SecretMismatch if not)."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Summarise a fingerprint file or model metadata: counts, digest, commitment (never the secret or keys)."""
+    """Summarise a fingerprint file or model metadata: counts, digest, commitment (never the secret or keys).
+    A fingerprint file's digest is recomputed: when it does not hold, the summary is printed and the exit is 2."""
     info = inspect_path(path, secret)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
-        return
-    _table(f"{info['kind']} {path}", [(k, v) for k, v in info.items() if k != "kind"])
+    else:
+        _table(f"{info['kind']} {path}", [(k, v) for k, v in info.items() if k != "kind"])
+    if info.get("digest_holds") is False:
+        from trustlab.runtime.errors import DataError
+
+        from .fpset import _EDITED_HINT, _LEGACY_HINT
+
+        problem = info["digest_problem"]
+        legacy = problem.startswith("was written before")
+        raise DataError(f"fingerprint file {str(path)!r}{' ' if legacy else ': '}{problem}; the stated set_digest "
+                        f"does not vouch for this content", hint=_LEGACY_HINT if legacy else _EDITED_HINT)
 
 
 # --- demo -------------------------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
         raise ConfigError(f"--max-retries must be >= 0 and --concurrency >= 1, got {max_retries} and {concurrency}",
                           hint="e.g. --max-retries 5 --concurrency 4")
     fps = FingerprintSet.load(cfg.fingerprints)
+    from .verify import null_override
+
+    null_override(fps, cfg)  # a --null-p below the proven null is refused before the suspect is loaded
     _threads()
     backend = backend_for(cfg, max_retries=max_retries, concurrency=concurrency)
     run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, resume=False)
