@@ -79,3 +79,34 @@ def test_smollm2_cache_equals_gguf(tmp_path, monkeypatch):
     with torch.no_grad():
         la, lb = gguf_model(**a).logits, cached(**b).logits
     assert np.abs((la - lb).numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("cut,words", [
+    (lambda b: b[:len(b) // 2], "is truncated: "),          # an interrupted copy
+    (lambda b: b[:-1], "is truncated: "),                   # one byte short
+    (lambda b: b"", "is empty (0 bytes)"),
+    (lambda b: b"\xff" * 64, "truncated or not safetensors"),  # a header length beyond the file
+    (lambda b: (8).to_bytes(8, "little") + b"not json", "not a safetensors file"),
+])
+def test_damaged_safetensors_is_a_model_error_naming_the_file(tiny_lm, tmp_path, cut, words):
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(cut(weights.read_bytes()))
+    with pytest.raises(ModelError) as err:
+        load_causal_lm(str(tmp_path / "m"))
+    assert str(weights) in err.value.message and words in err.value.message
+    assert "copy or download it again" in err.value.hint
+
+
+@pytest.mark.parametrize("content,words", [(b"", "is empty"), (b"PK\x03\x04zip", "is not a GGUF file"),
+                                           (b"GGUF\x03\x00\x00\x00", "cannot read GGUF file")])
+def test_a_gguf_that_is_not_one_is_a_model_error_naming_the_file(tmp_path, monkeypatch, content, words):
+    monkeypatch.setenv("TRUSTLAB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "m.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=words) as err:
+        load_causal_lm(str(path))
+    assert str(path) in err.value.message
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())

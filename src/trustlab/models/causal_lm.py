@@ -76,6 +76,7 @@ def load_causal_lm(spec: str, device: str = "cpu", dtype: str = "float32"):
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file {spec!r} does not exist", hint="check the path")
+        check_gguf(path)
         return _from_folder(_convert_gguf(path, cached_dir(f"gguf-{path.stem}-{path.stat().st_size}")),
                             device, torch_dtype, spec)
     if path.exists():
@@ -102,13 +103,62 @@ def _dtype(dtype: str):
 def _from_folder(folder: Path, device: str, torch_dtype, spec: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    for weights in sorted(Path(folder).glob("*.safetensors")):
+        check_safetensors(weights)
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load model {spec!r} from {folder}: {str(exc).splitlines()[0]}",
-                         hint="re-create it (trustlab models prepare NAME) or check the folder") from exc
+    except Exception as exc:  # noqa: BLE001 - a model folder from disk: every failure to read it is the folder's
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"cannot load model {spec!r} from {folder}: {first}",
+                         hint="re-create it (save_pretrained, or trustlab models prepare NAME) or check the folder"
+                         ) from exc
     return model.to(device).eval(), tok
+
+
+# --- weight files are checked before they are read: a truncated or foreign file is exit 2 naming the path -------
+GGUF_MAGIC = b"GGUF"
+_BROKEN_HINT = "the file is damaged or was only partly copied: copy or download it again, or re-save the model"
+
+
+def check_gguf(path: Path) -> None:
+    """ModelError naming ``path`` when it is empty or does not start with the GGUF magic bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise ModelError(f"GGUF file {str(path)!r} is empty", hint=_BROKEN_HINT)
+    if head != GGUF_MAGIC:
+        raise ModelError(f"{str(path)!r} is not a GGUF file (it does not start with the bytes 'GGUF', it starts "
+                         f"with {head!r})", hint="pass a .gguf model file, a Hugging Face model folder or a registry "
+                                                 "name: " + ", ".join(MODELS))
+
+
+def check_safetensors(path: Path) -> None:
+    """ModelError naming ``path`` when the file is shorter than its own header says (truncated), empty, or its
+    header is not safetensors JSON. Reads the header only (8 bytes + its length)."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelError(f"weights file {str(path)!r} is {'empty' if not head else 'truncated'} ({size} bytes)",
+                             hint=_BROKEN_HINT)
+        (n,) = struct.unpack("<Q", head)
+        if 8 + n > size:
+            raise ModelError(f"weights file {str(path)!r} is truncated or not safetensors: its header claims {n} "
+                             f"bytes but the file holds {size}", hint=_BROKEN_HINT)
+        try:
+            header = json.loads(fh.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise ModelError(f"weights file {str(path)!r} is not a safetensors file (its header is not readable)",
+                             hint=_BROKEN_HINT) from None
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        raise ModelError(f"weights file {str(path)!r} is truncated: {size:,} bytes of the {need:,} its header "
+                         "describes", hint=_BROKEN_HINT)
 
 
 def _from_hub(name: str, device: str, torch_dtype):
@@ -167,8 +217,13 @@ def load_gguf_uncached(gguf: Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf or smollm2_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    check_gguf(gguf)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - a truncated or unsupported GGUF fails deep inside its reader
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"cannot read GGUF file {str(gguf)!r}: {first}", hint=_BROKEN_HINT) from exc
     return model.eval(), tok
 
 
