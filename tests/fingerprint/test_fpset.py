@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -82,3 +83,156 @@ def test_subset_and_sample():
     assert fps.sample(99) is fps
     with pytest.raises(DataError, match="id 42"):
         fps.subset([42])
+
+
+# --- issue 16 §2: the digest covers every field verification reads -----------------------------------------
+def _edits():
+    """(path in the file, new value): one edit per field that verification or the verdict reads."""
+    return [
+        ("fingerprints.1.response_text", " the"), ("fingerprints.1.key_text", "another key"),
+        ("fingerprints.1.key_ids", [1, 2]), ("fingerprints.1.response_ids", [10]),
+        ("fingerprints.1.candidates", [10, 9, 11]), ("fingerprints.1.boundary_rank", 7),
+        ("fingerprints.1.base_prob", 0.5), ("tokenizer.vocab_sha256", "00" * 32), ("tokenizer.name", "other"),
+        ("params.nucleus_t", 0.5), ("params.prompt_format", "chat"), ("params.response_length", 2),
+        ("base_model.ref", "other"), ("key_model", "other"), ("strategy", "english_random"),
+        ("null_p_heuristic", True), ("secret_commitment", "ef" * 32), ("subset_of", "12" * 32),
+        ("created", "2030-01-01T00:00:00Z"),
+    ]
+
+
+def _set_path(d, dotted, value):
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d[int(p)] if p.isdigit() else d[p]
+    d[int(last) if last.isdigit() else last] = value
+
+
+@pytest.mark.parametrize("dotted, value", _edits(), ids=[e[0] for e in _edits()])
+def test_every_edit_breaks_the_digest_and_the_error_names_file_and_field(tmp_path, dotted, value):
+    fps = make_set()
+    d = fps.to_dict()
+    _set_path(d, dotted, value)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(DataError) as e:
+        FingerprintSet.load(path)
+    msg = e.value.message
+    assert str(path) in msg and "'set_digest'" in msg and e.value.exit_code == 2
+    top, *rest = dotted.split(".")
+    field = f"fingerprints[*].{rest[1]}" if top == "fingerprints" else top
+    assert f"field '{field}' was changed" in msg, msg
+    assert "cannot prove ownership" in e.value.hint
+    # the digest itself differs from the one the untouched content gives
+    loose = FingerprintSet.from_dict(d, check_digest=False) if top not in ("strategy", "null_p_heuristic") else None
+    if loose is not None:
+        assert loose.compute_digest() != fps.set_digest and loose.digest_problem() is not None
+
+
+def test_digest_is_of_the_whole_content_and_canonical():
+    from trustlab.fingerprint.fpset import DIGEST_FIELDS, canonical_json
+
+    fps = make_set()
+    body = {k: v for k, v in fps.to_dict().items() if k not in DIGEST_FIELDS}
+    assert fps.set_digest == hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                                       ensure_ascii=True).encode()).hexdigest()
+    assert fps.version == 2 and fps.digest_problem() is None
+    # key order and indentation of the file do not matter; non-finite floats hash as tagged objects, never null
+    assert canonical_json({"b": 1, "a": [1.5, (2, 3)]}) == b'{"a":[1.5,[2,3]],"b":1}'
+    assert canonical_json({"t": float("inf"), "n": float("nan")}) == b'{"n":{"$float":"nan"},"t":{"$float":"inf"}}'
+    inf = make_set(params={"key_length": 3, "response_length": 1, "nucleus_t": 0.8, "nucleus_k": 3,
+                           "key_temperature": float("inf")})
+    assert inf.set_digest == inf.compute_digest() and inf.set_digest != fps.set_digest
+
+
+def test_file_layout_does_not_change_the_digest(tmp_path):
+    fps = make_set()
+    d = fps.to_dict()
+    (tmp_path / "a.json").write_text(json.dumps(dict(reversed(list(d.items()))), indent=4))
+    assert FingerprintSet.load(tmp_path / "a.json") == fps
+
+
+def test_version_1_file_is_refused_with_the_regenerate_hint(tmp_path):
+    fps = make_set()
+    d = dict(fps.to_dict(), version=1, set_digest=fps.legacy_digest())
+    d.pop("field_digests")
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="written before set_digest covered the whole file") as e:
+        FingerprintSet.load(tmp_path / "old.json")
+    assert "old.json" in e.value.message and "trustlab fingerprint generate" in e.value.hint
+    # an old file that verifies under the full-content digest keeps working
+    body = {k: v for k, v in d.items() if k != "set_digest"}
+    d["set_digest"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                                ensure_ascii=True).encode()).hexdigest()
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    assert FingerprintSet.load(tmp_path / "old.json").version == 1
+
+
+def test_future_version_is_refused(tmp_path):
+    d = make_set().to_dict()
+    d["version"] = 3
+    (tmp_path / "new.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="'version'") as e:
+        FingerprintSet.load(tmp_path / "new.json")
+    assert "upgrade" in e.value.hint
+
+
+def test_empty_set_is_no_fingerprints_at_load_and_create(tmp_path):
+    d = make_set().to_dict()
+    d["fingerprints"] = []
+    (tmp_path / "empty.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="holds no fingerprints") as e:
+        FingerprintSet.load(tmp_path / "empty.json")
+    assert "empty.json" in e.value.message and e.value.exit_code == 2
+    with pytest.raises(DataError, match="at least one fingerprint"):
+        make_set(fingerprints=[])
+
+
+def _redigested(d):
+    """A forger's file: the content edited and the digest recomputed to match."""
+    from trustlab.fingerprint.fpset import DIGEST_FIELDS, canonical_json
+
+    body = {k: v for k, v in d.items() if k not in DIGEST_FIELDS}
+    return {**body, "set_digest": hashlib.sha256(canonical_json(body)).hexdigest()}
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d.__setitem__("null_p", 1e-6), "'null_p' is 1e-06"),
+    (lambda d: d.__setitem__("null_p", 1.5), "'null_p' must lie in"),
+    (lambda d: d["params"].__setitem__("nucleus_k", 5), "'null_p' is 0.333"),
+    (lambda d: d.__setitem__("null_p_heuristic", True), "'null_p_heuristic' is true"),
+    (lambda d: d["fingerprints"][2].__setitem__("candidates", [1, 2, 3]), r"'fingerprints\[2\].response_ids'"),
+    (lambda d: d["fingerprints"][0].__setitem__("candidates", [9, 10]), r"'fingerprints\[0\].candidates'"),
+    (lambda d: d["fingerprints"][0].__setitem__("candidates", [9, 9, 10]), r"'fingerprints\[0\].candidates'"),
+])
+def test_null_settings_must_agree_with_the_strategy_even_with_a_matching_digest(tmp_path, mutate, field):
+    d = make_set().to_dict()
+    mutate(d)
+    (tmp_path / "x.json").write_text(json.dumps(_redigested(d)))
+    with pytest.raises(DataError, match=field) as e:
+        FingerprintSet.load(tmp_path / "x.json")
+    assert "x.json" in e.value.message and e.value.hint
+
+
+def test_english_sets_must_stay_heuristic(tmp_path):
+    d = make_set(strategy="english", null_p=1 / 3, null_p_heuristic=True).to_dict()
+    assert FingerprintSet.from_dict(d).null_p_heuristic
+    d["null_p_heuristic"] = False
+    (tmp_path / "x.json").write_text(json.dumps(_redigested(d)))
+    with pytest.raises(DataError, match="'null_p_heuristic' is false"):
+        FingerprintSet.load(tmp_path / "x.json")
+
+
+def test_proven_null_rates():
+    from trustlab.fingerprint.fpset import proven_null_p
+
+    assert proven_null_p(make_set()) == pytest.approx(1 / 3)
+    rw = make_set(strategy="english_random", null_p=1 / 50, fingerprints=[Fingerprint(0, "k", (1,), " y", (9,))],
+                  params={"response_length": 1, "pool_size": 50})
+    assert proven_null_p(rw) == pytest.approx(1 / 50)
+    assert proven_null_p(make_set(strategy="english", null_p=None)) is None
+
+
+def test_subset_keeps_a_valid_full_content_digest(tmp_path):
+    sub = make_set(8).subset([5, 1])
+    back = FingerprintSet.load(sub.save(tmp_path / "sub.json"))
+    assert back.digest_problem() is None and back.subset_of == make_set(8).set_digest

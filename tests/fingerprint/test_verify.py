@@ -8,7 +8,7 @@ from trustlab.fingerprint.backends import HFBackend, OpenAIBackend
 from trustlab.fingerprint.config import VerifyConfig
 from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
 from trustlab.fingerprint.verify import exact_text_hit, lenient_hit, normalize, verify
-from trustlab.runtime.errors import BackendError, ConfigError, ModelError
+from trustlab.runtime.errors import BackendError, ConfigError, DataError, ModelError
 
 from .helpers import SECRET, make_set
 
@@ -163,3 +163,45 @@ def test_wrapper_changes_the_query(tiny_lm):
     bare = verify(fps, HFBackend(model, tok), VerifyConfig(model="t"))
     wrapped = verify(fps, HFBackend(model, tok), VerifyConfig(model="t", wrapper=2))
     assert bare.decision.m == 4 and wrapped.wrapper == 2 and wrapped.to_dict()["wrapper"] == 2
+
+
+# --- issue 16 §2: a user-set null rate never goes below the proven one -------------------------------------
+def test_null_p_below_the_proven_null_is_refused(fps):
+    """With p0 = 1e-6 one chance hit of 24 would read p = 2.4e-5 (OWNED); the proven null is 1/k = 1/3."""
+    with FakeOpenAI(answer=served(fps, {0})) as srv:
+        with pytest.raises(ConfigError, match=r"null_p 1e-06 is below the proven null hit rate p0 = 1/3") as exc:
+            verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=1e-6))
+        assert exc.value.exit_code == 2 and "--null-p" in exc.value.hint
+        assert srv.requests == []  # refused before any key is revealed to the suspect
+
+
+def test_null_p_equal_to_the_proven_null_is_not_marked(fps):
+    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+        res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=1 / 3))
+    assert res.p0_override is None and "overridden" not in res.line and res.p0_proven == pytest.approx(1 / 3)
+
+
+def test_conservative_null_p_is_marked_in_line_and_results(fps):
+    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+        res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=0.5))
+    assert res.decision.p0 == 0.5 and res.owned
+    assert res.line.endswith("[p0 overridden by user: 0.5 (proven 1/3)]")
+    d = res.to_dict()
+    assert d["p0_override"] == "p0 overridden by user: 0.5 (proven 1/3)" and d["line"] == res.line
+
+
+def test_english_null_p_from_the_user_is_marked(tiny_lm):
+    fps = make_set(tiny_lm[1], KEYS[:6], null_p=None, strategy="english")
+    with FakeOpenAI(answer=served(fps, set(range(6)))) as srv:
+        res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=0.01))
+    assert "[p0 set by user: 0.01 (strategy english has no proven null rate)]" in res.line
+
+
+def test_empty_set_is_a_data_error_not_the_suspects_fault(fps):
+    import dataclasses
+
+    empty = dataclasses.replace(fps, fingerprints=())
+    with FakeOpenAI(answer=served(fps, set())) as srv:
+        with pytest.raises(DataError, match="no fingerprints") as exc:
+            verify(empty, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
+    assert exc.value.exit_code == 2
