@@ -161,6 +161,7 @@ class OpenAIBackend:
     batched: bool | None = None  # None: not yet known; False once the server refused a list of prompts
     requests: int = 0
     retries: int = 0
+    on_answer: Callable[[int], None] | None = None  # called with the number of prompts each reply answered
 
     def __post_init__(self):
         if self.api not in ("completions", "chat"):
@@ -286,6 +287,8 @@ class OpenAIBackend:
             self.batched = True
             for i, g in zip(idx, got):
                 results[i] = g
+            if self.on_answer is not None:
+                self.on_answer(len(idx))
         return []
 
     def _single_pass(self, prompts, todo, results, max_tokens, temperature, n, seed) -> None:
@@ -302,6 +305,8 @@ class OpenAIBackend:
                     results[i] = self._chat(prompts[i], max_tokens, temperature, n, seed)
                 else:
                     results[i] = self._completions([prompts[i]], max_tokens, temperature, n, seed)[0]
+                if self.on_answer is not None:
+                    self.on_answer(1)
             except _Exhausted as exc:
                 self.failures[i] = str(exc)
                 stop.set()
@@ -320,3 +325,19 @@ class _BadRequest(Exception):
     def as_backend_error(self, url: str, models_hint: str) -> BackendError:
         return BackendError(f"endpoint {url} rejected the request ({self.status}): {self.message}",
                             hint=f"check --api (completions or chat) and --served-model ({models_hint})")
+
+
+def endpoint_plan(backend: Any, n_keys: int, timeout_s: float | None = None) -> tuple[Any, str | None]:
+    """For an endpoint suspect: the backend with its per-request deadline set to ``timeout_s`` (when given), and
+    the line that states the worst-case wait before any request is sent; a local backend is returned as is."""
+    if not isinstance(backend, OpenAIBackend):
+        return backend, None
+    import dataclasses
+
+    from trustlab.models.llm.retry import describe_wait
+
+    if timeout_s is not None:
+        backend = dataclasses.replace(backend, timeout_s=timeout_s)
+    per = describe_wait(backend.worst_case_s())
+    return backend, (f"querying {backend.base_url} for {n_keys} key(s): each request waits at most {per} "
+                     f"(--timeout {backend.timeout_s:g} s x {backend.max_retries + 1} attempt(s) plus backoff)")

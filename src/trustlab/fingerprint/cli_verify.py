@@ -45,7 +45,9 @@ def verify_cmd(
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples per key (needs temperature > 0)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys per batch / request."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the key subset and of sampling (default 0)."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries of a failed HTTP call (429, 5xx)."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries of a failed HTTP call (429, 5xx, timeout)."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds per HTTP request to --endpoint: a total "
+                                                          "deadline, however slowly the server sends."),
     concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests when a server takes one "
                                                             "prompt per request."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-verify-<UTC>)."),
@@ -57,7 +59,7 @@ def verify_cmd(
         fingerprints=fingerprints, model=model, endpoint=endpoint, served_model=served_model, api=api,
         api_key_env=api_key_env, match=match, num_queries=num_queries, alpha=alpha, null_p=null_p,
         wrapper=wrapper, temperature=temperature, samples=samples, batch_size=batch_size, seed=seed))
-    run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency)
+    run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency, timeout=timeout)
     res = json.loads((run_dir / "verify_result.json").read_text())
     typer.echo(res["line"])
     if res["unanswered"]:
@@ -69,7 +71,8 @@ def verify_cmd(
     typer.echo(f"wrote {run_dir / 'verify_result.json'}")
 
 
-def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: int = 4) -> Path:
+def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: int = 4,
+               timeout: Optional[float] = None) -> Path:
     """Load the fingerprint file and the suspect, verify inside a RunDir; returns the run folder."""
     from trustlab.runtime.io import write_json_atomic
     from trustlab.runtime.rundir import RunDir
@@ -92,8 +95,18 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
     _threads()
     backend = backend_for(cfg, max_retries=max_retries, concurrency=concurrency)
     run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, resume=False)
+    from trustlab.runtime.progress import is_quiet, task
+
+    from .backends import endpoint_plan
+
+    backend, plan = endpoint_plan(backend, cfg.num_queries or len(fps.fingerprints), timeout)
+    if plan is not None and not is_quiet():
+        typer.echo(plan, err=True)
     try:
-        res = verify(fps, backend, cfg)
+        with task("verify: keys answered", cfg.num_queries or len(fps.fingerprints)) as bar:
+            if plan is not None:
+                backend.on_answer = bar.advance
+            res = verify(fps, backend, cfg)
     except KeyboardInterrupt:
         raise Interrupted("verification interrupted; nothing was written", hint="run the same command again") from None
     d = res.to_dict()

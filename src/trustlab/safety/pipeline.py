@@ -186,8 +186,10 @@ def _preflight(backend, cfg: EvalConfig) -> None:
 
 
 def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = True, backend: Any = None,
-             verb: str = "generate") -> GenerateResult:
-    """Generate K samples per prompt for every strategy into ``out/generations.jsonl`` (resumable)."""
+             verb: str = "generate", check_failures: bool = True) -> GenerateResult:
+    """Generate K samples per prompt for every strategy into ``out/generations.jsonl`` (resumable). With
+    ``check_failures``, a run where no generation succeeded or more than ``failures.FAIL_SHARE`` failed raises a
+    BackendError (exit 4) after everything is written."""
     from trustlab.runtime.progress import progress
 
     from .backends.base import make_backend
@@ -227,7 +229,30 @@ def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
     if n_err:
         warnings.warn(f"{n_err} generation(s) failed for good; they are stored as errors (no text), excluded "
                       f"from metrics; rerun with --retry-errors to try them again", stacklevel=2)
+    failed = generation_failure(run.path, cfg) if check_failures else None
+    if failed is not None:
+        raise failed
     return GenerateResult(run.path, len(prompts), n_new, len(latest), n_err, tokens, time.perf_counter() - t0)
+
+
+def generation_failure(path: Path, cfg: EvalConfig):
+    """The exit-4 error of a run whose generations mostly failed (``failures.failure``), else None."""
+    from .failures import failure
+
+    return failure(generations_store(path, cfg).latest(), "generation(s)", path)
+
+
+def label_failure(path: Path, labels: Sequence[str]):
+    """The exit-4 error of the first judge (by label) whose labels mostly failed, else None."""
+    from .failures import failure
+
+    cfg = run_config(path)
+    rows = labels_store(path, cfg).latest()
+    for name in labels:
+        err = failure([r for r in rows if r["judge"] == name], f"label(s) of judge {name}", path, error_key="raw")
+        if err is not None:
+            return err
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,7 +279,7 @@ def make_judges(specs: Sequence[JudgeSpec], backend_factory: Optional[Callable[[
 
 def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, parts: Optional[Sequence[str]] = None,
           retry_errors: bool = False, backend_factory: Optional[Callable[[BackendConfig], Any]] = None,
-          chunk: int = 64, made: Optional[list] = None) -> JudgeResult:
+          chunk: int = 64, made: Optional[list] = None, check_failures: bool = True) -> JudgeResult:
     """Label every ok generation's parts with every judge into ``labels.jsonl`` (resumable, per judge and part).
 
     A label records its judge's settings hash: judging again under the same judge name with other settings is
@@ -304,6 +329,9 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
     finally:
         for _, jd in made:
             jd.close()
+    failed = label_failure(path, [spec.label for spec, _ in made]) if check_failures else None
+    if failed is not None:
+        raise failed  # the labels are written; a judge whose requests mostly failed is exit 4
     return JudgeResult(path, n_new, len(store.latest()), by_status)
 
 
@@ -388,10 +416,13 @@ def run_eval(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
              extra: Optional[dict] = None) -> EvalResult:
     """generate -> judge -> metrics (+ report). Judges are built and checked before any generation."""
     made = make_judges(cfg.judges, backend_factory)
-    g = generate(cfg, out, resume, backend, verb="eval")
-    j = judge(g.run_dir, cfg.judges, cfg.parts, cfg.retry_errors, backend_factory, made=made)
+    g = generate(cfg, out, resume, backend, verb="eval", check_failures=False)
+    j = judge(g.run_dir, cfg.judges, cfg.parts, cfg.retry_errors, backend_factory, made=made, check_failures=False)
     m = metrics(g.run_dir, verb="eval", extra=extra)
     _write_run_json(g.run_dir, cfg, "done")
+    failed = generation_failure(g.run_dir, cfg) or label_failure(g.run_dir, [s.label for s, _ in made])
+    if failed is not None:
+        raise failed  # results.json and the report hold what succeeded
     return EvalResult(g.run_dir, g, j, m)
 
 

@@ -1,9 +1,10 @@
-"""OpenAI moderation judge: ``moderations.create(model="omni-moderation-latest", input=...)`` via the ``openai``
-SDK (the paper used ``omni-moderation-2024-09-26``). Unsafe iff flagged; categories are the flagged names; score is
-the largest category score. The prompt is ignored. A long text is cut into chunks of ``chunk_chars`` and any flagged
-chunk makes the verdict unsafe. The SDK retries 429/5xx/timeouts with backoff (``max_retries``) and never other
-4xx; a request that still fails is an ``error`` verdict, and an unreachable server is a BackendError (exit 4)
-naming the URL.
+"""OpenAI moderation judge: ``POST /moderations`` with ``model="omni-moderation-latest"`` through the shared client
+``trustlab.models.llm.openai_client`` (the paper used ``omni-moderation-2024-09-26``). Unsafe iff flagged;
+categories are the flagged names; score is the largest category score. The prompt is ignored. A long text is cut
+into chunks of ``chunk_chars`` and any flagged chunk makes the verdict unsafe. The shared retry policy retries
+429/5xx/timeouts with jittered backoff (``max_retries``, ``retry_min_s``..``retry_max_s``) and never other 4xx; a
+request whose HTTP status still fails is an ``error`` verdict; an unreachable or timing-out server and every
+malformed reply are a BackendError (exit 4) naming the URL.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class ModerationJudge(Judge):
 
     def __init__(self, backend: Optional[BackendConfig] = None, model: Optional[str] = None,
                  chunk_chars: int = 10000, batch_size: int = 32):
-        import openai
+        from trustlab.models.llm.openai_client import OpenAIClient
+        from trustlab.models.llm.retry import RetryPolicy
 
         cfg = backend or BackendConfig(kind="openai", model=DEFAULT_MODEL, base_urls=(OFFICIAL,))
         self.url = cfg.base_urls[0] if cfg.base_urls else OFFICIAL
@@ -64,39 +66,35 @@ class ModerationJudge(Judge):
         if self.chunk_chars < 1 or self.batch_size < 1:
             raise ConfigError("moderation options chunk_chars and batch_size must be >= 1",
                               hint="e.g. chunk_chars: 10000, batch_size: 32")
-        self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=cfg.max_retries,
-                                    timeout=cfg.timeout_s)
-
-    def _dead(self, exc: Exception) -> BackendError:
-        return BackendError(f"moderation server {self.url} is unreachable: {type(exc).__name__}: {exc}",
-                            hint="check --judge-base-url and that the server is up")
+        self.client = OpenAIClient(self.url, key, timeout_s=cfg.timeout_s, what="--judge-base-url",
+                                   policy=RetryPolicy(cfg.max_retries, cfg.retry_min_s, cfg.retry_max_s))
+        self.url = self.client.base_url
 
     def check(self) -> None:
-        import openai
+        """The pre-flight: ``/models`` answers (a server without a model list may still moderate); a refused key
+        is a ConfigError; a dead, silent or malformed server is a BackendError naming the URL, within about
+        ``timeout_s``."""
+        from trustlab.models.llm.retry import RequestError
 
         try:
-            self.client.models.list()
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise self._dead(exc) from None
-        except openai.AuthenticationError as exc:
-            raise ConfigError(f"the moderation server {self.url} refused the API key: {exc.message}",
-                              hint="check the key in the api_key_env variable") from None
-        except openai.APIStatusError:
-            pass  # a server without /v1/models may still serve /v1/moderations
+            self.client.probe()
+        except RequestError as exc:
+            if exc.kind == "status" and exc.status in (401, 403):
+                raise ConfigError(f"the moderation server {self.url} refused the API key: {exc.message}",
+                                  hint="check the key in the api_key_env variable") from None
+            if exc.kind != "status":
+                raise
 
     def _request(self, inputs: list[str]) -> list[dict] | str:
-        import openai
+        """The per-input results, or the failure text of a request whose HTTP status failed for good."""
+        from trustlab.models.llm.retry import RequestError
 
         try:
-            resp = self.client.moderations.create(model=self.model, input=inputs)
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise self._dead(exc) from None
-        except openai.APIStatusError as exc:
-            return f"HTTP {exc.status_code}: {exc.message}"
-        results = resp.model_dump(by_alias=True).get("results") or []
-        if len(results) != len(inputs):
-            return f"moderation returned {len(results)} results for {len(inputs)} inputs"
-        return results
+            return self.client.moderate(self.model, inputs)
+        except RequestError as exc:
+            if exc.kind == "status":
+                return exc.message
+            raise
 
     def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         owners, pieces = [], []
