@@ -65,7 +65,8 @@ def test_ctrl_c_prints_error_and_working_resume_hint(tmp_path, monkeypatch, caps
         main(["report", str(tmp_path)])
     err = capsys.readouterr().err.splitlines()
     assert info.value.code == 130
-    assert err[0].startswith("error: interrupted") and err[1] == f"hint: resume with: trustlab report {tmp_path}"
+    assert err[0].startswith("error: interrupted") and err[1] == \
+        f"hint: resume with: trustlab report {tmp_path} --out {tmp_path / 'run'}"
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["kind"] == "status" and events[-1]["status"] == "interrupted"
 

@@ -28,6 +28,14 @@ class Evil:
         return (open, (self.marker, "w"))
 
 
+def _train_run_folder(out):
+    """``out`` claimed as a certify train run folder (marker, no config yet): the next train resumes it."""
+    from trustlab.runtime.rundir import RunDir
+
+    RunDir.open(out, "certify", "train").close()
+    return out
+
+
 def _copy_model(model_dir, dst):
     shutil.copytree(model_dir, dst)
     return dst
@@ -37,7 +45,7 @@ def _copy_model(model_dir, dst):
 @pytest.mark.parametrize("fmt", ["torch", "raw-pickle"])
 def test_crafted_checkpoint_on_resume_is_refused_and_runs_no_code(tmp_path, cli, fmt):
     marker = tmp_path / "pwned"
-    out = tmp_path / "run"
+    out = _train_run_folder(tmp_path / "run")
     (out / "model").mkdir(parents=True)
     ckpt = out / "model" / "ckpt.pt"
     if fmt == "torch":
@@ -60,7 +68,7 @@ def test_crafted_model_pt_is_refused_by_eval(tmp_path, cli, model_dir):
 
 
 def test_truncated_checkpoint_and_model_give_exit_2_with_one_line(tmp_path, cli, model_dir):
-    out = tmp_path / "run"
+    out = _train_run_folder(tmp_path / "run")
     (out / "model").mkdir(parents=True)
     blob = tmp_path / "full.pt"
     save_stamped({"model": {"w": torch.zeros(100, 100)}, "epoch": 5}, blob, "any")

@@ -261,10 +261,13 @@ def defend_run(run_dir: Path, cfg: ExperimentConfig, out: Path, resume: bool = T
 
     from trustlab.runtime import ConfigError
     from trustlab.runtime.files import at_path
+    from trustlab.runtime.rundir import RunDir
 
+    # claim (or clear, with resume=False) the folder before anything is copied into it
+    RunDir.open(out, "certify", "defend", cfg, seed=cfg.seeds[0], resume=resume).close()
     for s in cfg.seeds:
         src, dst = Path(run_dir) / f"seed{s}", Path(out) / f"seed{s}"
         if src.is_dir() and not dst.exists():
             with at_path(dst, "run folder", ConfigError):
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("results.json"))
-    return run_experiment(cfg, out, resume=resume, verb="defend", log=log)
+    return run_experiment(cfg, out, resume=True, verb="defend", log=log)

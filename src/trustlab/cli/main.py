@@ -106,21 +106,29 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for a
 
         raise ConfigError(f"unknown or uninstalled lab(s): {', '.join(unknown)}",
                           hint=f"choose from {', '.join(available_labs())}")
-    from trustlab.runtime.files import writable_dir
+    from trustlab.runtime.errors import Interrupted
+    from trustlab.runtime.rundir import RunDir, resume_command
 
-    writable_dir(out)
-    if not resume:
+    if not resume:  # every folder checked before anything is removed: each must hold its own lab's run
         for lab in chosen:
-            _clear_demo_folder(out / lab)
+            RunDir.discard(out / lab, lab, dry_run=True)
+        for lab in chosen:
+            RunDir.discard(out / lab, lab)
+    top = RunDir.open(out, "trustlab", "demo")
     blocks = []
     if not chosen:
         blocks.append(Text("No lab is installed yet; nothing to demonstrate."))
     for lab in chosen:
         typer.echo(f"== {lab} demo")
-        run_dir = Path(lab_module(lab).run_demo(out / lab, quick=quick))
+        try:
+            run_dir = Path(lab_module(lab).run_demo(out / lab, quick=quick))
+        except (Interrupted, KeyboardInterrupt):
+            raise Interrupted(f"demo interrupted during the {lab} demo; finished labs are kept in {out}",
+                              hint=f"resume with: {resume_command(out=out)}") from None
         blocks += [Heading(lab, 1), *prefix_images(run_blocks(run_dir, lab_sections()),
                                                    str(run_dir.relative_to(out)))]
     md, page = render(out, title="trustlab demo", blocks=blocks)
+    top.close()
     typer.echo(f"wrote {md} and {page}")
 
 
@@ -130,20 +138,6 @@ def _full_short_help(command) -> None:
         if not sub.short_help and sub.help:
             sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
         _full_short_help(sub)
-
-
-def _clear_demo_folder(folder: Path) -> None:
-    """``demo --no-resume``: remove one lab's demo folder, only if trustlab wrote it (it holds a run stamp)."""
-    import shutil
-
-    from trustlab.runtime.errors import ConfigError
-
-    if not folder.exists():
-        return
-    if not folder.is_dir() or not any(folder.rglob("config_hash")):
-        raise ConfigError(f"{str(folder)!r} holds no trustlab demo run; refusing to delete it",
-                          hint="choose another --out folder")
-    shutil.rmtree(folder)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,6 @@ table. verify / robustness / assign / identify come from ``cli_verify.register``
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,12 +75,12 @@ def run_generate(cfg, secret_path: Path, out: Path, overwrite: bool = False, run
             return out, True
         raise ConfigError(f"fingerprint file {str(out)!r} exists and was made with another config or secret",
                           hint="pass --overwrite to replace it, or choose another --out")
+    run = RunDir.open(run_dir, LAB, "generate", config=cfg, seed=cfg.seed, new_only=True)  # checked before writing
     secret, created = load_or_create_secret(secret_path)
     fps = generate_fingerprints(cfg, secret, lm=lm, model_ref=cfg.model)
     fps = FingerprintSet.create(**{**{f: getattr(fps, f) for f in fps.__dataclass_fields__},
                                    "params": {**fps.params, "config_hash": digest}})
     fps.save(out)
-    run = RunDir.open(run_dir, LAB, "generate", config=cfg, seed=cfg.seed, resume=False)
     base_probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
     run.write_results({"num_fingerprints": len(fps), "strategy": fps.strategy, "null_p": fps.null_p,
                        "mean_base_prob": sum(base_probs) / len(base_probs) if base_probs else None,
@@ -159,33 +158,20 @@ def _print_set(path: Path) -> None:
         ("rejected keys", fps.params.get("rejected"))])
 
 
-# --- embed ------------------------------------------------------------------------------------------------
-OUTPUTS = ("model", "checkpoints", "train_log.jsonl", "benign_pairs.jsonl", "embed_result.json", "results.json",
-           "events.jsonl", "fingerprints.json")
+# --- embed ----------------------------------------------------------------------------------------------------
+def open_embed_dir(out: Path, cfg, resume: bool, overwrite: bool):
+    """(RunDir, 'run' | 'skip' | 'resume') for an embed run folder (spec §8: same config -> skip when complete,
+    resume when not; another config -> error). ``overwrite`` / ``--no-resume`` remove only what the earlier embed
+    run wrote; a folder of another verb, lab or of no trustlab run is refused untouched."""
+    from trustlab.runtime.rundir import RunDir, read_marker
 
-
-def prepare_embed_dir(out: Path, cfg, resume: bool, overwrite: bool) -> str:
-    """'run' | 'skip' | 'resume' for an embed run folder (spec §8: same hash -> skip, different -> error)."""
-    from trustlab.runtime.config import config_hash, config_diff, load_yaml
-
-    hash_file = out / "config_hash"
-    if not hash_file.is_file():
-        return "run"
-    same = hash_file.read_text().strip() == config_hash(cfg)
-    complete = (out / "results.json").is_file()
-    if overwrite:
-        for name in OUTPUTS:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        hash_file.unlink()
-        return "run"
-    if same and complete:
-        return "skip"
-    if same:
-        return "resume" if resume else "run"
-    differing = config_diff(load_yaml(out / "config.yaml"), cfg) if (out / "config.yaml").is_file() else []
-    raise ConfigError(f"run folder {str(out)!r} holds an embed run with another config (differing keys: "
-                      f"{', '.join(differing) or 'unknown'})", hint="pass --overwrite to replace it, or choose another --out")
+    had_run = out.is_dir() and read_marker(out) is not None
+    run = RunDir.open(out, LAB, "embed", config=cfg, seed=cfg.seed, resume=resume and not overwrite,
+                      fresh_hint="pass --overwrite to replace it (only the files it wrote are removed), or choose "
+                                 "another --out")
+    if not had_run or overwrite or not resume:
+        return run, "run"
+    return run, "skip" if (out / "results.json").is_file() else "resume"
 
 
 def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=None, fps=None):
@@ -193,8 +179,6 @@ def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=
     import dataclasses
 
     from accelerate import PartialState
-
-    from trustlab.runtime.rundir import RunDir
 
     from .fpset import FingerprintSet
     from .train import embed
@@ -207,10 +191,9 @@ def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=
     import torch
 
     main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
-    mode = prepare_embed_dir(out, cfg, resume, overwrite) if main else ("resume" if resume else "run")
+    run, mode = open_embed_dir(out, cfg, resume, overwrite) if main else (None, "resume" if resume else "run")
     if mode == "skip":
         return out, None
-    run = RunDir.open(out, LAB, "embed", config=cfg, seed=cfg.seed, resume=True) if main else None
     if main:
         fps.save(out / "fingerprints.json")
     model, tok = lm if lm is not None else _load_model(cfg.model, cfg.dtype)

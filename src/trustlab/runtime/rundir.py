@@ -146,6 +146,16 @@ def _forget(path: Path) -> None:
         run.close()
 
 
+def _holds_only_runs(path: Path, depth: int = 3) -> bool:
+    """True when ``path`` is empty or holds nothing but trustlab run folders (a demo's earlier nested runs)."""
+    for entry in path.iterdir():
+        if entry.is_symlink() or not entry.is_dir():
+            return False
+        if not (entry / MARKER).is_file() and (depth <= 1 or not _holds_only_runs(entry, depth - 1)):
+            return False
+    return True
+
+
 def _describe(path: Path, limit: int = 5) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
@@ -186,7 +196,7 @@ class RunDir:
         run = cls(path=path, lab=lab, verb=verb, config=config, seed=seed,
                   resume_hint=resume_command(out=path))
         if marker is None:
-            if any(path.iterdir()):
+            if not _holds_only_runs(path):
                 raise ConfigError(f"folder {str(path)!r} is not a trustlab run folder and is not empty (it holds "
                                   f"{_describe(path)}); {lab} {verb} writes only into a new or empty folder or "
                                   f"its own earlier run", hint="choose a new --out folder")
@@ -233,6 +243,27 @@ class RunDir:
         run._load_manifest()
         _OPEN.append(run)
         return run
+
+    @classmethod
+    def discard(cls, path: str | Path, lab: str, dry_run: bool = False) -> None:
+        """Remove what the ``lab`` run in ``path`` wrote (its manifest); a folder that holds no ``lab`` run is
+        refused untouched, a missing one is nothing to do. ``dry_run`` only checks."""
+        path = Path(path)
+        if not path.exists():
+            return
+        marker = read_marker(path) if path.is_dir() else None
+        if marker is None or marker["lab"] != lab:
+            raise ConfigError(f"{str(path)!r} holds no trustlab {lab} run; refusing to clear it",
+                              hint="choose another --out folder")
+        if dry_run:
+            return
+        _forget(path)
+        run = cls(path=path, lab=lab, verb=marker["verb"], run_id=marker["run_id"])
+        run._load_manifest()
+        run.clear()
+        if [p.name for p in path.iterdir()] == [MARKER]:
+            (path / MARKER).unlink()
+            path.rmdir()
 
     def _check_owner(self, marker: dict[str, Any], resumes: Sequence[str], new_only: bool) -> None:
         what = f"a trustlab {marker['lab']} {marker['verb']} run (id {marker['run_id']})"

@@ -128,28 +128,31 @@ def run_config(run_dir: str | Path) -> EvalConfig:
     return from_dict(EvalConfig, data["config"])
 
 
+# The verbs that write a safety run folder (generations, labels, results); judge and metrics continue one of these.
+RUN_VERBS = ("generate", "eval", "merge")
+
+
 def _open(cfg: EvalConfig, out: Optional[str | Path], verb: str, resume: bool):
-    from trustlab.runtime.files import writable_dir
+    """The run folder for ``verb``: new, or this lab's earlier generation run of the same config (resumed, or with
+    ``resume=False`` cleared of what that run wrote, after every check passed)."""
     from trustlab.runtime.rundir import RunDir, default_run_path
 
     path = Path(out) if out is not None else default_run_path(LAB, verb, root="runs/safety")
-    writable_dir(path)
-    if not resume:
-        for name in (GENERATIONS, LABELS, RUN_JSON, "results.json"):
-            (path / name).unlink(missing_ok=True)
-    old = _read_run_json(path, required=False)
-    if old is not None and resume:
-        diff = config_diff(to_dict(content_config(from_dict(EvalConfig, old["config"]))), to_dict(content_config(cfg)))
-        if diff:
-            raise ConfigError(f"run folder {str(path)!r} holds a run with another config; differing keys: "
-                              f"{', '.join(diff)}", hint="pass --no-resume to start it afresh, or choose a new --out")
-    return RunDir.open(path, LAB, verb, config=content_config(cfg), seed=cfg.sampling.seed, resume=resume)
+    return RunDir.open(path, LAB, verb, config=content_config(cfg), seed=cfg.sampling.seed, resume=resume,
+                       resumes=RUN_VERBS)
+
+
+def _attach(path: Path, verb: str):
+    from trustlab.runtime.rundir import RunDir
+
+    return RunDir.attach(path, LAB, verb, of=RUN_VERBS)
 
 
 def _interrupted(path: Path, verb: str) -> Interrupted:
+    from trustlab.runtime.rundir import resume_command
+
     return Interrupted(f"{verb} interrupted; every finished record is saved in {path}",
-                       hint=f"resume with: trustlab safety {verb} --out {path} (same flags), or "
-                            f"trustlab safety eval --out {path}")
+                       hint=f"resume with: {resume_command(out=path)}")
 
 
 def generations_store(path: Path, cfg: EvalConfig) -> JsonlStore:
@@ -289,6 +292,7 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
     from .judges import JudgeItem
 
     path = Path(run_dir)
+    run = _attach(path, "judge")
     cfg = run_config(path)
     specs = tuple(judges) if judges is not None else cfg.judges
     parts = tuple(parts) if parts is not None else cfg.parts
@@ -329,6 +333,7 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
     finally:
         for _, jd in made:
             jd.close()
+        run.close()
     failed = label_failure(path, [spec.label for spec, _ in made]) if check_failures else None
     if failed is not None:
         raise failed  # the labels are written; a judge whose requests mostly failed is exit 4
@@ -359,11 +364,10 @@ def metrics(run_dir: str | Path, tie: Optional[str] = None, bootstrap: Optional[
             primary: Optional[str] = None, reference: Optional[str] = None, report: bool = True,
             verb: str = "metrics", extra: Optional[dict] = None) -> MetricsResult:
     """Recompute ``results.json`` from the run's files (generations and labels), with plots and the report."""
-    from trustlab.runtime.rundir import RunDir
-
     from .metrics import summarize
 
     path = Path(run_dir)
+    run = _attach(path, verb)
     cfg = run_config(path)
     tie = tie or cfg.tie
     n_boot = cfg.bootstrap if bootstrap is None else bootstrap
@@ -375,12 +379,13 @@ def metrics(run_dir: str | Path, tie: Optional[str] = None, bootstrap: Optional[
                         primary=primary or cfg.primary, reference=_reference(reference or cfg.reference))
     for w in summary.get("warnings", []):
         warnings.warn(w, stacklevel=2)
-    run = RunDir(path=path, lab=LAB, verb=verb, config=cfg, seed=cfg.sampling.seed)
+    run.config, run.seed = cfg, cfg.sampling.seed
     artifacts = _plots(summary, gens, labels, path)
     info = _read_run_json(path)
     res = run.write_results(summary, artifacts, schema=RESULTS_SCHEMA, fingerprint=info.get("fingerprint"),
                             versions=info.get("versions"), **(extra or {}))
     rep = _report(path) if report else None
+    run.close()
     return MetricsResult(path, res, summary, rep)
 
 

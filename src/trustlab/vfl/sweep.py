@@ -124,18 +124,16 @@ def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", 
     DCS against the seed's vanilla accuracy. ``force`` starts the whole sweep afresh. Ctrl-C raises Interrupted
     whose hint (``resume_hint``) runs the sweep on."""
     configure_threads()
-    import shutil
-
     from .evaluate import dcs_block, evaluate
     from .train import train
 
     out = Path(out)
     hint = resume_hint or f"trustlab vfl sweep --out {shlex.quote(str(out))}"
-    if force:
-        shutil.rmtree(out / "cells", ignore_errors=True)
-    try:
+    try:  # refuses a folder it did not write; --no-resume removes only what the earlier sweep wrote
         run = RunDir.open(out, "vfl", verb, sc, sc.base.train.seed, resume=not force)
     except ConfigError as exc:  # the runtime's hint names flags of other commands
+        if "another config" not in exc.message:
+            raise
         raise ConfigError(exc.message, hint=f"resume it as saved with `{hint}`, add --no-resume to start it afresh "
                                             "with the new settings, or choose another --out") from None
     results = {}

@@ -57,7 +57,10 @@ def config_for_run(config: str | None, run_dir: Path | None, resume: bool, overr
     is: a flag or ``--config`` that changes it is refused, naming the keys."""
     from .config import load_config, resolve_config
 
-    saved = run_dir / "config.yaml" if run_dir is not None else None
+    from trustlab.runtime.rundir import read_marker
+
+    ours = run_dir is not None and run_dir.is_dir() and (read_marker(run_dir) or {}).get("lab") == "vfl"
+    saved = run_dir / "config.yaml" if ours else None  # a folder of no vfl run is never read (RunDir refuses it)
     if saved is not None and saved.is_file():
         raw = load_yaml(saved)
         before = load_config(saved, raw=raw)
@@ -78,9 +81,11 @@ def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool
              ) -> RunDir:
     """Open the run folder. A folder holding another config is refused (naming the differing keys) unless
     ``force``, which starts it afresh with ``cfg``. Without ``resume`` earlier checkpoints are removed."""
+    from trustlab.runtime.rundir import read_marker
+
     path = Path(path)
     old_cfg = path / "config.yaml"
-    if old_cfg.is_file():
+    if old_cfg.is_file() and (read_marker(path) or {}).get("lab") == "vfl":
         diff = config_diff(load_yaml(old_cfg), cfg)
         if diff and not force:
             what = "resuming continues the saved run, so these settings cannot change" if resume else \
@@ -95,6 +100,8 @@ def open_run(path: str | Path, cfg: VFLConfig, resume: bool = False, force: bool
     try:
         run = RunDir.open(path, "vfl", verb, cfg, cfg.train.seed, resume=resume)
     except ConfigError as exc:  # the runtime's hint names flags of other commands
+        if "another config" not in exc.message:
+            raise
         raise ConfigError(exc.message, hint="add --no-resume to start it afresh, or choose another --out") from None
     if not resume:
         for sub in ("checkpoint", "parties", "messages", "state"):
