@@ -92,11 +92,11 @@ def _edits():
         ("fingerprints.1.response_text", " the"), ("fingerprints.1.key_text", "another key"),
         ("fingerprints.1.key_ids", [1, 2]), ("fingerprints.1.response_ids", [10]),
         ("fingerprints.1.candidates", [10, 9, 11]), ("fingerprints.1.boundary_rank", 7),
-        ("fingerprints.1.base_prob", 0.5), ("tokenizer.vocab_sha256", "00" * 32), ("tokenizer.name", "other"),
+        ("fingerprints.1.base_prob", 0.5), ("fingerprints.1.id", 17), ("tokenizer.vocab_sha256", "00" * 32), ("tokenizer.name", "other"),
         ("params.nucleus_t", 0.5), ("params.prompt_format", "chat"), ("params.response_length", 2),
         ("base_model.ref", "other"), ("key_model", "other"), ("strategy", "english_random"),
         ("null_p_heuristic", True), ("secret_commitment", "ef" * 32), ("subset_of", "12" * 32),
-        ("created", "2030-01-01T00:00:00Z"),
+        ("null_p", 0.25),
     ]
 
 
@@ -123,19 +123,22 @@ def test_every_edit_breaks_the_digest_and_the_error_names_file_and_field(tmp_pat
     assert f"field '{field}' was changed" in msg, msg
     assert "cannot prove ownership" in e.value.hint
     # the digest itself differs from the one the untouched content gives
-    loose = FingerprintSet.from_dict(d, check_digest=False) if top not in ("strategy", "null_p_heuristic") else None
+    loose = FingerprintSet.from_dict(d, check_digest=False) if top not in ("strategy", "null_p_heuristic", "null_p") \
+        else None
     if loose is not None:
         assert loose.compute_digest() != fps.set_digest and loose.digest_problem() is not None
 
 
 def test_digest_is_of_the_whole_content_and_canonical():
-    from trustlab.fingerprint.fpset import DIGEST_FIELDS, canonical_json
+    from trustlab.fingerprint.fpset import UNDIGESTED, canonical_json
 
     fps = make_set()
-    body = {k: v for k, v in fps.to_dict().items() if k not in DIGEST_FIELDS}
+    body = {k: v for k, v in fps.to_dict().items() if k not in UNDIGESTED}
     assert fps.set_digest == hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                                        ensure_ascii=True).encode()).hexdigest()
     assert fps.version == 2 and fps.digest_problem() is None
+    # the creation time is the one field left out: regenerating the same set reproduces the published digest
+    assert make_set(created="2030-01-01T00:00:00Z").set_digest == fps.set_digest
     # key order and indentation of the file do not matter; non-finite floats hash as tagged objects, never null
     assert canonical_json({"b": 1, "a": [1.5, (2, 3)]}) == b'{"a":[1.5,[2,3]],"b":1}'
     assert canonical_json({"t": float("inf"), "n": float("nan")}) == b'{"n":{"$float":"nan"},"t":{"$float":"inf"}}'
@@ -160,10 +163,7 @@ def test_version_1_file_is_refused_with_the_regenerate_hint(tmp_path):
         FingerprintSet.load(tmp_path / "old.json")
     assert "old.json" in e.value.message and "trustlab fingerprint generate" in e.value.hint
     # an old file that verifies under the full-content digest keeps working
-    body = {k: v for k, v in d.items() if k != "set_digest"}
-    d["set_digest"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                                ensure_ascii=True).encode()).hexdigest()
-    (tmp_path / "old.json").write_text(json.dumps(d))
+    (tmp_path / "old.json").write_text(json.dumps(_redigested(d)))
     assert FingerprintSet.load(tmp_path / "old.json").version == 1
 
 
@@ -189,9 +189,9 @@ def test_empty_set_is_no_fingerprints_at_load_and_create(tmp_path):
 
 def _redigested(d):
     """A forger's file: the content edited and the digest recomputed to match."""
-    from trustlab.fingerprint.fpset import DIGEST_FIELDS, canonical_json
+    from trustlab.fingerprint.fpset import UNDIGESTED, canonical_json
 
-    body = {k: v for k, v in d.items() if k not in DIGEST_FIELDS}
+    body = {k: v for k, v in d.items() if k not in UNDIGESTED}
     return {**body, "set_digest": hashlib.sha256(canonical_json(body)).hexdigest()}
 
 

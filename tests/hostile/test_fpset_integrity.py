@@ -71,8 +71,9 @@ def english(tiny_lm):
 
 
 def redigest(d: dict) -> dict:
-    """What a forger who recomputes the digest writes: sha256 of the canonical JSON of everything but the digests."""
-    body = {k: v for k, v in d.items() if k not in ("set_digest", "field_digests")}
+    """What a forger who recomputes the digest writes: sha256 of the canonical JSON of everything but the digests
+    and the creation time."""
+    body = {k: v for k, v in d.items() if k not in ("set_digest", "field_digests", "created")}
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
     return {**{k: v for k, v in d.items() if k != "field_digests"}, "set_digest": hashlib.sha256(blob).hexdigest()}
 

@@ -2,8 +2,9 @@
 
 A ``FingerprintSet`` holds keys, responses and public parameters but never the secret: only its
 ``secret_commitment``. ``set_digest`` (file version 2) = sha256 of the canonical JSON (sorted keys, no spaces,
-ASCII) of the **whole content except the digest fields themselves**: strategy, params, base model, tokenizer block,
-null settings, commitment and every field of every fingerprint (texts, ids, candidates, ...). Verification reads
+ASCII) of the **whole content except the digests themselves and the ``created`` time**: strategy, params, base
+model, tokenizer block, null settings, commitment and every field of every fingerprint (texts, ids, candidates, ...).
+Generation is deterministic, so regenerating with the same config, secret and model gives the same digest. Verification reads
 only fields the digest covers, so an edited file can never prove ownership: every load recomputes the digest and a
 mismatch is a DataError (exit 2) naming the file and, from ``field_digests`` (a short hash per field, diagnostic
 only), the first field that changed. Version-1 files digested token ids only; they are refused with a hint to
@@ -36,7 +37,9 @@ from trustlab.runtime.io import write_json_atomic
 from . import SCHEMA, STRATEGIES
 
 VERSION = 2  # 2: set_digest covers the whole content; 1: token ids and params only (refused at load)
-DIGEST_FIELDS = ("set_digest", "field_digests")  # what the digest does not cover: itself
+# what the digest does not cover: the digests themselves and the creation time (no verdict reads it, and leaving it
+# out makes the digest a function of (config, secret, model): regenerating reproduces the published digest)
+UNDIGESTED = ("set_digest", "field_digests", "created")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class FingerprintSet:
 
             kwargs["created"] = utc_now()
         kwargs["fingerprints"] = tuple(kwargs["fingerprints"])
-        kwargs = {k: v for k, v in kwargs.items() if k not in DIGEST_FIELDS}
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("set_digest", "field_digests")}
         fps = cls(**{**kwargs, "version": VERSION})
         if not fps.fingerprints:
             raise DataError("a fingerprint set needs at least one fingerprint (got none)",
@@ -94,8 +97,8 @@ class FingerprintSet:
         return dataclasses.replace(fps, set_digest=fps.compute_digest(), field_digests=fps.compute_field_digests())
 
     def digest_body(self) -> dict[str, Any]:
-        """Everything the digest covers: the file's content minus ``set_digest`` and ``field_digests``."""
-        return {k: v for k, v in self.to_dict().items() if k not in DIGEST_FIELDS}
+        """Everything the digest covers: the file's content minus ``set_digest``, ``field_digests``, ``created``."""
+        return {k: v for k, v in self.to_dict().items() if k not in UNDIGESTED}
 
     def compute_digest(self) -> str:
         """sha256 over the canonical JSON of the whole content (every field verification reads) minus the digest."""
