@@ -375,11 +375,7 @@ def draws_per_input(cfg) -> int:
     return cfg.n0 + cfg.n + (cfg.n if cfg.predict else 0)
 
 
-def format_seconds(sec: float) -> str:
-    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
-        if sec >= 2 * size:
-            return f"{sec / size:.3g} {unit}"
-    return f"{sec:.3g} s"
+from trustlab.runtime.workload import format_seconds  # noqa: E402,F401 (one duration format for every lab's guard)
 
 
 def require_budget(model, shape, cfg, n_inputs: int, names: dict | None = None) -> float:

@@ -78,6 +78,15 @@ def cons_safe_at_k(safe: Any, tie: str = "safe") -> float | None:
 MULTINOMIAL_MAX = 1024  # distinct per-prompt rows up to which resampling is drawn as multinomial counts
 
 
+def _require_boot_memory(n_boot: int, distinct: int, m: int) -> None:
+    """ConfigError (exit 2) naming ``n_boot`` when its replicates would not fit in memory: int64 multinomial draws
+    (n_boot x distinct), the float64 means (n_boot x m) and the copy ``np.quantile`` sorts (n_boot x m)."""
+    from trustlab.runtime.workload import require_memory
+
+    require_memory(f"a bootstrap of {n_boot:,} resamples", 8.0 * n_boot * (distinct + 2 * m) + 8.0 * 4_000_000,
+                   hint="lower --bootstrap (bootstrap: in a config file); the default is 1000 resamples")
+
+
 def _boot_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, m) means of ``values`` (n, m) over prompts resampled with replacement.
 
@@ -88,6 +97,7 @@ def _boot_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     n, m = values.shape
     rng = np.random.default_rng(seed)
     uniq, counts = np.unique(values, axis=0, return_counts=True)
+    _require_boot_memory(n_boot, len(uniq) if len(uniq) <= MULTINOMIAL_MAX else 0, m)
     if len(uniq) <= MULTINOMIAL_MAX:
         draws = rng.multinomial(n, counts / n, size=n_boot)
         return draws @ uniq / n

@@ -268,6 +268,69 @@ def _run_morethink(backend, rows: list[_Row], thinking: Thinking, sampling: Samp
         r.rec.extensions = r.ext
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# the model's context window (local backends): a prompt must fit, and no request asks for tokens past the window
+
+def backend_context(backend) -> Optional[int]:
+    """Positions a local backend's model attends to (``runtime.workload.model_context``); None for remote ones."""
+    from trustlab.runtime.workload import model_context
+
+    explicit = getattr(backend, "context_length", None)
+    if isinstance(explicit, int) and explicit > 0:
+        return explicit
+    model = getattr(backend, "model", None)
+    if model is None or getattr(backend, "count_tokens", None) is None:
+        return None
+    return model_context(model, getattr(backend, "tokenizer", None))
+
+
+class _Windowed:
+    """``backend`` with every request's ``max_tokens`` cut to the positions its prompt leaves in the window.
+
+    The budgets (``max_tokens``, ``think_budget``, ``answer_max_tokens``) are caps: a model cannot write past its
+    context, so a cap beyond it (``--max-tokens 100000000``) is the window, said once in a warning."""
+
+    def __init__(self, backend, context: int):
+        self._backend, self.context, self._warned = backend, context, False
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def complete(self, prompts: Sequence[str], params):
+        import dataclasses
+        import warnings
+
+        plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        fitted = []
+        for prompt, p in zip(prompts, plist):
+            room = max(1, self.context - self._backend.count_tokens(prompt))
+            if p.max_tokens > room:
+                if not self._warned and p.max_tokens > self.context:
+                    warnings.warn(f"a generation budget of {p.max_tokens:,} tokens is more than the model's "
+                                  f"{self.context:,}-token context: each sample stops where the context ends",
+                                  stacklevel=2)
+                    self._warned = True
+                p = dataclasses.replace(p, max_tokens=room)
+            fitted.append(p)
+        return self._backend.complete(prompts, fitted)
+
+
+def require_prompt_fits(backend, context: Optional[int], prompt_id: str, text: str) -> None:
+    """ConfigError naming the prompt when its rendered tokens leave no room in the model's context."""
+    if context is None:
+        return
+    if len(text) <= context:  # a token holds at least one character: it fits without counting
+        return
+    n = backend.count_tokens(text)
+    if n >= context:
+        from trustlab.runtime.errors import ConfigError
+
+        raise ConfigError(f"prompt {prompt_id!r} is {n:,} tokens ({len(text):,} characters) once rendered, but the "
+                          f"model's context holds {context:,}: nothing could be generated",
+                          hint="shorten or drop that prompt (--limit / --start select prompts), or use a model with "
+                               "a longer context")
+
+
 def generate_samples(backend, records: Iterable[Any], thinking: Thinking, sampling: Sampling, *,
                      skip: Iterable[str] = (), system_prompt: Optional[str] = None,
                      chunk_size: Optional[int] = None) -> Iterator[GenRecord]:
@@ -287,6 +350,10 @@ def generate_samples(backend, records: Iterable[Any], thinking: Thinking, sampli
                 continue
             pending.append((rec, j))
     needs_render = thinking.strategy != "default" or not getattr(backend, "prefers_chat", False)
+    context = backend_context(backend) if needs_render else None
+    if context is not None:
+        backend = _Windowed(backend, context)
+    fitted: set[str] = set()
     for start in range(0, len(pending), size):
         chunk = pending[start:start + size]
         t0 = time.perf_counter()
@@ -296,6 +363,9 @@ def generate_samples(backend, records: Iterable[Any], thinking: Thinking, sampli
             if needs_render and rec.prompt_id not in rendered:
                 rendered[rec.prompt_id] = backend.render(messages_for(rec.prompt, system_prompt))
             forced = forced_prefix(rendered[rec.prompt_id], thinking) if needs_render else Forced("", "", False)
+            if rec.prompt_id not in fitted:
+                require_prompt_fits(backend, context, rec.prompt_id, forced.prompt)
+                fitted.add(rec.prompt_id)
             g = GenRecord(key=record_key(rec.prompt_id, j), prompt_id=rec.prompt_id, sample=j,
                           strategy=thinking.strategy, prompt=rec.prompt, category=getattr(rec, "category", "") or "",
                           context=getattr(rec, "context", "") or "",
