@@ -32,6 +32,25 @@ def _setup(threads: int) -> None:
     configure_threads(threads)
 
 
+def _state_wait(cfg) -> None:
+    """Before an openai run: the longest one request can wait (deadline x attempts + backoff), on stderr."""
+    from trustlab.runtime.progress import is_quiet
+
+    b = cfg.backend
+    if b.kind != "openai":
+        return
+    from trustlab.models.llm.openai_client import check_url
+    from trustlab.models.llm.retry import RetryPolicy, describe_wait
+
+    for url in b.base_urls:
+        check_url(url, "--base-url")  # a malformed URL (a port above 65535) is exit 2 before anything starts
+    if is_quiet():
+        return
+    worst = RetryPolicy(b.max_retries, b.retry_min_s, b.retry_max_s).worst_case_s(b.timeout_s)
+    typer.echo(f"each request to {', '.join(b.base_urls)} waits at most {describe_wait(worst)} (--timeout "
+               f"{b.timeout_s:g} s x {b.max_retries + 1} attempt(s) plus backoff)", err=True)
+
+
 def _set(obj, **changes):
     changes = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(obj, **changes) if changes else obj
@@ -222,6 +241,7 @@ def generate_cmd(**o) -> None:
 
     cfg = build_config(**_cfg_args(o))
     _setup(cfg.backend.threads)
+    _state_wait(cfg)
     r = generate(cfg, o["out"], o["resume"])
     typer.echo(f"{r.n_new} new generation(s), {r.n_records} in {r.run_dir} ({r.n_errors} error(s), "
                f"{r.completion_tokens} completion tokens)")
@@ -240,6 +260,7 @@ def eval_cmd(**o) -> None:
     demo = o.pop("demo")
     cfg = build_config(demo=DEMO if demo else None, **_cfg_args(o))
     _setup(cfg.backend.threads)
+    _state_wait(cfg)
     r = run_eval(cfg, o["out"], o["resume"])
     _print_metrics(r.results_path)
 
@@ -250,7 +271,12 @@ def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generation
               judge_backend: Optional[str] = _OPT["judge_backend"], judge_model: Optional[str] = _OPT["judge_model"],
               judge_base_url: Optional[List[str]] = _OPT["judge_base_url"],
               refusal_list: Optional[str] = _OPT["refusal_list"], parts: Optional[str] = _OPT["parts"],
-              retry_errors: bool = _OPT["retry_errors"]) -> None:
+              retry_errors: bool = _OPT["retry_errors"],
+              timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per HTTP request to a judge "
+                                                      "server: a total deadline (default 600)."),
+              max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries of a failed judge "
+                                                        "request (429, 5xx, timeout) with backoff (default 6).")
+              ) -> None:
     """Label a run's generations (response, thought, answer) with one or more judges (resumable)."""
     from .pipeline import judge as judge_run
     from .pipeline import run_config
@@ -258,7 +284,8 @@ def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generation
     specs = None
     if judge or refusal_list or judge_base_url or judge_model:
         names = judge or [j.name for j in run_config(run).judges]
-        specs = _judge_specs(names, judge_backend, judge_model, judge_base_url or [], refusal_list)
+        specs = _judge_specs(names, judge_backend, judge_model, judge_base_url or [], refusal_list, max_retries,
+                             timeout)
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
     if part_list:
         from .config import PARTS

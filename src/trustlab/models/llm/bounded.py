@@ -20,7 +20,7 @@ SLICE_S = 0.1
 
 
 def call_with_deadline(fn: Callable[[], Any], deadline_s: float, stop: Optional[threading.Event] = None, *,
-                       url: str = "", what: str = "request") -> Any:
+                       url: str = "", what: str = "request", shown_s: Optional[float] = None) -> Any:
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -38,7 +38,8 @@ def call_with_deadline(fn: Callable[[], Any], deadline_s: float, stop: Optional[
         if stop is not None and stop.is_set():
             raise RequestError(f"{what} to {url} cancelled: the client was closed", url=url, kind="cancelled")
         if time.monotonic() >= end:
-            raise RequestError(f"no complete reply from {url} within the {deadline_s:g} s deadline ({what})",
+            raise RequestError(f"no complete reply from {url} ({what}) within the {shown_s or deadline_s:g} s "
+                               "deadline",
                                "raise --timeout if the server is just slow, or check that it is healthy",
                                url=url, kind="timeout")
     if "error" in box:

@@ -41,6 +41,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
+    def handle_error(self, request, client_address):  # a client that hung up mid-reply is expected here
+        pass
+
 
 def _error(message: str, status: int) -> dict:
     return {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",

@@ -33,7 +33,6 @@ from .retry import RequestError, RetryPolicy
 
 MODELS_CAP = 4 * 1024 * 1024
 MODERATION_CAP_PER_INPUT = 16 * 1024
-READ_CHUNK = 64 * 1024
 UNREACHABLE_HINT = "start the server, or fix the base URL (it usually ends in /v1); finished records are kept"
 
 
@@ -135,7 +134,7 @@ class OpenAIClient:
                     raise malformed(url, route, f"the body is {int(length)} bytes, over the {cap}-byte cap for "
                                                 "this request")
                 chunks, size = [], 0
-                for chunk in resp.iter_bytes(READ_CHUNK):
+                for chunk in resp.iter_bytes():  # as the bytes arrive: the deadline is checked per read
                     size += len(chunk)
                     if size > cap:
                         raise malformed(url, route, f"the body is over the {cap}-byte cap for this request")
@@ -172,7 +171,7 @@ class OpenAIClient:
             self.requests += 1
         deadline = time.monotonic() + self.timeout_s
         body = call_with_deadline(lambda: self._exchange(route, payload, cap, deadline), self.timeout_s + 0.5,
-                                  self.stop, url=self.base_url, what=route)
+                                  self.stop, url=self.base_url, what=route, shown_s=self.timeout_s)
         return decode(body, self.base_url, route)
 
     def run(self, attempt: Callable[[int], Any], *, retry_timeouts: bool = True,
