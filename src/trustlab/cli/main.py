@@ -148,14 +148,22 @@ def main(argv: list[str] | None = None) -> None:
     open run folders record ``status: interrupted``; a stray OSError -> 2 naming the path; anything else is a bug:
     one line and exit 1 (``TRUSTLAB_DEBUG=1`` shows the traceback).
     """
+    from trustlab.runtime.rundir import begin_command, end_command
+
+    begin_command(argv)
+    try:
+        _run_command(argv)
+    finally:
+        end_command()
+
+
+def _run_command(argv: list[str] | None) -> None:
+    """``main`` without the run-folder bookkeeping around it."""
     import os
 
     from typer import _click
     from typer.exceptions import Abort, Exit
 
-    from trustlab.runtime.rundir import begin_command
-
-    begin_command(argv)
     _register_subapps(argv)
     command = typer.main.get_command(app)
     _full_short_help(command)

@@ -93,8 +93,8 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
 
     null_override(fps, cfg)  # a --null-p below the proven null is refused before the suspect is loaded
     _threads()
+    run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, new_only=True)  # before the suspect loads
     backend = backend_for(cfg, max_retries=max_retries, concurrency=concurrency)
-    run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, new_only=True)
     from trustlab.runtime.progress import is_quiet, task
 
     from .backends import endpoint_plan

@@ -50,6 +50,16 @@ def begin_command(argv: list[str] | None) -> None:
     _OPEN.clear()
 
 
+def end_command() -> None:
+    """Called by the CLI after each command: every run folder it opened gets its final manifest and is closed, so
+    files put there later (by a user, in the same process) are foreign to it."""
+    for run in list(_OPEN):
+        try:
+            run.close()
+        except OSError:
+            _OPEN.remove(run)
+
+
 def resume_command(argv: list[str] | None = None, out: str | Path | None = None) -> str:
     """The command line of this CLI call with the flags that discard work removed, and ``--out OUT`` added when
     the call did not name its folder: pasting it resumes the run (every verb resumes by default)."""
