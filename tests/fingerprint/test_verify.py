@@ -205,3 +205,15 @@ def test_empty_set_is_a_data_error_not_the_suspects_fault(fps):
         with pytest.raises(DataError, match="no fingerprints") as exc:
             verify(empty, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert exc.value.exit_code == 2
+
+
+def test_a_set_edited_in_memory_is_refused_by_the_api(fps):
+    """verify() re-checks what load checks: a notebook user's dataclasses.replace cannot skip the digest."""
+    import dataclasses
+
+    fp0 = dataclasses.replace(fps.fingerprints[0], response_text="the")
+    edited = dataclasses.replace(fps, fingerprints=(fp0, *fps.fingerprints[1:]))
+    with FakeOpenAI(answer=lambda p: "the") as srv:
+        with pytest.raises(DataError, match="'fingerprints\\[\\*\\].response_text' was changed") as exc:
+            verify(edited, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
+        assert exc.value.exit_code == 2 and srv.requests == []

@@ -137,6 +137,19 @@ class FingerprintSet:
                         f"digest was computed (file edited or corrupt)")
         return "field 'set_digest' does not match the content (file edited or corrupt)"
 
+    def check_integrity(self, where: str = "fingerprint set") -> None:
+        """DataError (exit 2) unless the set is non-empty, its digest holds and its null settings agree with the
+        strategy: what ``load`` checks, for a set built or changed in memory (``verify`` calls it)."""
+        if not self.fingerprints:
+            raise DataError(f"{where} holds no fingerprints",
+                            hint="generate fingerprints with `trustlab fingerprint generate -n 32`")
+        problem = self.digest_problem()
+        if problem is not None and problem.startswith("was written before"):
+            raise DataError(f"{where} {problem}", hint=_LEGACY_HINT)
+        problem = problem or self.consistency_problem()
+        if problem is not None:
+            raise DataError(f"{where}: {problem}", hint=_EDITED_HINT)
+
     def consistency_problem(self) -> Optional[str]:
         """None when the null settings and candidates agree with the strategy, else the first contradiction."""
         if self.null_p is not None and not (math.isfinite(self.null_p) and 0.0 < self.null_p < 1.0):
@@ -303,8 +316,8 @@ class FingerprintSet:
 _HINT = "pass a fingerprints.json written by `trustlab fingerprint generate`"
 _EDITED_HINT = ("an edited fingerprint file cannot prove ownership: restore the file as written by `trustlab "
                 "fingerprint generate` (its set_digest is the published one)")
-_LEGACY_HINT = ("regenerate it: `trustlab fingerprint generate` with the same model, config and secret rewrites the "
-                "same fingerprints with a full-content digest (publish the new set_digest)")
+_LEGACY_HINT = ("regenerate it: `trustlab fingerprint generate --overwrite` with the same model, config and secret "
+                "rewrites the same fingerprints with a full-content digest (publish the new set_digest)")
 
 
 def canonical_json(obj: Any) -> bytes:

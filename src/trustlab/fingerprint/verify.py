@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from trustlab.runtime.errors import ConfigError, DataError, ModelError
+from trustlab.runtime.errors import ConfigError, ModelError
 
 from .backends import Backend, Completion, HFBackend
 from .fpset import proven_null_p
@@ -192,9 +192,7 @@ def remote_prompt(fp, prompt_format: str, wrapper: int | None) -> str | list[dic
 
 def verify(fps, backend: Backend, cfg) -> VerifyResult:
     """Query ``backend`` with the keys of ``fps`` and return the ownership verdict (see module docstring)."""
-    if len(fps) == 0:
-        raise DataError("the fingerprint set holds no fingerprints: nothing to verify",
-                        hint="generate fingerprints with `trustlab fingerprint generate -n 32` and pass that file")
+    fps.check_integrity()  # empty, edited (digest) or inconsistent null settings: DataError, exit 2
     full_digest = fps.set_digest
     subset_ids = None
     if cfg.num_queries is not None and cfg.num_queries < len(fps):
