@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trustlab.runtime.errors import ConfigError, DataError
+from trustlab.runtime.progress import progress
 
 from .stats import binom_tail
 
@@ -46,11 +47,30 @@ def assign(secret: bytes, num_copies: int, pool: int, p: float) -> np.ndarray:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
         raise ConfigError(f"p must lie in (0, 1), got {p!r}", hint="p = 1/(2K) for coalitions of at most K copies")
     threshold = float(p) * 2.0 ** 64
+    _price_assignment(bytes(secret), int(pool), int(num_copies), float(p))
     out = np.zeros((int(pool), int(num_copies)), dtype=bool)
-    for f in range(int(pool)):
+    for f in progress(range(int(pool)), f"assign {int(pool)} x {int(num_copies)}"):
         for c in range(int(num_copies)):
             out[f, c] = _u(bytes(secret), f"assign|{f}|{c}") < threshold
     return out
+
+
+def _price_assignment(secret: bytes, pool: int, copies: int, p: float) -> None:
+    """ConfigError (exit 2) before any draw when the pool x copies matrix (and its JSON listing, about p x pool x
+    copies indices) would not fit in memory, or its HMAC draws (rate measured here) would pass the time limit."""
+    import time
+
+    from trustlab.runtime.workload import require_memory, require_time
+
+    cells = float(pool) * copies
+    hint = "assign fewer --copies or a smaller --pool"
+    require_memory(f"an assignment of {pool:,} fingerprints x {copies:,} copies", cells * (1 + 40 * p), hint=hint)
+    t0, reps = time.perf_counter(), 200
+    for i in range(reps):
+        _u(secret, f"price|{i}")
+    per_draw = (time.perf_counter() - t0) / reps
+    require_time(f"an assignment of {pool:,} fingerprints x {copies:,} copies ({cells:,.0f} keyed draws)",
+                 cells * per_draw, hint=hint)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ candidates. At most 5·N keys are tried; then generation stops with the reject c
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from typing import Any, Sequence
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from trustlab.runtime.errors import DataError
 from trustlab.runtime.files import read_text
+from trustlab.runtime.progress import task
+from trustlab.runtime.workload import require_time
 
 from .config import GenerateConfig
 from .dataset import IGNORE, Example, collate, prompt_ids
@@ -137,6 +140,29 @@ def greedy_continue(model: Any, tok: Any, prompt: Sequence[int], first: int, len
     return [first] + out[0, ids.shape[1]:].tolist()
 
 
+def check_workload(cfg: GenerateConfig, model: Any, tok: Any, kmodel: Any, ktok: Any) -> None:
+    """ConfigError (exit 2) before any sampling when a key plus its response does not fit the target model's
+    context, a sampled key does not fit the key model's, or the keys' next-token distributions (kept until the
+    responses are chosen) and one batch of logits would not fit in memory."""
+    from trustlab.runtime.workload import model_context, require_context, require_memory
+
+    query = len(prompt_ids(tok, [0] * cfg.key_length, cfg.prompt_format))
+    require_context(f"a fingerprint of key_length {cfg.key_length:,} + response_length {cfg.response_length:,} "
+                    f"({query:,} query tokens in the {cfg.prompt_format} layout)", query + cfg.response_length,
+                    model_context(model, tok), cfg.model,
+                    hint="lower key_length / response_length (--key-length, --response-length) to fit the context")
+    instruction = len(ktok.encode(INSTRUCTION.format(w="word"), add_special_tokens=True)) + 16  # + chat markup
+    require_context(f"sampling a key of key_length {cfg.key_length:,}", instruction + cfg.key_length + 8,
+                    model_context(kmodel, ktok), cfg.key_model or cfg.model,
+                    hint="lower key_length (--key-length) to fit the key model's context")
+    need, vocab = cfg.num_fingerprints + 1, len(tok)
+    rows = min(cfg.batch_size, 5 * need)
+    nbytes = 4.0 * vocab * (need + rows * query) + 8.0 * 5 * need * cfg.key_length
+    require_memory(f"generating {cfg.num_fingerprints:,} fingerprints (a {vocab:,}-token distribution kept per key, "
+                   f"batches of {rows:,})", nbytes,
+                   hint="ask for fewer fingerprints (-n / num_fingerprints) or a smaller batch_size")
+
+
 def generate_fingerprints(cfg: GenerateConfig, secret: bytes, lm: tuple[Any, Any] | None = None,
                           key_lm: tuple[Any, Any] | None = None, model_ref: str | None = None) -> FingerprintSet:
     """N fingerprints for the target model ``lm`` = (model, tokenizer) (loaded from ``cfg.model`` when None).
@@ -160,6 +186,7 @@ def generate_fingerprints(cfg: GenerateConfig, secret: bytes, lm: tuple[Any, Any
             key_lm = lm
     model, tok = lm
     kmodel, ktok = key_lm
+    check_workload(cfg, model, tok, kmodel, ktok)
     was = (model.training, kmodel.training)
     model.eval(), kmodel.eval()
     ok_mask, pool = S.token_masks(tok, cfg.alnum_filter)
@@ -179,44 +206,52 @@ def generate_fingerprints(cfg: GenerateConfig, secret: bytes, lm: tuple[Any, Any
     accepted: list[tuple[list[int], dict[str, Any]]] = []  # (key ids, response info)
     seen: set[tuple[int, ...]] = set()
     budget, tried, round_ = 5 * need, 0, 0
-    while len(accepted) < need and tried < budget:
-        m = min(cfg.batch_size, budget - tried)
-        if cfg.strategy == "random_word":
-            texts = [tok.decode(S.random_words(secret, f"rwk|{tried + j}", pool, cfg.key_length)) for j in range(m)]
-        else:
-            batch_words = [str(w) for w in rng.choice(words, size=m)]
-            texts = sample_key_texts(kmodel, ktok, batch_words, cfg, derive_seed(cfg.seed, "keys", round_))
-        tried, round_ = tried + m, round_ + 1
-        fresh = []
-        for text in texts:
-            ids, why = clean_key(tok, text, cfg.key_length)
-            if ids is not None and tuple(ids) in seen:
-                ids, why = None, "duplicate"
-            if ids is None:
-                rejects[why] += 1
-                continue
-            seen.add(tuple(ids))
-            fresh.append(ids)
-        if not fresh:
-            continue
-        probs = next_token_probs(model, tok, fresh, cfg.prompt_format, cfg.batch_size)
-        for ids, q in zip(fresh, probs):
-            if len(accepted) >= need:
-                break
-            key_text = tok.decode(ids)
-            info: dict[str, Any] = {"q": q}
-            if cfg.strategy == "perinucleus":
-                try:
-                    c = S.perinucleus_candidates(q, cfg.nucleus_t, cfg.nucleus_k, ok_mask, cfg.max_rank)
-                except S.TooFewCandidates:
-                    rejects["too_few_candidates"] += 1
+    t_start = time.perf_counter()
+    with task(f"keys for {n} fingerprints", need) as bar:
+        while len(accepted) < need and tried < budget:
+            m = min(cfg.batch_size, budget - tried)
+            if cfg.strategy == "random_word":
+                texts = [tok.decode(S.random_words(secret, f"rwk|{tried + j}", pool, cfg.key_length)) for j in range(m)]
+            else:
+                batch_words = [str(w) for w in rng.choice(words, size=m)]
+                texts = sample_key_texts(kmodel, ktok, batch_words, cfg, derive_seed(cfg.seed, "keys", round_))
+            tried, round_ = tried + m, round_ + 1
+            fresh = []
+            for text in texts:
+                ids, why = clean_key(tok, text, cfg.key_length)
+                if ids is not None and tuple(ids) in seen:
+                    ids, why = None, "duplicate"
+                if ids is None:
+                    rejects[why] += 1
                     continue
-                info.update(first=S.perinucleus_choice(secret, key_text, c), cands=c)
-            elif cfg.strategy == "english_random":
-                info.update(first=S.english_random_choice(secret, key_text, pool))
-            elif cfg.strategy == "random_word":
-                info.update(response=S.random_words(secret, "rw|" + key_text, pool, cfg.response_length))
-            accepted.append((ids, info))
+                seen.add(tuple(ids))
+                fresh.append(ids)
+            if not fresh:
+                continue
+            probs = next_token_probs(model, tok, fresh, cfg.prompt_format, cfg.batch_size)
+            for ids, q in zip(fresh, probs):
+                if len(accepted) >= need:
+                    break
+                key_text = tok.decode(ids)
+                info: dict[str, Any] = {"q": q}
+                if cfg.strategy == "perinucleus":
+                    try:
+                        c = S.perinucleus_candidates(q, cfg.nucleus_t, cfg.nucleus_k, ok_mask, cfg.max_rank)
+                    except S.TooFewCandidates:
+                        rejects["too_few_candidates"] += 1
+                        continue
+                    info.update(first=S.perinucleus_choice(secret, key_text, c), cands=c)
+                elif cfg.strategy == "english_random":
+                    info.update(first=S.english_random_choice(secret, key_text, pool))
+                elif cfg.strategy == "random_word":
+                    info.update(response=S.random_words(secret, "rw|" + key_text, pool, cfg.response_length))
+                accepted.append((ids, info))
+                bar.advance(1)
+            if round_ == 1:  # priced on the first round: every later round costs about the same
+                require_time(f"generating {n:,} fingerprints ({-(-need // m):,} rounds of {m} keys at "
+                             f"{time.perf_counter() - t_start:.2g} s each)",
+                             (time.perf_counter() - t_start) * -(-need // m),
+                             hint="ask for fewer fingerprints (-n / num_fingerprints)")
     model.train(was[0]), kmodel.train(was[1])
     if len(accepted) < need:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(rejects.items())) or "none"

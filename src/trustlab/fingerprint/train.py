@@ -203,6 +203,7 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
                              cfg.seed)
     examples = fp_rows + [pair_example(tokenizer, r["prompt_ids"], r["response_ids"], fps.prompt_format)
                           for r in pairs]
+    _require_fits_context(examples, model, tokenizer, model_ref or cfg.model)
     plain_fp = [e for e in fp_rows if e.kind == "fp"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     counts = {"fingerprints": len(plain_fp), "augmented": len(fp_rows) - len(plain_fp), "benign": len(pairs),
@@ -295,6 +296,18 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
         result.artifacts = save_model(result, tokenizer, fps, cfg, out / "model", accelerator)
         write_json_atomic(out / "embed_result.json", result.summary())
     return result
+
+
+def _require_fits_context(examples: list[Example], model, tokenizer, ref: str) -> None:
+    """ConfigError (exit 2) naming the longest training row when it does not fit the model's context."""
+    from trustlab.runtime.workload import model_context, require_context
+
+    if examples:
+        longest = max(examples, key=lambda e: len(e.input_ids))
+        what = (f"fingerprint {longest.fp_id}" if longest.fp_id is not None else f"a {longest.kind} row") + \
+            " (key + response in the training layout)"
+        require_context(what, len(longest.input_ids), model_context(model, tokenizer), ref,
+                        hint="generate fingerprints with a shorter key_length / response_length for this model")
 
 
 def accumulate_gradients(model, shard: list[Example], steps: int, mb: int, n_total: int, world: int, pad: int,

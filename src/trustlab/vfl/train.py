@@ -218,13 +218,34 @@ def _kept(run: RunDir) -> str:
     return f"the epoch-{ep[-1] + 1} checkpoint is kept" if ep else "no epoch had finished"
 
 
+class _EpochPrice:
+    """After the first epoch of this process, the remaining epochs are priced at its measured pace; a run that
+    would pass the time limit (``TRUSTLAB_MAX_HOURS``, default 24 h) stops with a ConfigError (exit 2)."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.first = epochs, None
+
+    def __call__(self, rec: dict) -> None:
+        from trustlab.runtime.workload import require_time
+
+        if self.first is not None:
+            return
+        self.first = int(rec["epoch"])
+        left = self.epochs - self.first - 1
+        if left > 0:
+            require_time(f"train.epochs {self.epochs:,} ({left:,} epochs left at the {rec['wall_s']:.2g} s the "
+                         "first one took)", left * float(rec["wall_s"]),
+                         hint="lower train.epochs (--epochs)")
+
+
 def _fit_and_embed(cfg, run: RunDir, labels, transport, resume: bool, log, run_id: str, hint: str) -> dict:
     from .codes import min_hamming
     from .label import LabelParty, state_stamp
     from .metrics import bit_balance
 
     lp = LabelParty(cfg, labels, transport, run.path, log, run_id=run_id, resume_hint=hint)
-    fit = lp.fit(resume=resume, on_epoch=lambda r: run.event("epoch", **r))
+    guard = _EpochPrice(cfg.train.epochs)
+    fit = lp.fit(resume=resume, on_epoch=lambda r: (run.event("epoch", **r), guard(r)))
     msg_dir = run.artifact("messages/x").parent
     preds, msgs = {}, {}
     for split, pos in lp.splits.items():
