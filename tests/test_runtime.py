@@ -412,3 +412,41 @@ def test_require_finite_step_names_the_step_the_lr_and_the_bad_weight():
         net.bias[1] = float("nan")
     with pytest.raises(ModelError, match=r"at step 7 with sft.lr 1: weight 'bias' holds NaN"):
         require_finite_step(0.5, net.named_parameters(), step="step 7", lr=1.0, lr_name="sft.lr")
+
+
+def test_workload_guards_name_the_value_the_estimate_and_the_limit(monkeypatch):
+    from trustlab.runtime import workload as W
+
+    assert W.format_seconds(90) == "90 s" and W.format_seconds(3 * 86400) == "3 days"
+    assert W.format_bytes(3 * (1 << 30)) == "3 GB"
+    monkeypatch.setattr(W, "available_memory", lambda: 10 << 30)
+    assert W.require_memory("a table", 7 << 30, hint="h") == 7 << 30  # under 80 % of 10 GB
+    with pytest.raises(ConfigError, match=r"a table needs about 9 GB of memory; 10 GB is available") as err:
+        W.require_memory("a table", 9 << 30, hint="use fewer rows")
+    assert err.value.hint == "use fewer rows"
+    monkeypatch.delenv("TRUSTLAB_MAX_HOURS", raising=False)
+    W.require_time("a loop", 23 * 3600, hint="h")
+    with pytest.raises(ConfigError, match=r"a loop would take about 2 days; the limit is 24 h") as err:
+        W.require_time("a loop", 48 * 3600, hint="fewer epochs")
+    assert "TRUSTLAB_MAX_HOURS" in err.value.hint
+    monkeypatch.setenv("TRUSTLAB_MAX_HOURS", "inf")
+    W.require_time("a loop", 1e12, hint="h")  # inf: no limit
+    for bad in ("0", "nan", "soon"):
+        monkeypatch.setenv("TRUSTLAB_MAX_HOURS", bad)
+        with pytest.raises(ConfigError, match="TRUSTLAB_MAX_HOURS"):
+            W.max_hours()
+
+
+def test_model_context_is_the_smaller_of_positions_and_tokenizer_limit():
+    from types import SimpleNamespace as NS
+
+    from trustlab.runtime.workload import model_context, require_context
+
+    model = NS(config=NS(max_position_embeddings=256))
+    assert model_context(model) == 256
+    assert model_context(model, NS(model_max_length=128)) == 128
+    assert model_context(model, NS(model_max_length=int(1e30))) == 256  # transformers' "no limit" sentinel
+    assert model_context(NS(config=NS())) is None
+    require_context("a key", 256, 256, "m", hint="h")
+    with pytest.raises(ConfigError, match=r"a key needs 257 positions but model 'm' has a context of 256 tokens"):
+        require_context("a key", 257, 256, "m", hint="shorter keys")
