@@ -159,15 +159,13 @@ def assign_cmd(
     """Assign pool fingerprints to model copies: A[f,c] = u("assign|f|c")/2^64 < p."""
     from trustlab.runtime.io import write_json_atomic
 
-    from .collusion import assign, default_p
+    from .collusion import assign, assignment_record, default_p
     from .secret import commitment, load_secret
 
     key = load_secret(secret)
     rate = default_p(max_coalition) if p is None else p
     a = assign(key, copies, pool, rate)
-    write_json_atomic(out, {"schema": "trustlab.fingerprint.assignment/1", "copies": copies, "pool": pool, "p": rate,
-                            "max_coalition": max_coalition, "secret_commitment": commitment(key),
-                            "fingerprints_of_copy": [[int(f) for f in a[:, c].nonzero()[0]] for c in range(copies)]})
+    write_json_atomic(out, assignment_record(a, rate, max_coalition, commitment(key)))  # with its digest
     typer.echo(f"{copies} copies x {pool} fingerprints: inclusion rate {a.mean():.3f} (p = {rate:.3f}), "
                f"{a.sum(0).mean():.1f} fingerprints per copy; wrote {out}")
 
@@ -187,6 +185,9 @@ def load_assignment(path: Path):
         if not isinstance(d, dict) or k not in d:
             raise DataError(f"assignment file {str(path)!r}: field {k!r} is missing",
                             hint="pass the file written by `trustlab fingerprint assign`")
+    from .collusion import check_assignment_record
+
+    check_assignment_record(d, f"assignment file {str(path)!r}")
     a = np.zeros((int(d["pool"]), int(d["copies"])), dtype=bool)
     for c, fs in enumerate(d["fingerprints_of_copy"]):
         if any(not isinstance(f, int) or not 0 <= f < a.shape[0] for f in fs) or c >= a.shape[1]:

@@ -22,6 +22,38 @@ from trustlab.runtime.progress import progress
 from .stats import binom_tail
 
 STRATEGIES = ("majority", "minority", "unanimous", "optimal")
+ASSIGNMENT_SCHEMA = "trustlab.fingerprint.assignment/1"
+
+
+def assignment_record(a: np.ndarray, p: float, max_coalition: int, secret_commitment: str) -> dict:
+    """The assignment file's content (``trustlab fingerprint assign``): sizes, rate, commitment and each copy's
+    fingerprint ids, with ``assignment_digest`` = sha256 of the canonical JSON of everything else. An edited
+    assignment could make ``identify`` name an innocent copy, so ``check_assignment_record`` refuses one."""
+    pool, copies = a.shape
+    body = {"schema": ASSIGNMENT_SCHEMA, "copies": int(copies), "pool": int(pool), "p": float(p),
+            "max_coalition": int(max_coalition), "secret_commitment": secret_commitment,
+            "fingerprints_of_copy": [[int(f) for f in a[:, c].nonzero()[0]] for c in range(copies)]}
+    return {**body, "assignment_digest": _record_digest(body)}
+
+
+def check_assignment_record(d: dict, where: str) -> None:
+    """DataError (exit 2) naming the file unless its ``assignment_digest`` matches the rest of its content."""
+    hint = ("an edited assignment can name an innocent copy: rewrite it with `trustlab fingerprint assign` (the same "
+            "secret, copies, pool and p give the same assignment)")
+    if not isinstance(d.get("assignment_digest"), str):
+        raise DataError(f"{where} has no assignment_digest (written before assignment files were digested, or "
+                        f"edited)", hint=hint)
+    if _record_digest({k: v for k, v in d.items() if k != "assignment_digest"}) != d["assignment_digest"]:
+        raise DataError(f"{where}: field 'assignment_digest' does not match the content (file edited or corrupt)",
+                        hint=hint)
+
+
+def _record_digest(body: dict) -> str:
+    import hashlib
+
+    from .fpset import canonical_json
+
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def _u(secret: bytes, label: str) -> int:
