@@ -134,7 +134,7 @@ class VerifyConfig:
     match: Literal["exact", "lenient"] = "exact"
     num_queries: Optional[int] = None
     alpha: float = 1e-3
-    null_p: Optional[float] = None  # None: the strategy's proven p0; may only raise it (marked), see verify.null_override
+    null_p: Optional[float] = None  # None: the proven p0; may only raise it (marked): verify.null_override
     wrapper: Optional[int] = None  # index into dataset.TEST_TEMPLATES
     temperature: float = 0.0
     samples: int = 1

@@ -3,12 +3,13 @@
 A ``FingerprintSet`` holds keys, responses and public parameters but never the secret: only its
 ``secret_commitment``. ``set_digest`` (file version 2) = sha256 of the canonical JSON (sorted keys, no spaces,
 ASCII) of the **whole content except the digests themselves and the ``created`` time**: strategy, params, base
-model, tokenizer block, null settings, commitment and every field of every fingerprint (texts, ids, candidates, ...).
-Generation is deterministic, so regenerating with the same config, secret and model gives the same digest. Verification reads
-only fields the digest covers, so an edited file can never prove ownership: every load recomputes the digest and a
-mismatch is a DataError (exit 2) naming the file and, from ``field_digests`` (a short hash per field, diagnostic
-only), the first field that changed. Version-1 files digested token ids only; they are refused with a hint to
-regenerate. ``set_digest`` is published at release: an auditor compares the digest a verdict reports with it.
+model, tokenizer block, null settings, commitment and every field of every fingerprint (texts, ids, candidates,
+...). Generation is deterministic, so regenerating with the same config, secret and model gives the same digest.
+Verification reads only fields the digest covers, so an edited file can never prove ownership: every load recomputes
+the digest and a mismatch is a DataError (exit 2) naming the file and, from ``field_digests`` (a short hash per
+field, diagnostic only), the first field that changed. Version-1 files digested token ids only; they are refused
+with a hint to regenerate. ``set_digest`` is published at release: an auditor compares the digest a verdict reports
+with it.
 
 ``null_p`` is the per-key hit rate of a model that never saw the fingerprints (1/k for perinucleus, pool^-L for
 english_random and random_word); ``null_p_heuristic`` marks the ``english`` guess. A file whose null settings
@@ -246,8 +247,8 @@ class FingerprintSet:
                          ("field_digests", dict)):
             _field(d, name, tp, where, optional=True)
         if "null_p_heuristic" in d and not isinstance(d["null_p_heuristic"], bool):
-            raise DataError(f"{where}: field 'null_p_heuristic' must be true or false, got {d['null_p_heuristic']!r:.60}",
-                            hint=_HINT)
+            raise DataError(f"{where}: field 'null_p_heuristic' must be true or false, "
+                            f"got {d['null_p_heuristic']!r:.60}", hint=_HINT)
         if not d["fingerprints"]:
             raise DataError(f"{where} holds no fingerprints (field 'fingerprints' is empty)",
                             hint="generate fingerprints with `trustlab fingerprint generate -n 32` and pass that file")
