@@ -18,8 +18,9 @@ FAIL_SHARE = 0.5
 def failure(records: Iterable[dict], what: str, run_dir, error_key: str = "error",
             share: float = FAIL_SHARE) -> Optional[BackendError]:
     """The BackendError to raise when more than ``share`` of ``records`` (or all of them) failed, else None.
-    A record failed when its ``status`` is ``error``; its failure text is ``record[error_key]``."""
-    records = list(records)
+    A record failed when its ``status`` is ``error``; its failure text is ``record[error_key]``. Records with
+    status ``empty`` (nothing to judge: no request was made) count neither way."""
+    records = [r for r in records if r.get("status") != "empty"]
     bad = [r for r in records if r.get("status") == "error"]
     if not records or not bad or (len(bad) < len(records) and len(bad) <= share * len(records)):
         return None
