@@ -1,5 +1,5 @@
-"""OpenAI backend throughput: concurrency 32 vs 1 against the fake server with 50 ms latency per request (target
->= 10x), and the cost of one fsync per stored record vs one per batch. Prints one JSON line of ratios.
+"""OpenAI backend throughput (on the shared client ``trustlab.models.llm``): concurrency 32 vs 1 against the one
+fake server with 50 ms latency per request (target >= 10x), and the cost of one fsync per stored record vs one per batch. Prints one JSON line of ratios.
     python benchmarks/safety/bench_openai.py [--requests 64]
 """
 
@@ -47,9 +47,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=64)
     args = ap.parse_args()
-    from trustlab.safety.testing.fake_openai import FakeOpenAIServer
+    from trustlab.models.llm.fake_server import FakeServer
 
-    with FakeOpenAIServer({"default": "one two three four five six seven eight"}, latency_s=0.05) as srv:
+    with FakeServer({"default": "one two three four five six seven eight"}, latency_s=0.05) as srv:
         r1 = requests_per_s(srv.base_url, 1, args.requests)
         r32 = requests_per_s(srv.base_url, 32, args.requests)
         peak = srv.max_in_flight
