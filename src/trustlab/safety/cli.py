@@ -32,12 +32,12 @@ def _setup(threads: int) -> None:
     configure_threads(threads)
 
 
-def _state_wait(cfg) -> None:
-    """Before an openai run: the longest one request can wait (deadline x attempts + backoff), on stderr."""
+def _state_wait(b) -> None:
+    """Before an openai run (``b`` a BackendConfig): refuse a malformed URL, and state the longest one request can
+    wait (deadline x attempts + backoff) on stderr."""
     from trustlab.runtime.progress import is_quiet
 
-    b = cfg.backend
-    if b.kind != "openai":
+    if b is None or b.kind != "openai":
         return
     from trustlab.models.llm.openai_client import check_url
     from trustlab.models.llm.retry import RetryPolicy, describe_wait
@@ -241,7 +241,7 @@ def generate_cmd(**o) -> None:
 
     cfg = build_config(**_cfg_args(o))
     _setup(cfg.backend.threads)
-    _state_wait(cfg)
+    _state_wait(cfg.backend)
     r = generate(cfg, o["out"], o["resume"])
     typer.echo(f"{r.n_new} new generation(s), {r.n_records} in {r.run_dir} ({r.n_errors} error(s), "
                f"{r.completion_tokens} completion tokens)")
@@ -260,7 +260,7 @@ def eval_cmd(**o) -> None:
     demo = o.pop("demo")
     cfg = build_config(demo=DEMO if demo else None, **_cfg_args(o))
     _setup(cfg.backend.threads)
-    _state_wait(cfg)
+    _state_wait(cfg.backend)
     r = run_eval(cfg, o["out"], o["resume"])
     _print_metrics(r.results_path)
 
@@ -286,6 +286,8 @@ def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generation
         names = judge or [j.name for j in run_config(run).judges]
         specs = _judge_specs(names, judge_backend, judge_model, judge_base_url or [], refusal_list, max_retries,
                              timeout)
+        for spec in specs:
+            _state_wait(spec.backend)
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
     if part_list:
         from .config import PARTS
