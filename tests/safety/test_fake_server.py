@@ -93,3 +93,70 @@ def test_fake_server_command_serves_a_script(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+# --- the one shared fake (trustlab.models.llm.fake_server): readiness, the fingerprint knobs, hostile modes -------
+def _post(srv, path, body, headers=None):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    conn.request("POST", "/v1" + path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    return resp.status, dict(resp.getheaders()), resp.read()
+
+
+def test_the_shared_fake_listens_before_it_is_started():
+    import socket
+
+    from trustlab.models.llm.fake_server import FakeServer
+
+    srv = FakeServer({"default": "x"})
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5):
+            pass  # the constructor bound and listened: a started server is ready
+    finally:
+        srv.start().stop()
+
+
+def test_the_shared_fake_has_the_fingerprint_knobs():
+    from trustlab.models.llm.fake_server import FakeServer
+
+    body = {"model": "suspect", "prompt": ["a", "b"], "max_tokens": 2}
+    with FakeServer(answer=lambda p: p.upper(), models=("suspect",), check_model=True, api_key="k",
+                    refuse_lists=True, fail_first=[0, 0, 0, 429], retry_after_s=7) as srv:
+        assert _post(srv, "/completions", body)[0] == 401
+        assert _post(srv, "/completions", {**body, "model": "other"}, {"Authorization": "Bearer k"})[0] == 404
+        assert _post(srv, "/completions", body, {"Authorization": "Bearer k"})[0] == 400  # a list of prompts
+        status, headers, _ = _post(srv, "/completions", {**body, "prompt": "a"}, {"Authorization": "Bearer k"})
+        assert status == 429 and headers["retry-after"] == "7"
+        status, _, raw = _post(srv, "/completions", {**body, "prompt": "a"}, {"Authorization": "Bearer k"})
+        assert status == 200 and b'"text": "A"' in raw
+
+
+@pytest.mark.parametrize("mode,check", [
+    ("non_json", lambda raw: raw.startswith(b"<html>")),
+    ("non_utf8", lambda raw: b"\xff" in raw),
+    ("wrong_type", lambda raw: b'"text": 12345' in raw),
+    ("negative_usage", lambda raw: b"-1000000" in raw),
+    ("empty_choices", lambda raw: b'"choices": []' in raw),
+    ("oversized", lambda raw: len(raw) > 100_000),
+])
+def test_the_shared_fake_hostile_bodies(mode, check):
+    from trustlab.models.llm.fake_server import FakeServer
+
+    with FakeServer({"default": "fine"}, mode=mode, oversize_bytes=200_000) as srv:
+        status, _, raw = _post(srv, "/completions", {"model": "m", "prompt": "a", "max_tokens": 2})
+    assert status == 200 and check(raw)
+
+
+def test_the_shared_fake_drips_at_the_stated_rate():
+    import time
+
+    from trustlab.models.llm.fake_server import FakeServer
+
+    with FakeServer({"default": "fine"}, mode="drip", drip_bps=40.0) as srv:
+        t0 = time.monotonic()
+        status, _, raw = _post(srv, "/completions", {"model": "m", "prompt": "a", "max_tokens": 2})
+        took = time.monotonic() - t0
+    assert status == 200 and took >= len(raw) / 40.0 * 0.9  # never faster than the rate (slower is fine)
