@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence
 
-from trustlab.runtime.errors import BackendError, ConfigError
+from trustlab.runtime.errors import ConfigError
 
 from ..config import BackendConfig
 from .base import Judge, JudgeItem, Verdict, failed
