@@ -23,7 +23,7 @@ REFUSE = {"default": "I cannot help with that."}
 
 def eval_args(verb: str, url: str, out, limit: int = 2) -> list[str]:
     args = ["safety", verb, "--backend", "openai", "--base-url", url, "--model", "fake", "--dataset", "fixture",
-            "--limit", str(limit), "--max-tokens", "8", "--timeout", "5", "--max-retries", "0", "--out", str(out)]
+            "--limit", str(limit), "--max-tokens", "8", "--timeout", "60", "--max-retries", "0", "--out", str(out)]
     return args + (["--judge", "refusal"] if verb == "eval" else [])
 
 
@@ -95,7 +95,7 @@ def test_judge_moderation_against_a_failing_server_is_exit_4(capsys, tmp_path):
     assert got.code == 0, got.err
     with FakeServer({}, fail_first=1000) as bad:
         got = run_cli(capsys, "safety", "judge", str(tmp_path / "run"), "--judge", "moderation", "--judge-base-url",
-                      bad.base_url, "--timeout", "5", "--max-retries", "0")
+                      bad.base_url, "--timeout", "60", "--max-retries", "0")
         assert bad.posts("/moderations")  # it tried
     assert_refused(got, 4, bad.base_url, "judge moderation", "HTTP 500")
     labels = [json.loads(x) for x in (tmp_path / "run" / "labels.jsonl").read_text().splitlines()[1:]]
@@ -111,7 +111,7 @@ def test_fp_verify_when_nothing_was_answered_is_exit_4(capsys, tmp_path, tiny_lm
     fps.save(tmp_path / "fp.json")
     with FakeServer(REFUSE, fail_first=1000) as srv:
         got = run_cli(capsys, "fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--endpoint",
-                      srv.base_url, "--served-model", "fake-model", "--timeout", "5", "--max-retries", "0",
+                      srv.base_url, "--served-model", "fake-model", "--timeout", "60", "--max-retries", "0",
                       "--out", str(tmp_path / "v"))
     assert_refused(got, 4, srv.base_url, "answered none", "HTTP 500")
     assert not (tmp_path / "v" / "verify_result.json").exists()

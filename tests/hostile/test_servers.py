@@ -32,13 +32,14 @@ CASES = ["safety-non-json-body", "safety-invalid-utf8-body", "safety-content-123
          "fp-verify-silent-server-states-its-wait", "fp-verify-ctrl-c-chat-while-dripping"]
 
 REFUSE = {"default": "I cannot help with that."}
-DEADLINE_S = 2
+DEADLINE_S = 2  # the --timeout of the cases that must time out (drip, silent)
+PATIENT_S = 60  # the --timeout of the other cases: a busy machine never turns a reply into a timeout
 BOUND_S = 60  # a generous multiple of DEADLINE_S for a busy machine; today's code never returns
 
 
-def safety_eval(url: str, out: Path, *extra: str) -> list[str]:
+def safety_eval(url: str, out: Path, *extra: str, timeout: float = PATIENT_S) -> list[str]:
     return ["safety", "eval", "--backend", "openai", "--base-url", url, "--model", "fake", "--dataset", "fixture",
-            "--limit", "2", "--judge", "refusal", "--max-tokens", "8", "--timeout", str(DEADLINE_S),
+            "--limit", "2", "--judge", "refusal", "--max-tokens", "8", "--timeout", str(timeout),
             "--max-retries", "0", "--out", str(out), *extra]
 
 
@@ -52,7 +53,8 @@ def safety_eval(url: str, out: Path, *extra: str) -> list[str]:
 def test_safety_malformed_or_dripping_reply_is_exit_4_naming_the_url(capsys, tmp_path, mode, words):
     with FakeServer(REFUSE, mode=mode, oversize_bytes=2_000_000, drip_bps=1.0) as srv:
         t0 = time.monotonic()
-        got = run_cli(capsys, *safety_eval(srv.base_url, tmp_path / "run"))
+        got = run_cli(capsys, *safety_eval(srv.base_url, tmp_path / "run",
+                                           timeout=DEADLINE_S if mode == "drip" else PATIENT_S))
         elapsed = time.monotonic() - t0
     assert_refused(got, 4, srv.base_url, *words)
     assert elapsed < BOUND_S
@@ -64,7 +66,7 @@ def test_safety_malformed_or_dripping_reply_is_exit_4_naming_the_url(capsys, tmp
 def test_safety_probe_timeout_is_exit_4_within_the_deadline(capsys, tmp_path):
     with FakeServer(REFUSE, mode="hang", hostile_get=True) as srv:
         t0 = time.monotonic()
-        got = run_cli(capsys, *safety_eval(srv.base_url, tmp_path / "run"))
+        got = run_cli(capsys, *safety_eval(srv.base_url, tmp_path / "run", timeout=DEADLINE_S))
         elapsed = time.monotonic() - t0
         assert [r["path"] for r in srv.requests] == ["/v1/models"]  # the probe is not retried on a timeout
     assert_refused(got, 4, srv.base_url, "/models", "deadline")
@@ -88,9 +90,9 @@ def fp_file(tiny_lm, tmp_path_factory):
     return path
 
 
-def fp_verify(fp: Path, url: str, out: Path, *extra: str) -> list[str]:
+def fp_verify(fp: Path, url: str, out: Path, *extra: str, timeout: float = PATIENT_S) -> list[str]:
     return ["fingerprint", "verify", "--fingerprints", str(fp), "--endpoint", url, "--served-model", "fake-model",
-            "--timeout", str(DEADLINE_S), "--max-retries", "0", "--out", str(out), *extra]
+            "--timeout", str(timeout), "--max-retries", "0", "--out", str(out), *extra]
 
 
 @pytest.mark.timeout(120)
@@ -101,7 +103,8 @@ def fp_verify(fp: Path, url: str, out: Path, *extra: str) -> list[str]:
 def test_fp_verify_hostile_endpoint_is_exit_4_naming_the_url(capsys, tmp_path, fp_file, mode, api, words):
     with FakeServer(REFUSE, mode=mode, oversize_bytes=2_000_000) as srv:
         t0 = time.monotonic()
-        got = run_cli(capsys, *fp_verify(fp_file, srv.base_url, tmp_path / "v", "--api", api))
+        got = run_cli(capsys, *fp_verify(fp_file, srv.base_url, tmp_path / "v", "--api", api,
+                                         timeout=DEADLINE_S if mode == "drip" else PATIENT_S))
         elapsed = time.monotonic() - t0
     assert_refused(got, 4, srv.base_url, *words)
     assert elapsed < BOUND_S
@@ -119,7 +122,7 @@ def test_fp_verify_silent_server_states_its_wait_and_ends_at_the_deadline(capsys
     monkeypatch.delenv("CI", raising=False)
     with FakeServer(REFUSE, mode="hang") as srv:
         t0 = time.monotonic()
-        got = run_cli(capsys, *fp_verify(fp_file, srv.base_url, tmp_path / "v"))
+        got = run_cli(capsys, *fp_verify(fp_file, srv.base_url, tmp_path / "v", timeout=DEADLINE_S))
         elapsed = time.monotonic() - t0
     assert_refused(got, 4, srv.base_url, "deadline")
     assert f"each request waits at most {DEADLINE_S} s" in got.err  # stated before the first request

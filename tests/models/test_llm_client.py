@@ -30,7 +30,7 @@ CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}
 
 def client(srv: FakeServer, **kw) -> OpenAIClient:
     kw.setdefault("policy", FAST)
-    kw.setdefault("timeout_s", 5.0)
+    kw.setdefault("timeout_s", 60.0)  # only the deadline tests below use short ones
     return OpenAIClient(srv.base_url, **kw)
 
 
