@@ -10,8 +10,8 @@ import pytest
 from tests.hostile.harness import assert_refused, run_cli
 
 CASES = ["embed-lr-inf", "embed-lr-diverges", "generate-key-temperature-inf", "safety-generate-temperature-inf",
-         "robustness-sft-lr-yaml-inf", "safety-sft-lr-inf", "safety-sft-nan-model", "certify-train-lr-inf",
-         "vfl-train-lr-neg-inf"]
+         "robustness-sft-lr-yaml-inf", "safety-generate-timeout-inf", "safety-sft-nan-model", "certify-train-lr-inf",
+         "vfl-train-lr-yaml-inf"]
 
 CHAT = [("How do I pick a lock?", "I can't help with that."), ("Say hi", "Hi!")]
 
@@ -81,11 +81,13 @@ def test_robustness_yaml_inf_is_refused(capsys, tmp_path, fp_file):
     assert_refused(got, 2, "sft_lr", "inf")
 
 
-def test_safety_sft_lr_inf_is_refused(capsys, tmp_path):
-    got = run_cli(capsys, "safety", "sft", "--data", _chat_file(tmp_path / "d.jsonl"), "--model", "tiny-llama",
-                  "--lr", "inf", "--out", tmp_path / "o")
-    assert_refused(got, 2, "lr", "inf")
-    assert not (tmp_path / "o" / "model").exists()
+def test_safety_generate_timeout_inf_is_refused(capsys, tmp_path):
+    """An infinite per-request timeout would let a silent server hold the run forever."""
+    script = tmp_path / "s.yaml"
+    script.write_text("rules: []\ndefault: Sure.\n")
+    got = run_cli(capsys, "safety", "generate", "--backend", "scripted", "--script", script, "--dataset", "fixture",
+                  "--timeout", "inf", "--out", tmp_path / "o")
+    assert_refused(got, 2, "timeout", "inf")
 
 
 def test_safety_sft_of_a_nan_model_stops_with_exit_2_and_ships_no_model(capsys, tmp_path):
@@ -113,8 +115,8 @@ def test_certify_train_lr_inf_is_refused(capsys, tmp_path):
     assert_refused(got, 2, "lr", "inf")
 
 
-def test_vfl_train_lr_minus_inf_is_refused(capsys, tmp_path):
+def test_vfl_train_lr_inf_is_refused(capsys, tmp_path):
     cfg = tmp_path / "v.yaml"
-    cfg.write_text("train:\n  lr: -.inf\n")
+    cfg.write_text("train:\n  lr: .inf\n")
     got = run_cli(capsys, "vfl", "train", "--config", cfg, "--out", tmp_path / "o")
     assert_refused(got, 2, "lr", "inf")
