@@ -32,7 +32,7 @@ def _setup(threads: int) -> None:
     configure_threads(threads)
 
 
-def _state_wait(b) -> None:
+def _state_wait(b, flag: str = "--base-url") -> None:
     """Before an openai run (``b`` a BackendConfig): refuse a malformed URL, and state the longest one request can
     wait (deadline x attempts + backoff) on stderr."""
     from trustlab.runtime.progress import is_quiet
@@ -43,7 +43,7 @@ def _state_wait(b) -> None:
     from trustlab.models.llm.retry import RetryPolicy, describe_wait
 
     for url in b.base_urls:
-        check_url(url, "--base-url")  # a malformed URL (a port above 65535) is exit 2 before anything starts
+        check_url(url, flag)  # a malformed URL (a port above 65535) is exit 2 before anything starts
     if is_quiet():
         return
     worst = RetryPolicy(b.max_retries, b.retry_min_s, b.retry_max_s).worst_case_s(b.timeout_s)
@@ -287,7 +287,7 @@ def judge_cmd(run: Path = typer.Argument(..., help="A run folder with generation
         specs = _judge_specs(names, judge_backend, judge_model, judge_base_url or [], refusal_list, max_retries,
                              timeout)
         for spec in specs:
-            _state_wait(spec.backend)
+            _state_wait(spec.backend, "--judge-base-url")
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
     if part_list:
         from .config import PARTS
