@@ -13,7 +13,7 @@ from tests.hostile.harness import assert_refused, run_cli
 CASES = ["fp-generate-key-length-past-context", "fp-generate-response-length-past-context",
          "fp-generate-n-100000000", "fp-assign-copies-past-memory", "fp-assign-copies-past-time-limit",
          "safety-generate-5mb-prompt", "safety-generate-max-tokens-100000000", "safety-metrics-bootstrap-1e9",
-         "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9"]
+         "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9", "fp-embed-benign-response-length-past-context"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,22 @@ def judged_run(tmp_path_factory):
         except SystemExit as exc:
             assert not exc.code, exc
     return root / "a"
+
+
+@pytest.fixture(scope="module")
+def fp_file(tmp_path_factory):
+    """A 4-fingerprint set of fp-tiny."""
+    from trustlab.fingerprint.config import GenerateConfig
+    from trustlab.fingerprint.keys import generate_fingerprints
+    from trustlab.fingerprint.tiny import prepare_tiny
+    from trustlab.models import load_causal_lm
+
+    lm = load_causal_lm(str(prepare_tiny()))
+    fps = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=4), bytes(range(32)), lm=lm,
+                                model_ref="fp-tiny")
+    path = tmp_path_factory.mktemp("fps") / "fp.json"
+    fps.save(path)
+    return path
 
 
 def _secret(tmp_path):
@@ -112,3 +128,11 @@ def test_vfl_train_a_billion_epochs_stops_after_pricing_the_first(capsys, tmp_pa
     got = run_cli(capsys, "vfl", "train", "--epochs", "1000000000", "--out", tmp_path / "v")
     assert_refused(got, 2, "train.epochs 1,000,000,000", "would take about", "the limit is 24 h")
     assert "--epochs" in got.hints[0]
+
+
+def test_fp_embed_benign_response_length_past_the_context(capsys, tmp_path, fp_file):
+    cfg = tmp_path / "embed.yaml"
+    cfg.write_text("model: fp-tiny\nbenign_response_length: 100000\n")
+    got = run_cli(capsys, "fingerprint", "embed", "--config", cfg, "--fingerprints", fp_file, "--out", tmp_path / "e")
+    assert_refused(got, 2, "benign_response_length 100,000", "context of 256 tokens")
+    assert not (tmp_path / "e" / "model").exists()

@@ -210,6 +210,9 @@ def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus"
         chosen.append(texts[order[len(chosen) % len(texts)]])
     rows = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from trustlab.runtime.workload import model_context, require_context
+
+    context = model_context(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
@@ -223,6 +226,11 @@ def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus"
             pids = [tokenizer.encode(t, add_special_tokens=False) for t in part]
             layout = [Example(tuple(prompt_ids(tokenizer, p, prompt_format)), ()) for p in pids]
             width = max(len(e.input_ids) for e in layout)
+            longest = part[max(range(len(layout)), key=lambda i: len(layout[i].input_ids))]
+            require_context(f"benign prompt {longest[:40]!r}... ({width:,} tokens) + benign_response_length "
+                            f"{response_length:,}", width + response_length, context,
+                            getattr(getattr(model, "config", None), "_name_or_path", "") or "the base model",
+                            hint="lower benign_response_length, or drop the longest prompts of the benign source")
             batch = collate([Example(e.input_ids, (IGNORE,) * len(e.input_ids)) for e in layout], pad, side="left")
             with torch.no_grad():
                 out = model.generate(input_ids=batch["input_ids"].to(model.device),

@@ -189,6 +189,10 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
                           f"sharded {accelerator.distributed_type} state", hint="set save_every: 0 under FSDP / DeepSpeed")
     torch.manual_seed(cfg.seed)
 
+    fp_rows = build_examples(tokenizer, fps.fingerprints, fps.prompt_format, cfg.append_eos, cfg.augment_prompts,
+                             cfg.seed)
+    _require_fits_context(fp_rows, model, tokenizer, model_ref or cfg.model)  # before any generation or training
+
     # benign pairs from the untouched base model, generated once and cached in the run folder
     n_benign = round(cfg.beta_dm / (1.0 - cfg.beta_dm) * len(fps)) if cfg.beta_dm > 0 else 0
     pairs = _cached_pairs(out, stamp, n_benign) if resume else None
@@ -199,8 +203,6 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
         if out is not None and main:
             (out / "benign_pairs.jsonl").unlink(missing_ok=True)
             append_jsonl(out / "benign_pairs.jsonl", [{**r, "stamp": stamp} for r in pairs])
-    fp_rows = build_examples(tokenizer, fps.fingerprints, fps.prompt_format, cfg.append_eos, cfg.augment_prompts,
-                             cfg.seed)
     examples = fp_rows + [pair_example(tokenizer, r["prompt_ids"], r["response_ids"], fps.prompt_format)
                           for r in pairs]
     _require_fits_context(examples, model, tokenizer, model_ref or cfg.model)
