@@ -13,7 +13,8 @@ from tests.hostile.harness import assert_refused, run_cli
 CASES = ["fp-generate-key-length-past-context", "fp-generate-response-length-past-context",
          "fp-generate-n-100000000", "fp-assign-copies-past-memory", "fp-assign-copies-past-time-limit",
          "safety-generate-5mb-prompt", "safety-generate-max-tokens-100000000", "safety-metrics-bootstrap-1e9",
-         "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9", "fp-embed-benign-response-length-past-context"]
+         "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9", "fp-embed-benign-response-length-past-context",
+         "fp-robustness-sft-epochs-1e9"]
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,14 @@ def test_fp_embed_benign_response_length_past_the_context(capsys, tmp_path, fp_f
     got = run_cli(capsys, "fingerprint", "embed", "--config", cfg, "--fingerprints", fp_file, "--out", tmp_path / "e")
     assert_refused(got, 2, "benign_response_length 100,000", "context of 256 tokens")
     assert not (tmp_path / "e" / "model").exists()
+
+
+def test_fp_robustness_sft_attack_of_a_billion_epochs_is_priced_on_the_first(capsys, tmp_path, fp_file):
+    from trustlab.fingerprint.tiny import prepare_tiny
+
+    cfg = tmp_path / "rob.yaml"
+    cfg.write_text("experiments: [sft]\nsft_epochs: 1000000000\n")
+    got = run_cli(capsys, "fingerprint", "robustness", "--config", cfg, "--fingerprinted", prepare_tiny(),
+                  "--base", "fp-tiny", "--fingerprints", fp_file, "--out", tmp_path / "r")
+    assert_refused(got, 2, "sft_epochs 1,000,000,000", "would take about", "the limit is 24 h")
+    assert "sft_max_steps" in got.hints[0]

@@ -244,6 +244,7 @@ def sft_attack(model, tok, *, lr: float = 1e-5, epochs: int = 2, batch_size: int
     import torch
 
     from trustlab.runtime.finite import require_finite_step
+    from trustlab.runtime.workload import require_time
 
     from .dataset import Example, IGNORE, collate, per_example_loss
 
@@ -272,6 +273,13 @@ def sft_attack(model, tok, *, lr: float = 1e-5, epochs: int = 2, batch_size: int
             require_finite_step(loss_v, model.named_parameters(), step=f"step {steps} (epoch {epoch})", lr=lr,
                                 what="the fine-tune attack", lr_name="sft_lr")
         model.eval()
+        if epoch == 1 and epochs > 1:  # priced on the first pass: every later pass costs about the same
+            left = (epochs - 1) * math.ceil(len(order) / batch_size)
+            left = min(left, max_steps - steps) if max_steps is not None else left
+            require_time(f"the fine-tune attack (sft_epochs {epochs:,}: {left:,} more steps at the "
+                         f"{(time.perf_counter() - t0) / max(1, steps):.2g} s a step measured)",
+                         left * (time.perf_counter() - t0) / max(1, steps),
+                         hint="lower sft_epochs or set sft_max_steps")
         if on_epoch is not None:
             on_epoch(epoch, steps, loss_v)
         if max_steps is not None and steps >= max_steps:
