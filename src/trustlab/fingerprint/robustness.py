@@ -284,7 +284,7 @@ def sft_attack(model, tok, *, lr: float = 1e-5, epochs: int = 2, batch_size: int
             on_epoch(epoch, steps, loss_v)
         if max_steps is not None and steps >= max_steps:
             break
-    return {"steps": steps, "last_loss": loss_v, "seconds": round(time.perf_counter() - t0, 2),
+    return {"steps": steps, "last_loss": loss_v if steps else None, "seconds": round(time.perf_counter() - t0, 2),
             "examples": len(examples)}
 
 
