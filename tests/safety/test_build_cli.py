@@ -37,7 +37,7 @@ def test_build_cli_end_to_end(cli, tmp_path, script):
     assert res["verb"] == "build" and res["metrics"]["n_pool"] == 12 and res["config"]["sampling"]["k"] == 2
     rows = [json.loads(x) for x in (out / "safechain.jsonl").read_text().splitlines()]
     assert {r["messages"][0]["content"] for r in rows} == {
-        r["prompt"] for r in map(json.loads, (out / "samples" / "prompts.jsonl").read_text().splitlines())
+        r["prompt"] for r in map(json.loads, (out / "prompts.jsonl").read_text().splitlines())
         if "weather" in r["prompt"] or "fairy" in r["prompt"]}
     assert res["metrics"]["n_kept"] == len(rows) and "keep rate" in stdout
     assert res["config"]["sampling"]["temperature"] == 0.6  # the nondet preset is the builder's default

@@ -260,7 +260,7 @@ def test_reasoning_eval_without_lm_eval_prints_command_and_exits_3(cli):
 
 def test_metrics_on_a_folder_that_is_not_a_run(cli, tmp_path):
     code, error, hint = _bad(cli, "metrics", str(tmp_path))
-    assert code == 2 and "not a safety run folder" in error
+    assert code == 2 and "not a trustlab safety run folder" in error
 
 
 def test_fake_server_binds_loopback_only(cli):

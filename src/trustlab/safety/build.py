@@ -10,7 +10,8 @@
 6. Write chat JSONL with the think tags restored: ``opening + thought + think_end + "\\n\\n" + answer``
    (``format="alpaca"`` drops the leading opening, like the published SafeChain set).
 
-The samples and labels live in ``<out>/samples`` (an ordinary, resumable eval run folder).
+The drawn prompts are ``<out>/prompts.jsonl``; samples and labels live in ``<out>/samples`` (an ordinary, resumable
+generation run folder).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def build_safechain(cfg: BuildConfig, out: str | Path, resume: bool = True, back
                         id_column=cfg.id_column, encoding=cfg.encoding)
     chosen = sorted(random.Random(cfg.seed).sample(range(len(pool)), cfg.n)) if cfg.n and cfg.n < len(pool) \
         else list(range(len(pool)))
-    prompts_file = out / SAMPLES / "prompts.jsonl"
+    prompts_file = out / "prompts.jsonl"  # beside samples/, which is a generation run folder of its own
     rows = [{"prompt_id": pool[i].prompt_id, "prompt": pool[i].prompt, "category": pool[i].category}
             for i in chosen]
     _write_jsonl_atomic(prompts_file, rows)

@@ -129,7 +129,7 @@ def run_config(run_dir: str | Path) -> EvalConfig:
 
 
 # The verbs that write a safety run folder (generations, labels, results); judge and metrics continue one of these.
-RUN_VERBS = ("generate", "eval", "merge")
+RUN_VERBS = ("generate", "eval", "merge", "build")
 
 
 def _open(cfg: EvalConfig, out: Optional[str | Path], verb: str, resume: bool):
