@@ -14,7 +14,7 @@ CASES = ["fp-generate-key-length-past-context", "fp-generate-response-length-pas
          "fp-generate-n-100000000", "fp-assign-copies-past-memory", "fp-assign-copies-past-time-limit",
          "safety-generate-5mb-prompt", "safety-generate-max-tokens-100000000", "safety-metrics-bootstrap-1e9",
          "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9", "fp-embed-benign-response-length-past-context",
-         "fp-robustness-sft-epochs-1e9"]
+         "fp-robustness-sft-epochs-1e9", "safety-sft-examples-past-context"]
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,15 @@ def test_fp_robustness_sft_attack_of_a_billion_epochs_is_priced_on_the_first(cap
                   "--base", "fp-tiny", "--fingerprints", fp_file, "--out", tmp_path / "r")
     assert_refused(got, 2, "sft_epochs 1,000,000,000", "would take about", "the limit is 24 h")
     assert "sft_max_steps" in got.hints[0]
+
+
+def test_safety_sft_examples_longer_than_the_context_are_not_trained(capsys, tmp_path):
+    """max_len (default 4096) is capped by tiny-llama's 1024 positions: an example of ~3000 tokens is dropped."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "tell me " * 375},
+                                             {"role": "assistant", "content": "no"}]}) + "\n")
+    with pytest.warns(UserWarning, match="sft.max_len 4096 is more than the model's 1024-token context"):
+        got = run_cli(capsys, "safety", "sft", "--data", data, "--model", "tiny-llama", "--device", "cpu",
+                      "--out", tmp_path / "o")
+    assert_refused(got, 2, "longer than 1024 tokens (the model context)")
+    assert not (tmp_path / "o" / "model").exists()

@@ -13,6 +13,7 @@ or 2e-4 (LoRA r=16, alpha=32, dropout 0.05, all linear layers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -217,6 +218,21 @@ def _load_model(cfg: SFTConfig):
     return model, tok
 
 
+def _fit_max_len(cfg: SFTConfig, model, tokenizer) -> int:
+    """``max_len`` capped by the model's context (positions past it are not trained, they are noise); a cap below
+    ``max_len`` is said once in a warning, and examples longer than the context are dropped and counted."""
+    import warnings
+
+    from trustlab.runtime.workload import model_context
+
+    context = model_context(model, tokenizer)
+    if context is None or context >= cfg.max_len:
+        return cfg.max_len
+    warnings.warn(f"sft.max_len {cfg.max_len} is more than the model's {context}-token context: examples longer "
+                  f"than {context} tokens are dropped", stacklevel=3)
+    return context
+
+
 def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     """Fine-tune ``cfg.model`` (or the given model and tokenizer) on ``cfg.data``; write ``cfg.out``/``adapter`` (LoRA)
     or ``model`` (full), ``sft.json`` and ``train_log.jsonl``. The loss is measured on the training examples before
@@ -238,10 +254,13 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     examples = read_examples(cfg.data)
     if model is None or tokenizer is None:
         model, tokenizer = _load_model(cfg)
-    encoded, dropped = encode_all(tokenizer, examples, cfg)
+    limit = _fit_max_len(cfg, model, tokenizer)
+    encoded, dropped = encode_all(tokenizer, examples, dataclasses.replace(cfg, max_len=limit))
     if not encoded:
-        raise DataError(f"all {len(examples)} examples of {cfg.data!r} are longer than max_len={cfg.max_len} tokens",
-                        hint="raise --max-len")
+        raise DataError(f"all {len(examples)} examples of {cfg.data!r} are longer than {limit} tokens "
+                        f"({'max_len' if limit == cfg.max_len else 'the model context'})",
+                        hint="raise --max-len" if limit == cfg.max_len else
+                        "shorten the examples or fine-tune a model with a longer context")
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
