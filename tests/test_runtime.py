@@ -450,3 +450,27 @@ def test_model_context_is_the_smaller_of_positions_and_tokenizer_limit():
     require_context("a key", 256, 256, "m", hint="h")
     with pytest.raises(ConfigError, match=r"a key needs 257 positions but model 'm' has a context of 256 tokens"):
         require_context("a key", 257, 256, "m", hint="shorter keys")
+
+
+def test_an_inf_float_field_round_trips_through_json_and_yaml(tmp_path):
+    import dataclasses
+
+    from trustlab.runtime.config import dump_yaml, from_dict, load_config
+    from trustlab.runtime.validate import InfFloat, check_types
+
+    @dataclasses.dataclass(frozen=True)
+    class Limits:
+        max_hours: InfFloat = 24.0
+        lr: float = 0.1
+
+        def __post_init__(self):
+            check_types(self)
+
+    cfg = Limits(max_hours=float("inf"))
+    write_json_atomic(tmp_path / "c.json", to_dict(cfg))  # "inf", never null or Infinity
+    assert json.loads((tmp_path / "c.json").read_text()) == {"max_hours": "inf", "lr": 0.1}
+    assert from_dict(Limits, json.loads((tmp_path / "c.json").read_text())) == cfg
+    dump_yaml(cfg, tmp_path / "c.yaml")
+    assert load_config(Limits, tmp_path / "c.yaml") == cfg
+    with pytest.raises(ConfigError, match="lr must be a number"):
+        from_dict(Limits, {"lr": "inf"})  # only an opted-in field reads the text "inf"

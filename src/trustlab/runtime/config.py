@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,8 @@ def to_dict(cfg: Any) -> Any:
         return {k: to_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, Path):
         return str(cfg)
+    if isinstance(cfg, float) and math.isinf(cfg):  # an InfFloat field: JSON has no infinity, "inf" reads back
+        return "inf" if cfg > 0 else "-inf"
     return cfg
 
 

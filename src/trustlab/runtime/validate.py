@@ -29,6 +29,7 @@ class AllowInf:
 
 
 InfFloat = Annotated[float, AllowInf]
+_INF_TEXT = ("inf", "-inf", ".inf", "-.inf", "infinity", "-infinity")  # an InfFloat read back from JSON or YAML
 
 _YAML11_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
@@ -124,6 +125,8 @@ def coerce(name: str, tp: Any, value: Any, allow_inf: bool = False) -> Any:
             return int(value)
         raise ConfigError(f"{name} must be an integer, got {value!r}", hint=_hint(name, tp, value))
     if tp is float:
+        if allow_inf and isinstance(value, str) and value.strip().lower().lstrip("+") in _INF_TEXT:
+            return -math.inf if value.strip().startswith("-") else math.inf  # as ``to_dict`` writes it
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = float(value)
             if math.isnan(value):
