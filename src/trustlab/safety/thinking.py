@@ -278,10 +278,14 @@ def backend_context(backend) -> Optional[int]:
     explicit = getattr(backend, "context_length", None)
     if isinstance(explicit, int) and explicit > 0:
         return explicit
-    model = getattr(backend, "model", None)
-    if model is None or getattr(backend, "count_tokens", None) is None:
+    if getattr(backend, "count_tokens", None) is None:
         return None
-    return model_context(model, getattr(backend, "tokenizer", None))
+    try:  # vLLM: the engine's own window
+        return int(backend.llm.llm_engine.model_config.max_model_len)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    model = getattr(backend, "model", None)
+    return model_context(model, getattr(backend, "tokenizer", None)) if model is not None else None
 
 
 class _Windowed:
