@@ -306,5 +306,6 @@ def defend(name: str, model, cfg: DefenceConfig = DefenceConfig(), *, defender, 
         from .defences import strip as strip_mod
 
         h = strip_mod.defender_entropy(model, x_def, cfg.strip_n, seed)
-        res.info.update({tail: list(strip_mod.thresholds(h, cfg.strip_frr, tail)) for tail in ("low", "high", "both")})
+        res.info.update({tail: strip_mod.thresholds_json(strip_mod.thresholds(h, cfg.strip_frr, tail))
+                         for tail in ("low", "high", "both")})
     return res

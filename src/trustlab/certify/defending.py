@@ -129,7 +129,7 @@ def _strip_row(strip_mod, model, data, x_def, dcfg, seed, folder, cert, before, 
         fc, ft = strip_mod.flag(h_clean, thr), strip_mod.flag(h_trig, thr)
         after = {"triggered_fallback": float(np.mean(ab["triggered"] | ft)),
                  "clean_fallback": float(np.mean(ab["clean"] | fc)), "clean_acc": before["clean_acc"]}
-        by_tail[tail] = {"threshold": list(thr), "strip_tpr_at_frr": float(ft.mean()),
+        by_tail[tail] = {"threshold": strip_mod.thresholds_json(thr), "strip_tpr_at_frr": float(ft.mean()),
                          "strip_frr_test": float(fc.mean()),
                          "strip_auroc": strip_mod.auroc(h_clean, h_trig, h_def, tail),
                          **defence_effect(before, after, ref)}

@@ -40,6 +40,11 @@ def thresholds(h_def: np.ndarray, frr: float, tail: str) -> tuple[float, float]:
     return float(np.quantile(h_def, frr / 2)), float(np.quantile(h_def, 1 - frr / 2))
 
 
+def thresholds_json(thr: tuple[float, float]) -> list[float | None]:
+    """The thresholds as JSON can hold them: an unbounded side (+-inf) is null."""
+    return [x if np.isfinite(x) else None for x in thr]
+
+
 def flag(h: np.ndarray, thr: tuple[float, float]) -> np.ndarray:
     return (h < thr[0]) | (h > thr[1])
 
