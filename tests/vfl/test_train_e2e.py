@@ -10,31 +10,51 @@ import torch
 
 from trustlab.runtime import ConfigError
 from trustlab.vfl.config import load_config
-from trustlab.vfl.evaluate import evaluate
+from trustlab.vfl.evaluate import ATTACKS, evaluate
 from trustlab.vfl.train import train
 
 FAST = {"epochs": 20, "milestones": (15,)}
-ATT = {"n_targets": 30, "wb_steps": 150, "inv_epochs": 30}
+# n_targets is left at its default (100): with 30 targets the class-mean baseline of the drawn rows swung the
+# hash/class-mean ratio twice as widely from seed to seed (docs/vfl.md, "The end-to-end digits test").
+ATT = {"wb_steps": 150, "inv_epochs": 30}
+SEEDS = (0, 1, 2)  # the reconstruction claims are statistics: asserted on the mean over these seeds
 
 
 @pytest.mark.slow
 def test_digits_vanilla_vs_hash(tmp_path):
-    out = {}
-    for kind in ("none", "hash"):
-        cfg = load_config(None, {"defence": {"kind": kind}, "train": FAST, "attack": ATT})
-        out[kind] = evaluate(train(cfg, tmp_path / kind)).results  # in memory
-    # the offline re-run from the folder gives the same figures
-    assert evaluate(tmp_path / "hash", plots=False).attacks == out["hash"]["attacks"]
-    for r in out.values():
-        assert r["status"] == "ok" and r["lab"] == "vfl" and r["schema"] == "trustlab.vfl.result/1"
-        assert r["train"]["test_acc"] >= 0.9
-    v, h = out["none"]["attacks"], out["hash"]["attacks"]
-    class_mean = out["hash"]["baselines"]["class_mean"]["mse"]
-    assert h["inverse_net"]["mse"] > v["inverse_net"]["mse"]
-    assert h["inverse_net"]["mse"] >= 0.7 * class_mean
-    assert out["hash"]["message"]["bytes_per_sample"] * 32 == out["none"]["message"]["bytes_per_sample"]
-    assert out["hash"]["detection"]["uniform"]["auroc"] > 0.5
-    assert (tmp_path / "hash" / "plots" / "recon_grid.png").is_file()
+    """Vanilla vs HashVFL (L=16) on digits. Seed 0 runs every attack and checks the result record; seeds 1 and 2
+    add the inverse network only, so that the reconstruction claims rest on three training runs, not one: a single
+    run's ratio moves by several points with the CPU's floating-point kernels (AVX-512 vs AVX2) and the seed."""
+    ratio = {"none": [], "hash": []}  # inverse-net MSE / class-mean baseline MSE, per seed
+    for seed in SEEDS:
+        out = {}
+        for kind in ("none", "hash"):
+            cfg = load_config(None, {"defence": {"kind": kind}, "train": {**FAST, "seed": seed}, "attack": ATT})
+            full = seed == SEEDS[0]
+            out[kind] = evaluate(train(cfg, tmp_path / f"{kind}-{seed}"), ATTACKS if full else ("inverse",),
+                                 plots=full).results  # in memory
+        for r in out.values():
+            assert r["status"] == "ok" and r["lab"] == "vfl" and r["schema"] == "trustlab.vfl.result/1"
+            assert r["train"]["test_acc"] >= 0.9
+        v, h = out["none"]["attacks"], out["hash"]["attacks"]
+        assert h["inverse_net"]["n"] == v["inverse_net"]["n"] == 100
+        # the defence makes reconstruction worse on every seed (measured: 1.46-2.19x vanilla's MSE)
+        assert h["inverse_net"]["mse"] > v["inverse_net"]["mse"]
+        for kind, att in (("none", v), ("hash", h)):
+            ratio[kind].append(att["inverse_net"]["mse"] / out[kind]["baselines"]["class_mean"]["mse"])
+        if seed == SEEDS[0]:
+            # the offline re-run from the folder gives the same figures
+            assert evaluate(tmp_path / f"hash-{seed}", plots=False).attacks == out["hash"]["attacks"]
+            assert out["hash"]["message"]["bytes_per_sample"] * 32 == out["none"]["message"]["bytes_per_sample"]
+            assert out["hash"]["detection"]["uniform"]["auroc"] > 0.5
+            assert (tmp_path / f"hash-{seed}" / "plots" / "recon_grid.png").is_file()
+    # The attack works (spec: vanilla below 0.6x the class mean) and HashVFL leaves it little beyond the label
+    # (>= 0.7x the class mean). Measured over seeds 0-9 on three CPU kernel paths (docs/vfl.md): vanilla 0.42-0.58
+    # per seed, 0.48 on the mean of seeds 0-2; hash 0.79-0.93 per seed, 0.83-0.85 on the mean of seeds 0-2. Both
+    # thresholds are > 4 standard deviations of a 3-seed mean away; were the hash defence to stop working, its ratio
+    # would fall to vanilla's and fail here.
+    assert np.mean(ratio["none"]) < 0.6, ratio
+    assert np.mean(ratio["hash"]) >= 0.7, ratio
 
 
 def test_breast_cancer_groups_hash_L8(tmp_path):
