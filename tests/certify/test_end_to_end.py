@@ -31,7 +31,9 @@ def test_demo_quick_writes_all_artefacts_and_shows_the_attacks(demo_run):
         eff = res["certifiers"][track][cert]["attack_effect"]
         assert bm["clean"]["clean_inputs"]["clean_acc"] >= 0.95
         assert bm["max-entropy"]["triggered_inputs"]["abstain_rate"] >= (0.70 if track == "rs" else 0.80)
-        assert eff["label-noise"]["triggered_abstain_delta"] >= 0.05
+        # a difference of two rates over the same 200 inputs: within 1e-9 of 0.05 it is exactly 10/200 (float
+        # rounding of the two means gives 0.04999999999999999 on some CPUs' instruction sets)
+        assert eff["label-noise"]["triggered_abstain_delta"] >= 0.05 - 1e-9
         for a in ("label-noise", "max-entropy"):
             assert abs(eff[a]["clean_abstain_delta"]) <= 0.06
         # A's poisons without the trigger: the baseline that isolates the trigger's share of attack A's effect
