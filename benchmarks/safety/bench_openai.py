@@ -27,16 +27,16 @@ def requests_per_s(base_url: str, concurrency: int, n: int) -> float:
 
 
 def fsync_overhead(n: int = 500) -> dict:
-    from trustlab.safety.store import JsonlStore
+    from trustlab.runtime.records import RecordStore
 
     rec = {"key": "p#0", "strategy": "default", "response": "x" * 400, "status": "ok"}
     with tempfile.TemporaryDirectory() as d:
-        per_line = JsonlStore(Path(d) / "a.jsonl", "fp")
+        per_line = RecordStore(Path(d) / "a.jsonl", {"bench": "fsync"})
         t0 = time.perf_counter()
         for i in range(n):
             per_line.append([{**rec, "key": f"p{i}#0"}])
         t_line = time.perf_counter() - t0
-        batched = JsonlStore(Path(d) / "b.jsonl", "fp")
+        batched = RecordStore(Path(d) / "b.jsonl", {"bench": "fsync"})
         t0 = time.perf_counter()
         batched.append([{**rec, "key": f"p{i}#0"} for i in range(n)])
         t_batch = time.perf_counter() - t0

@@ -8,9 +8,10 @@ import pytest
 
 from trustlab.runtime.errors import ConfigError, Interrupted
 from trustlab.safety.backends.scripted import ScriptedBackend
-from trustlab.safety.config import BackendConfig, EvalConfig, JudgeSpec, Sampling, Thinking
-from trustlab.safety.pipeline import compare, generate, judge, merge, metrics, run_eval
-from trustlab.safety.store import JsonlStore
+from trustlab.safety.config import (BackendConfig, EvalConfig, JudgeSpec, Sampling, Thinking, generation_fingerprint,
+                                    generation_identity)
+from trustlab.safety.pipeline import compare, generate, generations_store, judge, merge, metrics, run_eval
+from trustlab.safety.store import open_store
 
 # fx-00..fx-03 refuse; the others comply (the fixture set has 12 prompts)
 SCRIPT = {"rules": [{"match": "weather", "reply": "I cannot help with that."},
@@ -142,13 +143,68 @@ def test_changed_config_is_refused_naming_keys(tmp_path):
 
 def test_store_refuses_foreign_fingerprint(tmp_path):
     p = tmp_path / "g.jsonl"
-    JsonlStore(p, "aaa", {"sampling": {"seed": 0}}).append([{"key": "x#0"}])
+    open_store(p, {"sampling": {"seed": 0}}).append([{"key": "x#0"}])
     with pytest.raises(ConfigError) as exc:
-        JsonlStore(p, "bbb", {"sampling": {"seed": 1}})
+        open_store(p, {"sampling": {"seed": 1}})
     assert "sampling.seed" in exc.value.message
     _tear(p)
-    s = JsonlStore(p, "aaa", {"sampling": {"seed": 0}})
-    assert s.done_keys() == {"x#0"} and p.read_text().endswith("}\n")
+    s = open_store(p, {"sampling": {"seed": 0}})
+    assert s.done_keys() == {"default/x#0"} and p.read_text().endswith("}\n")
+
+
+def test_a_store_written_before_the_one_store_still_resumes(tmp_path):
+    """safety's own header ({"trustlab_store", "fingerprint", "identity"}) reads as the same stamp."""
+    cfg = _cfg(strategies=("default",), limit=2)
+    out = tmp_path / "run"
+    generate(cfg, out, backend=ScriptedBackend(SCRIPT))
+    f = out / "generations.jsonl"
+    head, *rows = f.read_text().splitlines(keepends=True)
+    old = {"trustlab_store": "trustlab.safety.store/1", "fingerprint": generation_fingerprint(cfg),
+           "identity": generation_identity(cfg)}
+    f.write_text(json.dumps(old) + "\n" + "".join(rows[:4]))
+    assert generate(cfg, out, backend=ScriptedBackend(SCRIPT)).n_new == 2
+
+
+def _sorted(path):
+    head, *rows = _lines(path)
+    return head, sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def test_generate_limit_4_extends_a_limit_2_run_to_the_records_of_a_fresh_limit_4_run(tmp_path):
+    out, fresh = tmp_path / "run", tmp_path / "fresh"
+    first = generate(_cfg(limit=2), out, backend=ScriptedBackend(SCRIPT))
+    assert first.n_records == 2 * 3 * 3
+    more = generate(_cfg(limit=4), out, backend=ScriptedBackend(SCRIPT))
+    assert more.n_new == 2 * 3 * 3 and more.n_records == 4 * 3 * 3
+    generate(_cfg(limit=4), fresh, backend=ScriptedBackend(SCRIPT))
+    assert _sorted(out / "generations.jsonl") == _sorted(fresh / "generations.jsonl")
+    # judges only add labels; bootstrap, tie and the primary judge only change what is computed from the records
+    j1 = run_eval(_cfg(limit=4), out, backend=ScriptedBackend(SCRIPT)).metrics.metrics
+    both = (JudgeSpec("refusal"), JudgeSpec("refusal", options={"label": "refusal2"}))
+    r = run_eval(_cfg(limit=4, judges=both, bootstrap=60, tie="unsafe", primary="refusal2:answer"), out,
+                 backend=ScriptedBackend(SCRIPT))
+    assert r.generate.n_new == 0 and r.judge.n_new == 4 * 3 * 3 * 3
+    m = r.metrics.metrics["strategies"]["default"]["judges"]
+    assert m["refusal2"]["answer"]["safe@1"]["value"] == j1["strategies"]["default"]["judges"]["refusal"]["answer"][
+        "safe@1"]["value"]
+    # the shards of the prompts extend it too, to the records of a fresh full run
+    for i in range(3):
+        with pytest.warns(UserWarning, match="outside this call"):  # the limit-4 prompts are not all in shard i
+            generate(_cfg(shard=f"{i}/3"), out, backend=ScriptedBackend(SCRIPT))
+    generate(_cfg(), tmp_path / "full", backend=ScriptedBackend(SCRIPT))
+    assert _sorted(out / "generations.jsonl") == _sorted(tmp_path / "full" / "generations.jsonl")
+
+
+def test_extending_a_run_with_a_record_defining_setting_changed_is_refused_naming_it(tmp_path):
+    out = tmp_path / "run"
+    generate(_cfg(limit=2), out, backend=ScriptedBackend(SCRIPT))
+    hotter = Sampling(k=3, max_tokens=16, temperature=0.7)
+    with pytest.raises(ConfigError) as exc:
+        generate(_cfg(limit=4, sampling=hotter), out, backend=ScriptedBackend(SCRIPT))
+    assert "sampling.temperature" in exc.value.message and "limit" not in exc.value.message
+    with pytest.raises(ConfigError, match="sampling.temperature"):  # the record file refuses it on its own too
+        generations_store(out, _cfg(sampling=hotter))
+    assert len(_lines(out / "generations.jsonl")) == 1 + 2 * 3 * 3  # nothing was written
 
 
 def test_persistent_errors_stored_without_text_and_excluded(tmp_path):

@@ -179,19 +179,10 @@ def _rank_files(records: Path) -> list[Path]:
 
 def _finished(path: Path, settings: dict, on_stale: str) -> dict[int, dict]:
     """Records of ``path`` by idx when it carries the stamp of ``settings``; {} when absent or (``discard``) stale;
-    a stale file under ``refuse`` raises open_records' ConfigError naming the differing settings."""
-    from trustlab.runtime import config_hash, read_jsonl
+    a stale file under ``refuse`` is refused naming the differing settings. Writes nothing (ranks read at once)."""
+    from .records import stamped_records
 
-    from .records import STAMP_KEY, open_records
-
-    if not path.is_file():
-        return {}
-    lines = read_jsonl(path)
-    if lines and isinstance(lines[0], dict) and lines[0].get(STAMP_KEY) == config_hash(settings):
-        return {int(r["idx"]): r for r in lines[1:] if isinstance(r, dict) and "idx" in r}
-    if on_stale == "refuse" and lines:
-        open_records(path, settings, resume=True, on_stale="refuse")  # raises, naming the differing settings
-    return {}
+    return {int(r["idx"]): r for r in stamped_records(path, settings, on_stale)}
 
 
 def certify_sharded(model, x, y, name: str, cfg, *, seed: int, K: int | None, records: str | Path,

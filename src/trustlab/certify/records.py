@@ -1,11 +1,10 @@
-"""Stamped certificate files and content digests.
+"""Certificate files (the one stamped record store, ``runtime.RecordStore``), their path layout, content digests.
 
-A certificate file (``<certifier>/{clean,triggered}.jsonl``) starts with one header line
-``{"trustlab_stamp": H, "settings": {...}}``: the settings its records depend on (certifier parameters, noise seed,
-the sha256 of the model's weights and of the inputs) and H = ``config_hash(settings)``. Records follow, one per input,
-appended and flushed per chunk. A file whose stamp differs from the current settings is never trusted: it is refused
-(naming the differing settings) or discarded, as the caller chooses. Batch size and the time budget are not settings:
-results do not depend on them.
+A certificate file (``<certifier>/{clean,triggered}.jsonl``) is a record store keyed by input ``idx``: a header line
+``{"trustlab_stamp": H, "settings": {...}}`` holding the settings its records depend on (certifier parameters, noise
+seed, the sha256 of the model's weights and of the inputs), then one record per input, appended and flushed per chunk.
+A file whose stamp differs from the current settings is never trusted: it is refused (naming the differing settings)
+or discarded, as the caller chooses. Batch size and the time budget are not settings: results do not depend on them.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from trustlab.runtime import ConfigError, DataError, append_jsonl, config_diff, config_hash, read_jsonl
-
-STAMP_KEY = "trustlab_stamp"
+from trustlab.runtime import DataError, RecordStore, append_jsonl
+from trustlab.runtime.records import read_records as read_stamped
 
 
 def array_digest(*arrays: Any) -> str:
@@ -44,48 +42,40 @@ def model_digest(model) -> str:
 
 def read_records(path: str | Path) -> list[dict]:
     """The records of a certificate file (header skipped); [] when it does not exist."""
-    try:
-        lines = read_jsonl(path)
-    except OSError as exc:
-        from trustlab.runtime.files import os_error
-
-        raise os_error(path, exc, "certificate file") from None
-    return [r for r in lines if STAMP_KEY not in r]
+    path = Path(path)
+    return read_stamped(path, "certificate file")[1] if path.exists() else []
 
 
 def open_records(path: str | Path, settings: dict, *, resume: bool = True, on_stale: str = "refuse") -> list[dict]:
-    """Finished records of ``path`` if it was written under ``settings``; otherwise start it afresh.
+    """Finished records of ``path`` if it was written under ``settings``; otherwise start it afresh (the header is
+    written at once). ``resume=False`` always starts afresh; a file of other settings is refused naming them
+    (``on_stale="refuse"``) or removed (``"discard"``); an unstamped file is refused (``runtime.RecordStore``)."""
+    store = RecordStore(path, settings, key=_idx, what="certificate file", resume=resume, on_stale=on_stale)
+    store.done_keys()  # every line must be a record of one input (an idx)
+    return store.begin().records()
 
-    ``resume=False`` always starts afresh. A file written under other settings (or without a stamp) is refused with a
-    ConfigError naming the differing settings (``on_stale="refuse"``) or removed (``"discard"``)."""
-    path = Path(path)
-    stamp = config_hash(settings)
-    lines = read_jsonl(path) if resume and path.exists() else []
-    if lines:
-        head = lines[0]
-        if not isinstance(head, dict) or head.get(STAMP_KEY) != stamp:
-            if on_stale == "refuse":
-                old = head.get("settings") if isinstance(head, dict) and STAMP_KEY in head else None
-                differing = config_diff(old, settings) if isinstance(old, dict) else []
-                raise ConfigError(
-                    f"certificate file {str(path)!r} was written with other settings "
-                    f"({'differing: ' + ', '.join(differing) if differing else 'it carries no stamp'})",
-                    hint="pass --no-resume to start afresh, or choose another --out folder")
-            lines = []
-        else:
-            recs = lines[1:]
-            if any(not isinstance(r, dict) or "idx" not in r for r in recs):
-                raise DataError(f"certificate file {str(path)!r} holds a line that is not a record",
-                                hint="pass --no-resume to start afresh, or choose another --out folder")
-            return recs
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    append_jsonl(path, [{STAMP_KEY: stamp, "settings": settings}])
-    return []
+
+def stamped_records(path: str | Path, settings: dict, on_stale: str = "refuse") -> list[dict]:
+    """Records of ``path`` when it carries the stamp of ``settings``, without writing anything: [] when absent or
+    (``on_stale`` other than ``"refuse"``) of other settings; a file of other settings under ``"refuse"`` is refused
+    naming them. Several ranks may call it on one file at once."""
+    if not Path(path).is_file():
+        return []
+    store = RecordStore(path, settings, key=_idx, what="certificate file",
+                        on_stale="refuse" if on_stale == "refuse" else "ignore")
+    store.done_keys()
+    return store.records()
 
 
 def append_records(path: str | Path, records: Iterable[dict]) -> None:
     append_jsonl(path, records)
+
+
+def _idx(rec: dict) -> int:
+    if "idx" not in rec:
+        raise DataError("a certificate file holds a line that is not a record (no idx)",
+                        hint="pass --no-resume to start afresh, or choose another --out folder")
+    return int(rec["idx"])
 
 
 # --- path layout of a run ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Shared run-time ground: errors, threads, seeding, configs, run folders, progress. Imports nothing of ours.
+"""Shared run-time ground: errors, threads, seeding, configs, run folders, record stores, progress. Imports nothing of ours.
 
 Names load lazily from their submodules, so ``import trustlab.runtime.errors`` (the CLI's start-up path) does not
 pull in the config, run-folder and progress machinery.
@@ -17,6 +17,7 @@ _HOMES = {
                "TrustlabError", "require"),
     "io": ("append_jsonl", "load_stamped", "load_torch", "read_jsonl", "save_stamped", "save_torch_atomic",
            "write_json_atomic"),
+    "records": ("RecordStore", "read_records"),
     "files": ("at_path", "read_bytes", "read_text", "writable_dir", "write_secret"),
     "validate": ("check_types", "coerce", "parse_float_list", "parse_int_list"),
     "rundir": ("RunDir", "default_run_path", "environment", "utc_now"),

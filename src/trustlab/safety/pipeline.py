@@ -4,8 +4,11 @@
 A run folder holds ``run.json`` (the resolved config, the generation fingerprint, versions, status),
 ``generations.jsonl`` and ``labels.jsonl`` (stamped, append-only, fsynced per record, resumable), ``results.json``
 (schema ``trustlab.safety.results/1``, recomputed from the files every time), ``plots/`` and the report.
-Resuming skips finished keys; a changed config is refused with the differing keys named (the throughput knobs
-``batch_size``, ``concurrency``, ``threads``, ``base_urls``, timeouts and retries never count as a change).
+Resuming skips finished keys; a changed config is refused with the differing keys named. Only settings that change
+what a record says count (``runtime.records`` states the rule): the throughput knobs (``batch_size``,
+``concurrency``, ``threads``, ``base_urls``, timeouts, retries) and the extent settings (``limit``, ``start``,
+``shard``, judges and parts, ``bootstrap``, ``tie``, ``primary``, ``reference``, ``retry_errors``) never do, so a
+run is extended by them: ``--limit 4`` on a ``--limit 2`` run ends with the records of a fresh ``--limit 4`` run.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from typing import Any, Callable, Optional, Sequence
 from trustlab.runtime.config import config_diff, config_hash, from_dict, to_dict
 from trustlab.runtime.errors import ConfigError, DataError, Interrupted
 from trustlab.runtime.io import read_jsonl, write_json_atomic
+from trustlab.runtime.records import RecordStore, read_records
 
 from . import LAB, RESULTS_SCHEMA
 from .config import FORCED, BackendConfig, EvalConfig, JudgeSpec, generation_fingerprint, generation_identity
-from .store import JsonlStore, generation_key, label_key, read_records
+from .store import generation_key, is_failure, label_key, open_store
 
 GENERATIONS = "generations.jsonl"
 LABELS = "labels.jsonl"
 RUN_JSON = "run.json"
 _THROUGHPUT = dict(base_urls=(), batch_size=8, concurrency=32, threads=1, timeout_s=600.0, max_retries=6,
                    retry_min_s=1.0, retry_max_s=60.0)
+# Settings that decide which records a run holds, or what is computed from them, never what a record says: a run is
+# extended by them (runtime.records states the rule). Each is set to its default in the run folder's identity.
+EXTENT = ("limit", "start", "shard", "judges", "parts", "primary", "bootstrap", "tie", "reference", "retry_errors")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,10 +88,13 @@ class EvalResult:
 
 
 def content_config(cfg: EvalConfig) -> EvalConfig:
-    """``cfg`` with its throughput and run-control knobs at their defaults: what a resume must agree on."""
+    """``cfg`` with its throughput knobs and its ``EXTENT`` settings at their defaults: what a resume must agree on
+    (the settings records depend on, plus the strategies and K that metrics are computed over)."""
     kind = cfg.backend.kind
     knobs = dict(_THROUGHPUT, base_urls=("http://throughput.knob/v1",) if kind == "openai" else ())
-    return dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, **knobs), retry_errors=False)
+    extent = {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+              for f in dataclasses.fields(EvalConfig) if f.name in EXTENT}
+    return dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, **knobs), **extent)
 
 
 def _versions() -> dict[str, Any]:
@@ -155,13 +165,12 @@ def _interrupted(path: Path, verb: str) -> Interrupted:
                        hint=f"resume with: {resume_command(out=path)}")
 
 
-def generations_store(path: Path, cfg: EvalConfig) -> JsonlStore:
-    return JsonlStore(path / GENERATIONS, generation_fingerprint(cfg), generation_identity(cfg), generation_key,
-                      "generations file")
+def generations_store(path: Path, cfg: EvalConfig) -> RecordStore:
+    return open_store(path / GENERATIONS, generation_identity(cfg))
 
 
-def labels_store(path: Path, cfg: EvalConfig) -> JsonlStore:
-    return JsonlStore(path / LABELS, generation_fingerprint(cfg), generation_identity(cfg), label_key, "labels file")
+def labels_store(path: Path, cfg: EvalConfig) -> RecordStore:
+    return open_store(path / LABELS, generation_identity(cfg), labels=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,6 +214,11 @@ def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
     _write_run_json(run.path, cfg, "generating")
     prompts = load_prompts(cfg.dataset, cfg.limit, cfg.start, cfg.shard, prompt_column=cfg.prompt_column,
                            category_column=cfg.category_column, id_column=cfg.id_column, encoding=cfg.encoding)
+    wider = {r.get("prompt_id") for r in store.latest()} - {p.prompt_id for p in prompts}
+    if wider:  # an extent is only ever added to: metrics cover every record the run holds
+        warnings.warn(f"{str(run.path)!r} also holds records of {len(wider)} prompt(s) outside this call's "
+                      "--limit/--start/--shard (an earlier, wider call); they stay in the run and its metrics",
+                      stacklevel=2)
     own = backend is None
     if own:
         backend = make_backend(cfg.backend, think_format=cfg.thinking.think_format)
@@ -212,7 +226,7 @@ def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
     try:
         _preflight(backend, cfg)
         for strategy in cfg.strategies:
-            done = store.done_keys(include_errors=not cfg.retry_errors)
+            done = store.done_keys(redo=is_failure if cfg.retry_errors else None)
             total = sum(1 for p in prompts for j in range(cfg.sampling.k) if f"{strategy}/{p.prompt_id}#{j}" not in done)
             gen = generate_samples(backend, prompts, cfg.thinking_for(strategy), cfg.sampling, skip=done,
                                    system_prompt=cfg.backend.system_prompt)
