@@ -110,3 +110,56 @@ def test_a_gguf_that_is_not_one_is_a_model_error_naming_the_file(tmp_path, monke
         load_causal_lm(str(path))
     assert str(path) in err.value.message
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+
+
+def test_identity_is_computed_once_and_names_the_object(tiny_lm, tmp_path, monkeypatch):
+    """Issue 17 item 2: name_or_path + weights digest come from the object, once; a changed weight is re-hashed."""
+    import warnings
+
+    from trustlab.models import identity as ident
+
+    model, tok = load_causal_lm("tiny-llama")
+    session = ident.model_identity(tiny_lm[0])
+    calls = []
+    real = ident.weights_digest
+    monkeypatch.setattr(ident, "weights_digest", lambda m: calls.append(1) or real(m))
+    first = ident.model_identity(model)
+    assert ident.model_identity(model) is first and len(calls) == 1  # cached on the object
+    assert first.name_or_path == "tiny-llama" and first.architecture == "LlamaForCausalLM"
+    assert first.n_params == sum(p.numel() for p in model.parameters()) and first.family == "tiny"
+    assert first.weights_sha256 == session.weights_sha256  # same weights, same digest
+    from trustlab.fingerprint.keys import weights_sha256
+
+    assert first.weights_sha256 == weights_sha256(model)  # the digest the fingerprint file already records
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # trained in place: a new digest
+    assert ident.model_identity(model).weights_sha256 != first.weights_sha256 and len(calls) == 2
+    # a folder load names the folder; a config naming another model is a request: one warning names both
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, _ = load_causal_lm(str(tmp_path / "m"))
+    found = ident.model_identity(loaded)
+    assert found.name_or_path == str(tmp_path / "m") and found.weights_sha256 == ident.model_identity(model).weights_sha256
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ident.check_request(found, "smollm2-135m-instruct")
+        ident.check_request(found, str(tmp_path / "m"))  # the same folder: no warning
+    assert len(caught) == 1 and "smollm2-135m-instruct" in str(caught[0].message) \
+        and str(tmp_path / "m") in str(caught[0].message)
+
+
+def test_fp_tiny_is_listed_by_models_list(cli):
+    from trustlab.models.causal_lm import MODELS, listing
+
+    assert "fp-tiny" in MODELS and any(r["name"] == "fp-tiny" and r["available"] for r in listing())
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "fp-tiny" in out
+
+
+def test_fp_tiny_loads_by_its_registry_name():
+    from trustlab.fingerprint.tiny import prepare_tiny
+    from trustlab.models.identity import model_identity
+
+    model, tok = load_causal_lm("fp-tiny")
+    ident = model_identity(model)
+    assert ident.name_or_path == str(prepare_tiny()) and ident.family == "tiny" and tok.bos_token == "<s>"

