@@ -1,7 +1,7 @@
-"""Shared run-time ground: errors, threads, seeding, configs, run folders, record stores, progress. Imports nothing of ours.
+"""Shared run-time ground: errors, threads, seeding, configs, run folders, record stores, progress.
 
-Names load lazily from their submodules, so ``import trustlab.runtime.errors`` (the CLI's start-up path) does not
-pull in the config, run-folder and progress machinery.
+Imports nothing of ours. Names load lazily from their submodules, so ``import trustlab.runtime.errors`` (the CLI's
+start-up path) does not pull in the config, run-folder and progress machinery.
 """
 
 from importlib import import_module
