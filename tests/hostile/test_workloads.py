@@ -14,7 +14,7 @@ CASES = ["fp-generate-key-length-past-context", "fp-generate-response-length-pas
          "fp-generate-n-100000000", "fp-assign-copies-past-memory", "fp-assign-copies-past-time-limit",
          "safety-generate-5mb-prompt", "safety-generate-max-tokens-100000000", "safety-metrics-bootstrap-1e9",
          "safety-compare-bootstrap-1e9", "vfl-train-epochs-1e9", "fp-embed-benign-response-length-past-context",
-         "fp-robustness-sft-epochs-1e9", "safety-sft-examples-past-context"]
+         "fp-robustness-sft-epochs-1e9", "safety-sft-examples-past-context", "safety-generate-k-1e9"]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,15 @@ def test_safety_generate_max_tokens_past_the_window_is_cut_to_it(capsys, tmp_pat
     rec = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines() if line.strip()]
     rec = [r for r in rec if "prompt_id" in r]
     assert rec and all(r["status"] == "ok" and 0 < r["answer_tokens"] + r["think_tokens"] < 1024 for r in rec)
+
+
+def test_safety_generate_k_past_memory_is_refused_before_any_request(capsys, tmp_path):
+    script = tmp_path / "s.yaml"
+    script.write_text("default: Sure.\n")
+    got = run_cli(capsys, "safety", "generate", "--backend", "scripted", "--script", script, "--dataset", "fixture",
+                  "-k", "1000000000", "--temperature", "0.6", "--out", tmp_path / "o")
+    assert_refused(got, 2, "K=1000000000", "of memory")
+    assert not (tmp_path / "o" / "generations.jsonl").exists()
 
 
 def test_safety_metrics_bootstrap_past_memory(capsys, judged_run):

@@ -152,6 +152,19 @@ def _open(cfg: EvalConfig, out: Optional[str | Path], verb: str, resume: bool):
                        resumes=RUN_VERBS)
 
 
+# bytes one sample costs before any text: its key in the done set, its record's fixed fields
+SAMPLE_BYTES = 512
+
+
+def _require_sample_budget(n_prompts: int, cfg: EvalConfig) -> None:
+    """prompts x K x strategies samples must fit in memory as records and keys (exit 2 naming K otherwise)."""
+    from trustlab.runtime.workload import require_memory
+
+    n = n_prompts * cfg.sampling.k * len(cfg.strategies)
+    require_memory(f"{n_prompts} prompt(s) x K={cfg.sampling.k} x {len(cfg.strategies)} strategies = {n} samples",
+                   n * SAMPLE_BYTES, hint="lower -k or --limit (the paper uses K=5)")
+
+
 def _attach(path: Path, verb: str):
     from trustlab.runtime.rundir import RunDir
 
@@ -214,6 +227,7 @@ def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
     _write_run_json(run.path, cfg, "generating")
     prompts = load_prompts(cfg.dataset, cfg.limit, cfg.start, cfg.shard, prompt_column=cfg.prompt_column,
                            category_column=cfg.category_column, id_column=cfg.id_column, encoding=cfg.encoding)
+    _require_sample_budget(len(prompts), cfg)
     wider = {r.get("prompt_id") for r in store.latest()} - {p.prompt_id for p in prompts}
     if wider:  # an extent is only ever added to: metrics cover every record the run holds
         warnings.warn(f"{str(run.path)!r} also holds records of {len(wider)} prompt(s) outside this call's "
