@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from trustlab.runtime.errors import BackendError, ConfigError, ModelError
+from trustlab.models.llm.local import Completion  # noqa: F401 - the one completion type (text, token_ids, ...)
+from trustlab.runtime.errors import BackendError, ConfigError
 
 Prompt = Sequence[int] | str
-
-
-class Completion(NamedTuple):
-    """One completion: its text and, where the backend knows them, its token ids."""
-
-    text: str
-    token_ids: tuple[int, ...] | None = None
 
 
 class Backend(Protocol):
@@ -50,7 +44,9 @@ def _check_args(max_new_tokens: int, temperature: float, n: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
 class HFBackend:
-    """A local causal LM: left-padded batches, greedy or sampled ``generate``; completions carry token ids.
+    """A local causal LM through the shared ``trustlab.models.llm.local.LocalLM``: left-padded batches of
+    ``batch_size``, greedy or sampled (batch ``b`` seeded ``seed + b * batch_size``); completions carry their token
+    ids up to and including EOS. The caller's tokenizer and the global torch RNG are left as they were.
 
     ``logits_processor`` (callables ``(input_ids, scores) -> scores``) is how a host's decoding-time attack is
     applied to the suspect (see ``robustness``)."""
@@ -62,65 +58,28 @@ class HFBackend:
     failures: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        from trustlab.models.llm.local import LocalLM
+
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}", hint="16 is the default")
+        self.lm = LocalLM(self.model, self.tokenizer, self.batch_size, self.logits_processor)
 
     @property
     def pad_id(self) -> int:
-        tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        if pad is None:
-            raise ModelError("the tokenizer has neither a pad nor an eos token", hint="set tokenizer.pad_token")
-        return int(pad)
+        return self.lm.pad_id
 
     def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        return [int(t) for t in prompt]
+        return self.lm.encode(prompt)
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, *, temperature: float = 0.0, n: int = 1,
                  seed: int | None = None) -> list[list[Completion]]:
-        import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from trustlab.models.llm.local import Decoding
 
         _check_args(max_new_tokens, temperature, n)
         self.failures = {}
-        ids = [self.encode(p) for p in prompts]
-        if any(len(x) == 0 for x in ids):
-            raise ConfigError("an empty prompt was given to the local backend", hint="every key needs tokens")
-        device = next(self.model.parameters()).device
-        eos = self.tokenizer.eos_token_id
         sampled = temperature > 0
-        gen = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=sampled,
-                               num_return_sequences=n, pad_token_id=self.pad_id, eos_token_id=eos,
-                               **({"temperature": float(temperature), "top_k": 0, "top_p": 1.0} if sampled else {}))
-        processors = LogitsProcessorList(list(self.logits_processor))
-        out: list[list[Completion]] = []
-        for start in range(0, len(ids), self.batch_size):
-            chunk = ids[start:start + self.batch_size]
-            width = max(map(len, chunk))
-            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, x in enumerate(chunk):  # left padding: every prompt ends where generation starts
-                input_ids[i, width - len(x):] = torch.tensor(x)
-                mask[i, width - len(x):] = 1
-            for proc in processors:  # position-aware processors (robustness.SuppressTopK) learn where decoding starts
-                if hasattr(proc, "begin"):
-                    proc.begin(width)
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                if sampled and seed is not None:
-                    torch.manual_seed(int(seed) + start)
-                seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                           generation_config=gen, logits_processor=processors)
-            new = seqs[:, width:].tolist()
-            for i in range(len(chunk)):
-                out.append([self._completion(new[i * n + j], eos) for j in range(n)])
-        return out
-
-    def _completion(self, toks: list[int], eos: int | None) -> Completion:
-        if eos is not None and eos in toks:
-            toks = toks[:toks.index(eos) + 1]
-        return Completion(self.tokenizer.decode(toks, skip_special_tokens=True), tuple(toks))
+        dec = Decoding(max_new_tokens=max_new_tokens, temperature=float(temperature) if sampled else 0.0, n=n)
+        return self.lm.generate(prompts, dec, seed=int(seed) if sampled and seed is not None else None)
 
 
 # --------------------------------------------------------------------------------------------------------------

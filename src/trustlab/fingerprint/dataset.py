@@ -199,7 +199,6 @@ def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus"
     of the untouched ``model`` after each (in the training layout), unless the source gives the response.
     Rows: prompt, prompt_ids, response_ids."""
     import numpy as np
-    import torch
 
     if n <= 0:
         return []
@@ -209,8 +208,11 @@ def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus"
     while len(chosen) < n:  # fewer prompts than pairs asked: reuse them in the same seeded order
         chosen.append(texts[order[len(chosen) % len(texts)]])
     rows = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from trustlab.models.llm.local import Decoding, LocalLM
     from trustlab.runtime.workload import model_context, require_context
+
+    lm = LocalLM(model, tokenizer, batch_size=batch_size)  # left-padded, greedy: exactly response_length tokens
+    greedy = Decoding(max_new_tokens=response_length, min_new_tokens=response_length)
 
     context = model_context(model, tokenizer)
     was_training = model.training
@@ -231,14 +233,9 @@ def benign_pairs(model: Any, tokenizer: Any, n: int, source: str = "chat-corpus"
                             f"{response_length:,}", width + response_length, context,
                             getattr(getattr(model, "config", None), "_name_or_path", "") or "the base model",
                             hint="lower benign_response_length, or drop the longest prompts of the benign source")
-            batch = collate([Example(e.input_ids, (IGNORE,) * len(e.input_ids)) for e in layout], pad, side="left")
-            with torch.no_grad():
-                out = model.generate(input_ids=batch["input_ids"].to(model.device),
-                                     attention_mask=batch["attention_mask"].to(model.device),
-                                     max_new_tokens=response_length, min_new_tokens=response_length,
-                                     do_sample=False, pad_token_id=pad)
-            for text, p, row in zip(part, pids, out[:, width:].tolist()):
-                rows.append({"prompt": text, "prompt_ids": p, "response_ids": row})
+            outs = lm.generate([e.input_ids for e in layout], greedy)
+            for text, p, out in zip(part, pids, outs):
+                rows.append({"prompt": text, "prompt_ids": p, "response_ids": list(out[0].token_ids)})
     finally:
         model.train(was_training)
     return rows

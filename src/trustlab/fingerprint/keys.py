@@ -67,8 +67,6 @@ def _pad_id(tok: Any) -> int:
 
 def sample_key_texts(model: Any, tok: Any, words: Sequence[str], cfg: GenerateConfig, seed: int) -> list[str]:
     """One sampled sentence per seed word (see module doc)."""
-    import torch
-
     chat = bool(getattr(tok, "chat_template", None))
     prompts = []
     for w in words:
@@ -78,19 +76,14 @@ def sample_key_texts(model: Any, tok: Any, words: Sequence[str], cfg: GenerateCo
             prompts.append(tok.encode(text, add_special_tokens=False))
         else:
             prompts.append(([tok.bos_token_id] if adds_bos(tok) else []) + tok.encode(w, add_special_tokens=False))
-    batch = _left_batch(prompts, _pad_id(tok))
-    width = batch["input_ids"].shape[1]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=batch["input_ids"].to(model.device),
-                             attention_mask=batch["attention_mask"].to(model.device),
-                             do_sample=True, temperature=cfg.key_temperature, top_k=0, top_p=1.0,
-                             max_new_tokens=cfg.key_length + 8, pad_token_id=_pad_id(tok))
-    texts = []
-    for w, row in zip(words, out[:, width:].tolist()):
-        gen = tok.decode(row, skip_special_tokens=True)
-        texts.append(gen if chat else f"{w} {gen}")
-    return texts
+    if not prompts:
+        return []
+    from trustlab.models.llm.local import Decoding, LocalLM
+
+    # one batch seeded with ``seed``; the global RNG and the tokenizer are left alone
+    outs = LocalLM(model, tok, batch_size=len(prompts)).generate(
+        prompts, Decoding(max_new_tokens=cfg.key_length + 8, temperature=cfg.key_temperature), seed=seed)
+    return [o[0].text if chat else f"{w} {o[0].text}" for w, o in zip(words, outs)]
 
 
 def clean_key(tok: Any, text: str, key_length: int) -> tuple[list[int] | None, str]:
@@ -129,15 +122,13 @@ def next_token_probs(model: Any, tok: Any, keys: Sequence[Sequence[int]], prompt
 
 def greedy_continue(model: Any, tok: Any, prompt: Sequence[int], first: int, length: int) -> list[int]:
     """[first] + (length - 1) greedy tokens of ``model`` after prompt + first."""
-    import torch
+    from trustlab.models.llm.local import Decoding, LocalLM
 
     if length <= 1:
         return [first]
-    ids = torch.tensor([list(prompt) + [first]], device=model.device)
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=length - 1, min_new_tokens=length - 1, pad_token_id=_pad_id(tok))
-    return [first] + out[0, ids.shape[1]:].tolist()
+    [[c]] = LocalLM(model, tok, batch_size=1).generate(
+        [list(prompt) + [first]], Decoding(max_new_tokens=length - 1, min_new_tokens=length - 1))
+    return [first] + list(c.token_ids)
 
 
 def check_workload(cfg: GenerateConfig, model: Any, tok: Any, kmodel: Any, ktok: Any) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
+from trustlab.models.llm.local import Completion, failed  # noqa: F401 - the one completion type, re-exported
 from trustlab.models.llm.script import cut_at_stop  # noqa: F401 - re-exported for the backends
 from trustlab.runtime.errors import ConfigError
 from trustlab.runtime.validate import check_types, require_range
@@ -53,25 +54,6 @@ class GenParams:
         if self.top_k != -1 and self.top_k < 1:
             raise ConfigError(f"params.top_k must be -1 or >= 1, got {self.top_k}")
         require_range("params.repetition_penalty", self.repetition_penalty, 0.0, None, lo_open=True)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated continuation; ``error`` is set (and ``text`` empty) when the request failed for good."""
-
-    text: str
-    tokens: int
-    finish_reason: str = "stop"
-    error: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.finish_reason not in ("error", "filtered")
-
-
-def failed(message: str, finish_reason: str = "error") -> Completion:
-    """A persistent failure: no text, no tokens, the reason kept."""
-    return Completion("", 0, finish_reason, message)
 
 
 ParamsArg = Union[GenParams, Sequence[GenParams]]
