@@ -10,7 +10,8 @@ from trustlab.runtime.errors import ConfigError, Interrupted
 from trustlab.safety.backends.scripted import ScriptedBackend
 from trustlab.safety.config import (BackendConfig, EvalConfig, JudgeSpec, Sampling, Thinking, generation_fingerprint,
                                     generation_identity)
-from trustlab.safety.pipeline import compare, generate, generations_store, judge, merge, metrics, run_eval
+from trustlab.safety.combine import compare, merge
+from trustlab.safety.pipeline import generate, generations_store, judge, metrics, run_eval
 from trustlab.safety.store import open_store
 
 # fx-00..fx-03 refuse; the others comply (the fixture set has 12 prompts)

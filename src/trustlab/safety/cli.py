@@ -325,7 +325,7 @@ def compare_cmd(runs: List[Path] = typer.Argument(..., help="Two or more run fol
     """Paired differences of Safe@1 / Safe@K / ConsSafe@K between runs, with paired-bootstrap intervals."""
     from trustlab.runtime.io import write_json_atomic
 
-    from .pipeline import compare
+    from .combine import compare
 
     r = compare(runs, tie, bootstrap, seed)
     for pair, block in r.differences.items():
@@ -345,7 +345,7 @@ def compare_cmd(runs: List[Path] = typer.Argument(..., help="Two or more run fol
 def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run folders (same flags except --shard)."),
               out: Path = typer.Option(..., "--out", help="The merged run folder (new).")) -> None:
     """Merge shard runs into one run and recompute its metrics."""
-    from .pipeline import merge
+    from .combine import merge
 
     r = merge(shards, out)
     typer.echo(f"merged {len(shards)} shard(s): {r.n_generations} generations, {r.n_labels} labels")

@@ -377,7 +377,8 @@ def before_after(base_model: str, tuned: str | Path, dataset: str, out: str | Pa
     """Evaluate the base and the fine-tuned model on the same prompts (transformers backend, greedy, K=1, default
     strategy, ``judge`` on response/thought/answer) and their paired differences (after - before)."""
     from .config import BackendConfig, EvalConfig, JudgeSpec, Sampling
-    from .pipeline import compare, run_eval
+    from .combine import compare
+    from .pipeline import run_eval
 
     out = Path(out)
     runs = {}
