@@ -18,6 +18,7 @@ from trustlab.runtime.errors import ConfigError, Interrupted
 app = typer.Typer(name="fingerprint", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.")
 LAB = "fingerprint"
+SMOLLM2 = "smollm2-135m-instruct"  # the model `embed` loads when none is named
 
 
 def resolve_config(cls, config: Optional[Path], overrides: dict[str, Any]):
@@ -196,12 +197,13 @@ def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=
         return out, None
     if main:
         fps.save(out / "fingerprints.json")
-    model, tok = lm if lm is not None else _load_model(cfg.model, cfg.dtype)
+    model, tok = lm if lm is not None else _load_model(cfg.model or SMOLLM2, cfg.dtype)
     result = embed(model, tok, fps, cfg, out_dir=out, resume=mode == "resume", model_ref=cfg.model)
     if main:
         run.write_results(result.summary(), artifacts=[out / "model", out / "train_log.jsonl",
                                                        out / "embed_result.json", out / "fingerprints.json"],
-                          set_digest=fps.set_digest, secret_commitment=fps.secret_commitment)
+                          set_digest=fps.set_digest, secret_commitment=fps.secret_commitment,
+                          model=result.base_model.to_dict())
     return out, result
 
 
@@ -243,6 +245,8 @@ def embed(
                                    help="Replace what the folder holds, also a run of another config (= --no-resume)."),
 ) -> None:
     """Fine-tune the fingerprints into a model (full or LoRA, per-step weight averaging, benign mixing)."""
+    import dataclasses
+
     from trustlab.runtime.rundir import default_run_path
 
     from .config import EmbedConfig
@@ -254,6 +258,8 @@ def embed(
         "micro_batch_size": micro_batch_size, "augment_prompts": augment_prompts, "append_eos": append_eos,
         "lora.enabled": lora, "lora.r": lora_r, "dtype": dtype, "save_every": save_every,
         "write_metadata": False if no_metadata else None, "seed": seed})
+    if cfg.model is None:
+        cfg = dataclasses.replace(cfg, model=SMOLLM2)
     out = out or (Path(cfg.out_dir) if cfg.out_dir else default_run_path(LAB, "embed"))
     _threads()
     import warnings
@@ -376,10 +382,8 @@ def report_section(results: dict, run_dir: Path):
 
 
 def _register() -> None:
-    try:
-        from .cli_verify import register
-    except ImportError:  # pragma: no cover - only while the verify verbs are not installed
-        return
+    from .cli_verify import register
+
     register(app)
 
 

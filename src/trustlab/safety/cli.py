@@ -473,10 +473,8 @@ def report_section(results: dict, run_dir: Path):
 
 
 def _register_training() -> None:
-    try:
-        from . import cli_train
-    except ImportError:
-        return
+    from . import cli_train
+
     cli_train.register(app)
 
 
