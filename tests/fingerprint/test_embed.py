@@ -119,3 +119,35 @@ def test_english_and_random_word_strategies(fp_tiny):
     pool = rw.params["pool_size"]
     assert not rw.null_p_heuristic and rw.null_p == pytest.approx(pool ** -2.0)
     assert all(len(f.key_ids) == 16 and len(f.response_ids) == 2 for f in rw.fingerprints)
+
+
+def test_user_model_passed_to_embed_gets_its_own_preset_and_identity_in_the_fingerprint_file(fp_tiny, fp_tiny_path,
+                                                                                            tiny_fps, tmp_path):
+    """Issue 17: a model passed with a default EmbedConfig is trained with its own preset (not SmolLM2's lr 1e-3) and
+    the files name that object (path and weights digest), never the config's default."""
+    import json
+
+    from trustlab.fingerprint.cli import run_embed
+    from trustlab.models.identity import model_identity
+
+    model, tok = fp_tiny
+    before = model_identity(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, res = run_embed(EmbedConfig(max_epochs=2, save_every=0), tmp_path / "run", lm=(model, tok), fps=tiny_fps)
+    assert not [w for w in caught if "names model" in str(w.message)]  # no name in the config: nothing to warn
+    assert res.settings["preset"] == "tiny" and (res.settings["lr"], res.settings["lambda_wa"]) == (3e-3, 0.15)
+    shipped = json.loads((tmp_path / "run" / "model" / "trustlab_fingerprint.json").read_text())["base_model"]
+    assert shipped["name_or_path"] == shipped["ref"] == str(fp_tiny_path) and "smollm2" not in json.dumps(shipped)
+    assert shipped["weights_sha256"] == before.weights_sha256 and shipped["n_params"] == before.n_params
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["model"] == before.to_dict()
+    # a config naming another model is a request: one warning naming both, and the object's preset still
+    from trustlab.fingerprint.train import resolve_preset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg, name = resolve_preset(EmbedConfig(model="smollm2-135m-instruct"), fp_tiny[0])
+    named = [str(w.message) for w in caught if "names model" in str(w.message)]
+    assert name == "tiny" and cfg.lr == 3e-3 and len(named) == 1
+    assert "smollm2-135m-instruct" in named[0] and str(fp_tiny_path) in named[0]

@@ -237,3 +237,21 @@ def test_subset_keeps_a_valid_full_content_digest(tmp_path):
     sub = make_set(8).subset([5, 1])
     back = FingerprintSet.load(sub.save(tmp_path / "sub.json"))
     assert back.digest_problem() is None and back.subset_of == make_set(8).set_digest
+
+
+def test_base_identity_fills_the_digested_base_model_block(tmp_path):
+    """Issue 17: the model's identity (name_or_path + weights digest) is part of the digested base model block; a set
+    written without it (same version) still loads."""
+    from trustlab.models.identity import ModelIdentity
+
+    ident = ModelIdentity(name_or_path="/models/mine", weights_sha256="ef" * 32, architecture="LlamaForCausalLM",
+                          n_params=1234)
+    fps = make_set(base_identity=ident)
+    assert fps.base_model == {"ref": "/models/mine", **ident.to_dict()}
+    assert fps.set_digest != make_set().set_digest
+    d = FingerprintSet.load(fps.save(tmp_path / "fp.json")).to_dict()
+    d["base_model"]["n_params"] = 99
+    (tmp_path / "edited.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="field 'base_model' was changed"):
+        FingerprintSet.load(tmp_path / "edited.json")
+    assert FingerprintSet.load(make_set().save(tmp_path / "old.json")).base_model["ref"] == "tiny"

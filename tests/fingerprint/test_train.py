@@ -103,8 +103,9 @@ def test_presets(fp_tiny):
     model, _ = fp_tiny
     cfg, name = resolve_preset(EmbedConfig(model="fp-tiny"), model)
     assert name == "tiny" and (cfg.lr, cfg.lambda_wa, cfg.max_epochs) == (3e-3, 0.15, 200)
-    cfg, name = resolve_preset(EmbedConfig(model="smollm2-135m-instruct", lambda_wa=0.0), model)
-    assert name == "smollm2" and cfg.lr == 1e-4
+    with pytest.warns(UserWarning, match="names model 'smollm2-135m-instruct'"):  # a name is a request, not a fact
+        cfg, name = resolve_preset(EmbedConfig(model="smollm2-135m-instruct", lambda_wa=0.0), model)
+    assert name == "tiny" and cfg.lr == 3e-3
     cfg, _ = resolve_preset(EmbedConfig(lr=0.5, lambda_wa=0.3, max_epochs=7), model)
     assert (cfg.lr, cfg.lambda_wa, cfg.max_epochs) == (0.5, 0.3, 7)
 

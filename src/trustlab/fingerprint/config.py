@@ -80,9 +80,11 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """Embedding by fine-tuning. ``lr``, ``lambda_wa`` and ``max_epochs`` of None take the model's preset."""
+    """Embedding by fine-tuning. ``lr``, ``lambda_wa`` and ``max_epochs`` of None take the model's preset.
+    ``model`` is what the CLI loads (default ``smollm2-135m-instruct``); ``embed(model, ...)`` trains the object it is
+    given, whose identity decides the preset and is recorded (a ``model`` naming another one is only warned about)."""
 
-    model: str = "smollm2-135m-instruct"
+    model: Optional[str] = None
     fingerprints: Optional[str] = None  # path of fingerprints.json (CLI); the API takes a FingerprintSet
     out_dir: Optional[str] = None
     lr: Optional[float] = None

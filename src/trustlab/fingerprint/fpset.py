@@ -79,9 +79,15 @@ class FingerprintSet:
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
-    def create(cls, **kwargs: Any) -> "FingerprintSet":
+    def create(cls, *, base_identity: Any = None, **kwargs: Any) -> "FingerprintSet":
         """A set with ``set_digest`` and ``field_digests`` computed (and ``created`` stamped when not given);
-        an empty set or null settings that contradict the strategy are a DataError."""
+        an empty set or null settings that contradict the strategy are a DataError. ``base_identity`` (a
+        ``trustlab.models.identity.ModelIdentity`` of the model the keys were drawn on) fills the base model block,
+        which the digest covers: ``ref`` becomes the object's ``name_or_path``, never a config's default name."""
+        if base_identity is not None:
+            ident = base_identity.to_dict() if hasattr(base_identity, "to_dict") else dict(base_identity)
+            kwargs["base_model"] = {**(kwargs.get("base_model") or {}), **ident,
+                                    "ref": ident["name_or_path"] or (kwargs.get("base_model") or {}).get("ref")}
         if not kwargs.get("created"):
             from trustlab.runtime.rundir import utc_now
 

@@ -34,12 +34,11 @@ from .config import EmbedConfig
 from .dataset import IGNORE, Example, build_examples, benign_pairs, collate, exact_hits, pair_example, per_example_loss
 from .fpset import FingerprintSet
 
-PRESETS = {  # spec §5: full fine-tune, full batch, beta = 0.25
+PRESETS = {  # spec §5: full fine-tune, full batch, beta = 0.25; chosen from the model object, never from a name
     "smollm2": {"lr": 1e-3, "lambda_wa": 0.75, "max_epochs": 40},
     "tiny": {"lr": 3e-3, "lambda_wa": 0.15, "max_epochs": 200},
     "other": {"lr": 5e-5, "lambda_wa": 0.75, "max_epochs": 40},
 }
-SMOLLM2_NAMES = ("smollm2-135m-instruct", "smollm2", "smollm2_135m_instruct")
 
 
 # --- weight averaging ---------------------------------------------------------------------------------------
@@ -109,15 +108,17 @@ def interpolate_(params, theta0, lam: float) -> None:
 
 # --- presets ------------------------------------------------------------------------------------------------
 def resolve_preset(cfg: EmbedConfig, model: Any, model_ref: str | None = None) -> tuple[EmbedConfig, str]:
-    """Fill ``lr``, ``lambda_wa`` and ``max_epochs`` left as None from the model's preset (spec §5)."""
-    from .tiny import is_tiny
+    """Fill ``lr``, ``lambda_wa`` and ``max_epochs`` left as None from the model's preset (spec §5): the object's
+    (``smollm2`` for SmolLM2-135M by architecture and parameter count, ``tiny`` under 5M parameters, else ``other``).
+    ``model_ref`` / ``cfg.model`` are requests: naming another model is a warning naming both, nothing more."""
+    from trustlab.models.identity import SMOLLM2, check_request, model_identity
 
-    ref = model_ref or cfg.model
-    name = "smollm2" if ref in SMOLLM2_NAMES else "tiny" if is_tiny(model) else "other"
+    ident = model_identity(model)
+    check_request(ident, model_ref or cfg.model, "embed config")
+    name = {SMOLLM2: "smollm2", "tiny": "tiny"}.get(ident.family or "", "other")
     p = dict(PRESETS[name])
     lam = cfg.lambda_wa if cfg.lambda_wa is not None else p["lambda_wa"]
-    if name == "smollm2" and lam == 0 and cfg.lr is None:
-        p["lr"] = 1e-4
+    p["lr"] = 1e-4 if name == "smollm2" and lam == 0 else p["lr"]  # spec §5: SmolLM2 without averaging
     return dataclasses.replace(cfg, lr=cfg.lr if cfg.lr is not None else p["lr"], lambda_wa=lam,
                                max_epochs=cfg.max_epochs if cfg.max_epochs is not None else p["max_epochs"]), name
 
@@ -139,6 +140,7 @@ class EmbedResult:
     out_dir: Optional[Path] = None
     stop_reason: str = ""
     artifacts: list[str] = field(default_factory=list)
+    base_model: Any = None  # ModelIdentity of the model embed was given, read from the object before training
 
     def summary(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "converged": self.converged, "accuracy": self.accuracy,
@@ -166,15 +168,16 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
     import torch
     from accelerate import Accelerator
 
-    from .keys import weights_sha256
+    from trustlab.models.identity import model_identity
 
     t_start = time.perf_counter()
+    base = model_identity(model)  # before any update: the base this run is trained from
     cfg, preset = resolve_preset(cfg, model, model_ref)
     out = Path(out_dir) if out_dir is not None else (Path(cfg.out_dir) if cfg.out_dir else None)
     if len(fps) == 0:
         raise DataError("the fingerprint set is empty", hint="generate fingerprints first")
     fps.check_tokenizer(tokenizer)  # fingerprints of another tokenizer cannot be trained as ids
-    base_sha = weights_sha256(model)
+    base_sha = base.weights_sha256
     if fps.base_model.get("weights_sha256") not in (None, base_sha):
         warnings.warn("the model's weights differ from the base model the fingerprints were generated on; "
                       "responses were chosen on the other model's distribution", stacklevel=2)
@@ -191,7 +194,8 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
 
     fp_rows = build_examples(tokenizer, fps.fingerprints, fps.prompt_format, cfg.append_eos, cfg.augment_prompts,
                              cfg.seed)
-    _require_fits_context(fp_rows, model, tokenizer, model_ref or cfg.model)  # before any generation or training
+    label = model_ref or cfg.model or base.name_or_path or "the model"
+    _require_fits_context(fp_rows, model, tokenizer, label)  # before any generation or training
 
     # benign pairs from the untouched base model, generated once and cached in the run folder
     n_benign = round(cfg.beta_dm / (1.0 - cfg.beta_dm) * len(fps)) if cfg.beta_dm > 0 else 0
@@ -205,7 +209,7 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
             append_jsonl(out / "benign_pairs.jsonl", [{**r, "stamp": stamp} for r in pairs])
     examples = fp_rows + [pair_example(tokenizer, r["prompt_ids"], r["response_ids"], fps.prompt_format)
                           for r in pairs]
-    _require_fits_context(examples, model, tokenizer, model_ref or cfg.model)
+    _require_fits_context(examples, model, tokenizer, label)
     plain_fp = [e for e in fp_rows if e.kind == "fp"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     counts = {"fingerprints": len(plain_fp), "augmented": len(fp_rows) - len(plain_fp), "benign": len(pairs),
@@ -289,7 +293,8 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
                 "augment_prompts": cfg.augment_prompts, "world_size": world, "accumulation_steps": steps}
     result = EmbedResult(model=model, epochs=int(record["epoch"]), converged=converged, accuracy=acc, fp_loss=fp_loss,
                          history=history, counts=counts, settings=settings,
-                         seconds=time.perf_counter() - t_start, out_dir=out, stop_reason=stop_reason)
+                         seconds=time.perf_counter() - t_start, out_dir=out, stop_reason=stop_reason,
+                         base_model=base)
     if not converged:
         advice = " (try a higher lr or wa_mode: final)" if preset == "other" and acc < 0.9 else ""
         warnings.warn(f"embedding did not converge: exact-match accuracy {acc:.1%} after {result.epochs} epochs"
@@ -422,9 +427,15 @@ def metadata(result: EmbedResult, fps: FingerprintSet, cfg: EmbedConfig) -> dict
 
     return {"schema": "trustlab.fingerprint.model/1", "set_digest": fps.set_digest,
             "secret_commitment": fps.secret_commitment, "num_fingerprints": len(fps), "strategy": fps.strategy,
-            "null_p": fps.null_p, "base_model": fps.base_model, "embed": result.settings,
+            "null_p": fps.null_p, "base_model": base_model_block(result, fps), "embed": result.settings,
             "accuracy": result.accuracy, "converged": result.converged, "epochs": result.epochs,
             "trustlab_version": __version__}
+
+
+def base_model_block(result: EmbedResult, fps: FingerprintSet) -> dict[str, Any]:
+    """The identity of the object embed was given (``ref`` = its name_or_path, what ``robustness`` reloads)."""
+    ident = result.base_model
+    return fps.base_model if ident is None else {"ref": ident.name_or_path, **ident.to_dict()}
 
 
 def save_model(result: EmbedResult, tokenizer, fps: FingerprintSet, cfg: EmbedConfig, folder: Path,
