@@ -139,7 +139,8 @@ def test_identity_is_computed_once_and_names_the_object(tiny_lm, tmp_path, monke
     tok.save_pretrained(tmp_path / "m")
     loaded, _ = load_causal_lm(str(tmp_path / "m"))
     found = ident.model_identity(loaded)
-    assert found.name_or_path == str(tmp_path / "m") and found.weights_sha256 == ident.model_identity(model).weights_sha256
+    assert found.name_or_path == str(tmp_path / "m")
+    assert found.weights_sha256 == ident.model_identity(model).weights_sha256
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ident.check_request(found, "smollm2-135m-instruct")

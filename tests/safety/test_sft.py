@@ -90,6 +90,7 @@ def test_lora_loss_falls_and_adapter_reloads(tmp_path, tiny_lm):
     assert res.steps == 20 and res.loss_after < 0.85 * res.loss_before
     info = json.loads((tmp_path / "out" / "sft.json").read_text())
     assert info["lora"] is True and info["n_examples"] == 4 and info["base_model"] == "tiny-llama"
+    assert info["base_identity"]["name_or_path"] == "tiny-llama"
     assert [r["step"] for r in map(json.loads, (tmp_path / "out" / "train_log.jsonl").read_text().splitlines())] \
         == list(range(1, 21))
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
@@ -144,3 +145,40 @@ def test_missing_chat_template_names_the_flag(tok):
     with pytest.raises(ModelError) as err:
         encode_example(tok, [{"role": "user", "content": "q"}], "a", ThinkFormat())
     assert "--chat-template" in err.value.hint and err.value.exit_code == 2
+
+
+def test_adapter_reloads_onto_the_base_it_was_trained_on(tmp_path):
+    """Issue 17: sft.json records the base by the object's identity (path + weights digest), not a config default;
+    the adapter reloads onto that base, and a different model put at that path is refused naming both digests."""
+    import torch
+
+    from trustlab.models import load_causal_lm
+    from trustlab.models.causal_lm import tiny_llama
+    from trustlab.models.identity import model_identity
+    from trustlab.runtime.errors import ModelError
+
+    base_dir = tmp_path / "base"
+    built, tok = tiny_llama()
+    built.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    model, tok = load_causal_lm(str(base_dir))
+    ident = model_identity(model)
+    data = write_chat(tmp_path / "d.jsonl")
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "out"), lora=True, max_steps=4, batch_size=4, lr=3e-3,
+                    device="cpu")  # no model named: the object passed is the base
+    res = finetune(cfg, model, tok)
+    info = json.loads((tmp_path / "out" / "sft.json").read_text())
+    assert info["base_model"] == str(base_dir) and info["base_identity"] == ident.to_dict() == res.base_model.to_dict()
+    reloaded, rtok = load_finetuned(tmp_path / "out")
+    assert model_identity(reloaded.get_base_model()).name_or_path == str(base_dir)
+    enc, _ = encode_all(rtok, read_examples(data), cfg)
+    with torch.no_grad():
+        assert reloaded(**collate(enc, rtok.pad_token_id)).loss.item() == pytest.approx(res.loss_after, rel=1e-4)
+    other, _ = tiny_llama(seed=1)  # swap the base at the recorded path
+    other.save_pretrained(base_dir)
+    swapped = model_identity(load_causal_lm(str(base_dir))[0]).weights_sha256
+    with pytest.raises(ModelError) as err:
+        load_finetuned(tmp_path / "out")
+    assert err.value.exit_code == 2 and ident.weights_sha256 in err.value.message and swapped in err.value.message
+    with pytest.raises(ModelError, match=ident.weights_sha256):  # an explicitly passed wrong base: refused too
+        load_finetuned(tmp_path / "out", base_model=other)

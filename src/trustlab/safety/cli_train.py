@@ -146,7 +146,7 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
     from trustlab.runtime.rundir import RunDir, default_run_path
 
     from .config import think_format as preset
-    from .sft import SFTConfig, before_after, export_merged, finetune
+    from .sft import SMOLLM2, SFTConfig, before_after, export_merged, finetune
 
     configure_threads(threads)
     cfg = load_config(SFTConfig, config) if config is not None else SFTConfig()
@@ -163,6 +163,8 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
         cfg = SFTConfig(**{**dataclasses.asdict(cfg), "think_format": cfg.think_format, **changes})
     except TypeError as exc:
         raise ConfigError(f"bad sft option: {exc}") from None
+    if cfg.model is None:  # the documented default, written into the run's config
+        cfg = dataclasses.replace(cfg, model=SMOLLM2)
     if data is None and config is None:
         raise ConfigError("sft needs a dataset", hint="pass --data FILE.jsonl (made by trustlab safety build)")
     run = RunDir.open(out, "safety", "sft", config=cfg, seed=cfg.seed, resume=resume) if _is_main() else None
@@ -172,15 +174,17 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
     extra = {}
     if eval_dataset:
         tuned = export_merged(res.out)
-        extra["before_after"] = before_after(cfg.model, tuned, eval_dataset, res.out / "eval", eval_limit,
-                                             eval_max_tokens, cfg.seed)
+        base = res.base_model.name_or_path or cfg.model  # evaluated where the run loaded it from
+        extra["before_after"] = before_after(base, tuned, eval_dataset, res.out / "eval", eval_limit, eval_max_tokens,
+                                             cfg.seed)
     from .plots import sft_plots
 
     plots = sft_plots(res.out / "train_log.jsonl", extra.get("before_after"), run.path / "plots")
     metrics = {"n_examples": res.n_examples, "n_dropped_too_long": res.n_dropped_too_long, "steps": res.steps,
                "loss_before": res.loss_before, "loss_after": res.loss_after, "final_loss": res.final_loss,
                "wall_s": res.wall_s, "lora": res.lora}
-    run.write_results(metrics, artifacts=["sft.json", "train_log.jsonl", *[str(p) for p in plots]], **extra)
+    run.write_results(metrics, artifacts=["sft.json", "train_log.jsonl", *[str(p) for p in plots]],
+                      model=res.base_model.to_dict(), **extra)
     typer.echo(f"{'examples':>9} {'dropped':>8} {'steps':>6} {'loss before':>12} {'loss after':>11} {'wall s':>7}")
     typer.echo(f"{res.n_examples:>9} {res.n_dropped_too_long:>8} {res.steps:>6} {res.loss_before:>12.4f} "
                f"{res.loss_after:>11.4f} {res.wall_s:>7.1f}")

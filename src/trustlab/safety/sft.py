@@ -27,6 +27,7 @@ from trustlab.runtime.validate import check_types, require_range
 from .config import ThinkFormat
 
 IGNORE = -100
+SMOLLM2 = "smollm2-135m-instruct"  # the model the CLI fine-tunes when none is named
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class SFTConfig:
     steps) caps ``epochs`` when set."""
 
     data: str = "safechain.jsonl"
-    model: str = "smollm2-135m-instruct"
+    model: Optional[str] = None  # what the CLI loads (None: smollm2-135m-instruct); a model passed is its own identity
     out: str = "runs/safety-sft"
     lora: bool = False
     lora_r: int = 16
@@ -93,6 +94,7 @@ class SFTResult:
     final_loss: float
     wall_s: float
     lora: bool
+    base_model: Any = None  # ModelIdentity of the base, read from the object before training
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -211,7 +213,7 @@ def _mean_loss(model, loader, acc) -> float:
 def _load_model(cfg: SFTConfig):
     from trustlab.models import load_causal_lm
 
-    model, tok = load_causal_lm(cfg.model)
+    model, tok = load_causal_lm(cfg.model or SMOLLM2)
     if cfg.chat_template:
         p = Path(cfg.chat_template)
         tok.chat_template = p.read_text(encoding="utf-8") if p.is_file() else cfg.chat_template
@@ -251,9 +253,13 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                       gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
+    from trustlab.models.identity import check_request, model_identity
+
     examples = read_examples(cfg.data)
     if model is None or tokenizer is None:
         model, tokenizer = _load_model(cfg)
+    base = model_identity(model)  # the base the adapter belongs to: recorded in sft.json, checked on reload
+    check_request(base, cfg.model, "sft config")
     limit = _fit_max_len(cfg, model, tokenizer)
     encoded, dropped = encode_all(tokenizer, examples, dataclasses.replace(cfg, max_len=limit))
     if not encoded:
@@ -321,10 +327,11 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     final = float(sum(losses[-10:]) / len(losses[-10:]))
     result = SFTResult(out=out, model_dir=model_dir, n_examples=len(encoded), n_dropped_too_long=dropped, steps=step,
                        loss_before=loss_before, loss_after=loss_after, final_loss=final,
-                       wall_s=time.perf_counter() - t0, lora=cfg.lora)
+                       wall_s=time.perf_counter() - t0, lora=cfg.lora, base_model=base)
     if acc.is_main_process:
         write_json_atomic(out / "sft.json", {
-            "base_model": cfg.model, "n_examples": result.n_examples, "n_dropped_too_long": dropped,
+            "base_model": base.name_or_path or cfg.model, "base_identity": base.to_dict(),
+            "n_examples": result.n_examples, "n_dropped_too_long": dropped,
             "epochs": cfg.epochs, "max_steps": cfg.max_steps, "steps": step, "lr": cfg.learning_rate,
             "lora": cfg.lora, "lora_r": cfg.lora_r if cfg.lora else None, "final_loss": final,
             "loss_before": loss_before, "loss_after": loss_after, "wall_s": result.wall_s,
@@ -334,8 +341,9 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
 
 
 def load_finetuned(out: str | Path, base_model=None):
-    """(model, tokenizer) from a finished ``finetune`` folder: the base model (``sft.json``'s ``base_model`` unless
-    given) with the LoRA adapter attached, or the fully fine-tuned weights."""
+    """(model, tokenizer) from a finished ``finetune`` folder: the LoRA adapter attached to the base it was trained on
+    (reloaded from the path ``sft.json``'s ``base_identity`` names, unless given), or the fully fine-tuned weights.
+    A base whose weights are not the recorded ones (digest) is refused: ModelError (exit 2) naming both digests."""
     from trustlab.runtime.files import read_text
 
     out = Path(out)
@@ -349,10 +357,17 @@ def load_finetuned(out: str | Path, base_model=None):
     if info.get("lora"):
         from peft import PeftModel
 
-        if base_model is None:
+        from trustlab.models.identity import ModelIdentity, load_recorded, model_identity, require_same
+
+        where, recorded = f"SFT run {str(out)!r}", info.get("base_identity")
+        if base_model is None and recorded is not None:
+            base_model, _ = load_recorded(recorded, where)
+        elif base_model is None:  # a run written before identities were recorded: its name only
             from trustlab.models import load_causal_lm
 
             base_model, _ = load_causal_lm(info["base_model"])
+        elif recorded is not None:
+            require_same(ModelIdentity.from_dict(recorded, where), model_identity(base_model), where)
         return PeftModel.from_pretrained(base_model, folder).eval(), tok
     from transformers import AutoModelForCausalLM
 
