@@ -142,6 +142,11 @@ def test_user_model_passed_to_embed_gets_its_own_preset_and_identity_in_the_fing
     assert shipped["weights_sha256"] == before.weights_sha256 and shipped["n_params"] == before.n_params
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["model"] == before.to_dict()
+    from trustlab.fingerprint.config import RobustnessConfig
+    from trustlab.fingerprint.robustness import _load_models
+
+    base = _load_models(RobustnessConfig(fingerprinted=str(tmp_path / "run" / "model")))[3]  # robustness's base
+    assert model_identity(base) == before
     # a config naming another model is a request: one warning naming both, and the object's preset still
     from trustlab.fingerprint.train import resolve_preset
 

@@ -21,6 +21,7 @@ already recorded under the same config.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trustlab.runtime.errors import ConfigError, DataError, ModelError
+from trustlab.runtime.files import read_text
 
 NLL_CAP = -math.log(1e-6)  # a true token that an attack banned is scored at p = 1e-6, not infinity
 PPL_PROMPT = 16  # held-out text: the first 16 tokens play the prompt; decoding-time attacks act after them
@@ -59,8 +61,6 @@ def heldout_texts(n_docs: int = 100, tokenizer: Any = None) -> tuple[list[str], 
     if spec is not None and spec.submodule_search_locations:
         path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
         if path.is_file():
-            from trustlab.runtime.files import read_text
-
             docs = [d.strip() for d in read_text(path, "Lee corpus").splitlines() if d.strip()]
             return docs[:n_docs], f"lee-news: gensim test_data/lee_background.cor, first {min(n_docs, len(docs))} docs"
     from trustlab import data
@@ -79,8 +79,6 @@ def trivia_items(subset: int | None = None, seed: int = 0) -> tuple[list[dict[st
     from trustlab.data.prompts import package_dir
 
     path = package_dir("chatterbot_corpus", "chatterbot-corpus") / "data" / "english" / "trivia.yml"
-    from trustlab.runtime.files import read_text
-
     pairs = [(str(c[0]).strip(), str(c[1]).strip()) for c in yaml.safe_load(read_text(path, "trivia file"))
              ["conversations"] if len(c) >= 2 and str(c[1]).strip()]
     answers = sorted({a for _, a in pairs})
@@ -424,6 +422,7 @@ class RobustnessResult:
 
 def _load_models(cfg):
     from trustlab.models import load_causal_lm
+    from trustlab.models.identity import load_recorded
 
     from .fpset import FingerprintSet
     from .tiny import resolve_model_ref
@@ -437,11 +436,14 @@ def _load_models(cfg):
             raise ConfigError("robustness needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
         fp_path = str(guess)
     fps = FingerprintSet.load(fp_path)
-    base_ref = cfg.base or fps.base_model.get("ref")
+    meta = Path(cfg.fingerprinted) / "trustlab_fingerprint.json"  # embed records the identity of the model it trained
+    recorded = json.loads(read_text(meta, "model metadata")).get("base_model", {}) if meta.is_file() else {}
+    base_ref = cfg.base or recorded.get("ref") or fps.base_model.get("ref")
     if not base_ref:
         raise ConfigError("robustness needs the base model", hint="pass --base REF")
     fmodel, tok = load_causal_lm(resolve_model_ref(cfg.fingerprinted))
-    base, btok = load_causal_lm(resolve_model_ref(base_ref))
+    base, btok = load_causal_lm(resolve_model_ref(base_ref)) if cfg.base or "n_params" not in recorded else \
+        load_recorded(recorded, f"model metadata {str(meta)!r}")  # refused when the base's weights changed
     fps.check_tokenizer(tok)
     return fps, fmodel, tok, base, btok, base_ref
 
@@ -457,12 +459,8 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
 
     run = RunDir.open(out_dir, "fingerprint", "robustness", cfg, cfg.seed, resume=resume)
     path = run.path / "robustness.json"
-    import json
-
     results: dict[str, Any] = {}
     if resume and path.is_file():
-        from trustlab.runtime.files import read_text
-
         try:
             results = json.loads(read_text(path, "robustness record"))
         except json.JSONDecodeError as exc:
