@@ -164,3 +164,16 @@ def test_fp_tiny_loads_by_its_registry_name():
     model, tok = load_causal_lm("fp-tiny")
     ident = model_identity(model)
     assert ident.name_or_path == str(prepare_tiny()) and ident.family == "tiny" and tok.bos_token == "<s>"
+
+
+def test_a_request_matches_the_object_by_path_registry_name_or_family(tmp_path):
+    from trustlab.models.causal_lm import cached_dir
+    from trustlab.models.identity import ModelIdentity, matches
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(12))
+    converted = ModelIdentity(str(cached_dir(f"gguf-m-{gguf.stat().st_size}")), "0" * 64, "LlamaForCausalLM", 10)
+    assert matches(converted, str(gguf)) and not matches(converted, "tiny-llama")
+    smol_copy = ModelIdentity(str(tmp_path / "my-smollm2"), "1" * 64, "LlamaForCausalLM", 134_515_008)
+    assert smol_copy.family == "smollm2-135m-instruct" and matches(smol_copy, "smollm2")
+    assert ModelIdentity("org/big", "2" * 64, "LlamaForCausalLM", 8_000_000_000).family is None

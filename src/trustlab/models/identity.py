@@ -121,6 +121,8 @@ def _aliases(request: str) -> set[str]:
     path = Path(request).expanduser()
     if path.exists():
         out.add(str(path.resolve()))
+        if path.suffix == ".gguf":  # loaded from its converted cache folder (causal_lm._convert_gguf)
+            out.add(str(cached_dir(f"gguf-{path.stem}-{path.stat().st_size}")))
     return out
 
 
