@@ -35,8 +35,6 @@ from trustlab.runtime.errors import ConfigError, ModelError
 
 from .script import cut_at_stop
 
-FINISH_REASONS = ("stop", "length", "error", "filtered")
-
 
 @dataclass(frozen=True)
 class Completion:
