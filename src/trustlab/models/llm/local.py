@@ -194,7 +194,13 @@ class LocalLM:
         device = self.device
         with torch.random.fork_rng(devices=_cuda_devices()), torch.inference_mode():
             if d0.sampled:
-                torch.manual_seed(int(seed) if seed is not None else int.from_bytes(os.urandom(7), "little"))
+                s = int(seed) if seed is not None else int.from_bytes(os.urandom(7), "little")
+                # a CPU model seeds only the CPU generator (torch.manual_seed would also queue a seed for a CUDA
+                # that is not yet initialised, outside the fork); a CUDA model's devices are all forked
+                if device.type == "cuda":
+                    torch.manual_seed(s)
+                else:
+                    torch.default_generator.manual_seed(s)
             seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs,
                                        **extra)
         new = seqs[:, width:].tolist()
