@@ -269,8 +269,12 @@ def generate_fingerprints(cfg: GenerateConfig, secret: bytes, lm: tuple[Any, Any
               "max_rank": cfg.max_rank, "alnum_filter": cfg.alnum_filter, "prompt_format": cfg.prompt_format,
               "add_special_tokens": adds_bos(tok), "pool_size": len(pool), "seed": cfg.seed,
               "keys_tried": tried, "rejected": dict(sorted(rejects.items()))}
+    from trustlab.models.identity import check_request, model_identity
+
+    identity = model_identity(model)  # the base is the object the keys were drawn on, never a config's name
+    check_request(identity, model_ref or cfg.model, "generate config")
     return FingerprintSet.create(
-        strategy=cfg.strategy, params=params,
-        base_model={"ref": model_ref or cfg.model, "weights_sha256": weights_sha256(model)},
+        strategy=cfg.strategy, params=params, base_identity=identity,
+        base_model={"ref": model_ref or cfg.model, "weights_sha256": identity.weights_sha256},
         key_model=cfg.key_model, tokenizer=tokenizer_info(tok), secret_commitment=commitment(secret),
         null_p=p0, null_p_heuristic=heuristic, fingerprints=fps)
