@@ -252,3 +252,26 @@ def test_compare_gives_paired_differences(tmp_path):
     a_safe1 = json.loads((a / "results.json").read_text())["metrics"]["strategies"]["default"]["judges"][
         "refusal"]["answer"]["safe@1"]["value"]
     assert block["safe@1"]["value"] == pytest.approx(1.0 - a_safe1) and block["n_prompts"] == 12
+
+
+def test_two_models_with_one_config_never_resume_into_one_record_file(tmp_path, tiny_lm):
+    """The run records the generating model's identity from the backend object; another model is refused."""
+    import copy
+
+    import torch
+
+    from trustlab.safety.backends.hf import HFBackend
+
+    model, tok = tiny_lm
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    cfg = _cfg(backend=BackendConfig(kind="transformers", model="tiny-llama"), strategies=("zerothink",),
+               limit=1, thinking=Thinking(answer_max_tokens=4))
+    generate(cfg, tmp_path / "r", backend=HFBackend(model, tok))
+    before = (tmp_path / "r" / "generations.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="another model"):
+        generate(dataclasses.replace(cfg, limit=2), tmp_path / "r", backend=HFBackend(other, tok))
+    assert (tmp_path / "r" / "generations.jsonl").read_bytes() == before
+    generate(dataclasses.replace(cfg, limit=2), tmp_path / "r", backend=HFBackend(model, tok))  # same model: extends
+    assert len(generations_store(tmp_path / "r", cfg).latest()) == 2 * cfg.sampling.k

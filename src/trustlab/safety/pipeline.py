@@ -28,6 +28,7 @@ from trustlab.runtime.records import RecordStore
 
 from . import LAB, RESULTS_SCHEMA
 from .config import FORCED, BackendConfig, EvalConfig, JudgeSpec, generation_fingerprint, generation_identity
+from .provenance import backend_identity, require_same_model
 from .store import is_failure, label_key, open_store
 
 GENERATIONS = "generations.jsonl"
@@ -176,8 +177,9 @@ def _interrupted(path: Path, verb: str) -> Interrupted:
                        hint=f"resume with: {resume_command(out=path)}")
 
 
-def generations_store(path: Path, cfg: EvalConfig) -> RecordStore:
-    return open_store(path / GENERATIONS, generation_identity(cfg))
+def generations_store(path: Path, cfg: EvalConfig) -> RecordStore:  # stamped with the generating model too
+    model = {"model": m} if (m := (_read_run_json(path, required=False) or {}).get("model")) else {}
+    return open_store(path / GENERATIONS, {**generation_identity(cfg), **model})
 
 
 def labels_store(path: Path, cfg: EvalConfig) -> RecordStore:
@@ -218,23 +220,24 @@ def generate(cfg: EvalConfig, out: Optional[str | Path] = None, resume: bool = T
     from .datasets import load_prompts
     from .thinking import GenRecord, generate_samples
 
-    t0 = time.perf_counter()
-    run = _open(cfg, out, verb, resume)
-    store = generations_store(run.path, cfg)
-    _write_run_json(run.path, cfg, "generating")
+    t0, run = time.perf_counter(), _open(cfg, out, verb, resume)
     prompts = load_prompts(cfg.dataset, cfg.limit, cfg.start, cfg.shard, prompt_column=cfg.prompt_column,
                            category_column=cfg.category_column, id_column=cfg.id_column, encoding=cfg.encoding)
     _require_sample_budget(len(prompts), cfg)
-    wider = {r.get("prompt_id") for r in store.latest()} - {p.prompt_id for p in prompts}
-    if wider:  # an extent is only ever added to: metrics cover every record the run holds
-        warnings.warn(f"{str(run.path)!r} also holds records of {len(wider)} prompt(s) outside this call's "
-                      "--limit/--start/--shard (an earlier, wider call); they stay in the run and its metrics",
-                      stacklevel=2)
     own = backend is None
     if own:
         backend = make_backend(cfg.backend, think_format=cfg.thinking.think_format)
     n_new = 0
     try:
+        model = backend_identity(backend)  # refused when the run's records came from another model
+        require_same_model(run.path, (_read_run_json(run.path, required=False) or {}).get("model"), model)
+        _write_run_json(run.path, cfg, "generating", model=model)
+        store = generations_store(run.path, cfg)
+        wider = {r.get("prompt_id") for r in store.latest()} - {p.prompt_id for p in prompts}
+        if wider:  # an extent is only ever added to: metrics cover every record the run holds
+            warnings.warn(f"{str(run.path)!r} also holds records of {len(wider)} prompt(s) outside this call's "
+                          "--limit/--start/--shard (an earlier, wider call); they stay in the run and its metrics",
+                          stacklevel=2)
         _preflight(backend, cfg)
         for strategy in cfg.strategies:
             done = store.done_keys(redo=is_failure if cfg.retry_errors else None)
