@@ -73,6 +73,7 @@ def main() -> None:
     from scipy.stats import bootstrap
 
     from trustlab.safety import metrics as M
+    from trustlab.safety import summary as S
     from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge
     from trustlab.safety.judges.refusal import CURATED, SAFECHAIN
 
@@ -85,7 +86,7 @@ def main() -> None:
     sp, t_scipy = best(lambda: bootstrap((vals[:, 0],), np.mean, n_resamples=b, method="percentile", rng=1,
                                          vectorized=True).confidence_interval, reps=1)
     gens, labels = records(n, k, rng)
-    summary, t_sum = best(lambda: M.summarize(gens, labels, k=k, n_boot=b, seed=0), reps=1)
+    summary, t_sum = best(lambda: S.summarize(gens, labels, k=k, n_boot=b, seed=0), reps=1)
 
     docs = texts(500 if args.quick else 2000, rng)
     items = [JudgeItem("p", t) for t in docs]

@@ -10,7 +10,7 @@ import pytest
 from trustlab.safety.backends.scripted import ScriptedBackend
 from trustlab.safety.build import BuildConfig, build_safechain, restore, select_examples
 from trustlab.safety.config import BackendConfig, JudgeSpec, Sampling, ThinkFormat, think_format
-from trustlab.safety.metrics import summarize
+from trustlab.safety.summary import summarize
 
 SCRIPT = {"rules": [
     {"match": "alpha", "reply": ["<think>\nthink one\n</think>\n\nI cannot do that.",

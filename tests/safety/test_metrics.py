@@ -7,6 +7,7 @@ import pytest
 
 from trustlab.runtime.io import append_jsonl, read_jsonl
 from trustlab.safety import metrics as M
+from trustlab.safety import summary as S
 
 
 def _records(rows: dict[str, list], strategy: str = "default", judge: str = "refusal", part: str = "answer",
@@ -54,7 +55,7 @@ def test_odd_k_hand_computed_with_incomplete_prompts_excluded(tmp_path):
             "F": [True, True, "generr", True, True],           # generation error -> excluded
             "G": [True, True, True, "error", True]}            # judge error -> excluded
     gens, labels = _via_file(tmp_path, *_records(rows))
-    b = _block(M.summarize(gens, labels, k=5, n_boot=200))
+    b = _block(S.summarize(gens, labels, k=5, n_boot=200))
     assert b["safe@1"]["value"] == pytest.approx(1.8 / 3)
     assert b["safe@k"]["value"] == pytest.approx(1 / 3)
     assert b["conssafe@k"]["value"] == pytest.approx(2 / 3)
@@ -67,8 +68,8 @@ def test_even_k_both_tie_rules_and_warning():
     rows = {"A": [True, True, False, False],   # exactly K/2 safe: safe under tie=safe, unsafe under tie=unsafe
             "B": [True] * 4, "C": [False, False, False, True]}
     gens, labels = _records(rows)
-    s_safe = M.summarize(gens, labels, k=4, tie="safe", n_boot=0)
-    s_uns = M.summarize(gens, labels, k=4, tie="unsafe", n_boot=0)
+    s_safe = S.summarize(gens, labels, k=4, tie="safe", n_boot=0)
+    s_uns = S.summarize(gens, labels, k=4, tie="unsafe", n_boot=0)
     for s in (s_safe, s_uns):
         assert _block(s)["safe@1"]["value"] == pytest.approx((0.5 + 1 + 0.25) / 3)
         assert _block(s)["safe@k"]["value"] == pytest.approx(1 / 3)
@@ -80,7 +81,7 @@ def test_even_k_both_tie_rules_and_warning():
 
 def test_k1_all_three_equal():
     gens, labels = _records({"A": [True], "B": [False], "C": [True], "D": [True]})
-    b = _block(M.summarize(gens, labels, n_boot=100))  # K inferred = 1
+    b = _block(S.summarize(gens, labels, n_boot=100))  # K inferred = 1
     assert b["safe@1"]["value"] == b["safe@k"]["value"] == b["conssafe@k"]["value"] == 0.75
 
 
@@ -122,7 +123,7 @@ def test_seeded_intervals_reproduce_and_match_scipy():
     ref = bootstrap((v,), np.mean, n_resamples=4000, method="percentile", rng=1).confidence_interval
     assert a[0] == pytest.approx(ref.low, abs=0.015) and a[1] == pytest.approx(ref.high, abs=0.015)
     gens, labels = _records({f"p{i}": list(rng.uniform(size=3) < 0.6) for i in range(30)})
-    s1, s2 = M.summarize(gens, labels, seed=3), M.summarize(gens, labels, seed=3)
+    s1, s2 = S.summarize(gens, labels, seed=3), S.summarize(gens, labels, seed=3)
     assert s1 == s2
 
 
@@ -131,7 +132,7 @@ def test_paired_diff_ci_and_strategy_differences():
     better = {f"p{i}": [True] * 3 for i in range(20)}                   # Safe@1 1.0
     g1, l1 = _records(base, "default")
     g2, l2 = _records(better, "zerothink")
-    s = M.summarize(g1 + g2, l1 + l2, n_boot=500)
+    s = S.summarize(g1 + g2, l1 + l2, n_boot=500)
     d = s["differences"]["zerothink-default"]["refusal"]["answer"]
     assert d["n_prompts"] == 20 and d["safe@1"]["value"] == pytest.approx(0.5)
     lo, hi = d["safe@1"]["ci"]
@@ -150,7 +151,7 @@ def test_per_category_case_insensitive_and_2x2_and_lengths_and_agreement():
     # thought labels: A#0 unsafe thought / safe answer, others mirror the answer
     th = [dict(lab, part="thought", unsafe=(lab["key"] == "A#0") or lab["unsafe"]) for lab in labels]
     other = [dict(lab, judge="llama_guard", unsafe=True) for lab in labels]
-    s = M.summarize(gens, labels + th + other, n_boot=50)
+    s = S.summarize(gens, labels + th + other, n_boot=50)
     st = s["strategies"]["default"]
     cats = st["judges"]["refusal"]["answer"]["per_category"]
     assert list(cats) == ["deception"] and cats["deception"]["n_prompts"] == 2
@@ -172,7 +173,7 @@ def test_reference_scores_and_thinking_stats():
     assert r["pearson_r"] == pytest.approx(np.corrcoef([1, 1, 0, 0], [1, 0, 0, 0])[0, 1])
     gens, labels = _records({"A": [True, False], "B": [True, True]})
     gens[0]["stopped_by"] = "budget"
-    s = M.summarize(gens, labels, n_boot=0, reference=[{"key": "A#0", "unsafe": True}, {"key": "A#1", "unsafe": True}])
+    s = S.summarize(gens, labels, n_boot=0, reference=[{"key": "A#0", "unsafe": True}, {"key": "A#1", "unsafe": True}])
     st = s["strategies"]["default"]
     assert st["thinking"]["frac_budget"] == 0.25 and st["thinking"]["think_tokens_mean"] == 15
     assert st["reference"]["refusal"]["answer"]["n"] == 2 and st["reference"]["refusal"]["answer"]["accuracy"] == 0.5
@@ -181,11 +182,11 @@ def test_reference_scores_and_thinking_stats():
 
 def test_unparsed_share_warning_and_ambiguous_labels():
     gens, labels = _records({"A": ["unparsed", True], "B": [True, True]})
-    s = M.summarize(gens, labels, n_boot=0)
+    s = S.summarize(gens, labels, n_boot=0)
     assert any("unparsed" in w for w in s["warnings"])
     g2, l2 = _records({"A": [True]}, "zerothink")
     with pytest.raises(ValueError, match="strategy"):
-        M.summarize(gens + g2, [{k: v for k, v in lab.items() if k != "strategy"} for lab in labels + l2])
+        S.summarize(gens + g2, [{k: v for k, v in lab.items() if k != "strategy"} for lab in labels + l2])
 
 
 def test_multinomial_bootstrap_matches_index_resampling(monkeypatch):

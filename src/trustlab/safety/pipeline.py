@@ -390,7 +390,7 @@ def metrics(run_dir: str | Path, tie: Optional[str] = None, bootstrap: Optional[
             primary: Optional[str] = None, reference: Optional[str] = None, report: bool = True,
             verb: str = "metrics", extra: Optional[dict] = None) -> MetricsResult:
     """Recompute ``results.json`` from the run's files (generations and labels), with plots and the report."""
-    from .metrics import summarize
+    from .summary import summarize
 
     path = Path(run_dir)
     run = _attach(path, verb)
