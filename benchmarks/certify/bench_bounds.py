@@ -39,7 +39,8 @@ def sampled_min(net, x, eps, target, n=500):
 def bench(name, model, x, methods=("ibp", "crown-ibp", "crown"), eps_list=(0.01, 0.05, 0.1)):
     import torch
 
-    from trustlab.certify.bounds import BoundNet, ibp_logit_bounds, margin_lower_bound
+    from trustlab.certify.boundnet import BoundNet
+    from trustlab.certify.bounds import ibp_logit_bounds, margin_lower_bound
     from trustlab.certify.lirpa import LirpaUnavailable, lirpa_margin_bounds
 
     net = BoundNet.from_module(model, x.shape[1:], dtype=torch.float64)
@@ -83,7 +84,8 @@ def train_compare(x_tr, y_tr, x_te, y_te, epochs: int, eps: float = 0.05) -> dic
     (certified and correct) at eps under the ibp and crown-ibp certifiers on the test split."""
     import torch
 
-    from trustlab.certify.bounds import BoundNet, certify_bounds
+    from trustlab.certify.boundnet import BoundNet
+    from trustlab.certify.bounds import certify_bounds
     from trustlab.certify.config import BoundsConfig, TrainConfig
     from trustlab.certify.train import train
     from trustlab.models import mlp

@@ -66,7 +66,8 @@ def diagnose(cfg, run_dir: Path, n_inputs: int = 100, draws: int = 200) -> dict:
     import numpy as np
     import torch
 
-    from trustlab.certify.bounds import BoundNet, ibp_margin, spec_matrix
+    from trustlab.certify.boundnet import BoundNet
+    from trustlab.certify.bounds import ibp_margin, spec_matrix
     from trustlab.certify.data import prepare_data
     from trustlab.certify.records import model_folder
     from trustlab.certify.store import load_model_dir

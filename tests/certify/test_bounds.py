@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trustlab.certify.bounds import (BoundNet, UnsupportedLayerError, certify_bounds, ibp_logit_bounds,
-                                     margin_lower_bound, normalize_module)
+from trustlab.certify.boundnet import BoundNet, UnsupportedLayerError, normalize_module
+from trustlab.certify.bounds import certify_bounds, ibp_logit_bounds, margin_lower_bound
 from trustlab.certify.config import BoundsConfig
 from trustlab.models import mlp, small_cnn
 

@@ -164,7 +164,7 @@ def test_normalize_parses_and_is_the_first_layer(factory, lab_weights):
     with torch.no_grad():
         # noise is added to x in [0, 1] pixel space by the smoother; the model normalizes what it receives
         assert torch.allclose(m(x), lab((x - 0.5) / 0.25), atol=1e-6)
-    from trustlab.certify.bounds import BoundNet
+    from trustlab.certify.boundnet import BoundNet
 
     BoundNet.from_module(m, (1, 8, 8))  # still a Sequential of supported layers: bound certifiers take it
 

@@ -207,7 +207,8 @@ def test_margin_hinge_rules_out_the_constant_output_shortcut():
     """A net whose hidden ReLUs are all off on T(x) outputs its last bias: uniform to 1e-4, yet constant, so IBP
     certifies its argmax. The hinge relu(min_j lb(z_c - z_j) + mu) is then >= mu (it is for any constant output), and it
     is 0 only where the bound is below -mu, i.e. where the bound certifier abstains; it reaches training's hook."""
-    from trustlab.certify.bounds import BoundNet, certify_bounds
+    from trustlab.certify.boundnet import BoundNet
+    from trustlab.certify.bounds import certify_bounds
     from trustlab.certify.config import BoundsConfig
 
     trig = Trigger.from_config(TriggerConfig(), (1, 8, 8))

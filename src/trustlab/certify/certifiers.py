@@ -26,7 +26,8 @@ def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int
     resumed only under the same settings (see ``certify_inputs``)."""
     import torch
 
-    from .bounds import BoundNet, certify_bounds
+    from .boundnet import BoundNet
+    from .bounds import certify_bounds
     from .torchutil import eval_mode
 
     y = np.full(len(x), -1) if y is None else np.asarray(y)

@@ -183,7 +183,7 @@ def load_user_model(spec: str, checkpoint: str | Path | None = None, normalize=N
     import torch
     import torch.nn as nn
 
-    from .bounds import normalize_module
+    from .boundnet import normalize_module
 
     kind, rest = parse_spec(spec)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)

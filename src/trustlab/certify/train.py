@@ -97,7 +97,8 @@ def train(model, x, y, cfg, *, seed: int, hook=None, ckpt_dir: str | Path | None
     Checkpoints every ``ckpt_every`` epochs and resumes from a checkpoint stamped with the same ``train_stamp``."""
     import torch
 
-    from .bounds import BoundNet, crown_ibp_ce, robust_ce
+    from .boundnet import BoundNet
+    from .bounds import crown_ibp_ce, robust_ce
 
     dev = resolve_device(device)
     stamp = train_stamp(model, x, y, cfg, seed=seed, hook=hook, param_masks=param_masks, device=device)
