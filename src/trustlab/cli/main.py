@@ -15,33 +15,42 @@ import typer
 
 from trustlab import __version__
 from trustlab.runtime.errors import TrustlabError
+from trustlab.runtime.registry import Registry
 
-# lab name -> module holding its typer ``app``, ``run_demo(out, quick) -> Path`` and ``report_section``
-LABS: dict[str, str] = {
-    "fingerprint": "trustlab.fingerprint.cli",
-    "vfl": "trustlab.vfl.cli",
-    "safety": "trustlab.safety.cli",
-    "certify": "trustlab.certify.cli",
-}
-LAB_HELP = {
-    "fingerprint": "OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.",
-    "vfl": "HashVFL: hashed vertical federated learning, reconstruction attacks, multi-host parties.",
-    "safety": "SafeChain: safety of long chain-of-thought models, thinking control, safe fine-tuning.",
-    "certify": "Availability attacks on certifiers (randomized smoothing, IBP/CROWN), defences, metrics.",
-}
+# lab name -> module holding its typer ``app``, ``run_demo(out, quick) -> Path`` and ``report_section``. A package
+# can add a lab through the entry-point group ``trustlab.labs`` (target: its CLI module).
+LABS = Registry("labs", what="lab")
+LABS.register("fingerprint", "trustlab.fingerprint.cli",
+              "OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.")
+LABS.register("vfl", "trustlab.vfl.cli",
+              "HashVFL: hashed vertical federated learning, reconstruction attacks, multi-host parties.")
+LABS.register("safety", "trustlab.safety.cli",
+              "SafeChain: safety of long chain-of-thought models, thinking control, safe fine-tuning.")
+LABS.register("certify", "trustlab.certify.cli",
+              "Availability attacks on certifiers (randomized smoothing, IBP/CROWN), defences, metrics.")
 
 app = typer.Typer(name="trustlab", help="Security of machine-learning systems: four labs behind one CLI.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 def available_labs() -> list[str]:
-    """Labs whose CLI module is present in this install (found without importing it)."""
-    return [lab for lab, mod in LABS.items() if importlib.util.find_spec(mod.rsplit(".", 1)[0]) is not None
-            and importlib.util.find_spec(mod) is not None]
+    """Labs whose CLI module is present in this install (found without importing it); entry-point labs count."""
+    out = []
+    for lab in LABS.names():
+        target = LABS.entry(lab).target
+        if not isinstance(target, str):
+            out.append(lab)
+        elif importlib.util.find_spec(target.rsplit(".", 1)[0]) is not None and importlib.util.find_spec(target):
+            out.append(lab)
+    return out
 
 
 def lab_module(lab: str):
-    return importlib.import_module(LABS[lab])
+    return LABS.get(lab)
+
+
+def lab_help(lab: str) -> str:
+    return LABS.entry(lab).summary
 
 
 def _version(value: bool) -> None:
@@ -72,7 +81,7 @@ def _register_subapps(argv: list[str] | None = None) -> None:
     command = next((a for a in args if not a.startswith("-")), None)
     for lab in available_labs():
         sub = lab_module(lab).app if lab == command else typer.Typer()
-        app.add_typer(sub, name=lab, help=LAB_HELP[lab])
+        app.add_typer(sub, name=lab, help=lab_help(lab))
 
 
 @app.command()

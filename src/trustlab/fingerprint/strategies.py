@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from trustlab.runtime.registry import Registry
+
 from .secret import hmac_choice
 
 ALNUM = re.compile(r"^[A-Za-z0-9]+$")
@@ -101,8 +103,22 @@ def token_masks(tokenizer: Any, alnum_filter: bool = True) -> tuple[np.ndarray, 
     return ok, [i for i in pool if i not in special]
 
 
+# Response schemes: name -> the function that draws a response, and its one-line summary. The order is the one of
+# ``trustlab.fingerprint.STRATEGIES`` (the fingerprint file's schema); the entry-point group is
+# ``trustlab.fingerprint.schemes``.
+SCHEMES = Registry("fingerprint.schemes", what="scheme")
+SCHEMES.register("perinucleus", perinucleus_choice,
+                 "one of the k tokens just outside the base model's top-t nucleus (null rate 1/k, proven)")
+SCHEMES.register("english", english_response,
+                 "a span of another key's own generation (null rate heuristic, 1/3 unless given)")
+SCHEMES.register("random_word", random_words, "keys and responses of random whole-word tokens (null |V_w|^-len)")
+SCHEMES.register("english_random", english_random_choice,
+                 "a natural key answered by one random whole-word token (null 1/|V_w|)")
+
+
 def null_p(strategy: str, k: int, pool_size: int, length: int, given: float | None) -> tuple[float, bool]:
     """(p0, heuristic): the per-key hit rate of a model that never saw the fingerprints."""
+    SCHEMES.entry(strategy)  # an unknown scheme is a ConfigError naming the valid ones
     if strategy == "perinucleus":
         return 1.0 / k, False
     if strategy in ("english_random", "random_word"):

@@ -18,6 +18,7 @@ _HOMES = {
     "io": ("append_jsonl", "load_stamped", "load_torch", "read_jsonl", "save_stamped", "save_torch_atomic",
            "write_json_atomic"),
     "records": ("RecordStore", "read_records"),
+    "registry": ("Registry",),
     "files": ("at_path", "read_bytes", "read_text", "writable_dir", "write_secret"),
     "validate": ("check_types", "coerce", "parse_float_list", "parse_int_list"),
     "rundir": ("RunDir", "default_run_path", "environment", "utc_now"),

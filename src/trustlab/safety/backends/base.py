@@ -31,6 +31,7 @@ from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 from trustlab.models.llm.local import Completion, failed  # noqa: F401 - the one completion type, re-exported
 from trustlab.models.llm.script import cut_at_stop  # noqa: F401 - re-exported for the backends
 from trustlab.runtime.errors import ConfigError
+from trustlab.runtime.registry import Registry
 from trustlab.runtime.validate import check_types, require_range
 
 
@@ -85,27 +86,27 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+# One line per backend: a new backend is one module plus one line here (or an entry point in the group
+# ``trustlab.safety.backends``). Targets are ``module:attr`` strings, imported only when chosen.
+BACKENDS = Registry("safety.backends", what="backend kind")
+BACKENDS.register("transformers", "trustlab.safety.backends.hf:HFBackend",
+                  "a local Hugging Face causal LM (transformers generate, batched)")
+BACKENDS.register("openai", "trustlab.safety.backends.openai_compat:OpenAIBackend",
+                  "OpenAI-compatible servers (vLLM, llama.cpp, transformers serve, hosted APIs)")
+BACKENDS.register("vllm", "trustlab.safety.backends.vllm:VLLMBackend",
+                  "in-process vLLM (needs the vllm extra and CUDA)")
+BACKENDS.register("scripted", "trustlab.safety.backends.scripted:ScriptedBackend",
+                  "a scripted fake: replies chosen by rules, for tests and the offline demo")
+
+
 def make_backend(cfg, **kwargs) -> Backend:
     """The backend ``cfg.kind`` names (a ``BackendConfig``); ``auto`` = vllm when it imports and CUDA is present,
-    else transformers. Heavy libraries load only here, for the kind chosen."""
+    else transformers. Heavy libraries load only here, for the kind chosen. Each backend class has a
+    ``from_config(cfg, **kwargs)`` constructor."""
     kind = resolve_kind(cfg.kind)
-    if kind == "transformers":
-        from .hf import HFBackend
-
-        return HFBackend.from_config(cfg, **kwargs)
-    if kind == "openai":
-        from .openai_compat import OpenAIBackend
-
-        return OpenAIBackend.from_config(cfg, **kwargs)
-    if kind == "vllm":
-        from .vllm import VLLMBackend
-
-        return VLLMBackend.from_config(cfg, **kwargs)
-    if kind == "scripted":
-        from .scripted import ScriptedBackend
-
-        return ScriptedBackend.from_config(cfg, **kwargs)
-    raise ConfigError(f"unknown backend kind {cfg.kind!r}", hint="use auto, transformers, openai, vllm or scripted")
+    if kind not in BACKENDS:
+        raise ConfigError(f"unknown backend kind {cfg.kind!r}", hint=f"use auto, {', '.join(BACKENDS.names())}")
+    return BACKENDS.get(kind).from_config(cfg, **kwargs)
 
 
 def resolve_kind(kind: str) -> str:

@@ -6,6 +6,6 @@
 Unparsed output stays ``unparsed`` (raw kept), never safe or unsafe; empty text is ``empty`` (safe).
 """
 
-from .base import (DEFAULT_MODELS, JUDGES, Judge, JudgeItem, JudgeSpec, Verdict, canonical_judge, make_judge)
+from .base import (DEFAULT_MODELS, JUDGES, REGISTRY, Judge, JudgeItem, JudgeSpec, Verdict, canonical_judge, make_judge)
 
-__all__ = ["DEFAULT_MODELS", "JUDGES", "Judge", "JudgeItem", "JudgeSpec", "Verdict", "canonical_judge", "make_judge"]
+__all__ = ["DEFAULT_MODELS", "JUDGES", "REGISTRY", "Judge", "JudgeItem", "JudgeSpec", "Verdict", "canonical_judge", "make_judge"]

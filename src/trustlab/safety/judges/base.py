@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from trustlab.runtime.errors import ConfigError
+from trustlab.runtime.registry import Registry
 
 from ..config import BackendConfig, JudgeSpec  # noqa: F401  (JudgeSpec is re-exported here)
 
@@ -139,40 +140,50 @@ DEFAULT_MODELS = {"llama_guard": "meta-llama/Llama-Guard-3-8B", "harmbench": "ca
 ALIASES = {"llamaguard": "llama_guard", "llama-guard": "llama_guard", "lg3": "llama_guard",
            "harmbench_cls": "harmbench", "openai_moderation": "moderation", "strong_reject": "strongreject",
            "strongreject_rubric": "strongreject", "rs_match": "refusal", "refusal_strings": "refusal"}
-JUDGES = ("refusal", "llama_guard", "harmbench", "moderation", "strongreject")
+# One line per judge: a new judge is one module plus one line here (or an entry point in the group
+# ``trustlab.safety.judges``). Targets are ``module:attr`` strings, imported only when chosen.
+REGISTRY = Registry("safety.judges", what="judge")
+REGISTRY.register("refusal", "trustlab.safety.judges.refusal:RefusalJudge",
+                  "refusal-string match (curated list by default); needs no model")
+REGISTRY.register("llama_guard", "trustlab.safety.judges.llama_guard:LlamaGuardJudge",
+                  "Llama-Guard-3 safe/unsafe classifier on a model server or local model")
+REGISTRY.register("harmbench", "trustlab.safety.judges.harmbench:HarmBenchJudge",
+                  "HarmBench Llama-2-13b classifier (yes/no) on a model server or local model")
+REGISTRY.register("moderation", "trustlab.safety.judges.moderation:ModerationJudge",
+                  "OpenAI moderation endpoint (omni-moderation-latest)")
+REGISTRY.register("strongreject", "trustlab.safety.judges.strongreject:StrongRejectJudge",
+                  "StrongREJECT rubric graded by an LLM (score in [0, 1], unsafe above a threshold)")
+JUDGES = tuple(REGISTRY.names())  # the built-in judges (entry points are added when REGISTRY is read)
 
 
 def canonical_judge(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
-    if key not in JUDGES:
-        raise ConfigError(f"unknown judge {name!r}", hint=f"use one of {', '.join(JUDGES)}")
+    if key not in REGISTRY:
+        raise ConfigError(f"unknown judge {name!r}", hint=f"use one of {', '.join(REGISTRY.names())}")
     return key
 
 
 def make_judge(spec: JudgeSpec, backend_factory: Optional[Callable[[BackendConfig], Any]] = None) -> Judge:
-    """The judge ``spec.name`` names. LLM judges (llama_guard, harmbench, strongreject) run on
-    ``backend_factory(spec.backend)`` (default ``make_backend``); moderation talks to its endpoint through the
-    ``openai`` SDK; refusal needs nothing."""
+    """The judge ``spec.name`` names, built from its registered class: a ``BackendJudge`` (llama_guard, harmbench,
+    strongreject) runs on ``backend_factory(spec.backend)`` (default ``make_backend``); another ``Judge`` whose
+    ``__init__`` takes ``backend`` (moderation, through its own endpoint client) gets the ``BackendConfig`` itself;
+    any other (refusal) gets its options only."""
+    import inspect
+
     name = canonical_judge(spec.name)
-    if name == "refusal":
-        from .refusal import RefusalJudge
-
-        return RefusalJudge(**check_options(name, spec.options, RefusalJudge.options_allowed))
-    if name == "moderation":
-        from .moderation import ModerationJudge
-
-        return ModerationJudge(spec.backend, **check_options(name, spec.options, ModerationJudge.options_allowed))
+    cls = REGISTRY.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, BackendJudge)):
+        opts = check_options(name, spec.options, getattr(cls, "options_allowed", {}))
+        if "backend" in inspect.signature(cls).parameters:
+            return cls(spec.backend, **opts)
+        return cls(**opts)
     if spec.backend is None:
+        model = DEFAULT_MODELS.get(name, "MODEL")
         raise ConfigError(f"judge {name!r} needs a model server or local model",
                           hint=f"pass --judge-backend openai --judge-base-url http://HOST:PORT/v1 --judge-model "
-                               f"{DEFAULT_MODELS[name]} (or --judge-backend transformers --judge-model PATH)")
+                               f"{model} (or --judge-backend transformers --judge-model PATH)")
+    opts = check_options(name, spec.options, cls.options_allowed)
     if backend_factory is None:
         from ..backends.base import make_backend as backend_factory
-    from .harmbench import HarmBenchJudge
-    from .llama_guard import LlamaGuardJudge
-    from .strongreject import StrongRejectJudge
-
-    cls = {"llama_guard": LlamaGuardJudge, "harmbench": HarmBenchJudge, "strongreject": StrongRejectJudge}[name]
-    opts = check_options(name, spec.options, cls.options_allowed)
     return cls(backend_factory(spec.backend), **opts)
