@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from trustlab.certify.cli import app
 
 runner = CliRunner()
-COMMANDS = ["demo", "run", "sweep", "train", "eval", "defend", "report", "stats"]
+COMMANDS = ["demo", "run", "sweep", "train", "eval", "defend", "report", "stats", "ls"]
 
 
 @pytest.mark.parametrize("cmd", [None, *COMMANDS])
@@ -110,3 +110,17 @@ def test_eval_device_cuda_without_cuda_exits_3(model_dir, tmp_path):
     class R:
         code, out, err = res.returncode, res.stdout, res.stderr
     assert "--device cuda" in one_error(R, 3)
+
+
+def test_ls_lists_every_certifier_attack_and_defence():
+    from trustlab.certify.catalogue import ATTACKS, SUMMARIES
+    from trustlab.certify.config import CERTIFIERS, DEFENCES
+
+    res = runner.invoke(app, ["ls"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    for title in ("certifiers:", "attacks:", "defences:"):
+        assert title in lines
+    for name in (*CERTIFIERS, *ATTACKS, *DEFENCES):
+        assert SUMMARIES[name]
+        assert any(line.split()[:1] == [name] and SUMMARIES[name] in line for line in lines), name
