@@ -109,7 +109,7 @@ class Recorder(nn.Module):
 
 def test_smoothed_classifier_gives_each_input_its_own_deterministic_noise():
     """Issue 7: without an idx every input used stream 0, i.e. the same noise."""
-    from trustlab.certify.smoothing import forward_rate
+    from trustlab.certify.budget import forward_rate
 
     x1, x2 = np.zeros((1, 2, 2), np.float32), np.full((1, 2, 2), 0.5, np.float32)
     forward_rate(Recorder(), (1, 2, 2), 1000)  # the budget probe is measured once per architecture, not here

@@ -372,7 +372,8 @@ def certify_inputs_adaptive(model, x, cfg: AdaptiveConfig, *, seed: int, K: int,
     from types import SimpleNamespace
 
     from .records import append_records, open_records
-    from .smoothing import eval_mode, require_budget
+    from .budget import require_budget
+    from .smoothing import eval_mode
 
     idx = np.arange(len(x)) if idx is None else np.asarray(idx)
     labels = np.full(len(x), -1) if labels is None else np.asarray(labels)

@@ -187,7 +187,7 @@ def check_budget(cfg: ExperimentConfig, data: SeedData, device: str) -> None:
     """Price one seed's smoothing certifications before training anything: the track's (untrained) model measures
     the forward throughput on the CPU, where certification runs; an estimate above ``smoothing.max_hours`` is a
     ConfigError (``require_budget``). ``device`` (training) does not change it."""
-    from .smoothing import require_budget
+    from .budget import require_budget
 
     n_models = len(model_variants(cfg)) + len(cfg.defences.names) * len(cfg.attacks)
     for t in cfg.tracks:

@@ -8,7 +8,7 @@ MLP's time on seeding; the stream version is part of every record file's stamp. 
 ``SmoothedClassifier`` without an ``idx`` uses a digest of the input itself, so distinct inputs get distinct noise.
 
 Before certifying, the sample budget is priced: noisy forwards per second are measured on the model and a budget
-whose estimated time exceeds ``max_hours`` is refused up front (``require_budget``).
+whose estimated time exceeds ``max_hours`` is refused up front (``trustlab.certify.budget.require_budget``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +27,8 @@ from trustlab.runtime import ConfigError, DataError, ModelError, progress, requi
 
 from . import ABSTAIN
 from .records import append_records, array_digest, model_digest, open_records
-from .stats import binom_pvalue, budget, cp_lower, max_radius
+from .budget import draws_per_input, require_budget
+from .stats import binom_pvalue, budget, cp_lower
 from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also imported from here)
 
 NOISE_BLOCK = 1000  # rows per seeded block of an input's noise stream
@@ -343,60 +343,6 @@ class SmoothedClassifier:
         with eval_mode(self.model):
             return predict_batch(self.model, x[None], [key], n=n, alpha=alpha, sigma=self.sigma,
                                  K=self.K, run_seed=gen, batch=batch)[0][0]
-
-
-# --- sample budget ----------------------------------------------------------------------------------------------
-_RATES: dict = {}
-
-
-def forward_rate(model, shape, batch: int) -> float:
-    """Noisy forwards per second of ``model`` on inputs of ``shape``: noise draw + forward + argmax of one batch of
-    min(batch, 256) rows, best of two timed runs after a warm-up (cached per architecture, shape and device)."""
-    import torch
-
-    dev = _device(model)
-    rows = max(1, min(int(batch), 256))
-    key = (type(model).__name__, repr(model), tuple(shape), str(dev), rows)
-    if key not in _RATES:
-        buf = torch.empty((rows, *shape), dtype=torch.float32, device=dev)
-        best = math.inf
-        with eval_mode(model), torch.inference_mode():
-            for rep in range(3):
-                t0 = time.perf_counter()
-                torch.randn(buf.shape, out=buf, device=dev)
-                model(buf).argmax(1).cpu()
-                if rep:
-                    best = min(best, time.perf_counter() - t0)
-        _RATES[key] = rows / max(best, 1e-9)
-    return _RATES[key]
-
-
-def draws_per_input(cfg) -> int:
-    return cfg.n0 + cfg.n + (cfg.n if cfg.predict else 0)
-
-
-from trustlab.runtime.workload import format_seconds  # noqa: E402,F401 (one duration format for every lab's guard)
-
-
-def require_budget(model, shape, cfg, n_inputs: int, names: dict | None = None) -> float:
-    """Estimated seconds to certify ``n_inputs`` inputs with ``cfg`` (SmoothingConfig) on ``model``; ConfigError
-    with the estimate when it exceeds ``cfg.max_hours``. ``names`` spells the knobs in the hint (flags or keys)."""
-    names = {"n": "smoothing.n", "max_hours": "smoothing.max_hours", **(names or {})}
-    if n_inputs <= 0:
-        return 0.0
-    rate = forward_rate(model, shape, cfg.batch_size)
-    total = n_inputs * draws_per_input(cfg)
-    sec = total / rate
-    if sec > cfg.max_hours * 3600:
-        suggest = 100_000 if cfg.n > 100_000 else max(1, cfg.n // 10)
-        raise ConfigError(
-            f"smoothing budget too large: {n_inputs} inputs x {draws_per_input(cfg):,} noisy forwards "
-            f"(n0 {cfg.n0} + n {cfg.n:,}{' + predict n' if cfg.predict else ''}) would take about "
-            f"{format_seconds(sec)} at the {rate:,.0f} forwards/s measured here; the limit is {cfg.max_hours:g} h",
-            hint=f"lower {names['n']} (n = {suggest:,} certifies radii up to "
-                 f"{max_radius(suggest, cfg.alpha, 1.0):.2f} sigma at alpha {cfg.alpha:g}), or raise "
-                 f"{names['max_hours']}")
-    return sec
 
 
 def smoothing_settings(model, x, idx, labels, cfg, seed: int, K: int) -> dict:
