@@ -8,7 +8,7 @@ import pytest
 from .conftest import PLAIN_TEMPLATE
 
 COMMANDS = ["generate", "eval", "judge", "metrics", "compare", "merge", "datasets", "fake-server", "demo",
-            "reasoning-eval"]
+            "reasoning-eval", "ls", "build", "sft"]
 
 
 def _one_error(err: str) -> tuple[str, str]:
@@ -291,3 +291,15 @@ def test_shipped_configs_load(name):
 
     cfg = load_yaml(Path(trustlab.__file__).parent / "configs" / "safety" / f"{name}.yaml", EvalConfig)
     assert cfg.judges and cfg.strategies
+
+
+def test_ls_lists_every_backend_and_judge(cli):
+    from trustlab.safety.backends import BACKENDS
+    from trustlab.safety.judges import REGISTRY
+
+    code, out, _ = cli("safety", "ls")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert "backends:" in lines and "judges:" in lines
+    for name, summary in [*BACKENDS.listing(), *REGISTRY.listing()]:
+        assert summary and any(line.split()[:1] == [name] and summary in line for line in lines), name

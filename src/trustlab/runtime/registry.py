@@ -35,12 +35,21 @@ class Entry:
     name: str
     target: Any
     summary: str = ""
-    source: str = "built-in"  # or "entry point <dist>"
+    source: str = "built-in"  # or "entry point (<dist>)"
+    _obj: Any = None
+    _loaded: bool = False
 
     def load(self) -> Any:
-        if isinstance(self.target, str):
-            self.target = load_path(self.target)
-        return self.target
+        """The target object (a lazy target is imported once, then cached; ``target`` keeps the path)."""
+        if not self._loaded:
+            if isinstance(self.target, _EntryPointTarget):
+                self._obj = self.target.ep.load()
+            elif isinstance(self.target, str):
+                self._obj = load_path(self.target)
+            else:
+                self._obj = self.target
+            self._loaded = True
+        return self._obj
 
 
 def load_path(path: str) -> Any:
@@ -119,17 +128,16 @@ class Registry:
         """The object registered as ``name`` (imported now if lazy); an unknown name is a ConfigError naming the
         valid ones."""
         entry = self.entry(name)
-        target = entry.target
-        if isinstance(target, _EntryPointTarget):
+        if isinstance(entry.target, _EntryPointTarget):
             try:
-                entry.target = target.ep.load()
+                obj = entry.load()
             except Exception as exc:  # noqa: BLE001 - a third party's bug is reported, not raised as ours
                 raise ConfigError(f"{self.what} {name!r} ({entry.source}) failed to load: "
                                   f"{type(exc).__name__}: {exc}",
                                   hint=f"fix or uninstall the package providing {self.group} entry {name!r}") from None
             if not entry.summary:
-                entry.summary = _summary_of(entry.target)
-            return entry.target
+                entry.summary = _summary_of(obj)
+            return obj
         return entry.load()
 
     def listing(self) -> list[tuple[str, str]]:
@@ -138,7 +146,7 @@ class Registry:
         rows = []
         for name in self.names():
             entry = self._entries[name]
-            if isinstance(entry.target, _EntryPointTarget) and not entry.summary:
+            if isinstance(entry.target, _EntryPointTarget) and not entry.summary and not entry._loaded:
                 try:
                     self.get(name)
                 except ConfigError as exc:

@@ -18,6 +18,8 @@ import typer
 
 from trustlab.runtime.errors import ConfigError, DataError
 
+from .cli_config import _OPT, _SHARED, build_config
+
 # the generation and judging flags build shares with generate/eval (their options live in cli.py)
 BUILD_SHARED = ("model", "backend", "base_url", "tokenizer", "chat_template", "system_prompt", "script", "dataset",
                 "prompt_column", "category_column", "id_column", "encoding", "strategy", "think_format",
@@ -53,7 +55,6 @@ def build_config_from_flags(o: dict):
     """BuildConfig from an optional YAML (``--config``) with the generation/judging flags applied on top."""
     from trustlab.runtime.config import dump_yaml, load_config
 
-    from . import cli as base
     from .build import BuildConfig
     from .config import EvalConfig
 
@@ -65,7 +66,7 @@ def build_config_from_flags(o: dict):
     with tempfile.TemporaryDirectory() as tmp:
         dump_yaml(seed_eval, Path(tmp) / "seed.yaml")
         flags = {k: o.get(k) for k in BUILD_SHARED if k not in ("out", "resume")}
-        ecfg = base.build_config(config=Path(tmp) / "seed.yaml", **flags)
+        ecfg = build_config(config=Path(tmp) / "seed.yaml", **flags)
     if len(ecfg.strategies) != 1:
         raise ConfigError(f"build uses one strategy, got {', '.join(ecfg.strategies)}",
                           hint="pass --strategy once (default, zerothink, lessthink or morethink)")
@@ -193,10 +194,8 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
 
 def register(app: typer.Typer) -> None:
     """Add ``build`` and ``sft`` to the safety sub-app."""
-    from . import cli as base
-
-    anns = dict(base._SHARED)
-    app.command("build")(_signature(build_cmd, BUILD_OWN, base._OPT, anns))
+    anns = dict(_SHARED)
+    app.command("build")(_signature(build_cmd, BUILD_OWN, _OPT, anns))
     app.command("sft")(sft_cmd)
 
 

@@ -96,7 +96,7 @@ BACKENDS.register("openai", "trustlab.safety.backends.openai_compat:OpenAIBacken
 BACKENDS.register("vllm", "trustlab.safety.backends.vllm:VLLMBackend",
                   "in-process vLLM (needs the vllm extra and CUDA)")
 BACKENDS.register("scripted", "trustlab.safety.backends.scripted:ScriptedBackend",
-                  "a scripted fake: replies chosen by rules, for tests and the offline demo")
+                  "a deterministic scripted model (rule-matched replies) for tests and the demo baselines")
 
 
 def make_backend(cfg, **kwargs) -> Backend:
