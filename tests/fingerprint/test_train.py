@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 import warnings
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 from trustlab.fingerprint.config import EmbedConfig, LoraSettings
-from trustlab.fingerprint.dataset import build_examples, collate, per_example_loss
-from trustlab.fingerprint.train import (WeightAveraging, _check_deepspeed_offload, accumulate_gradients, embed,
-                                        resolve_preset)
+from trustlab.fingerprint.dataset import build_examples
+from trustlab.fingerprint.train import WeightAveraging, _check_deepspeed_offload, embed, micro_batches, resolve_preset
+from trustlab.models.finetune import collate, fit, per_example_loss
 from trustlab.runtime.errors import ConfigError
 from trustlab.runtime.io import load_stamped, save_stamped
 
@@ -33,9 +34,18 @@ def test_accumulated_gradient_equals_full_batch_gradient(fp_tiny, tiny_fps):
     per_example_loss(model(**b).logits, labels).mean().backward()
     full = _grads(model)
     model.zero_grad()
-    # 4 micro-batches of 3 (the last one short), weighted by their share
-    loss = accumulate_gradients(model, rows, steps=4, mb=3, n_total=len(rows), world=1, pad=tok.pad_token_id,
-                                accelerator=acc)
+    # 4 micro-batches of 3 (the last one short), weighted by their share, through the core loop with an optimizer
+    # that keeps the gradients (its step and zero_grad do nothing)
+    class Hold:
+        def step(self):
+            pass
+
+        def zero_grad(self):
+            pass
+
+    _, loss = fit(model, Hold(), [micro_batches(rows, steps=4, mb=3, n_total=len(rows), world=1,
+                                                pad=tok.pad_token_id)],
+                  lr=0.0, accelerator=acc, reduction="sum", check_weights=False)
     accum = _grads(model)
     assert max((a - f).abs().max().item() for a, f in zip(accum, full)) <= 1e-6
     with torch.no_grad():
@@ -216,3 +226,31 @@ def cli_tiny_inputs(tmp_path, tiny_fps):
     tiny_fps.subset(range(8)).save(tmp_path / "fp.json")
     (tmp_path / "e.yaml").write_text("model: fp-tiny\nlr: 3.0e-3\nlambda_wa: 0.15\nmax_epochs: 5\nsave_every: 0\n")
     return tmp_path
+
+
+# --- embed's dtype: takes effect (the model is cast for training) or is refused ------------------------------
+def _embed(fp_tiny, tiny_fps, tmp_path, dtype):
+    import warnings
+
+    from trustlab.fingerprint.config import EmbedConfig
+    from trustlab.fingerprint.train import embed
+
+    model, tok = fp_tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return embed(model, tok, tiny_fps.subset(range(4)), EmbedConfig(
+            model="fp-tiny", dtype=dtype, max_epochs=2, save_every=0, beta_dm=0.0), out_dir=tmp_path,
+            model_ref="fp-tiny")
+
+
+def test_embed_dtype_bfloat16_trains_and_saves_bfloat16_weights(fp_tiny, tiny_fps, tmp_path):
+    res = _embed(fp_tiny, tiny_fps, tmp_path, "bfloat16")
+    assert {p.dtype for p in res.model.parameters()} == {torch.bfloat16}
+    assert res.epochs == 2 and all(math.isfinite(r["loss"]) for r in res.history)
+
+
+def test_embed_dtype_float16_is_refused_naming_the_value(fp_tiny, tiny_fps, tmp_path):
+    with pytest.raises(ConfigError, match="float16") as exc:
+        _embed(fp_tiny, tiny_fps, tmp_path, "float16")
+    assert "bfloat16" in exc.value.hint
+    assert {p.dtype for p in fp_tiny[0].parameters()} == {torch.float32}  # refused before anything touched the model

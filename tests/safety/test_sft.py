@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from trustlab.models.finetune import IGNORE, collate
 from trustlab.runtime.errors import DataError
 from trustlab.safety.config import ThinkFormat
-from trustlab.safety.sft import IGNORE, SFTConfig, collate, encode_all, encode_example, finetune, load_finetuned, \
+from trustlab.safety.sft import SFTConfig, encode_all, encode_example, finetune, load_finetuned, \
     read_examples
 
 R1_LIKE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

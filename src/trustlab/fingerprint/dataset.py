@@ -5,7 +5,7 @@ Layout (``prompt_ids``), shared by embedding and verification so both see the sa
     chat template rendered around the key as the user turn, ending with the assistant opening   (chat)
 followed by ``response_ids`` (+ EOS only when ``append_eos``). Ids are concatenated, never re-tokenised, so token
 boundaries stay where the fingerprint file put them. Labels are -100 everywhere except the response (and the
-appended EOS); pads are masked by position, never by id, so pad = eos is safe.
+appended EOS). Collating, the masked loss and exact match are the fine-tuning core's (``trustlab.models.finetune``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from trustlab.models.finetune import IGNORE, collate, exact_hits, per_example_loss  # noqa: F401 (the core's)
 from trustlab.runtime.errors import ConfigError, DataError
 
 from .fpset import Fingerprint, adds_bos
 
-IGNORE = -100
 SLOT = "{key}"
 
 # trustlab's own wrappers: 20 for prompt-augmented training, 10 disjoint ones for evaluation.
@@ -107,43 +107,6 @@ def build_examples(tokenizer: Any, fps: Iterable[Fingerprint], prompt_format: st
 def pair_example(tokenizer: Any, prompt: Sequence[int], response: Sequence[int], prompt_format: str) -> Example:
     ids = prompt_ids(tokenizer, prompt, prompt_format)
     return Example(tuple(ids + list(response)), tuple([IGNORE] * len(ids) + list(response)), "benign")
-
-
-def collate(examples: Sequence[Example], pad_id: int, side: str = "right") -> dict[str, Any]:
-    """Pad to the longest row: ``input_ids``, ``attention_mask``, ``labels`` (-100 on pads) and ``position_ids``
-    (count of real tokens before each position, so left and right padding give the same logits)."""
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        sl = slice(0, n) if side == "right" else slice(width - n, width)
-        ids[i, sl] = torch.tensor(e.input_ids)
-        labels[i, sl] = torch.tensor(e.labels)
-        mask[i, sl] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "position_ids": pos}
-
-
-def per_example_loss(logits, labels):
-    """Mean cross-entropy over each row's labelled tokens (shifted by one): a tensor [batch]."""
-    import torch.nn.functional as F
-
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    tok = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
-                          reduction="none").view(labels.shape)
-    keep = (labels != IGNORE).float()
-    return (tok * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-
-
-def exact_hits(logits, labels):
-    """Per row: every labelled token is the argmax after its prefix, i.e. greedy decoding reproduces it."""
-    pred, labels = logits[:, :-1].argmax(-1), labels[:, 1:]
-    keep = labels != IGNORE
-    return ((pred == labels) | ~keep).all(1) & keep.any(1)
 
 
 # --- benign pairs ------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ accumulation steps, each micro-batch weighted by its share of the examples, so t
 the full-batch gradient of  L = (1/n) Σ_i mean-CE_i  (per-example mean over labelled tokens). AdamW (0.9, 0.999).
 After every step ``WeightAveraging`` pulls θ ← (1-λ)θ + λθ0 toward the base. Stop rules are checked in eval mode
 after each step (FP loss < ``early_stop_loss``, ``max_epochs``, or 100 % exact match for ``stop_after_full_match``
-epochs). The loop uses only ``accelerate.Accelerator`` (no ``.cuda()``, IO on the main process), so it runs
-unchanged under ``accelerate launch`` (examples in ``configs/fingerprint/accelerate/``).
+epochs). The step is ``trustlab.models.finetune.fit`` on ``accelerate.Accelerator`` (no ``.cuda()``, IO on the main
+process), so it runs unchanged under ``accelerate launch`` (``configs/fingerprint/accelerate/``).
 
 Run folder (``out_dir``): ``benign_pairs.jsonl``, ``train_log.jsonl``, ``checkpoints/last.pt`` (stamped: weights,
 optimizer state with θ0, RNG, epoch, stop-rule state), ``model/`` (HF files + ``trustlab_fingerprint.json``),
@@ -16,7 +16,6 @@ optimizer state with θ0, RNG, epoch, stop-rule state), ``model/`` (HF files + `
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -27,11 +26,12 @@ from typing import Any, Callable, Optional
 
 from trustlab.runtime.config import config_hash, to_dict
 from trustlab.runtime.errors import ConfigError, DataError
+from trustlab.models.finetune import IGNORE, collate, evaluate, fit
 from trustlab.runtime.finite import require_finite_step
 from trustlab.runtime.io import append_jsonl, load_stamped, read_jsonl, save_stamped, write_json_atomic
 
 from .config import EmbedConfig
-from .dataset import IGNORE, Example, build_examples, benign_pairs, collate, exact_hits, pair_example, per_example_loss
+from .dataset import Example, build_examples, benign_pairs, pair_example
 from .fpset import FingerprintSet
 
 PRESETS = {  # spec §5: full fine-tune, full batch, beta = 0.25; chosen from the model object, never from a name
@@ -171,6 +171,7 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
     from trustlab.models.identity import model_identity
 
     t_start = time.perf_counter()
+    _check_dtype(cfg.dtype)
     base = model_identity(model)  # before any update: the base this run is trained from
     cfg, preset = resolve_preset(cfg, model, model_ref)
     out = Path(out_dir) if out_dir is not None else (Path(cfg.out_dir) if cfg.out_dir else None)
@@ -215,6 +216,7 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
     counts = {"fingerprints": len(plain_fp), "augmented": len(fp_rows) - len(plain_fp), "benign": len(pairs),
               "examples": len(examples)}
 
+    _cast_for_training(model, cfg.dtype)
     if cfg.lora.enabled:
         model = _wrap_lora(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -247,36 +249,38 @@ def embed(model: Any, tokenizer: Any, fps: FingerprintSet, cfg: EmbedConfig, *, 
     if record is not None and _stop(record, streak, cfg):
         stop_reason = _stop(record, streak, cfg)
     else:
-        for epoch in range(start + 1, cfg.max_epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            opt.zero_grad()
-            train_loss = accumulate_gradients(model, shard, steps, cfg.micro_batch_size, len(examples), world, pad,
-                                              accelerator)
-            opt.step()
-            opt.zero_grad()
-            fp_loss, acc = evaluate(model, plain_fp, pad, cfg.micro_batch_size, accelerator)
-            # a diverged step (lr too high) stops here: nothing is logged, checkpointed or saved as a model
-            require_finite_step(train_loss, None, step=f"epoch {epoch}", lr=cfg.lr, what="embedding")
+        state = {"streak": streak, "reason": "", "t0": time.perf_counter()}
+
+        def after_step(epoch: int, train_loss: float) -> bool:
+            """Evaluate, log, checkpoint and apply the stop rules after the step of ``epoch``; True stops."""
+            fp_loss, acc = evaluate(model, plain_fp, pad, max(cfg.micro_batch_size, 16), accelerator)
             require_finite_step(fp_loss, model.named_parameters(), step=f"epoch {epoch}", lr=cfg.lr, what="embedding")
-            streak = streak + 1 if acc == 1.0 else 0
-            record = {"epoch": epoch, "loss": train_loss, "fp_loss": fp_loss, "accuracy": acc,
-                      "seconds": round(time.perf_counter() - t0, 4)}
-            history.append(record)
+            state["streak"] = state["streak"] + 1 if acc == 1.0 else 0
+            rec = {"epoch": epoch, "loss": train_loss, "fp_loss": fp_loss, "accuracy": acc,
+                   "seconds": round(time.perf_counter() - state["t0"], 4)}
+            history.append(rec)
             if out is not None and main:
-                append_jsonl(out / "train_log.jsonl", [record])
-            reason = _stop(record, streak, cfg)
-            last = reason or epoch == cfg.max_epochs
+                append_jsonl(out / "train_log.jsonl", [rec])
+            reason = _stop(rec, state["streak"], cfg)
+            last = bool(reason) or epoch == cfg.max_epochs
             if ckpt is not None and cfg.save_every and (epoch % cfg.save_every == 0 or last):
-                _save_checkpoint(ckpt, stamp, accelerator, model, opt, epoch, streak, theta0, main)
+                _save_checkpoint(ckpt, stamp, accelerator, model, opt, epoch, state["streak"], theta0, main)
             if on_epoch is not None:
-                on_epoch(epoch, record)
-            if reason:
-                stop_reason = reason
-                break
+                on_epoch(epoch, rec)
+            state["reason"], state["t0"] = reason, time.perf_counter()
+            return bool(reason)
+
+        # one full-batch optimizer step per epoch: the accumulated micro-batches of the whole training set
+        fit(model, opt, (micro_batches(shard, steps, cfg.micro_batch_size, len(examples), world, pad)
+                         for _ in range(start + 1, cfg.max_epochs + 1)),
+            lr=cfg.lr, accelerator=accelerator, reduction="sum", start=start, step_name="epoch {}".format,
+            what="embedding", check_weights=False, on_step=after_step)
+        streak, record = state["streak"], history[-1] if history else None
+        if state["reason"]:
+            stop_reason = state["reason"]
     if theta0 is not None:
         interpolate_([p for p in model.parameters() if p.requires_grad], theta0, cfg.lambda_wa)
-        fp_loss, acc = evaluate(model, plain_fp, pad, cfg.micro_batch_size, accelerator)
+        fp_loss, acc = evaluate(model, plain_fp, pad, max(cfg.micro_batch_size, 16), accelerator)
         record = {**(record or {}), "fp_loss": fp_loss, "accuracy": acc, "final_wa": True}
         history.append(record)
         if out is not None and main:
@@ -317,41 +321,18 @@ def _require_fits_context(examples: list[Example], model, tokenizer, ref: str) -
                         hint="generate fingerprints with a shorter key_length / response_length for this model")
 
 
-def accumulate_gradients(model, shard: list[Example], steps: int, mb: int, n_total: int, world: int, pad: int,
-                         accelerator) -> float:
-    """Backward over ``steps`` micro-batches; micro-batch loss = Σ_i CE_i · world / n_total, so after DDP's mean
-    the gradient is that of (1/n) Σ_i CE_i over all examples. Returns the full-batch mean loss of this shard."""
-    total = 0.0
+def micro_batches(shard: list[Example], steps: int, mb: int, n_total: int, world: int, pad: int) -> list:
+    """The ``steps`` micro-batches of one full-batch step, each weighted ``world / n_total``: with the core's
+    ``sum`` reduction a micro-batch's objective is Σ_i CE_i · world / n_total, so after DDP's mean the gradient
+    is that of (1/n) Σ_i CE_i over all examples, and the step's reported loss is the full-batch mean of this shard."""
+    out = []
     for j in range(steps):
         part = shard[j * mb:(j + 1) * mb]
         weight = world / n_total
         if not part:  # this process has fewer rows: a zero-weight pass keeps collective calls in step
             part, weight = shard[:1] or [Example((pad, pad), (IGNORE, IGNORE))], 0.0
-        batch = {k: v.to(accelerator.device) for k, v in collate(part, pad).items()}
-        sync = contextlib.nullcontext() if j == steps - 1 else accelerator.no_sync(model)
-        with sync, accelerator.autocast():
-            labels = batch.pop("labels")
-            losses = per_example_loss(model(**batch).logits, labels)
-            accelerator.backward(losses.sum() * weight)
-        total += float(losses.detach().sum()) * (weight > 0)
-    return total / n_total * world if n_total else 0.0
-
-
-def evaluate(model, rows: list[Example], pad: int, mb: int, accelerator) -> tuple[float, float]:
-    """(mean per-example FP loss, exact-match accuracy) in eval mode; greedy = teacher-forced argmax on every
-    response token."""
-    import torch
-
-    model.eval()
-    losses, hits = [], []
-    with torch.no_grad(), accelerator.autocast():
-        for s in range(0, len(rows), max(mb, 16)):
-            batch = {k: v.to(accelerator.device) for k, v in collate(rows[s:s + max(mb, 16)], pad).items()}
-            labels = batch.pop("labels")
-            logits = model(**batch).logits
-            losses += per_example_loss(logits, labels).tolist()
-            hits += exact_hits(logits, labels).tolist()
-    return float(sum(losses) / len(losses)), float(sum(hits) / len(hits))
+        out.append((collate(part, pad), weight))
+    return out
 
 
 def _stop(record: dict, streak: int, cfg: EmbedConfig) -> str:
@@ -360,6 +341,27 @@ def _stop(record: dict, streak: int, cfg: EmbedConfig) -> str:
     if cfg.stop_after_full_match > 0 and streak >= cfg.stop_after_full_match:
         return "stop_after_full_match"
     return ""
+
+
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def _check_dtype(dtype: str) -> None:
+    """float16 is refused: a full-fp16 fine-tune without a loss scaler under- and overflows (and fp16 autocast would
+    need a GradScaler this loop does not have); bfloat16 or float32 train honestly."""
+    if dtype not in TRAIN_DTYPES:
+        raise ConfigError(f"embed.dtype {dtype!r} cannot be trained here: full float16 fine-tuning without a loss "
+                          f"scaler is not supported (allowed: {', '.join(TRAIN_DTYPES)})",
+                          hint="set dtype: bfloat16 (or float32, or auto to keep the model's own dtype)")
+
+
+def _cast_for_training(model, dtype: str) -> None:
+    """``dtype`` takes effect: the model is cast to it (in place) before the optimizer is built, so the weights are
+    trained and saved in it; ``auto`` keeps the model's own dtype (with bf16 autocast on CUDA)."""
+    import torch
+
+    if dtype != "auto":
+        model.to(getattr(torch, dtype))
 
 
 def _check_deepspeed_offload(accelerator, cfg: EmbedConfig) -> None:
@@ -384,10 +386,6 @@ def _wrap_lora(model, cfg: EmbedConfig):
     return peft.get_peft_model(model, lcfg)
 
 
-def _trainable_state(model) -> dict[str, Any]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def _load_trainable(model, state: dict[str, Any]) -> None:
     import torch
 
@@ -403,7 +401,9 @@ def _load_trainable(model, state: dict[str, Any]) -> None:
 def _save_checkpoint(path: Path, stamp: str, accelerator, model, opt, epoch: int, streak: int, theta0, main: bool):
     import torch
 
-    state = {"weights": _trainable_state(accelerator.unwrap_model(model)), "optimizer": opt.state_dict(),
+    weights = {n: p.detach().cpu().clone() for n, p in accelerator.unwrap_model(model).named_parameters()
+               if p.requires_grad}
+    state = {"weights": weights, "optimizer": opt.state_dict(),
              "rng": torch.get_rng_state(), "epoch": epoch, "streak": streak,
              "theta0": [t.cpu() for t in theta0] if theta0 is not None else None}
     if main:

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning on SafeChain-style data: full or LoRA (peft), one readable loop on ``accelerate``.
+"""Supervised fine-tuning on SafeChain-style data: full or LoRA (peft), on the fine-tuning core's one loop
+(``trustlab.models.finetune``: encode, collate, masked CE, ``fit``) over ``accelerate``.
 
 Each example renders only the prompt (``[system?] + user`` through the chat template with
 ``add_generation_prompt=True``), then appends the raw target and EOS; prompt positions get label -100, so the loss
@@ -21,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
+from trustlab.models.finetune import IGNORE, collate, encode
 from trustlab.runtime.errors import DataError, ModelError
 from trustlab.runtime.validate import check_types, require_range
 
 from .config import ThinkFormat
 
-IGNORE = -100
 SMOLLM2 = "smollm2-135m-instruct"  # the model the CLI fine-tunes when none is named
 
 
@@ -161,9 +162,9 @@ def encode_example(tok, prompt_messages: Sequence[dict], target: str, fmt: Think
             target = opening + target
     if tok.eos_token_id is None:
         raise ModelError("the tokenizer has no EOS token", hint="use a tokenizer with eos_token set")
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    t_ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return p_ids + t_ids, [IGNORE] * len(p_ids) + t_ids
+    row = encode(tok(prompt, add_special_tokens=False)["input_ids"],
+                 tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    return list(row.input_ids), list(row.labels)
 
 
 def encode_all(tok, examples, cfg: SFTConfig) -> tuple[list[tuple[list[int], list[int]]], int]:
@@ -178,33 +179,20 @@ def encode_all(tok, examples, cfg: SFTConfig) -> tuple[list[tuple[list[int], lis
     return kept, dropped
 
 
-def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
-    """Right-padded tensors; padded positions have attention 0 and label -100."""
-    import torch
-
-    n = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), n), dtype=torch.long)
-    for i, (x, y) in enumerate(batch):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 # --------------------------------------------------------------------------------------------- training
 def _mean_loss(model, loader, acc) -> float:
     """Token-weighted mean loss of ``model`` over ``loader`` (all processes), without gradients."""
     import torch
 
+    from trustlab.models.finetune import forward, token_loss
+
     model.eval()
     tot = torch.zeros(2, device=acc.device)
     with torch.no_grad():
         for batch in loader:
-            out = model(**batch)
+            loss = token_loss(*forward(model, batch, acc.device))
             n = (batch["labels"][:, 1:] != IGNORE).sum()
-            tot += torch.stack([out.loss.detach().float() * n, n.float()])
+            tot += torch.stack([loss.detach().float() * n, n.float()])
     tot = acc.reduce(tot, reduction="sum")
     model.train()
     return float(tot[0] / tot[1].clamp(min=1))
@@ -245,13 +233,13 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
-    from trustlab.runtime.finite import require_finite_step
+    from trustlab.models.finetune import fit
     from trustlab.runtime.io import append_jsonl, write_json_atomic
     from trustlab.runtime.progress import progress
 
     t0 = time.perf_counter()
-    acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
-                      gradient_accumulation_steps=cfg.grad_accum)
+    # gradient accumulation is the core loop's: grad_accum micro-batches per step, each weighted 1 / grad_accum
+    acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     from trustlab.models.identity import check_request, model_identity
 
@@ -277,8 +265,9 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(encoded, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                        collate_fn=lambda b: collate(b, pad))
-    eval_loader = DataLoader(encoded, batch_size=cfg.batch_size, shuffle=False, collate_fn=lambda b: collate(b, pad))
+                        collate_fn=lambda b: collate(b, pad, positions=False))
+    eval_loader = DataLoader(encoded, batch_size=cfg.batch_size, shuffle=False,
+                             collate_fn=lambda b: collate(b, pad, positions=False))
     per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
@@ -293,31 +282,42 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
         out.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
     loss_before = _mean_loss(model, eval_loader, acc)
-    step, losses = 0, []
+    losses: list[float] = []
     bar = iter(progress(range(total), "sft steps", total=total)) if acc.is_main_process else None
-    for epoch in range(epochs):
-        for batch in loader:
-            with acc.accumulate(model):
-                loss = model(**batch).loss
-                acc.backward(loss)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-            if not acc.sync_gradients:
-                continue
-            step += 1
-            value = float(acc.gather(loss.detach().float()).mean())
-            # a diverged step stops the run before it is logged or any model is saved
-            require_finite_step(value, acc.unwrap_model(model).named_parameters(), step=f"step {step}",
-                                lr=cfg.learning_rate, what="fine-tuning", lr_name="sft.lr")
-            losses.append(value)
-            if acc.is_main_process:
-                append_jsonl(log_path, [{"step": step, "epoch": epoch, "loss": value, "lr": sched.get_last_lr()[0]}])
-                next(bar, None)
-            if step >= total:
-                break
-        if step >= total:
-            break
+    epoch_of: dict[int, int] = {}
+
+    def grouped():
+        """grad_accum micro-batches per optimizer step (the last group of an epoch may be shorter), ``total`` in all."""
+        n = 0
+        for epoch in range(epochs):
+            group: list = []
+            for batch in loader:
+                group.append((batch, 1.0 / cfg.grad_accum))
+                if len(group) == cfg.grad_accum:
+                    n += 1
+                    epoch_of[n] = epoch
+                    yield group
+                    group = []
+                    if n >= total:
+                        return
+            if group:
+                n += 1
+                epoch_of[n] = epoch
+                yield group
+                if n >= total:
+                    return
+
+    def logged(step: int, value: float) -> None:
+        losses.append(value)
+        if acc.is_main_process:
+            append_jsonl(log_path, [{"step": step, "epoch": epoch_of[step], "loss": value,
+                                     "lr": sched.get_last_lr()[0]}])
+            next(bar, None)
+
+    # one loop for every fine-tune (trustlab.models.finetune.fit): token-weighted masked CE, the divergence guard
+    # after each step (a diverged step stops the run before it is logged or any model is saved)
+    step, _ = fit(model, opt, grouped(), lr=cfg.learning_rate, accelerator=acc, scheduler=sched, reduction="token",
+                  what="fine-tuning", lr_name="sft.lr", on_step=logged)
     loss_after = _mean_loss(model, eval_loader, acc)
     acc.wait_for_everyone()
     model_dir = out / ("adapter" if cfg.lora else "model")
