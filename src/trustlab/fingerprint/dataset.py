@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from trustlab.models.finetune import IGNORE, collate, exact_hits, per_example_loss  # noqa: F401 (the core's)
+from trustlab.models.finetune import IGNORE, Row, collate, exact_hits, per_example_loss  # noqa: F401 (re-exported)
 from trustlab.runtime.errors import ConfigError, DataError
 
 from .fpset import Fingerprint, adds_bos
@@ -39,11 +39,9 @@ TEST_TEMPLATES = (
 
 
 @dataclass(frozen=True)
-class Example:
-    """One training row: ``input_ids`` and ``labels`` of equal length (-100 = not trained)."""
+class Example(Row):
+    """The core's training row (``input_ids``, ``labels``; -100 = not trained) with where it came from."""
 
-    input_ids: tuple[int, ...]
-    labels: tuple[int, ...]
     kind: str = "fp"  # fp | fp_aug | benign
     fp_id: int | None = None
 

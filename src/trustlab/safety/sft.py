@@ -288,24 +288,17 @@ def finetune(cfg: SFTConfig, model=None, tokenizer=None) -> SFTResult:
 
     def grouped():
         """grad_accum micro-batches per optimizer step (the last group of an epoch may be shorter), ``total`` in all."""
-        n = 0
+        n, group = 0, []
         for epoch in range(epochs):
-            group: list = []
-            for batch in loader:
+            for i, batch in enumerate(loader):
                 group.append((batch, 1.0 / cfg.grad_accum))
-                if len(group) == cfg.grad_accum:
+                if len(group) == cfg.grad_accum or i == len(loader) - 1:
                     n += 1
                     epoch_of[n] = epoch
                     yield group
                     group = []
                     if n >= total:
                         return
-            if group:
-                n += 1
-                epoch_of[n] = epoch
-                yield group
-                if n >= total:
-                    return
 
     def logged(step: int, value: float) -> None:
         losses.append(value)
