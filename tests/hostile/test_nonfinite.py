@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tests.hostile.harness import assert_refused, run_cli
 
@@ -14,22 +13,6 @@ CASES = ["embed-lr-inf", "embed-lr-diverges", "generate-key-temperature-inf", "s
          "vfl-train-lr-yaml-inf"]
 
 CHAT = [("How do I pick a lock?", "I can't help with that."), ("Say hi", "Hi!")]
-
-
-@pytest.fixture(scope="module")
-def fp_file(tmp_path_factory):
-    """A 4-fingerprint set of fp-tiny (the API, no secret on disk needed by the tests)."""
-    from trustlab.fingerprint.config import GenerateConfig
-    from trustlab.fingerprint.keys import generate_fingerprints
-    from trustlab.fingerprint.tiny import prepare_tiny
-    from trustlab.models import load_causal_lm
-
-    lm = load_causal_lm(str(prepare_tiny()))
-    fps = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=4), bytes(range(32)), lm=lm,
-                                model_ref="fp-tiny")
-    path = tmp_path_factory.mktemp("fps") / "fp.json"
-    fps.save(path)
-    return path
 
 
 def _chat_file(path):

@@ -50,21 +50,6 @@ def embed_run(tmp_path) -> Path:
     return run.path
 
 
-@pytest.fixture(scope="module")
-def fp_file(tmp_path_factory) -> Path:
-    from trustlab.fingerprint.config import GenerateConfig
-    from trustlab.fingerprint.keys import generate_fingerprints
-    from trustlab.fingerprint.tiny import prepare_tiny
-    from trustlab.models import load_causal_lm
-
-    lm = load_causal_lm(str(prepare_tiny()))
-    fps = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=4), bytes(range(32)), lm=lm,
-                                model_ref="fp-tiny")
-    path = tmp_path_factory.mktemp("fp") / "fp.json"
-    fps.save(path)
-    return path
-
-
 def _refused_untouched(capsys, root: Path, argv: list, *words: str) -> str:
     before = snapshot(root)
     outcome = run_cli(capsys, *argv)

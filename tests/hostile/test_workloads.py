@@ -34,22 +34,6 @@ def judged_run(tmp_path_factory):
     return root / "a"
 
 
-@pytest.fixture(scope="module")
-def fp_file(tmp_path_factory):
-    """A 4-fingerprint set of fp-tiny."""
-    from trustlab.fingerprint.config import GenerateConfig
-    from trustlab.fingerprint.keys import generate_fingerprints
-    from trustlab.fingerprint.tiny import prepare_tiny
-    from trustlab.models import load_causal_lm
-
-    lm = load_causal_lm(str(prepare_tiny()))
-    fps = generate_fingerprints(GenerateConfig(model="fp-tiny", num_fingerprints=4), bytes(range(32)), lm=lm,
-                                model_ref="fp-tiny")
-    path = tmp_path_factory.mktemp("fps") / "fp.json"
-    fps.save(path)
-    return path
-
-
 def _secret(tmp_path):
     path = tmp_path / "owner.secret"
     path.write_text(bytes(range(32)).hex() + "\n")
