@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-
 from tests.hostile.harness import assert_refused, run_cli
 
 CASES = ["embed-lr-inf", "embed-lr-diverges", "generate-key-temperature-inf", "safety-generate-temperature-inf",
