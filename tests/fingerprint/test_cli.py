@@ -217,3 +217,15 @@ def test_ctrl_c_in_embed_resumes_by_default_with_the_printed_command(cli_run, ca
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     code, _, _ = run_cli(capsys, *args, "--no-resume", "--max-epochs", "2")  # another config: starts afresh
     assert code == 0 and json.loads((root / "runs" / "cc" / "embed_result.json").read_text())["epochs"] == 2
+
+
+def test_ls_lists_every_scheme(capsys):
+    from trustlab.fingerprint import STRATEGIES
+    from trustlab.fingerprint.strategies import SCHEMES
+
+    code, out, _ = run_cli(capsys, "ls")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "schemes:" and [ln.split()[0] for ln in lines[1:]] == list(STRATEGIES)
+    for name, summary in SCHEMES.listing():
+        assert summary and any(summary in ln for ln in lines), name

@@ -1,4 +1,4 @@
-"""``trustlab fingerprint``: generate, embed, verify, robustness, assign, identify, inspect, demo.
+"""``trustlab fingerprint``: generate, embed, verify, robustness, assign, identify, inspect, demo, ls.
 
 Thin layer: every verb reads ``--config x.yaml`` (keys = the dataclass fields; unknown keys are an error listing
 the valid ones), lets kebab-case flags override it, calls the Python verb inside a ``RunDir`` and prints a short
@@ -13,19 +13,14 @@ from typing import Any, Optional
 
 import typer
 
-from trustlab.runtime.errors import ConfigError, Interrupted
+from trustlab.runtime.errors import Interrupted
+
+from .cli_verify import register as register_verify
+from .demo import run_demo as _run_demo
+from .runs import LAB, SMOLLM2, resolve_config, run_embed, run_generate  # noqa: F401 - re-exported for notebooks
 
 app = typer.Typer(name="fingerprint", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.")
-LAB = "fingerprint"
-SMOLLM2 = "smollm2-135m-instruct"  # the model `embed` loads when none is named
-
-
-def resolve_config(cls, config: Optional[Path], overrides: dict[str, Any]):
-    """The YAML file's keys (if any), overridden by the flags that were given (None = not given)."""
-    from trustlab.runtime.config import config_with_overrides
-
-    return config_with_overrides(cls, config, overrides)
 
 
 def _threads() -> None:
@@ -44,60 +39,7 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> None:
     Console().print(t)
 
 
-def _load_model(ref: str, dtype: str = "float32"):
-    from trustlab.models import load_causal_lm
-
-    from .tiny import resolve_model_ref
-
-    return load_causal_lm(resolve_model_ref(ref), dtype="float32" if dtype == "auto" else dtype)
-
-
 # --- generate ---------------------------------------------------------------------------------------------
-def run_generate(cfg, secret_path: Path, out: Path, overwrite: bool = False, run_dir: Optional[Path] = None,
-                 lm=None) -> tuple[Path, bool]:
-    """Generate into ``out`` (fingerprints.json); (path, skipped). The run record goes to ``run_dir``.
-
-    An existing ``out`` made with the same config hash and secret is kept (skipped); any other is an error
-    unless ``overwrite``."""
-    from trustlab.runtime.config import config_hash
-    from trustlab.runtime.rundir import RunDir
-
-    from .fpset import FingerprintSet
-    from .keys import generate_fingerprints
-    from .secret import commitment, load_or_create_secret
-
-    digest = config_hash(cfg)
-    if out.exists() and not overwrite:
-        old = FingerprintSet.load(out)
-        secret_exists = Path(secret_path).exists()
-        same = (old.params.get("config_hash") == digest and secret_exists
-                and old.secret_commitment == commitment(_read_secret(secret_path)))
-        if same:
-            return out, True
-        raise ConfigError(f"fingerprint file {str(out)!r} exists and was made with another config or secret",
-                          hint="pass --overwrite to replace it, or choose another --out")
-    run = RunDir.open(run_dir, LAB, "generate", config=cfg, seed=cfg.seed, new_only=True)  # checked before writing
-    secret, created = load_or_create_secret(secret_path)
-    fps = generate_fingerprints(cfg, secret, lm=lm, model_ref=cfg.model)
-    fps = FingerprintSet.create(**{**{f: getattr(fps, f) for f in fps.__dataclass_fields__},
-                                   "params": {**fps.params, "config_hash": digest}})
-    fps.save(out)
-    base_probs = [f.base_prob for f in fps.fingerprints if f.base_prob is not None]
-    run.write_results({"num_fingerprints": len(fps), "strategy": fps.strategy, "null_p": fps.null_p,
-                       "mean_base_prob": sum(base_probs) / len(base_probs) if base_probs else None,
-                       "max_base_prob": max(base_probs) if base_probs else None,
-                       "keys_tried": fps.params.get("keys_tried"), "rejected": fps.params.get("rejected")},
-                      artifacts=[], set_digest=fps.set_digest, secret_commitment=fps.secret_commitment,
-                      fingerprint_file=str(out), secret_created=created)
-    return out, False
-
-
-def _read_secret(path: Path) -> bytes:
-    from .secret import load_secret
-
-    return load_secret(path)
-
-
 @app.command()
 def generate(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of GenerateConfig fields."),
@@ -160,53 +102,6 @@ def _print_set(path: Path) -> None:
 
 
 # --- embed ----------------------------------------------------------------------------------------------------
-def open_embed_dir(out: Path, cfg, resume: bool, overwrite: bool):
-    """(RunDir, 'run' | 'skip' | 'resume') for an embed run folder (spec §8: same config -> skip when complete,
-    resume when not; another config -> error). ``overwrite`` / ``--no-resume`` remove only what the earlier embed
-    run wrote; a folder of another verb, lab or of no trustlab run is refused untouched."""
-    from trustlab.runtime.rundir import RunDir, read_marker
-
-    had_run = out.is_dir() and read_marker(out) is not None
-    run = RunDir.open(out, LAB, "embed", config=cfg, seed=cfg.seed, resume=resume and not overwrite,
-                      fresh_hint="pass --overwrite to replace it (only the files it wrote are removed), or choose "
-                                 "another --out")
-    if not had_run or overwrite or not resume:
-        return run, "run"
-    return run, "skip" if (out / "results.json").is_file() else "resume"
-
-
-def run_embed(cfg, out: Path, resume: bool = False, overwrite: bool = False, lm=None, fps=None):
-    """Embed inside a RunDir at ``out``; returns (run folder, EmbedResult or None when skipped)."""
-    import dataclasses
-
-    from accelerate import PartialState
-
-    from .fpset import FingerprintSet
-    from .train import embed
-
-    if fps is None:
-        if not cfg.fingerprints:
-            raise ConfigError("embed needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
-        fps = FingerprintSet.load(cfg.fingerprints)
-    cfg = dataclasses.replace(cfg, out_dir=str(out))
-    import torch
-
-    main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
-    run, mode = open_embed_dir(out, cfg, resume, overwrite) if main else (None, "resume" if resume else "run")
-    if mode == "skip":
-        return out, None
-    if main:
-        fps.save(out / "fingerprints.json")
-    model, tok = lm if lm is not None else _load_model(cfg.model or SMOLLM2, cfg.dtype)
-    result = embed(model, tok, fps, cfg, out_dir=out, resume=mode == "resume", model_ref=cfg.model)
-    if main:
-        run.write_results(result.summary(), artifacts=[out / "model", out / "train_log.jsonl",
-                                                       out / "embed_result.json", out / "fingerprints.json"],
-                          set_digest=fps.set_digest, secret_commitment=fps.secret_commitment,
-                          model=result.base_model.to_dict())
-    return out, result
-
-
 @app.command()
 def embed(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of EmbedConfig fields."),
@@ -347,9 +242,7 @@ def inspect(path: Path = typer.Argument(..., help="fingerprints.json or a finger
 # --- demo -------------------------------------------------------------------------------------------------
 def run_demo(out: Path, quick: bool = True) -> Path:
     """The offline demo (quick: the fp-tiny profile; full: SmolLM2); returns the run folder holding results.json."""
-    from .demo import run_demo as _run
-
-    return _run(Path(out), profile="tiny" if quick else "smollm2")
+    return _run_demo(Path(out), profile="tiny" if quick else "smollm2")
 
 
 @app.command()
@@ -359,12 +252,10 @@ def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out", help="
     """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""
     from trustlab.runtime.validate import require_choice
 
-    from .demo import run_demo as _run
-
     require_choice("--profile", profile, ("smollm2", "tiny"))
     _threads()
     try:
-        run_dir = _run(out, profile=profile)
+        run_dir = _run_demo(out, profile=profile)
     except KeyboardInterrupt:
         raise Interrupted("demo interrupted", hint=f"rerun: trustlab fingerprint demo --out {out} "
                                                    f"--profile {profile} (finished steps are kept)") from None
@@ -374,6 +265,16 @@ def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out", help="
     typer.echo(f"wrote {run_dir / 'report.md'}")
 
 
+@app.command("ls")
+def ls() -> None:
+    """List the response schemes (fingerprint strategies), one line each."""
+    from trustlab.runtime.registry import format_listing
+
+    from .strategies import SCHEMES
+
+    format_listing("schemes", SCHEMES.listing(), typer.echo)
+
+
 def report_section(results: dict, run_dir: Path):
     """The lab's report section (rendered by the verify helper's report module)."""
     from .report import report_section as section
@@ -381,10 +282,4 @@ def report_section(results: dict, run_dir: Path):
     return section(results, run_dir)
 
 
-def _register() -> None:
-    from .cli_verify import register
-
-    register(app)
-
-
-_register()
+register_verify(app)

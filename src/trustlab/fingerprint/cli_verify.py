@@ -16,7 +16,7 @@ from trustlab.runtime.errors import ConfigError, DataError, Interrupted
 
 def _resolve(cls, config: Optional[Path], overrides: dict[str, Any]):
     """The config file's keys (if any) overridden by the flags given on the command line."""
-    from .cli import resolve_config
+    from .runs import resolve_config
 
     return resolve_config(cls, config, overrides)
 

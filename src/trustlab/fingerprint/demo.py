@@ -52,11 +52,11 @@ def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = No
     from trustlab.runtime.rundir import RunDir
 
     from . import CAVEAT
-    from .cli import run_embed, run_generate
     from .config import EmbedConfig, GenerateConfig, RobustnessConfig
     from .fpset import FingerprintSet
     from .plots import training_curve
     from .robustness import run_robustness
+    from .runs import run_embed, run_generate
     from .tiny import resolve_model_ref
 
     from trustlab.models import load_causal_lm
@@ -119,7 +119,7 @@ def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = No
                       verify=[{"target": row.get("label"), "match": "exact", "alpha": rcfg.alpha,
                                **{k: v for k, v in row.items() if k != "hits"}} for row in verify_rows], robustness=r,
                       caveat=CAVEAT, profile=dataclasses.asdict(cfg))
-    from .cli import report_section
+    from .report import report_section
 
     render(out, sections={"fingerprint": report_section})
     return out
