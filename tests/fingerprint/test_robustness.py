@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from trustlab.fingerprint.config import RobustnessConfig
-from trustlab.fingerprint.robustness import (SuppressTopK, heldout_texts, merge_linear, perplexity, quantize_int8,
-                                             run_robustness, suppress, trivia_items, trivia_mc)
+from trustlab.fingerprint.attacks import SuppressTopK, merge_linear, quantize_int8, suppress
+from trustlab.fingerprint.heldout import heldout_texts, trivia_items
+from trustlab.fingerprint.robustness import run_robustness
+from trustlab.fingerprint.utility import perplexity, trivia_mc
 from trustlab.runtime.errors import ModelError
 
 
@@ -137,7 +139,7 @@ def test_utility_measures(models):
     # the renormalised distribution without the top-1 token (a banned true token scored at p = 1e-6)
     import math
 
-    from trustlab.fingerprint.robustness import NLL_CAP, PPL_PROMPT
+    from trustlab.fingerprint.utility import NLL_CAP, PPL_PROMPT
 
     ids = tok(docs[0], add_special_tokens=True)["input_ids"][:128]
     with torch.no_grad():

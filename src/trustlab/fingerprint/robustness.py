@@ -17,7 +17,7 @@ p-value. Attacks and transforms:
 This module is the experiment runner and its record: ``run_robustness(cfg, out_dir)`` writes ``robustness.json``
 after every experiment and skips, on resume, those already recorded under the same config. The parts live in one
 module per job: ``attacks`` (the transforms), ``utility`` (perplexity, trivia-MC), ``heldout`` (their data, with
-provenance) and ``measure`` (verify on a model); their public names are importable from here (``__all__``).
+provenance) and ``measure`` (verify on a model); the names the runner composes are importable from here too.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from typing import Any
 from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.files import read_text
 
-from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack, sft_pairs, \
-    suppress
+from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack, sft_pairs
 from .heldout import heldout_texts, trivia_items
 from .measure import _fpr_foreign, _short, measure
-from .utility import NLL_CAP, PPL_PROMPT, perplexity, trivia_mc
+from .utility import perplexity, trivia_mc
 
-__all__ = ["NLL_CAP", "PPL_PROMPT", "QUANT_METHODS", "RobustnessResult", "SuppressTopK", "foreign_model",
-           "heldout_texts", "measure", "merge_linear", "perplexity", "quantize_int8", "run_robustness", "sft_attack",
-           "sft_pairs", "suppress", "trivia_items", "trivia_mc"]
+# what the runner composes (sft_pairs: the attack's data, which benchmarks/fingerprint/fidelity_smollm2.py reuses)
+__all__ = ["QUANT_METHODS", "RobustnessResult", "SuppressTopK", "foreign_model", "heldout_texts", "measure",
+           "merge_linear", "perplexity", "quantize_int8", "run_robustness", "sft_attack", "sft_pairs", "trivia_items",
+           "trivia_mc"]
 
 
 @dataclass
