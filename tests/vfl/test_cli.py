@@ -55,3 +55,17 @@ def test_train_attack_report_and_section(tmp_path, capsys):
 def test_export_parties(tmp_path, capsys):
     assert run_cli(["vfl", "export-parties", "--config", "wine", "--out", str(tmp_path)], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label.npz", "party0.npz", "party1.npz"]
+
+
+def test_ls_lists_every_defence_and_attack(capsys):
+    from trustlab.vfl.catalogue import ATTACKS, SUMMARIES
+    from trustlab.vfl.config import DEFENCES
+    from trustlab.vfl.evaluate import ATTACKS as EVAL_ATTACKS
+
+    assert ATTACKS == EVAL_ATTACKS
+    code, out, _ = run_cli(["vfl", "ls"], capsys)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert "defences:" in lines and "attacks:" in lines
+    for name in (*DEFENCES, *ATTACKS):
+        assert SUMMARIES[name] and any(ln.split()[:1] == [name] and SUMMARIES[name] in ln for ln in lines), name

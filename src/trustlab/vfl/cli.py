@@ -230,6 +230,17 @@ def demo(quick: bool = typer.Option(True, "--quick/--full", help="Vanilla vs has
     typer.echo(f"report: {run_dir / 'report.md'}")
 
 
+@app.command("ls")
+def ls() -> None:
+    """List the defences and attacks this lab offers, one line each."""
+    from trustlab.runtime.registry import format_listing
+
+    from .catalogue import listing
+
+    for title, rows in listing():
+        format_listing(title, rows, typer.echo)
+
+
 @app.command()
 def report(out: Optional[Path] = typer.Option(None, "--out", help="A run or sweep folder."),
            run_dir: Optional[Path] = RUN_DIR_ALIAS) -> None:
