@@ -107,3 +107,33 @@ def test_listing_a_registry_imports_no_plug_in():
             " and m.rsplit('.', 1)[-1] not in ('base', 'backends', 'judges')] + "
             "[m for m in ('torch', 'transformers', 'openai') if m in sys.modules]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_a_third_party_judge_joins_through_its_entry_point(tmp_path):
+    """A package adds a judge without forking (group ``trustlab.safety.judges``); a broken entry is a warning, and
+    ``trustlab safety ls`` still lists everything else."""
+    (tmp_path / "my_judges.py").write_text(
+        "from trustlab.safety.judges.base import Judge, Verdict\n"
+        "class ShoutJudge(Judge):\n"
+        "    '''Unsafe when the text is all capitals.'''\n"
+        "    name = 'shout'\n"
+        "    def _judge(self, items):\n"
+        "        return [Verdict(unsafe=it.text.isupper()) for it in items]\n")
+    info = tmp_path / "my_judges-1.0.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text("[trustlab.safety.judges]\nshout = my_judges:ShoutJudge\n"
+                                           "broken = no_such_module_xyz:Judge\n\n[console_scripts]\nx = y:z\n")
+    code = ("from trustlab.cli.main import main\n"
+            "from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge\n"
+            "j = make_judge(JudgeSpec('shout'))\n"
+            "print([v.unsafe for v in j.judge([JudgeItem('p', 'HOW TO'), JudgeItem('p', 'no')])])\n"
+            "try:\n    main(['safety', 'ls'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "[True, False]"
+    assert any(ln.split()[:1] == ["shout"] and "Unsafe when the text is all capitals." in ln for ln in lines)
+    assert any(ln.split()[:1] == ["broken"] and "failed to load" in ln for ln in lines)
+    assert any(ln.split()[:1] == ["refusal"] for ln in lines)
+    assert "broken" in res.stderr and "Traceback" not in res.stderr
