@@ -1,11 +1,13 @@
 """Utility of a (possibly attacked) model: held-out perplexity, optionally under a decoding-time suppression
-attack, and a 4-option trivia multiple-choice score (mean answer log-likelihood)."""
+attack, and a 4-option trivia multiple-choice score (mean answer log-likelihood). Batches are padded by the
+fine-tuning core's collator (right padding, no position ids: the tensors these measures always used)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
+from trustlab.models.finetune import collate, encode
 from trustlab.runtime.errors import DataError
 
 from .attacks import SuppressTopK, suppress
@@ -32,13 +34,8 @@ def perplexity(model, tok, texts: Sequence[str], *, max_tokens: int = 128, batch
     total, count = 0.0, 0
     device = next(model.parameters()).device
     for s in range(0, len(ids), batch_size):
-        chunk = ids[s:s + batch_size]
-        width = max(map(len, chunk))
-        x = torch.full((len(chunk), width), _pad_id(tok), dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for i, row in enumerate(chunk):
-            x[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
+        batch = collate([(row, row) for row in ids[s:s + batch_size]], _pad_id(tok), positions=False)
+        x, mask = batch["input_ids"], batch["attention_mask"]
         with torch.no_grad():
             logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
         if attack is not None:
@@ -67,12 +64,8 @@ def trivia_mc(model, tok, items: Sequence[dict[str, Any]], *, batch_size: int = 
     scores = []
     for s in range(0, len(rows), batch_size):
         chunk = rows[s:s + batch_size]
-        width = max(len(p) + len(o) for p, o in chunk)
-        x = torch.full((len(chunk), width), _pad_id(tok), dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for i, (p, o) in enumerate(chunk):
-            x[i, :len(p) + len(o)] = torch.tensor(p + o)
-            mask[i, :len(p) + len(o)] = 1
+        batch = collate([encode(p, o) for p, o in chunk], _pad_id(tok), positions=False)
+        x, mask = batch["input_ids"], batch["attention_mask"]
         with torch.no_grad():
             logp = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
         for i, (p, o) in enumerate(chunk):
