@@ -108,6 +108,10 @@ class Registry:
         self._load_plugins()
         return list(self._entries)
 
+    def builtins(self) -> list[str]:
+        """The names registered in code (no entry-point scan)."""
+        return [n for n, e in self._entries.items() if e.source == "built-in"]
+
     def __contains__(self, name: str) -> bool:
         self._load_plugins()
         return name in self._entries

@@ -153,7 +153,7 @@ REGISTRY.register("moderation", "trustlab.safety.judges.moderation:ModerationJud
                   "OpenAI moderation endpoint (omni-moderation-latest)")
 REGISTRY.register("strongreject", "trustlab.safety.judges.strongreject:StrongRejectJudge",
                   "StrongREJECT rubric graded by an LLM (score in [0, 1], unsafe above a threshold)")
-JUDGES = tuple(REGISTRY.names())  # the built-in judges (entry points are added when REGISTRY is read)
+JUDGES = tuple(REGISTRY.builtins())  # the built-in judges (entry points join when REGISTRY is read)
 
 
 def canonical_judge(name: str) -> str:
