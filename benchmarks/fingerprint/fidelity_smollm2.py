@@ -28,7 +28,10 @@ def main() -> None:
 
     from trustlab.fingerprint.config import EmbedConfig, GenerateConfig
     from trustlab.fingerprint.keys import generate_fingerprints
-    from trustlab.fingerprint.robustness import foreign_model, heldout_texts, measure, perplexity, sft_attack, sft_pairs
+    from trustlab.fingerprint.attacks import foreign_model, sft_attack, sft_pairs
+    from trustlab.fingerprint.heldout import heldout_texts
+    from trustlab.fingerprint.measure import measure
+    from trustlab.fingerprint.utility import perplexity
     from trustlab.fingerprint.secret import load_or_create_secret
     from trustlab.fingerprint.train import embed
     from trustlab.models import load_causal_lm

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trustlab.fingerprint.dataset import (IGNORE, TEST_TEMPLATES, TRAIN_TEMPLATES, benign_pairs,
-                                          benign_prompts, build_examples, collate, exact_hits, fp_example,
-                                          per_example_loss, prompt_ids)
+from trustlab.fingerprint.dataset import (TEST_TEMPLATES, TRAIN_TEMPLATES, benign_pairs, benign_prompts,
+                                          build_examples, fp_example, prompt_ids)
+from trustlab.models.finetune import IGNORE, collate, exact_hits, per_example_loss
 from trustlab.fingerprint.fpset import Fingerprint, adds_bos
 from trustlab.runtime.errors import ConfigError, DataError
 

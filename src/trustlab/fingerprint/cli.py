@@ -129,7 +129,7 @@ def embed(
                                               help="End each response with EOS (default off)."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA (peft) instead of a full fine-tune."),
     lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (with --lora)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 (the model is cast for training)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N epochs (0: never)."),
     no_metadata: bool = typer.Option(False, "--no-metadata", help="Do not ship trustlab_fingerprint.json."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order and benign mix (default 0)."),

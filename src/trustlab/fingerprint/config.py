@@ -101,7 +101,7 @@ class EmbedConfig:
     augment_prompts: bool = False
     append_eos: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # float16: no loss scaler here
     save_every: int = 5
     write_metadata: bool = True
     seed: int = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from trustlab.models.finetune import IGNORE, Row, collate, exact_hits, per_example_loss  # noqa: F401 (re-exported)
+from trustlab.models.finetune import IGNORE, Row
 from trustlab.runtime.errors import ConfigError, DataError
 
 from .fpset import Fingerprint, adds_bos

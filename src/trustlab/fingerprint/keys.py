@@ -23,7 +23,9 @@ from trustlab.runtime.progress import task
 from trustlab.runtime.workload import require_time
 
 from .config import GenerateConfig
-from .dataset import IGNORE, Example, collate, prompt_ids
+from trustlab.models.finetune import IGNORE, collate
+
+from .dataset import Example, prompt_ids
 from .fpset import Fingerprint, FingerprintSet, adds_bos, tokenizer_info
 from .secret import commitment
 from . import strategies as S

@@ -32,14 +32,14 @@ from typing import Any
 from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.files import read_text
 
-from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack, sft_pairs
+from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack
 from .heldout import heldout_texts, trivia_items
 from .measure import _fpr_foreign, _short, measure
 from .utility import perplexity, trivia_mc
 
-# what the runner composes (sft_pairs: the attack's data, which benchmarks/fingerprint/fidelity_smollm2.py reuses)
+# what the runner composes
 __all__ = ["QUANT_METHODS", "RobustnessResult", "SuppressTopK", "foreign_model", "heldout_texts", "measure",
-           "merge_linear", "perplexity", "quantize_int8", "run_robustness", "sft_attack", "sft_pairs", "trivia_items",
+           "merge_linear", "perplexity", "quantize_int8", "run_robustness", "sft_attack", "trivia_items",
            "trivia_mc"]
 
 
