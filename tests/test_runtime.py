@@ -331,6 +331,24 @@ def test_no_resume_keeps_files_the_run_did_not_write(tmp_path):
     assert (run.path / "plots" / "mine.png").read_bytes() == b"the user's"
 
 
+def test_an_edited_manifest_never_reaches_outside_the_run_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.txt").write_text("precious")
+    run = RunDir.open(tmp_path / "r", "lab", "verb", Outer())
+    run.close()
+    (run.path / "link").symlink_to(elsewhere)
+    manifest = run.path / ".trustlab-manifest.json"
+    data = json.loads(manifest.read_text())
+    data["files"] += ["../outside.txt", str(outside), "link/kept.txt", "link/"]
+    manifest.write_text(json.dumps(data))
+    RunDir.open(tmp_path / "r", "lab", "verb", Outer(), resume=False).close()
+    assert outside.read_text() == "precious" and (elsewhere / "kept.txt").read_text() == "precious"
+    assert (run.path / "link").is_symlink()
+
+
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_folder_trustlab_did_not_write_is_refused_untouched(tmp_path, resume):
     (tmp_path / "mine.txt").write_text("precious")

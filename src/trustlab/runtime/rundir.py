@@ -302,9 +302,13 @@ class RunDir:
         except (OSError, ValueError):
             data = {}
         files = data.get("files") if isinstance(data, dict) else None
-        self._files = {str(x) for x in files} if isinstance(files, list) else set()
+        listed = {str(x) for x in files} if isinstance(files, list) else set()
+        here = _listing(self.path)  # inside the folder, symlinks not followed
+        # a manifest names only what is in the folder now: an entry pointing elsewhere ('../x', through a symlinked
+        # folder) is never ours, whoever edited the manifest
+        self._files = listed & here
         # what is here now and not listed was put here by someone else: never ours to list or remove
-        self._foreign = _listing(self.path) - self._files
+        self._foreign = here - self._files
 
     @property
     def manifest(self) -> list[str]:
