@@ -10,7 +10,6 @@ candidates. At most 5·N keys are tried; then generation stops with the reject c
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from typing import Any, Sequence
@@ -47,16 +46,6 @@ def seed_words(tokenizer: Any, path: str | None = None) -> list[str]:
         raise DataError("the tokenizer has no word-initial entries of 4-10 lowercase letters to seed keys",
                         hint="pass seed_words: FILE with one word per line")
     return words
-
-
-def weights_sha256(model: Any) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor of the state dict, in order."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update((t.float() if t.dtype.is_floating_point else t).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _left_batch(prompts: Sequence[Sequence[int]], pad: int):
