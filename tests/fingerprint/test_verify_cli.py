@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
+from trustlab.models.llm.fake_server import FakeServer
 
 from .helpers import SECRET, make_set
 
@@ -35,7 +35,7 @@ def fp_file(tiny_lm, tmp_path_factory):
 def test_verify_endpoint_owned_with_yaml_config(cli, fp_file, tmp_path):
     path, fps = fp_file
     table = {fp.key_text: fp.response_text for fp in fps.fingerprints}
-    with FakeOpenAI(answer=lambda p: table[p], refuse_lists=True) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p], refuse_lists=True) as srv:
         (tmp_path / "v.yaml").write_text(f"fingerprints: {path}\nendpoint: {srv.url}\nserved_model: suspect\n"
                                          "alpha: 1.0e-4\n")
         code, out, err = cli("fingerprint", "verify", "--config", str(tmp_path / "v.yaml"), "--out",
@@ -44,7 +44,9 @@ def test_verify_endpoint_owned_with_yaml_config(cli, fp_file, tmp_path):
     assert out.startswith("OWNED 16/16 matched") and "alpha=0.0001" in out and "caveat:" in out
     res = json.loads((tmp_path / "run" / "verify_result.json").read_text())
     assert res["alpha"] == 1e-4 and res["decision"] == "OWNED"
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["decision"] == "OWNED"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["metrics"]["decision"] == "OWNED"
+    assert results["suspect"] == {"endpoint": srv.url, "served_model": "suspect"}
 
 
 def test_verify_local_model_owned_and_base_not_owned(cli, tiny_embedded, fp_tiny_path, tmp_path):
@@ -55,12 +57,19 @@ def test_verify_local_model_owned_and_base_not_owned(cli, tiny_embedded, fp_tiny
     code, out, err = cli("fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--model",
                          str(fp_tiny_path), "--out", str(tmp_path / "b"))
     assert code == 0 and out.startswith("not owned 0/32"), err
+    from trustlab.models import load_causal_lm
+    from trustlab.models.identity import model_identity
+
+    suspects = [json.loads((tmp_path / d / "results.json").read_text())["suspect"] for d in ("f", "b")]
+    for suspect, path in zip(suspects, (tiny_embedded["model_dir"], fp_tiny_path)):  # the identity of the object
+        assert suspect["weights_sha256"] == model_identity(load_causal_lm(str(path))[0]).weights_sha256
 
 
 def test_partial_endpoint_failure_is_named(cli, fp_file, tmp_path):
     path, fps = fp_file
     table = {fp.key_text: fp.response_text for fp in fps.fingerprints}
-    with FakeOpenAI(answer=lambda p: table[p], fail_after=1, fail_status=500) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p], fail_after=1,
+                    fail_status=500) as srv:
         code, out, err = cli("fingerprint", "verify", "--fingerprints", str(path), "--endpoint", srv.url,
                              "--served-model", "suspect", "--batch-size", "8", "--max-retries", "0",
                              "--out", str(tmp_path / "r"))
@@ -82,7 +91,7 @@ def test_dead_endpoint_exit_4(cli, fp_file, tmp_path):
 
 
 def test_auth_and_unknown_model_exit_4(cli, fp_file, tmp_path, monkeypatch):
-    with FakeOpenAI(api_key="sekrit") as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: "", api_key="sekrit") as srv:
         code, _, err = cli("fingerprint", "verify", "--fingerprints", str(fp_file[0]), "--endpoint", srv.url,
                            "--served-model", "suspect", "--out", str(tmp_path / "a"))
         one_error(code, err, 4, "credentials", "OPENAI_API_KEY")

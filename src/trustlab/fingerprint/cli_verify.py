@@ -114,8 +114,18 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
     run.write_results({k: d[k] for k in ("decision", "m", "M", "p0", "p_value", "hoeffding_bound", "alpha",
                                          "queried", "answered", "mean_hit_rate", "any_hit_rate")},
                       artifacts=["verify_result.json"], verify=[{k: v for k, v in d.items() if k != "fingerprints"}],
-                      caveat=d["caveat"])
+                      caveat=d["caveat"], suspect=_suspect(backend, cfg))
     return run.path
+
+
+def _suspect(backend, cfg) -> dict:
+    """What was verified: a local model's identity from the object, or the endpoint and its served model name."""
+    model = getattr(backend, "model", None)
+    if hasattr(model, "state_dict"):
+        from trustlab.models.identity import model_identity
+
+        return model_identity(model).to_dict()
+    return {"endpoint": cfg.endpoint, "served_model": cfg.served_model}
 
 
 def robustness_cmd(

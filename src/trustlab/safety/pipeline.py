@@ -409,7 +409,7 @@ def metrics(run_dir: str | Path, tie: Optional[str] = None, bootstrap: Optional[
     artifacts = _plots(summary, gens, labels, path)
     info = _read_run_json(path)
     res = run.write_results(summary, artifacts, schema=RESULTS_SCHEMA, fingerprint=info.get("fingerprint"),
-                            versions=info.get("versions"), **(extra or {}))
+                            model=info.get("model"), versions=info.get("versions"), **(extra or {}))
     rep = _report(path) if report else None
     run.close()
     return MetricsResult(path, res, summary, rep)
