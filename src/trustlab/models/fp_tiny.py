@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import cache_root
+
 NAME = "fp-tiny"
 SETTINGS = {"version": 1, "steps": 600, "batch": 32, "length": 40, "lr": 3e-3, "hidden": 96, "intermediate": 256,
             "layers": 2, "heads": 4, "kv_heads": 2, "topics": 6, "seed": 0}
@@ -136,8 +138,6 @@ def build(folder: Path) -> Path:
 
 def cache_folder() -> Path:
     """The cache folder of this version of the model (built or not): the settings' hash is in its name."""
-    from .causal_lm import cache_root
-
     tag = hashlib.sha256(json.dumps(SETTINGS, sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "models" / f"{NAME}-{tag}"
 

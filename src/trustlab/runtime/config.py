@@ -6,39 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
-from .validate import check_types, coerce, require_choice, require_range  # noqa: F401 (re-exported)
+from .validate import check_types, coerce, from_dict, require_choice, require_range  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
-
-
-def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
-
-    Unknown keys raise ConfigError listing the valid ones; lists become tuples where the field is a tuple.
-    """
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in {where or cls.__name__}",
-            hint=f"valid keys: {', '.join(fields)}",
-        )
-    hints = typing.get_type_hints(cls, include_extras=True)  # keeps InfFloat's opt-in
-    kwargs = {name: coerce(f"{where}.{name}".lstrip("."), hints[name], value) for name, value in data.items()}
-    try:
-        cfg = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad {where or cls.__name__}: {exc}") from exc
-    check_types(cfg, where)
-    return cfg
 
 
 def to_dict(cfg: Any) -> Any:

@@ -3,7 +3,8 @@
 ``check_types(cfg)`` checks every field of a dataclass against its annotation and normalises it in place
 (``int`` -> ``float`` where a float is asked for, ``list`` -> ``tuple`` for tuple fields); call it first in
 ``__post_init__`` so a config built in a notebook is checked exactly like one read from YAML. Ranges and choices
-are ``require_range`` / ``require_choice``. Every message names the field, what it expects and the value it got.
+are ``require_range`` / ``require_choice``; ``from_dict(cls, mapping)`` builds a config from plain data (YAML, JSON)
+through the same checks. Every message names the field, what it expects and the value it got.
 
 Numbers are finite: NaN is never a float here, and neither is +-inf (``--lr inf`` would train a model of NaN
 tensors). A field whose value may legitimately be infinite opts in: annotate it ``InfFloat`` (or
@@ -19,9 +20,11 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any, Iterable, TypeVar
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 class AllowInf:
@@ -109,8 +112,6 @@ def coerce(name: str, tp: Any, value: Any, allow_inf: bool = False) -> Any:
         if isinstance(value, tp):
             return value
         if isinstance(value, dict):
-            from .config import from_dict
-
             return from_dict(tp, value, name)
         raise ConfigError(f"{name} must be a mapping of {tp.__name__} fields, got {value!r}",
                           hint=f"valid keys: {', '.join(f.name for f in dataclasses.fields(tp))}")
@@ -147,6 +148,31 @@ def coerce(name: str, tp: Any, value: Any, allow_inf: bool = False) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}", hint=_hint(name, tp, value))
     return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
+
+    Unknown keys raise ConfigError listing the valid ones; lists become tuples where the field is a tuple.
+    """
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {where or cls.__name__}",
+            hint=f"valid keys: {', '.join(fields)}",
+        )
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps InfFloat's opt-in
+    kwargs = {name: coerce(f"{where}.{name}".lstrip("."), hints[name], value) for name, value in data.items()}
+    try:
+        cfg = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad {where or cls.__name__}: {exc}") from exc
+    check_types(cfg, where)
+    return cfg
 
 
 def check_types(cfg: Any, prefix: str | None = None) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from trustlab.runtime import DataError, Interrupted, ModelError, config_hash, derive_seed, load_stamped, progress, save_stamped
 
 from . import protocol as P
+from .commands import fresh_command, resume_command
 from .config import HASHED
 from .errors import MalformedMessageError, ProtocolMismatchError
 from .party import EMBED_PAGE, PartyInfo, party_config, params_sha256
@@ -44,8 +45,6 @@ class LabelParty:
         self.cfg, self.labels, self.transport = cfg, labels, transport
         self.run_dir = Path(run_dir)
         self.run_id = run_id or self.run_dir.name
-        from .train import resume_command
-
         self.resume_hint = resume_hint or resume_command(self.run_dir)
         self.log = log or (lambda *_: None)
         self.seed = cfg.train.seed
@@ -162,8 +161,6 @@ class LabelParty:
         try:
             state = load_stamped(ckpt, stamp, "label-party checkpoint") if resume else None  # weights_only=True
         except DataError as exc:
-            from .train import fresh_command
-
             fresh = fresh_command(self.resume_hint)
             detail = exc.message.split(str(ckpt), 1)[-1].strip(" '")
             raise DataError(f"label-party checkpoint {str(ckpt)!r} is refused: truncated or corrupt, or not a "

@@ -12,10 +12,43 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 
-from trustlab.runtime import ConfigError, require, write_secret
+from trustlab.runtime import ConfigError, read_bytes, require, write_secret
 
 INSTALL = "pip install grpcio cryptography"
 ROLES = {"party": "serverAuth", "label": "clientAuth"}
+MAKE = "see `trustlab vfl pki --help` to make one"
+
+
+def read_pem(path: str | Path | None, what: str) -> bytes:
+    if path is None:
+        raise ConfigError(f"no {what} given", hint=f"pass the {what} file (or --insecure on loopback)")
+    data = read_bytes(path, f"{what} file", ConfigError)
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{what} file {str(path)!r} is not PEM (no '-----BEGIN' line)",
+                          hint=f"give a PEM file; {MAKE}")
+    return data
+
+
+def load_certificate(path, what: str = "TLS certificate"):
+    from cryptography import x509
+
+    data = read_pem(path, what)
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not a valid PEM certificate ({exc})".splitlines()[0],
+                          hint=MAKE) from None
+
+
+def load_private_key(path, what: str = "TLS key"):
+    from cryptography.hazmat.primitives import serialization
+
+    data = read_pem(path, what)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not an unencrypted PEM private key ({exc})".splitlines()[0],
+                          hint=MAKE) from None
 
 
 def _x509():
@@ -99,8 +132,6 @@ def make_ca(out: str | Path, name: str = "trustlab-vfl federation CA", days: int
 
 def load_ca(ca_dir: str | Path):
     """(key, certificate) of the CA in ``ca_dir`` (ca.key, ca.crt); ConfigError naming a missing or bad file."""
-    from .transport.tls import load_certificate, load_private_key
-
     ca_dir = Path(ca_dir)
     cert = load_certificate(ca_dir / "ca.crt", "CA certificate")
     key = load_private_key(ca_dir / "ca.key", "CA key")

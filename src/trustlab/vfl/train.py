@@ -4,7 +4,6 @@ attacks need (messages, splits, codes, top model, shared bottom weights) and the
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import time
 import uuid
@@ -17,6 +16,7 @@ import numpy as np
 from trustlab.runtime import (ConfigError, DataError, Interrupted, RunDir, TrustlabError, config_diff,
                               configure_threads, load_yaml, read_text, save_stamped)
 
+from .commands import fresh_command, resume_command
 from .config import VFLConfig, load_parties
 
 SCHEMA = "trustlab.vfl.result/1"
@@ -38,17 +38,6 @@ class TrainResult:
     results: dict[str, Any]
     run: dict[str, Any] = field(repr=False, default_factory=dict)
     _scratch: Any = field(repr=False, default=None)  # the temporary run folder of ``train(cfg)``, removed with it
-
-
-def resume_command(path: str | Path) -> str:
-    """The command that resumes the run in ``path`` with its saved config (pasteable: the path is quoted;
-    resuming is the default)."""
-    return f"trustlab vfl train --out {shlex.quote(str(path))}"
-
-
-def fresh_command(hint: str) -> str:
-    """A resume command turned into the one that starts the same folder afresh."""
-    return hint.replace(" --resume", "").removesuffix(" --no-resume") + " --no-resume"
 
 
 def config_for_run(config: str | None, run_dir: Path | None, resume: bool, overrides: dict) -> VFLConfig:

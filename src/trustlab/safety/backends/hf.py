@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from trustlab.models.causal_lm import load_tokenizer
 from trustlab.runtime.errors import ModelError
 
 from .base import Completion, GenParams, LocalTokenizerMixin, ParamsArg, per_prompt
@@ -24,24 +25,6 @@ def decoding(p: GenParams):
 
     return Decoding(max_new_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=max(0, p.top_k),
                     repetition_penalty=p.repetition_penalty, stop=tuple(p.stop))
-
-
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
-    """A tokenizer by registry name (``smollm2-135m-instruct``, ``tiny-llama``), local folder or cached hub id."""
-    from trustlab.models import causal_lm
-
-    name = causal_lm.ALIASES.get(spec, spec)
-    if name == causal_lm.TINY:
-        return causal_lm.byte_tokenizer()
-    from transformers import AutoTokenizer
-
-    folder = causal_lm.prepare(name) if name == causal_lm.SMOLLM2 else spec
-    try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load tokenizer {spec!r}: {str(exc).splitlines()[0]}",
-                         hint="pass a local folder, a cached hub id (HF_HUB_OFFLINE is honoured) or one of "
-                              f"{', '.join(causal_lm.MODELS)}") from None
 
 
 class HFBackend(LocalTokenizerMixin):

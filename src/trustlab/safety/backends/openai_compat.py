@@ -78,7 +78,7 @@ class OpenAIBackend:
     def from_config(cls, cfg, think_format: Optional[ThinkFormat] = None, tokenizer: Any = None,
                     **kwargs) -> "OpenAIBackend":
         if tokenizer is None and cfg.tokenizer:
-            from .hf import load_tokenizer
+            from trustlab.models.causal_lm import load_tokenizer
 
             tokenizer = load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
         return cls(cfg.model, cfg.base_urls, api_key=os.environ.get(cfg.api_key_env), timeout_s=cfg.timeout_s,

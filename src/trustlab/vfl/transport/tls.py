@@ -1,46 +1,17 @@
-"""Mutual-TLS material: read and check credentials where they enter (a missing, non-PEM or wrong-usage file is a
-ConfigError naming it, exit 2), name a TLS failure when a party refuses us, and a throwaway test PKI."""
+"""Mutual-TLS material for the transport: check credentials where they enter (a missing, non-PEM or wrong-usage
+file is a ConfigError naming it, exit 2; PEM files are read by ``vfl.pki``), name a TLS failure when a party refuses
+us, and a throwaway test PKI."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trustlab.runtime import ConfigError, read_bytes
+from trustlab.runtime import ConfigError
+
+# reading PEM material is the PKI module's job; load_certificate / read_pem are re-exported for the transport's users
+from ..pki import build_certificate, load_certificate, load_private_key, read_pem, write_pair
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-MAKE = "see `trustlab vfl pki --help` to make one"
-
-
-def read_pem(path: str | Path | None, what: str) -> bytes:
-    if path is None:
-        raise ConfigError(f"no {what} given", hint=f"pass the {what} file (or --insecure on loopback)")
-    data = read_bytes(path, f"{what} file", ConfigError)
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"{what} file {str(path)!r} is not PEM (no '-----BEGIN' line)",
-                          hint=f"give a PEM file; {MAKE}")
-    return data
-
-
-def load_certificate(path, what: str = "TLS certificate"):
-    from cryptography import x509
-
-    data = read_pem(path, what)
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        raise ConfigError(f"{what} file {str(path)!r} is not a valid PEM certificate ({exc})".splitlines()[0],
-                          hint=MAKE) from None
-
-
-def load_private_key(path, what: str = "TLS key"):
-    from cryptography.hazmat.primitives import serialization
-
-    data = read_pem(path, what)
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{what} file {str(path)!r} is not an unencrypted PEM private key ({exc})".splitlines()[0],
-                          hint=MAKE) from None
 
 
 def usages(cert) -> set[str] | None:
@@ -154,8 +125,6 @@ def make_test_pki(out: str | Path, party_ids=(0, 1), hosts=("127.0.0.1", "localh
     """A throwaway federation (overwritten on reuse): a CA, one certificate per party (SAN = ``hosts``), A's
     client certificate, and a self-signed rogue one. Returns {name: path}: ca, label.crt/key, party{i}.crt/key,
     rogue.crt/key."""
-    from ..pki import build_certificate, write_pair
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = build_certificate("trustlab-vfl test CA", ca=True, days=days)
