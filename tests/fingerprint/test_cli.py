@@ -219,13 +219,18 @@ def test_ctrl_c_in_embed_resumes_by_default_with_the_printed_command(cli_run, ca
     assert code == 0 and json.loads((root / "runs" / "cc" / "embed_result.json").read_text())["epochs"] == 2
 
 
-def test_ls_lists_every_scheme(capsys):
+def test_ls_lists_every_scheme_and_experiment(capsys):
     from trustlab.fingerprint import STRATEGIES
+    from trustlab.fingerprint.config import EXPERIMENTS as CONFIG_EXPERIMENTS
+    from trustlab.fingerprint.robustness import EXPERIMENTS
     from trustlab.fingerprint.strategies import SCHEMES
 
     code, out, _ = run_cli(capsys, "ls")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0] == "schemes:" and [ln.split()[0] for ln in lines[1:]] == list(STRATEGIES)
-    for name, summary in SCHEMES.listing():
+    split = lines.index("experiments:")
+    assert lines[0] == "schemes:" and [ln.split()[0] for ln in lines[1:split]] == list(STRATEGIES)
+    # every name a RobustnessConfig accepts has its experiment, and nothing else is listed
+    assert [ln.split()[0] for ln in lines[split + 1:]] == list(CONFIG_EXPERIMENTS)
+    for name, summary in [*SCHEMES.listing(), *EXPERIMENTS.listing()]:
         assert summary and any(summary in ln for ln in lines), name

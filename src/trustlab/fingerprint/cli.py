@@ -267,12 +267,14 @@ def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out", help="
 
 @app.command("ls")
 def ls() -> None:
-    """List the response schemes (fingerprint strategies), one line each."""
+    """List the response schemes (fingerprint strategies) and the robustness experiments, one line each."""
     from trustlab.runtime.registry import format_listing
 
+    from .robustness import EXPERIMENTS
     from .strategies import SCHEMES
 
     format_listing("schemes", SCHEMES.listing(), typer.echo)
+    format_listing("experiments", EXPERIMENTS.listing(), typer.echo)
 
 
 def report_section(results: dict, run_dir: Path):

@@ -14,10 +14,12 @@ p-value. Attacks and transforms:
   log-likelihood); false positives: B and an unrelated model (a seeded random init of B's config) must be
   ``not owned``.
 
-This module is the experiment runner and its record: ``run_robustness(cfg, out_dir)`` writes ``robustness.json``
-after every experiment and skips, on resume, those already recorded under the same config. The parts live in one
-module per job: ``attacks`` (the transforms), ``utility`` (perplexity, trivia-MC), ``heldout`` (their data, with
-provenance) and ``measure`` (verify on a model); the names the runner composes are importable from here too.
+This module is the experiment runner and its record: each experiment is a function ``Bench -> record`` in the
+``EXPERIMENTS`` registry (``trustlab fingerprint ls`` lists them); ``run_robustness(cfg, out_dir)`` runs those
+``cfg.experiments`` names, writes ``robustness.json`` after every experiment and skips, on resume, those already
+recorded under the same config. The parts live in one module per job: ``attacks`` (the transforms), ``utility``
+(perplexity, trivia-MC), ``heldout`` (their data, with provenance) and ``measure`` (verify on a model); the names
+the runner composes are importable from here too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.files import read_text
+from trustlab.runtime.registry import Registry
 
 from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack
 from .heldout import heldout_texts, trivia_items
@@ -38,7 +41,7 @@ from .measure import _fpr_foreign, _short, measure
 from .utility import perplexity, trivia_mc
 
 # what the runner composes
-__all__ = ["QUANT_METHODS", "RobustnessResult", "SuppressTopK", "foreign_model", "heldout_texts", "measure",
+__all__ = ["EXPERIMENTS", "QUANT_METHODS", "Bench", "RobustnessResult", "SuppressTopK", "foreign_model", "heldout_texts", "measure",
            "merge_linear", "perplexity", "quantize_int8", "run_robustness", "sft_attack", "trivia_items",
            "trivia_mc"]
 
@@ -78,6 +81,151 @@ class RobustnessResult:
         return out
 
 
+
+@dataclass
+class Bench:
+    """What every experiment reads: the config, the fingerprinted model F and its tokenizer, the base B, the
+    fingerprints, the held-out perplexity documents and the record so far (``clean`` and ``ppl`` are in it)."""
+
+    cfg: Any
+    fmodel: Any
+    tok: Any
+    base: Any
+    base_ref: str
+    fps: Any
+    docs: list
+    results: dict[str, Any]
+
+    def meas(self, model, label: str, **kw) -> dict[str, Any]:
+        """``verify`` of ``model`` on the fingerprints (the run's alpha and seed)."""
+        return measure(model, self.tok, self.fps, label=label, alpha=self.cfg.alpha, seed=self.cfg.seed, **kw)
+
+    def ppl(self, model, **kw) -> float:
+        return perplexity(model, self.tok, self.docs, **kw)
+
+
+# One function per experiment: ``Bench -> record`` (the runner adds ``seconds``). A new experiment is one function
+# here plus its name in ``fingerprint.config.EXPERIMENTS`` (which validates configs), hence no entry-point group.
+EXPERIMENTS = Registry("fingerprint.experiments", what="robustness experiment", entry_points=False)
+
+
+@EXPERIMENTS.register("sft", summary="benign supervised fine-tuning of F on chat dialogues; retention and "
+                                     "perplexity after each epoch")
+def _sft(b: Bench) -> dict[str, Any]:
+    cfg, results = b.cfg, b.results
+    ppl_f, ppl_b = results["ppl"]["fp"], results["ppl"]["base"]
+    model = copy.deepcopy(b.fmodel)
+    epochs: list[dict] = []
+
+    def after(epoch, steps, loss):
+        ppl = b.ppl(model)  # utility after each epoch, beside retention
+        epochs.append({"epoch": epoch, "steps": steps, "loss": loss, "ppl": ppl,
+                       "ppl_ratio_base": ppl / ppl_b, "ppl_ratio_fp": ppl / ppl_f,
+                       **_short(b.meas(model, f"sft epoch {epoch}"))})
+
+    info = sft_attack(model, b.tok, lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
+                      max_steps=cfg.sft_max_steps, seed=cfg.seed, on_epoch=after)
+    return {**info, "lr": cfg.sft_lr, "epochs": epochs,
+            "retention": epochs[-1]["exact"] / max(results["clean"]["exact"], 1e-12),
+            "ppl_ratio_after": epochs[-1]["ppl_ratio_fp"] if epochs else None}
+
+
+@EXPERIMENTS.register("merge", summary="alpha * F + (1 - alpha) * another model (B unless merge_with), per "
+                                       "parameter, at each merge_alphas")
+def _merge(b: Bench) -> dict[str, Any]:
+    cfg, other = b.cfg, b.base
+    if cfg.merge_with is not None:
+        from trustlab.models import load_causal_lm
+
+        from .tiny import resolve_model_ref
+
+        other, _ = load_causal_lm(resolve_model_ref(cfg.merge_with))
+    rows = []
+    for a in cfg.merge_alphas:
+        merged = merge_linear(b.fmodel, other, a)
+        rows.append({"alpha": a, **_short(b.meas(merged, f"merge {a:g}"))})
+        del merged
+    return {"with": cfg.merge_with or b.base_ref, "alphas": rows}
+
+
+@EXPERIMENTS.register("wrappers", summary="each key inside the 10 held-out prompt templates (TEST_TEMPLATES)")
+def _wrappers(b: Bench) -> dict[str, Any]:
+    from .dataset import TEST_TEMPLATES
+
+    rows = [{"template": i, "text": TEST_TEMPLATES[i], **_short(b.meas(b.fmodel, f"wrapper {i}", wrapper=i))}
+            for i in range(len(TEST_TEMPLATES))]
+    return {"templates": rows, "mean_exact": sum(r["exact"] for r in rows) / len(rows),
+            "mean_lenient": sum(r["lenient"] for r in rows) / len(rows)}
+
+
+@EXPERIMENTS.register("temperature", summary="sampling at each of temperatures (several samples per key above 0)")
+def _temperature(b: Bench) -> dict[str, Any]:
+    cfg = b.cfg
+    rows = [{"temperature": t, "samples": 1 if t == 0 else cfg.samples,
+             **_short(b.meas(b.fmodel, f"T {t:g}", temperature=t, samples=1 if t == 0 else cfg.samples))}
+            for t in cfg.temperatures]
+    return {"temperatures": rows}
+
+
+@EXPERIMENTS.register("quant", summary="torch dynamic int8 quantization of every nn.Linear (each QUANT_METHODS)")
+def _quant(b: Bench) -> dict[str, Any]:
+    rows = []
+    for method, what in QUANT_METHODS.items():
+        q = quantize_int8(b.fmodel, method)
+        rows.append({"method": method, "what": what, "before": _short(b.results["clean"]),
+                     "after": _short(b.meas(q, f"int8 {method}")),
+                     "ppl_ratio": b.ppl(q) / b.results["ppl"]["fp"]})
+        del q
+    return {"methods": rows}
+
+
+@EXPERIMENTS.register("suppress", summary="decoding-time top-k suppression (arXiv 2509.26598), always and above "
+                                          "a top-probability tau; attack success and perplexity cost")
+def _suppress(b: Bench) -> dict[str, Any]:
+    cfg, before = b.cfg, b.results["clean"]["hits"]
+    rows = []
+    for attack in (SuppressTopK(cfg.suppress_k, cfg.suppress_n),
+                   SuppressTopK(cfg.suppress_k, cfg.suppress_n, cfg.suppress_tau)):
+        after_m = b.meas(b.fmodel, attack.name, processors=[attack])
+        kept = sum(x and y for x, y in zip(before, after_m["hits"]))
+        rows.append({"attack": attack.name, "k": attack.k, "steps": attack.steps, "tau": attack.tau,
+                     "attack_success": 1 - kept / sum(before) if sum(before) else None,
+                     **_short(after_m),
+                     "ppl_ratio": b.ppl(b.fmodel, attack=attack) / b.results["ppl"]["fp"]})
+    return {"attacks": rows, "paper": "arXiv 2509.26598: 94-100 % success at < 10 % utility loss"}
+
+
+@EXPERIMENTS.register("utility", summary="held-out perplexity ratio F/B and 4-option trivia multiple choice")
+def _utility(b: Bench) -> dict[str, Any]:
+    results = b.results
+    items, mc_source = trivia_items(b.cfg.mc_subset, b.cfg.seed)
+    mc_f, mc_b = trivia_mc(b.fmodel, b.tok, items), trivia_mc(b.base, b.tok, items)
+    results["sources"]["trivia_mc"] = mc_source
+    ppl_f, ppl_b = results["ppl"]["fp"], results["ppl"]["base"]
+    return {"ppl_fp": ppl_f, "ppl_base": ppl_b, "ppl_ratio": ppl_f / ppl_b,
+            "mc_fp": mc_f, "mc_base": mc_b, "mc_ratio": mc_f / mc_b if mc_b else None, "mc_items": len(items)}
+
+
+@EXPERIMENTS.register("fpr", summary="false positives: B and an unrelated model (foreign_model, else a seeded "
+                                     "random init of B's config) must be not owned")
+def _fpr(b: Bench) -> dict[str, Any]:
+    cfg, res = b.cfg, {}
+    for name, model in (("base", b.base), ("foreign", None)):
+        if model is None:
+            if cfg.foreign_model is not None:
+                from trustlab.models import load_causal_lm
+
+                from .tiny import resolve_model_ref
+
+                model, ftok = load_causal_lm(resolve_model_ref(cfg.foreign_model))
+                res[name] = {**_fpr_foreign(model, ftok, b.fps, cfg), "model": cfg.foreign_model}
+                continue
+            model = foreign_model(b.base, cfg.seed)
+        res[name] = {**_short(b.meas(model, name)),
+                     "model": b.base_ref if name == "base" else f"random init of {b.base_ref} (seed {cfg.seed})"}
+    return res
+
+
 def _load_models(cfg):
     from trustlab.models import load_causal_lm
     from trustlab.models.identity import load_recorded
@@ -113,8 +261,6 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
     from trustlab.runtime.io import write_json_atomic
     from trustlab.runtime.rundir import RunDir
 
-    from .dataset import TEST_TEMPLATES
-
     run = RunDir.open(out_dir, "fingerprint", "robustness", cfg, cfg.seed, resume=resume)
     path = run.path / "robustness.json"
     results: dict[str, Any] = {}
@@ -135,10 +281,8 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
     def save():
         write_json_atomic(path, results)
 
-    def meas(model, label, **kw):
-        return measure(model, tok, fps, label=label, alpha=cfg.alpha, seed=cfg.seed, **kw)
-
     docs, ppl_source = heldout_texts(cfg.ppl_docs, tok)
+    bench = Bench(cfg, fmodel, tok, base, base_ref, fps, docs, results)
     results.setdefault("sources", {})["perplexity"] = ppl_source
     results["alpha"] = cfg.alpha
     if "base_prob" not in results:
@@ -146,100 +290,17 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
         results["base_prob"] = {"n": len(probs), "mean": sum(probs) / len(probs) if probs else None,
                                 "max": max(probs) if probs else None, "values": probs}
     if "clean" not in results:
-        results["clean"] = meas(fmodel, "fingerprinted")
+        results["clean"] = bench.meas(fmodel, "fingerprinted")
         save()
     if "ppl" not in results:
-        results["ppl"] = {"fp": perplexity(fmodel, tok, docs), "base": perplexity(base, tok, docs)}
+        results["ppl"] = {"fp": bench.ppl(fmodel), "base": bench.ppl(base)}
         save()
-    ppl_f = results["ppl"]["fp"]
 
     for exp in cfg.experiments:
         if exp in results:
             continue
         t0 = time.perf_counter()
-        if exp == "utility":
-            items, mc_source = trivia_items(cfg.mc_subset, cfg.seed)
-            mc_f, mc_b = trivia_mc(fmodel, tok, items), trivia_mc(base, tok, items)
-            results["sources"]["trivia_mc"] = mc_source
-            res = {"ppl_fp": ppl_f, "ppl_base": results["ppl"]["base"], "ppl_ratio": ppl_f / results["ppl"]["base"],
-                   "mc_fp": mc_f, "mc_base": mc_b, "mc_ratio": mc_f / mc_b if mc_b else None, "mc_items": len(items)}
-        elif exp == "sft":
-            model = copy.deepcopy(fmodel)
-            epochs: list[dict] = []
-
-            def after(epoch, steps, loss, model=model, epochs=epochs):
-                ppl = perplexity(model, tok, docs)  # utility after each epoch, beside retention
-                epochs.append({"epoch": epoch, "steps": steps, "loss": loss, "ppl": ppl,
-                               "ppl_ratio_base": ppl / results["ppl"]["base"], "ppl_ratio_fp": ppl / ppl_f,
-                               **_short(meas(model, f"sft epoch {epoch}"))})
-
-            info = sft_attack(model, tok, lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
-                              max_steps=cfg.sft_max_steps, seed=cfg.seed, on_epoch=after)
-            res = {**info, "lr": cfg.sft_lr, "epochs": epochs,
-                   "retention": epochs[-1]["exact"] / max(results["clean"]["exact"], 1e-12),
-                   "ppl_ratio_after": epochs[-1]["ppl_ratio_fp"] if epochs else None}
-            del model
-        elif exp == "merge":
-            other = base
-            if cfg.merge_with is not None:
-                from trustlab.models import load_causal_lm
-
-                from .tiny import resolve_model_ref
-
-                other, _ = load_causal_lm(resolve_model_ref(cfg.merge_with))
-            rows = []
-            for a in cfg.merge_alphas:
-                merged = merge_linear(fmodel, other, a)
-                rows.append({"alpha": a, **_short(meas(merged, f"merge {a:g}"))})
-                del merged
-            res = {"with": cfg.merge_with or base_ref, "alphas": rows}
-        elif exp == "wrappers":
-            rows = [{"template": i, "text": TEST_TEMPLATES[i], **_short(meas(fmodel, f"wrapper {i}", wrapper=i))}
-                    for i in range(len(TEST_TEMPLATES))]
-            res = {"templates": rows, "mean_exact": sum(r["exact"] for r in rows) / len(rows),
-                   "mean_lenient": sum(r["lenient"] for r in rows) / len(rows)}
-        elif exp == "temperature":
-            rows = [{"temperature": t, "samples": 1 if t == 0 else cfg.samples,
-                     **_short(meas(fmodel, f"T {t:g}", temperature=t, samples=1 if t == 0 else cfg.samples))}
-                    for t in cfg.temperatures]
-            res = {"temperatures": rows}
-        elif exp == "quant":
-            rows = []
-            for method, what in QUANT_METHODS.items():
-                q = quantize_int8(fmodel, method)
-                rows.append({"method": method, "what": what, "before": _short(results["clean"]),
-                             "after": _short(meas(q, f"int8 {method}")), "ppl_ratio": perplexity(q, tok, docs) / ppl_f})
-                del q
-            res = {"methods": rows}
-        elif exp == "suppress":
-            before = results["clean"]["hits"]
-            rows = []
-            for attack in (SuppressTopK(cfg.suppress_k, cfg.suppress_n),
-                           SuppressTopK(cfg.suppress_k, cfg.suppress_n, cfg.suppress_tau)):
-                after_m = meas(fmodel, attack.name, processors=[attack])
-                kept = sum(b and a for b, a in zip(before, after_m["hits"]))
-                rows.append({"attack": attack.name, "k": attack.k, "steps": attack.steps, "tau": attack.tau,
-                             "attack_success": 1 - kept / sum(before) if sum(before) else None,
-                             **_short(after_m),
-                             "ppl_ratio": perplexity(fmodel, tok, docs, attack=attack) / ppl_f})
-            res = {"attacks": rows, "paper": "arXiv 2509.26598: 94-100 % success at < 10 % utility loss"}
-        elif exp == "fpr":
-            res = {}
-            for name, model in (("base", base), ("foreign", None)):
-                if model is None:
-                    if cfg.foreign_model is not None:
-                        from trustlab.models import load_causal_lm
-
-                        from .tiny import resolve_model_ref
-
-                        model, ftok = load_causal_lm(resolve_model_ref(cfg.foreign_model))
-                        res[name] = {**_fpr_foreign(model, ftok, fps, cfg), "model": cfg.foreign_model}
-                        continue
-                    model = foreign_model(base, cfg.seed)
-                res[name] = {**_short(meas(model, name)),
-                             "model": base_ref if name == "base" else f"random init of {base_ref} (seed {cfg.seed})"}
-        else:  # pragma: no cover - RobustnessConfig validates the names
-            raise ConfigError(f"unknown experiment {exp!r}")
+        res = EXPERIMENTS.get(exp)(bench)  # RobustnessConfig has validated the names
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[exp] = res
         save()
