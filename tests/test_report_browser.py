@@ -103,14 +103,14 @@ def _safety_run(out: Path) -> Path:
 def _fingerprint_run(out: Path, tiny_lm) -> Path:
     from trustlab.fingerprint.cli_verify import run_verify
     from trustlab.fingerprint.config import VerifyConfig
-    from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
+    from trustlab.models.llm.fake_server import FakeServer
 
     from tests.fingerprint.helpers import make_set
 
     fps = make_set(tiny_lm[1], [(f"browser key number {i} here", f" w{i}") for i in range(12)])
     fps.save(out.parent / "fp.json")
     table = {fp.key_text: fp.response_text for fp in fps.fingerprints}
-    with FakeOpenAI(answer=lambda p: table[p]) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p]) as srv:
         cfg = VerifyConfig(fingerprints=str(out.parent / "fp.json"), endpoint=srv.url, served_model="suspect",
                            batch_size=4)
         return Path(run_verify(cfg, out, max_retries=0))

@@ -10,8 +10,6 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 
 def timed(fn, reps=3):
     best = float("inf")

@@ -25,7 +25,7 @@ def main() -> None:
     configure_threads(1)
     from trustlab.safety.config import BackendConfig
     from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge
-    from trustlab.safety.testing.fake_openai import FakeOpenAIServer
+    from trustlab.models.llm.fake_server import FakeServer
 
     n = 32 if args.quick else 96
     rubric = "#scores\n1.a x\n1.b 0\n2.a x\n2.b 4\n3.a x\n3.b 4\n"
@@ -47,7 +47,7 @@ def main() -> None:
         judge.close()
         return v, time.perf_counter() - t0
 
-    with FakeOpenAIServer(rules, latency_s=0.05) as srv:
+    with FakeServer(rules, latency_s=0.05) as srv:
         for name in ("llama_guard", "strongreject"):
             v1, t1 = timed(make_judge(JudgeSpec(name, cfg(srv.base_url, 1))))
             v32, t32 = timed(make_judge(JudgeSpec(name, cfg(srv.base_url, 32))))

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from trustlab.fingerprint.backends import Completion, HFBackend, OpenAIBackend
-from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
+from trustlab.models.llm.fake_server import FakeServer
 from trustlab.runtime.errors import BackendError, ConfigError
 
 pytestmark = pytest.mark.net
@@ -24,29 +24,29 @@ PROMPTS = [f"key number {i}" for i in range(20)]
 
 
 def test_batches_of_batch_size_in_order():
-    with FakeOpenAI(answer=answer) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer) as srv:
         b = backend(srv.url, batch_size=8)
         out = b.generate(PROMPTS, 1)
     assert [o[0].text for o in out] == [answer(p) for p in PROMPTS]
-    assert [len(r["prompt"]) if isinstance(r["prompt"], list) else 1 for r in srv.requests] == [8, 8, 4]
+    assert [len(r["prompt"]) if isinstance(r["prompt"], list) else 1 for r in srv.posts()] == [8, 8, 4]
     assert b.batched is True and b.failures == {}
 
 
 def test_refused_lists_fall_back_to_one_prompt_per_request():
-    with FakeOpenAI(answer=answer, refuse_lists=True) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, refuse_lists=True) as srv:
         b = backend(srv.url, batch_size=8, concurrency=3)
         out = b.generate(PROMPTS, 1)
         again = b.generate(PROMPTS[:4], 1)  # remembered: no second refused batch
     assert [o[0].text for o in out] == [answer(p) for p in PROMPTS]
     assert [o[0].text for o in again] == [answer(p) for p in PROMPTS[:4]]
     assert b.batched is False
-    assert sum(isinstance(r["prompt"], list) for r in srv.requests) == 1  # only the first refused batch
-    assert sum(isinstance(r["prompt"], str) for r in srv.requests) == 24
+    assert sum(isinstance(r["prompt"], list) for r in srv.posts()) == 1  # only the first refused batch
+    assert sum(isinstance(r["prompt"], str) for r in srv.posts()) == 24
 
 
 def test_429_is_retried_with_exponential_backoff_and_retry_after():
     sleeps = []
-    with FakeOpenAI(answer=answer, fail_first=[429, 503, 502], retry_after_ms=None) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, fail_first=[429, 503, 502]) as srv:
         b = backend(srv.url, sleeps, batch_size=16, backoff_s=0.05)
         out = b.generate(PROMPTS[:5], 1)
     assert [o[0].text for o in out] == [answer(p) for p in PROMPTS[:5]]
@@ -54,13 +54,13 @@ def test_429_is_retried_with_exponential_backoff_and_retry_after():
     assert len(sleeps) == 3 and b.retries == 3
     assert all(cap / 2 <= s <= cap for s, cap in zip(sleeps, [0.05, 0.1, 0.2])), sleeps
     sleeps.clear()
-    with FakeOpenAI(answer=answer, fail_first=[429], retry_after_ms=30) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, fail_first=[429], retry_after_ms=30) as srv:
         backend(srv.url, sleeps, backoff_s=0.5).generate(PROMPTS[:2], 1)
     assert sleeps == pytest.approx([0.03])  # the server's Retry-After wins over our schedule
 
 
 def test_partial_failure_keeps_answers_and_names_the_unanswered():
-    with FakeOpenAI(answer=answer, fail_after=2, fail_status=500) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, fail_after=2, fail_status=500) as srv:
         b = backend(srv.url, batch_size=4, max_retries=2)
         out = b.generate(PROMPTS[:12], 1)
     assert [o[0].text for o in out[:8]] == [answer(p) for p in PROMPTS[:8]]
@@ -69,28 +69,28 @@ def test_partial_failure_keeps_answers_and_names_the_unanswered():
 
 
 def test_partial_failure_in_one_per_request_mode():
-    with FakeOpenAI(answer=answer, refuse_lists=True, fail_after=5) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, refuse_lists=True, fail_after=5) as srv:
         b = backend(srv.url, batch_size=4, max_retries=1, concurrency=1)
         out = b.generate(PROMPTS[:10], 1)
     assert sum(bool(o) for o in out) == 5 and len(b.failures) == 5
 
 
 def test_fewer_completions_than_prompts_is_an_error():
-    with FakeOpenAI(answer=answer, drop_one=True) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, drop_one=True) as srv:
         with pytest.raises(BackendError, match="only 3 completion"):
             backend(srv.url).generate(PROMPTS[:4], 1)
 
 
 def test_auth_error_and_unknown_model_fail_fast():
-    with FakeOpenAI(answer=answer, api_key="right") as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, api_key="right") as srv:
         b = backend(srv.url, api_key="wrong")
         with pytest.raises(BackendError, match="credentials") as exc:
             b.generate(PROMPTS[:3], 1)
-        assert "OPENAI_API_KEY" in exc.value.hint and len(srv.requests) == 1
-    with FakeOpenAI(answer=answer, models=("base", "other")) as srv:
+        assert "OPENAI_API_KEY" in exc.value.hint and len(srv.posts()) == 1
+    with FakeServer(check_model=True, answer=answer, models=("base", "other")) as srv:
         with pytest.raises(BackendError, match="does not serve model 'suspect'") as exc:
             backend(srv.url).generate(PROMPTS[:3], 1)
-        assert "served models: base, other" in exc.value.hint and len(srv.requests) == 1
+        assert "served models: base, other" in exc.value.hint and len(srv.posts()) == 1
 
 
 def free_port() -> int:
@@ -108,11 +108,12 @@ def test_dead_endpoint_is_a_backend_error_exit_4():
 
 
 def test_chat_api_and_samples():
-    with FakeOpenAI(answer=answer) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=answer) as srv:
         b = backend(srv.url, api="chat", concurrency=2)
         out = b.generate(PROMPTS[:3], 1, temperature=0.7, n=3, seed=1)
     assert [len(o) for o in out] == [3, 3, 3] and out[2][1].text == answer(PROMPTS[2])
-    assert all(r["path"].endswith("/chat/completions") and r["n"] == 3 and r["seed"] == 1 for r in srv.requests)
+    assert all(r["path"].endswith("/chat/completions") and r["body"]["n"] == 3 and r["body"]["seed"] == 1
+               for r in srv.requests if r["method"] == "POST")
 
 
 @pytest.mark.parametrize("kw,match", [({"api": "rest"}, "api"), ({"base_url": "localhost:8000"}, "http"),

@@ -6,7 +6,7 @@ import pytest
 
 from trustlab.fingerprint.backends import HFBackend, OpenAIBackend
 from trustlab.fingerprint.config import VerifyConfig
-from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
+from trustlab.models.llm.fake_server import FakeServer
 from trustlab.fingerprint.verify import exact_text_hit, lenient_hit, normalize, verify
 from trustlab.runtime.errors import BackendError, ConfigError, DataError, ModelError
 
@@ -30,7 +30,7 @@ def http(url, **kw):
 
 
 def test_owned_over_an_endpoint(fps):
-    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(24)))) as srv:
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert res.owned and res.decision.m == 24 and res.decision.M == 24
     assert res.line.startswith("OWNED 24/24 matched p=") and "2509.26598" in res.decision.caveat
@@ -40,13 +40,15 @@ def test_owned_over_an_endpoint(fps):
 
 
 def test_chance_level_hits_are_not_owned(fps):
-    with FakeOpenAI(answer=served(fps, set(range(0, 24, 3)))) as srv:  # 8/24 = p0
+    with FakeServer(models=("suspect",), check_model=True,
+                    answer=served(fps, set(range(0, 24, 3)))) as srv:  # 8/24 = p0
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert not res.owned and res.decision.m == 8 and res.line.startswith("not owned 8/24")
 
 
 def test_partial_results_are_kept_and_named(fps):
-    with FakeOpenAI(answer=served(fps, set(range(24))), fail_after=2, fail_status=503) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(24))), fail_after=2,
+                    fail_status=503) as srv:
         res = verify(fps, http(srv.url, batch_size=8, max_retries=1),
                      VerifyConfig(endpoint=srv.url, served_model="suspect", batch_size=8))
     assert res.answered == 16 and res.unanswered == tuple(range(16, 24))
@@ -56,14 +58,14 @@ def test_partial_results_are_kept_and_named(fps):
 
 
 def test_dead_endpoint_raises_exit_4(fps):
-    with FakeOpenAI(fail_after=0, fail_status=502) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: "", fail_after=0, fail_status=502) as srv:
         with pytest.raises(BackendError) as exc:
             verify(fps, http(srv.url, max_retries=1), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert exc.value.exit_code == 4
 
 
 def test_subset_is_seeded_and_recorded(fps):
-    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(24)))) as srv:
         cfg = VerifyConfig(endpoint=srv.url, served_model="suspect", num_queries=10, seed=3)
         a, b = verify(fps, http(srv.url), cfg), verify(fps, http(srv.url), cfg)
     assert a.subset_ids == b.subset_ids and len(a.subset_ids) == 10 and a.decision.M == 10
@@ -88,7 +90,7 @@ def test_normalize():
 
 def test_lenient_verdict_is_flagged(fps):
     shout = {fp.key_text: fp.response_text.upper() + "!" for fp in fps.fingerprints}
-    with FakeOpenAI(answer=lambda p: shout[p]) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: shout[p]) as srv:
         exact = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
         lenient = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", match="lenient"))
     assert exact.decision.m == 0 and lenient.decision.m == 24 and lenient.owned
@@ -100,7 +102,7 @@ def test_samples_report_mean_and_any_rates(fps):
 
     flip = itertools.cycle([True, False, False])
     table = {fp.key_text: fp.response_text for fp in fps.fingerprints}
-    with FakeOpenAI(answer=lambda p: table[p] if next(flip) else " no") as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p] if next(flip) else " no") as srv:
         res = verify(fps, http(srv.url, api="completions"),
                      VerifyConfig(endpoint=srv.url, served_model="suspect", temperature=0.7, samples=3))
     assert res.mean_hit_rate == pytest.approx(1 / 3) and res.any_hit_rate == 1.0
@@ -123,7 +125,7 @@ def test_missing_null_rate_is_an_error(tiny_lm):
 
 def test_english_without_null_p_is_heuristic(tiny_lm):
     fps = make_set(tiny_lm[1], KEYS[:6], null_p=None, strategy="english")
-    with FakeOpenAI(answer=served(fps, set(range(6)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(6)))) as srv:
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert res.heuristic_null and res.decision.p0 == pytest.approx(1 / 3) and "[heuristic p0]" in res.line
 
@@ -168,21 +170,21 @@ def test_wrapper_changes_the_query(tiny_lm):
 # --- issue 16 §2: a user-set null rate never goes below the proven one -------------------------------------
 def test_null_p_below_the_proven_null_is_refused(fps):
     """With p0 = 1e-6 one chance hit of 24 would read p = 2.4e-5 (OWNED); the proven null is 1/k = 1/3."""
-    with FakeOpenAI(answer=served(fps, {0})) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, {0})) as srv:
         with pytest.raises(ConfigError, match=r"null_p 1e-06 is below the proven null hit rate p0 = 1/3") as exc:
             verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=1e-6))
         assert exc.value.exit_code == 2 and "--null-p" in exc.value.hint
-        assert srv.requests == []  # refused before any key is revealed to the suspect
+        assert srv.posts() == []  # refused before any key is revealed to the suspect
 
 
 def test_null_p_equal_to_the_proven_null_is_not_marked(fps):
-    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(24)))) as srv:
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=1 / 3))
     assert res.p0_override is None and "overridden" not in res.line and res.p0_proven == pytest.approx(1 / 3)
 
 
 def test_conservative_null_p_is_marked_in_line_and_results(fps):
-    with FakeOpenAI(answer=served(fps, set(range(24)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(24)))) as srv:
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=0.5))
     assert res.decision.p0 == 0.5 and res.owned
     assert res.line.endswith("[p0 overridden by user: 0.5 (proven 1/3)]")
@@ -192,7 +194,7 @@ def test_conservative_null_p_is_marked_in_line_and_results(fps):
 
 def test_english_null_p_from_the_user_is_marked(tiny_lm):
     fps = make_set(tiny_lm[1], KEYS[:6], null_p=None, strategy="english")
-    with FakeOpenAI(answer=served(fps, set(range(6)))) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set(range(6)))) as srv:
         res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect", null_p=0.01))
     assert "[p0 set by user: 0.01 (strategy english has no proven null rate)]" in res.line
 
@@ -201,7 +203,7 @@ def test_empty_set_is_a_data_error_not_the_suspects_fault(fps):
     import dataclasses
 
     empty = dataclasses.replace(fps, fingerprints=())
-    with FakeOpenAI(answer=served(fps, set())) as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, set())) as srv:
         with pytest.raises(DataError, match="no fingerprints") as exc:
             verify(empty, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
     assert exc.value.exit_code == 2
@@ -213,7 +215,7 @@ def test_a_set_edited_in_memory_is_refused_by_the_api(fps):
 
     fp0 = dataclasses.replace(fps.fingerprints[0], response_text="the")
     edited = dataclasses.replace(fps, fingerprints=(fp0, *fps.fingerprints[1:]))
-    with FakeOpenAI(answer=lambda p: "the") as srv:
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: "the") as srv:
         with pytest.raises(DataError, match="'fingerprints\\[\\*\\].response_text' was changed") as exc:
             verify(edited, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
-        assert exc.value.exit_code == 2 and srv.requests == []
+        assert exc.value.exit_code == 2 and srv.posts() == []

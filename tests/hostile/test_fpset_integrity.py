@@ -17,7 +17,7 @@ import pytest
 
 from trustlab.fingerprint.fpset import Fingerprint, FingerprintSet, tokenizer_info
 from trustlab.fingerprint.secret import commitment
-from trustlab.fingerprint.testing.fake_openai import FakeOpenAI
+from trustlab.models.llm.fake_server import FakeServer
 
 from .harness import assert_refused, run_cli
 
@@ -89,13 +89,15 @@ def edit_all(d: dict, name: str, value) -> dict:
 def serving(d: dict, text=None):
     """A suspect that answers every key of ``d`` with its response (or with ``text`` for every prompt)."""
     table = {fp["key_text"]: fp["response_text"] for fp in d["fingerprints"]} if isinstance(d, dict) else {}
-    return FakeOpenAI(answer=(lambda p: text) if text is not None else (lambda p: table.get(p, " other")))
+    return FakeServer(models=("suspect",), check_model=True,
+                      answer=(lambda p: text) if text is not None else (lambda p: table.get(p, " other")))
 
 
 def one_hit(d: dict):
     """A suspect that matches one key of 16: chance level for p0 = 1/3."""
     first = d["fingerprints"][0]
-    return FakeOpenAI(answer=lambda p: first["response_text"] if p == first["key_text"] else " nothing")
+    return FakeServer(models=("suspect",), check_model=True,
+                      answer=lambda p: first["response_text"] if p == first["key_text"] else " nothing")
 
 
 def _case(name, good, english, path):

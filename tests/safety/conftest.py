@@ -54,13 +54,13 @@ def tiny_r1():
 
 @pytest.fixture
 def fake_server():
-    """Factory: ``fake_server(rules, **faults)`` -> a started FakeOpenAIServer, stopped after the test."""
-    from trustlab.safety.testing.fake_openai import FakeOpenAIServer
+    """Factory: ``fake_server(rules, **faults)`` -> a started FakeServer, stopped after the test."""
+    from trustlab.models.llm.fake_server import FakeServer
 
     started = []
 
     def make(rules=None, **kw):
-        srv = FakeOpenAIServer(rules, **kw).start()
+        srv = FakeServer(rules, **kw).start()
         started.append(srv)
         return srv
 

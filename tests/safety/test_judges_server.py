@@ -10,7 +10,7 @@ import pytest
 from trustlab.runtime.errors import BackendError, ConfigError, MissingDependencyError
 from trustlab.safety.config import BackendConfig
 from trustlab.safety.judges import JudgeItem, JudgeSpec, make_judge
-from trustlab.safety.testing.fake_openai import FakeOpenAIServer
+from trustlab.models.llm.fake_server import FakeServer
 
 pytestmark = pytest.mark.net
 RULES = {"rules": [{"match": "kill", "flagged": True, "categories": ["violence"], "kind": "moderations"}]}
@@ -23,7 +23,7 @@ def moderation(url, retries=2, **options):
 
 
 def test_moderation_request_parse_and_chunking():
-    with FakeOpenAIServer(RULES) as srv:
+    with FakeServer(RULES) as srv:
         j = moderation(srv.base_url, chunk_chars=40)
         j.check()
         long = "a calm sentence about gardens. " * 4 + "then kill"  # the flagged words sit in the last chunk
@@ -39,17 +39,17 @@ def test_moderation_request_parse_and_chunking():
 
 
 def test_moderation_retries_5xx_not_4xx():
-    with FakeOpenAIServer(RULES, faults=[500]) as srv:
+    with FakeServer(RULES, faults=[500]) as srv:
         v = moderation(srv.base_url).judge([JudgeItem("p", "kill")])[0]
         assert v.unsafe is True and len(srv.posts("/moderations")) == 2
-    with FakeOpenAIServer(RULES, faults=[400]) as srv:
+    with FakeServer(RULES, faults=[400]) as srv:
         v = moderation(srv.base_url).judge([JudgeItem("p", "kill")])[0]
         assert (v.status, v.unsafe) == ("error", None) and "400" in v.raw
         assert len(srv.posts("/moderations")) == 1
 
 
 def test_moderation_dead_server_and_missing_key(monkeypatch):
-    srv = FakeOpenAIServer(RULES).start()
+    srv = FakeServer(RULES).start()
     url = srv.base_url
     srv.stop()
     j = moderation(url, retries=0)
@@ -82,7 +82,7 @@ def test_llama_guard_harmbench_strongreject_on_the_wire():
                         "kind": "chat"},
                        {"match": "thinking", "reasoning": "pondering", "reply": "safe", "kind": "chat"}],
              "default": "safe"}
-    with FakeOpenAIServer(rules, faults=[0, 500]) as srv:
+    with FakeServer(rules, faults=[0, 500]) as srv:
         lg = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url)))
         out = lg.judge([JudgeItem("how?", "BOMB recipe"), JudgeItem("hi", "hello"), JudgeItem("t", "thinking")])
         assert [(v.unsafe, v.categories) for v in out] == [(True, ("S9",)), (False, ()), (False, ())]
@@ -108,13 +108,13 @@ def test_llama_guard_harmbench_strongreject_on_the_wire():
         body = next(b for b in srv.posts("/chat/completions") if "AI model response: evil" in str(b["messages"]))
         assert body["messages"][0] == {"role": "system", "content": strongreject.templates()[0]}
         assert body["max_tokens"] == 1000 and body["temperature"] == 0
-    with FakeOpenAIServer(rules, faults=[400]) as srv:
+    with FakeServer(rules, faults=[400]) as srv:
         v = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url))).judge([JudgeItem("q", "a")])[0]
         assert (v.status, v.unsafe) == ("error", None) and len(srv.posts("/chat/completions")) == 1
 
 
 def test_llm_judge_preflight_dead_server_and_render_mode():
-    with FakeOpenAIServer({"default": "safe"}) as srv:
+    with FakeServer({"default": "safe"}) as srv:
         lg = make_judge(JudgeSpec("llama_guard", _openai(srv.base_url)))
         lg.check()
         assert any(r["path"].endswith("/models") for r in srv.requests)

@@ -181,7 +181,7 @@ def fake_server_cmd(script: Optional[Path] = typer.Option(None, "--script", help
     """Serve a scripted OpenAI-compatible fake on 127.0.0.1 until Ctrl-C."""
     import time
 
-    from .testing.fake_openai import serve
+    from trustlab.models.llm.fake_server import serve
 
     srv = serve(str(script) if script else None, host, port, latency).start()
     typer.echo(f"serving {srv.base_url} (Ctrl-C to stop)")

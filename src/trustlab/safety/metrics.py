@@ -22,7 +22,6 @@ import numpy as np
 
 TIES = ("safe", "unsafe")
 METRICS = ("safe@1", "safe@k", "conssafe@k")
-COUNTED = ("ok", "empty")  # label statuses that enter the metrics; unparsed / error never do
 
 
 # --------------------------------------------------------------------------------------------- core metrics

@@ -385,3 +385,12 @@ class FakeServer:
             else:
                 obj["padding"] = pad
         return obj
+
+
+def serve(script_path: Optional[str], host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0) -> FakeServer:
+    """A FakeServer on a rules YAML for ``trustlab safety fake-server``; loopback only."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        from trustlab.runtime.errors import ConfigError
+
+        raise ConfigError(f"the fake server binds loopback only, got host {host!r}", hint="use --host 127.0.0.1")
+    return FakeServer(Script.load(script_path) if script_path else Script(), latency_s=latency_s, port=port)

@@ -1,1 +1,0 @@
-"""Test helpers shipped with the lab (a scripted OpenAI-compatible server for fault injection)."""

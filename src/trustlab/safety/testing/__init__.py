@@ -1,1 +1,0 @@
-"""Test helpers shipped with the lab: the fake OpenAI-compatible server."""
