@@ -106,6 +106,19 @@ Prompt = Union[str, Sequence[int]]
 Seeds = Union[None, int, Sequence[Optional[int]]]
 
 
+def per_row(decoding: Union[Decoding, Sequence[Decoding]], seed: Seeds,
+            m: int) -> tuple[list[Decoding], list[Optional[int]]]:
+    """One decoding and one seed per prompt: a single decoding is broadcast, an int seed gives row i ``seed + i``."""
+    decs = [decoding] * m if isinstance(decoding, Decoding) else list(decoding)
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        seeds: list[Optional[int]] = [seed + i for i in range(m)]
+    else:
+        seeds = [None] * m if seed is None else list(seed)
+    if len(decs) != m or len(seeds) != m:
+        raise ValueError(f"got {len(decs)} decodings and {len(seeds)} seeds for {m} prompts")
+    return decs, seeds
+
+
 class LocalLM:
     """A local causal LM (any transformers ``generate`` model) behind one batched, seeded, side-effect-free call."""
 
@@ -145,13 +158,7 @@ class LocalLM:
                  *, add_special_tokens: bool = True) -> list[list[Completion]]:
         """``n`` completions per prompt, in prompt order (see the module doc for batching, cutting and seeds)."""
         m = len(prompts)
-        decs = [decoding] * m if isinstance(decoding, Decoding) else list(decoding)
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            seeds: list[Optional[int]] = [seed + i for i in range(m)]
-        else:
-            seeds = [None] * m if seed is None else list(seed)
-        if len(decs) != m or len(seeds) != m:
-            raise ValueError(f"got {len(decs)} decodings and {len(seeds)} seeds for {m} prompts")
+        decs, seeds = per_row(decoding, seed, m)
         ids = [self.encode(p, add_special_tokens) for p in prompts]
         if any(len(x) == 0 for x in ids):
             raise ConfigError("an empty prompt was given to the local model", hint="every prompt needs tokens")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-from trustlab.models.llm.local import Completion, Decoding
+from trustlab.models.llm.local import Completion, Decoding, per_row
 from trustlab.runtime.errors import MissingDependencyError
 
 from .base import LocalTokenizerMixin, ParamsArg, cut_at_stop, per_prompt
@@ -77,14 +77,7 @@ class VLLMBackend(LocalTokenizerMixin):
     def generate(self, prompts: Sequence[str], decodings: Union[Decoding, Sequence[Decoding]],
                  seed: Union[None, int, Sequence[Optional[int]]] = None) -> list[list[Completion]]:
         """``LocalLM.generate``'s protocol: ``n`` completions per prompt, in prompt order."""
-        m = len(prompts)
-        decs = [decodings] * m if isinstance(decodings, Decoding) else list(decodings)
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            seeds: list[Optional[int]] = [seed + i for i in range(m)]
-        else:
-            seeds = [None] * m if seed is None else list(seed)
-        if len(decs) != m or len(seeds) != m:
-            raise ValueError(f"got {len(decs)} decodings and {len(seeds)} seeds for {m} prompts")
+        decs, seeds = per_row(decodings, seed, len(prompts))
         sp = [self.vllm.SamplingParams(**sampling_kwargs(d, s)) for d, s in zip(decs, seeds)]
         outs = self.llm.generate(list(prompts), sp, use_tqdm=False)
         return [completions_of(o, d) for o, d in zip(outs, decs)]
