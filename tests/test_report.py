@@ -190,3 +190,27 @@ def test_safety_and_fingerprint_summaries_from_the_numbers():
     text = summary_text({"verb": "verify", "verify": ver})
     assert "`suspect` answers 30 of 32 fingerprint keys" in text and "p = 1.1e-12" in text
     assert "**OWNED**" in text and "`base` 1/32 (not owned)" in text
+
+
+def test_combined_page_embeds_plots_a_lab_listed_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """`trustlab demo --out runs/demo`: a lab that lists its plots as given (runs/demo/lab/plots/x.png, relative to
+    the working folder, as the fingerprint demo did) still gets every plot into the page one folder above."""
+    from trustlab.report import combined_blocks
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDir.open(Path("runs/demo/lab"), "mylab", "verb", None, seed=0)
+    fig, ax = figure()
+    ax.plot([0, 1], [1, 0])
+    png = save(fig, Path("runs/demo/lab/plots/line.png"))
+    run.write_results({"x": 1}, artifacts=[png])
+    section = lambda results, run_dir: [Image(a, "a line") for a in results["artifacts"]]  # noqa: E731
+    _, page = render(Path("runs/demo"), title="t",
+                     blocks=combined_blocks(Path("runs/demo"), {"mylab": run.path}, {"mylab": section}))
+    html = page.read_text()
+    assert "missing plot" not in html and base64.b64encode(png.read_bytes()).decode()[:100] in html
+
+
+def test_a_missing_plot_is_an_image_that_fails_to_decode(tmp_path):
+    """The browser test counts undecoded images, so a plot the section names but the run never wrote fails it."""
+    _, html = _html_of(tmp_path, [Image("plots/gone.png", "gone")])
+    assert "<img alt='missing plot plots/gone.png' src='data:,'>" in html

@@ -118,22 +118,28 @@ def _fingerprint_run(out: Path, tiny_lm) -> Path:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, tiny_lm):
-    """One combined page of four lab runs, built exactly as `trustlab demo` builds its report."""
+    """One combined page of four lab runs, built exactly as `trustlab demo` builds its report: each lab writes into
+    a folder given relative to the working folder (as `--out runs/demo` is), and the page sits one folder above."""
+    import os
+
     from trustlab.cli.main import lab_sections
-    from trustlab.report import Heading, prefix_images, render, run_blocks
+    from trustlab.report import combined_blocks, render
 
     root = tmp_path_factory.mktemp("browser-report")
     for lab in ("certify", "vfl", "safety", "fingerprint"):
         (root / "work" / lab).mkdir(parents=True)
-    runs = {"certify": _certify_run(root / "work" / "certify" / "run"),
-            "vfl": _vfl_run(root / "work" / "vfl" / "run"),
-            "safety": _safety_run(root / "work" / "safety" / "run"),
-            "fingerprint": _fingerprint_run(root / "work" / "fingerprint" / "run", tiny_lm)}
-    blocks = []
-    for lab, run_dir in runs.items():
-        blocks += [Heading(lab, 1), *prefix_images(run_blocks(run_dir, lab_sections()), str(run_dir.relative_to(root)))]
-    _, html = render(root, title="trustlab browser test", blocks=blocks)
-    return html
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        runs = {"certify": _certify_run(Path("work/certify/run")),
+                "vfl": _vfl_run(Path("work/vfl/run")),
+                "safety": _safety_run(Path("work/safety/run")),
+                "fingerprint": _fingerprint_run(Path("work/fingerprint/run"), tiny_lm)}
+        _, html = render(Path("."), title="trustlab browser test", blocks=combined_blocks(Path("."), runs,
+                                                                                          lab_sections()))
+    finally:
+        os.chdir(cwd)
+    return root / html
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +172,7 @@ def test_screenshot_is_painted(page, measured, tmp_path):
 def test_every_plot_is_decoded(measured):
     assert len(measured["imgs"]) >= 8  # certify, vfl and safety each draw several
     bad = [i["alt"] for i in measured["imgs"] if not i["ok"]]
-    assert not bad, bad
+    assert not bad, bad  # a missing plot is drawn as an image that cannot decode, so it lands here
     assert "missing plot" not in measured["text"]  # a plot the section names but the run never wrote
     assert "Certification cost" in measured["text"] and any("forwards" in c for c in measured["caps"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -72,7 +73,22 @@ def run_blocks(run_dir: Path, sections: Mapping[str, SectionFn] | None = None) -
                   f"{results.get('started', '?')} – {results.get('finished', '?')}, "
                   f"python {env.get('python', '?')}, torch {env.get('torch', '—')}, device {env.get('device', '—')}, "
                   f"threads {env.get('threads', '—')}.")
-    return [*section(results, run_dir), footer]
+    return [*rebase_images(section(results, run_dir), run_dir), footer]
+
+
+def rebase_images(blocks: Sequence[Block], run_dir: Path) -> list[Block]:
+    """Image paths relative to ``run_dir``, whatever the lab wrote: a path relative to the working folder at run
+    time (``runs/demo/fingerprint/plots/x.png`` from ``--out runs/demo/fingerprint``) or an absolute one that lies
+    inside the run folder is rewritten; anything else is left alone (and renders as a missing plot)."""
+    root = Path(run_dir).resolve()
+    out: list[Block] = []
+    for b in blocks:
+        if isinstance(b, Image) and not (Path(run_dir) / b.path).is_file():
+            cand = Path(b.path).resolve()
+            if cand.is_file() and cand.is_relative_to(root):
+                b = Image(cand.relative_to(root).as_posix(), b.caption)
+        out.append(b)
+    return out
 
 
 def render(run_dir: str | Path, sections: Mapping[str, SectionFn] | None = None,
@@ -166,8 +182,9 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
                 data = base64.b64encode(path.read_bytes()).decode()
                 out.append(f"<figure><img alt='{esc(b.caption)}' src='data:image/png;base64,{data}'>"
                            f"<figcaption>{md(b.caption)}</figcaption></figure>")
-            else:
-                out.append(f"<p><em>missing plot {esc(b.path)}</em></p>")
+            else:  # an image that fails to decode, so a browser check counts it, and the words for a reader
+                out.append(f"<figure class='missing'><img alt='missing plot {esc(b.path)}' src='data:,'>"
+                           f"<figcaption><em>missing plot {esc(b.path)}</em></figcaption></figure>")
     out.append(("</section>" if open_section else "") + "</body></html>")
     return "\n".join(out)
 
@@ -175,3 +192,15 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
 def prefix_images(blocks: Sequence[Block], prefix: str) -> list[Block]:
     """Re-root image paths (for a combined report one folder above the runs)."""
     return [Image(f"{prefix}/{b.path}", b.caption) if isinstance(b, Image) else b for b in blocks]
+
+
+def combined_blocks(out: Path, runs: Mapping[str, Path], sections: Mapping[str, SectionFn] | None = None
+                    ) -> list[Block]:
+    """The blocks of one page over several runs (what ``trustlab demo`` writes into ``out``): a level-1 heading per
+    lab, then that run's blocks with every image path re-rooted from its run folder to ``out``."""
+    root = Path(out).resolve()
+    blocks: list[Block] = []
+    for lab, run_dir in runs.items():
+        rel = Path(os.path.relpath(Path(run_dir).resolve(), root)).as_posix()
+        blocks += [Heading(lab, 1), *prefix_images(run_blocks(Path(run_dir), sections), rel)]
+    return blocks
