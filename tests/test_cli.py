@@ -127,3 +127,60 @@ def test_every_option_and_argument_of_every_lab_has_help_text():
     bare = [f"{path} {p.name}" for name, app in apps.items() for path, cmd in commands(get_command(app), name)
             for p in cmd.params if not getattr(p, "hidden", False) and not (getattr(p, "help", None) or "").strip()]
     assert not bare, bare
+
+
+def test_shared_options_are_defined_once_and_mean_the_same_in_every_verb():
+    """Issue 17: --out, --resume/--no-resume, --seed, --config, --threads and --quiet come from
+    trustlab.runtime.cli_options in every verb of every lab: no verb spells one of them with its own typer.Option,
+    and every verb that has one gets the same flag spelling and kind."""
+    import ast
+    from pathlib import Path
+
+    from typer.main import get_command
+
+    import trustlab
+    from trustlab.cli import data_cmd, main, models_cmd
+
+    shared = {"--out", "--resume/--no-resume", "--resume", "--no-resume", "--seed", "--config", "--threads", "--quiet"}
+    root = Path(trustlab.__file__).parent
+    own = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "cli_options.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Option"
+                    and any(isinstance(a, ast.Constant) and a.value in shared for a in node.args)):
+                own.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not own, own
+
+    apps = {"trustlab": main.app, "data": data_cmd.app, "models": models_cmd.app,
+            **{lab: main.lab_module(lab).app for lab in main.available_labs()}}
+
+    def commands(cmd, path):
+        if hasattr(cmd, "commands"):
+            yield path, cmd
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, f"{path} {name}")
+        else:
+            yield path, cmd
+
+    seen = set()
+    for name, app in apps.items():
+        for path, cmd in commands(get_command(app), name):
+            for p in cmd.params:
+                if p.param_type_name != "option":  # typer vendors click: no isinstance on click.Option
+                    continue
+                flags = set(p.opts) | set(p.secondary_opts)
+                if "--resume" in flags:
+                    assert p.opts == ["--resume"] and p.secondary_opts == ["--no-resume"] and p.default is True, path
+                    seen.add("resume")
+                if "--quiet" in flags:
+                    assert set(p.opts) == {"--quiet", "-q"} and p.is_flag and p.default is False, path
+                    seen.add("quiet")
+                for flag in ("--out", "--seed", "--config", "--threads"):
+                    if flag in flags:
+                        assert p.opts == [flag] and not p.secondary_opts and not p.is_flag, (path, p.opts)
+                        seen.add(flag)
+                if "--threads" in flags or "--seed" in flags:
+                    assert p.type_descriptor.annotation is int, (path, p.opts, p.type_descriptor)
+    assert seen == {"resume", "quiet", "--out", "--seed", "--config", "--threads"}, seen

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from trustlab.runtime.cli_options import out_option, seed_option
 from trustlab.runtime.errors import ConfigError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Availability attacks on certifiers: randomized smoothing, IBP/CROWN; attacks A and B "
@@ -31,7 +32,7 @@ def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/certify-demo"), "--out", help="Run folder."),
+def demo(out: Path = out_option(Path("runs/certify-demo"), help="Run folder."),
          quick: bool = typer.Option(True, "--quick/--full", help="1 seed / 200 inputs, or 3 seeds / all + all defences."),
          resume: bool = RESUME, threads: int = THREADS) -> None:
     """Offline reproduction on digits: clean, attack-A and attack-B models, RS + IBP, STRIP + fine-pruning."""
@@ -116,7 +117,7 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
                                                      "(0 = the spec's objective)."),
           trigger_size: int = typer.Option(3, "--trigger-size", help="Side of the square trigger patch in pixels."),
           epochs: int = typer.Option(80, "--epochs", help="Training epochs."),
-          seed: int = typer.Option(0, "--seed", help="Seed of the split, initial weights, poisons and training."),
+          seed: int = seed_option(0, help="Seed of the split, initial weights, poisons and training."),
           out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME, threads: int = THREADS) -> None:
     """Train one (possibly attacked) model into OUT/model (model.pt + train.json); resumes from checkpoints."""
     from trustlab.runtime import RunDir, parse_int_list, require_choice
@@ -190,7 +191,7 @@ def eval_(model: str = typer.Argument(...,
           autocast: str = typer.Option("off", "--autocast", help="Smoothing: run the base model under autocast, off | "
                                                                  "bf16 (CPU or CUDA) | fp16 (CUDA only); changes "
                                                                  "some decisions (measured in docs/certify.md)."),
-          seed: int = typer.Option(0, "--seed", help="Your own model: seed of the test split, subset and noise "
+          seed: int = seed_option(0, help="Your own model: seed of the test split, subset and noise "
                                                      "(a lab model uses its training seed)."),
           certifier: str = typer.Option("smoothing", "--certifier", help="smoothing | smoothing-adaptive | ibp | "
                                                                          "crown-ibp | crown | best."),

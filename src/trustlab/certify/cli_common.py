@@ -11,13 +11,14 @@ from typing import Optional
 
 import typer
 
+from trustlab.runtime.cli_options import out_option, resume_option, threads_option
 from trustlab.runtime.errors import ConfigError, Interrupted
 
-OUT = typer.Option(None, "--out", help="Run folder (default runs/certify-<verb>-<UTC time>).")
+OUT = out_option(None, help="Run folder (default runs/certify-<verb>-<UTC time>).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda[:i].")
 SEEDS = typer.Option(None, "--seeds", help="Comma-separated seeds (overrides the config).")
-RESUME = typer.Option(True, "--resume/--no-resume", help="Resume a run folder (default) or start it afresh.")
-THREADS = typer.Option(1, "--threads", help="Torch/BLAS threads (1 is fastest on small CPUs).")
+RESUME = resume_option(help="Resume a run folder (default) or start it afresh.")
+THREADS = threads_option(1, help="Torch/BLAS threads (1 is fastest on small CPUs).")
 MAX_HOURS = typer.Option(24.0, "--max-hours", help="Refuse a smoothing budget estimated (from measured throughput) "
                                                    "to take longer than this.")
 

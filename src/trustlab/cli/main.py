@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from trustlab import __version__
+from trustlab.runtime.cli_options import out_option, quiet_option, resume_option
 from trustlab.runtime.errors import TrustlabError
 from trustlab.runtime.registry import Registry
 
@@ -62,7 +63,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit."),
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+         quiet: bool = quiet_option(help="No progress bars.")) -> None:
     """trustlab: fingerprint, vfl, safety and certify labs."""
     if quiet:
         from trustlab.runtime.progress import set_quiet
@@ -99,11 +100,10 @@ def lab_sections() -> dict:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for all demo runs and the report."),
+def demo(out: Path = out_option(Path("runs/demo"), help="Folder for all demo runs and the report."),
          labs: Optional[str] = typer.Option(None, "--labs", help="Comma-separated subset of labs."),
          quick: bool = typer.Option(True, "--quick/--full", help="Quick demos (minutes) or full ones."),
-         resume: bool = typer.Option(True, "--resume/--no-resume",
-                                     help="Resume an interrupted demo (default) or start every chosen lab afresh.")
+         resume: bool = resume_option(help="Resume an interrupted demo (default) or start every chosen lab afresh.")
          ) -> None:
     """Run every lab's demo into one folder and write one combined report."""
     from trustlab.report import Heading, Text, prefix_images, render, run_blocks

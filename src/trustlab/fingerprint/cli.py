@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
 from trustlab.runtime.errors import Interrupted
 
 from .cli_verify import register as register_verify
@@ -42,10 +43,10 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> None:
 # --- generate ---------------------------------------------------------------------------------------------
 @app.command()
 def generate(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of GenerateConfig fields."),
+    config: Optional[Path] = config_option(None, help="YAML file of GenerateConfig fields."),
     secret: Path = typer.Option(..., "--secret", help="Secret file: created (mode 0600) if absent, never "
                                                       "overwritten."),
-    out: Path = typer.Option(Path("fingerprints.json"), "--out", help="Fingerprint file to write (private)."),
+    out: Path = out_option(Path("fingerprints.json"), help="Fingerprint file to write (private)."),
     model: Optional[str] = typer.Option(None, "--model", help="Target model: registry name, folder, hub id."),
     key_model: Optional[str] = typer.Option(None, "--key-model", help="Key generator LM (default: the target)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="perinucleus | english | random_word | "
@@ -68,7 +69,7 @@ def generate(
     seed_words: Optional[str] = typer.Option(None, "--seed-words", help="File of seed words, one per line."),
     null_p: Optional[float] = typer.Option(None, "--null-p", help="Null hit rate (strategy english only)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys generated per batch (default 16)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the key sampling (default 0)."),
+    seed: Optional[int] = seed_option(None, help="Seed of the key sampling (default 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing fingerprint file."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run record folder (default "
                                                                    "runs/fingerprint-generate-<UTC>)."),
@@ -104,10 +105,10 @@ def _print_set(path: Path) -> None:
 # --- embed ----------------------------------------------------------------------------------------------------
 @app.command()
 def embed(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of EmbedConfig fields."),
+    config: Optional[Path] = config_option(None, help="YAML file of EmbedConfig fields."),
     model: Optional[str] = typer.Option(None, "--model", help="Model to fingerprint: registry name, folder, hub id."),
     fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: out_dir, else "
+    out: Optional[Path] = out_option(None, help="Run folder (default: out_dir, else "
                                                            "runs/fingerprint-embed-<UTC>)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the model's preset)."),
     lambda_wa: Optional[float] = typer.Option(None, "--lambda-wa", help="Weight averaging toward the base, [0, 1)."),
@@ -132,9 +133,8 @@ def embed(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 (the model is cast for training)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N epochs (0: never)."),
     no_metadata: bool = typer.Option(False, "--no-metadata", help="Do not ship trustlab_fingerprint.json."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order and benign mix (default 0)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume",
-                                help="Continue an interrupted run of this config from its checkpoint (default), or "
+    seed: Optional[int] = seed_option(None, help="Seed of the data order and benign mix (default 0)."),
+    resume: bool = resume_option(help="Continue an interrupted run of this config from its checkpoint (default), or "
                                      "start afresh, discarding what the folder holds."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace what the folder holds, also a run of another config (= --no-resume)."),
@@ -246,7 +246,7 @@ def run_demo(out: Path, quick: bool = True) -> Path:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/fingerprint-demo"), "--out", help="Run folder of the demo."),
+def demo(out: Path = out_option(Path("runs/fingerprint-demo"), help="Run folder of the demo."),
          profile: str = typer.Option("smollm2", "--profile", help="smollm2 (about 10 min on 2 cores) | tiny "
                                                                   "(about 1 min).")) -> None:
     """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
 from trustlab.runtime.errors import ConfigError, DataError, Interrupted
 
 
@@ -28,7 +29,7 @@ def _threads() -> None:
 
 
 def verify_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of VerifyConfig fields."),
+    config: Optional[Path] = config_option(None, help="YAML file of VerifyConfig fields."),
     fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json (private)."),
     model: Optional[str] = typer.Option(None, "--model", help="Local suspect: HF folder, registry name, hub id."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL, e.g. "
@@ -44,13 +45,13 @@ def verify_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples per key (needs temperature > 0)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Keys per batch / request."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the key subset and of sampling (default 0)."),
+    seed: Optional[int] = seed_option(None, help="Seed of the key subset and of sampling (default 0)."),
     max_retries: int = typer.Option(5, "--max-retries", help="Retries of a failed HTTP call (429, 5xx, timeout)."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds per HTTP request to --endpoint: a total "
                                                           "deadline, however slowly the server sends."),
     concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests when a server takes one "
                                                             "prompt per request."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-verify-<UTC>)."),
+    out: Optional[Path] = out_option(None, help="Run folder (default runs/fingerprint-verify-<UTC>)."),
 ) -> None:
     """Test a suspect model (weights or endpoint) for the fingerprints: verdict, p-value, Hoeffding bound."""
     from .config import VerifyConfig
@@ -129,15 +130,15 @@ def _suspect(backend, cfg) -> dict:
 
 
 def robustness_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of RobustnessConfig fields."),
+    config: Optional[Path] = config_option(None, help="YAML file of RobustnessConfig fields."),
     fingerprinted: Optional[str] = typer.Option(None, "--fingerprinted", help="The fingerprinted model folder."),
     base: Optional[str] = typer.Option(None, "--base", help="The base model (reference)."),
     fingerprints: Optional[str] = typer.Option(None, "--fingerprints", help="fingerprints.json."),
     experiments: Optional[str] = typer.Option(None, "--experiments", help="Comma-separated: sft,merge,wrappers,"
                                                                          "temperature,quant,suppress,utility,fpr."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every experiment (default 0)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/fingerprint-robustness-<UTC>)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip experiments already in robustness.json."),
+    seed: Optional[int] = seed_option(None, help="Seed of every experiment (default 0)."),
+    out: Optional[Path] = out_option(None, help="Run folder (default runs/fingerprint-robustness-<UTC>)."),
+    resume: bool = resume_option(help="Skip experiments already in robustness.json."),
 ) -> None:
     """Robustness of the fingerprints to fine-tuning, merging, wrappers, sampling, quantization, suppression."""
     from .config import RobustnessConfig
@@ -164,7 +165,7 @@ def assign_cmd(
     pool: int = typer.Option(..., "--pool", help="Pool size P (fingerprints generated for all copies)."),
     max_coalition: int = typer.Option(3, "--max-coalition", help="Largest coalition K; p = 1/(2K)."),
     p: Optional[float] = typer.Option(None, "--p", help="Override the inclusion rate p."),
-    out: Path = typer.Option(Path("assignment.json"), "--out", help="Where to write the assignment (private)."),
+    out: Path = out_option(Path("assignment.json"), help="Where to write the assignment (private)."),
 ) -> None:
     """Assign pool fingerprints to model copies: A[f,c] = u("assign|f|c")/2^64 < p."""
     from trustlab.runtime.io import write_json_atomic

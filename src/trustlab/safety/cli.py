@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from trustlab.runtime.cli_options import out_option, seed_option
 from trustlab.runtime.errors import ConfigError, MissingDependencyError
 
 from . import cli_train
@@ -130,8 +131,8 @@ def metrics_cmd(run: Path = typer.Argument(..., help="A judged run folder."),
 def compare_cmd(runs: List[Path] = typer.Argument(..., help="Two or more run folders; differences vs the first."),
                 tie: str = typer.Option("safe", "--tie", help="safe | unsafe: how K/2 safe of even K counts."),
                 bootstrap: int = typer.Option(1000, "--bootstrap", help="Paired-bootstrap resamples."),
-                seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
-                out: Optional[Path] = typer.Option(None, "--out", help="Write the differences as JSON here.")) -> None:
+                seed: int = seed_option(0, help="Seed of the bootstrap resampling."),
+                out: Optional[Path] = out_option(None, help="Write the differences as JSON here.")) -> None:
     """Paired differences of Safe@1 / Safe@K / ConsSafe@K between runs, with paired-bootstrap intervals."""
     from trustlab.runtime.io import write_json_atomic
 
@@ -153,7 +154,7 @@ def compare_cmd(runs: List[Path] = typer.Argument(..., help="Two or more run fol
 
 @app.command("merge")
 def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run folders (same flags except --shard)."),
-              out: Path = typer.Option(..., "--out", help="The merged run folder (new).")) -> None:
+              out: Path = out_option(..., help="The merged run folder (new).")) -> None:
     """Merge shard runs into one run and recompute its metrics."""
     from .combine import merge
 
@@ -229,7 +230,7 @@ def _headline(summary: dict) -> dict:
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("runs/safety/demo"), "--out", help="Run folder of the demo."),
+def demo_cmd(out: Path = out_option(Path("runs/safety/demo"), help="Run folder of the demo."),
              quick: bool = typer.Option(True, "--quick/--full", help="Quick (3 prompts, small budgets) or the "
                                                                      "spec's demo (6 prompts).")) -> None:
     """The offline demo: SmolLM2, default vs zerothink vs morethink, refusal judge, baselines, report."""

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option, threads_option
 from trustlab.runtime.errors import ConfigError
 
 
@@ -112,7 +113,7 @@ def build_config(config: Optional[Path] = None, demo: Optional[dict] = None, **o
 # --- the shared option set of generate / eval ------------------------------------------------------------------
 def _options():
     return dict(
-        config=typer.Option(None, "--config", help="EvalConfig YAML; flags override it."),
+        config=config_option(None, help="EvalConfig YAML; flags override it."),
         model=typer.Option(None, "--model", help="Model: registry name, local folder, hub id or served name."),
         backend=typer.Option(None, "--backend", help="auto | transformers | openai | vllm | scripted."),
         base_url=typer.Option(None, "--base-url", help="OpenAI-compatible base URL (repeat for a fleet)."),
@@ -143,18 +144,18 @@ def _options():
         top_p=typer.Option(None, "--top-p", help="Nucleus sampling mass (default 1.0: off)."),
         top_k=typer.Option(None, "--top-k", help="Top-k sampling (default -1: off)."),
         max_tokens=typer.Option(None, "--max-tokens", help="Generation budget per sample (default 16000)."),
-        seed=typer.Option(None, "--seed", help="Run seed; each (prompt, sample) gets its own derived seed (default 0)."),
+        seed=seed_option(None, help="Run seed; each (prompt, sample) gets its own derived seed (default 0)."),
         batch_size=typer.Option(None, "--batch-size", help="Prompts per generate call, in-process backends (default 8)."),
         concurrency=typer.Option(None, "--concurrency", help="Requests in flight, openai backend (default 32)."),
-        threads=typer.Option(None, "--threads", help="Torch/BLAS threads of this process (default 1)."),
+        threads=threads_option(None, help="Torch/BLAS threads of this process (default 1)."),
         timeout=typer.Option(None, "--timeout", help="Seconds per HTTP request, openai backend (default 600)."),
         max_retries=typer.Option(None, "--max-retries",
                                  help="Retries of a failed request (429, 5xx, timeout) with backoff (default 6)."),
         device=typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (in-process backends)."),
         trust_remote_code=typer.Option(None, "--trust-remote-code/--no-trust-remote-code",
                                        help="Run the model repository's own Python code (off by default)."),
-        out=typer.Option(None, "--out", help="Run folder (default runs/safety/safety-<verb>-<UTC time>)."),
-        resume=typer.Option(True, "--resume/--no-resume", help="Resume the run folder (default) or start afresh."),
+        out=out_option(None, help="Run folder (default runs/safety/safety-<verb>-<UTC time>)."),
+        resume=resume_option(help="Resume the run folder (default) or start afresh."),
         retry_errors=typer.Option(False, "--retry-errors", help="Redo records stored as errors."),
         judge=typer.Option(None, "--judge", help="refusal | llama_guard | harmbench | moderation | strongreject."),
         judge_backend=typer.Option(None, "--judge-backend",

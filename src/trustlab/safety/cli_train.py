@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option, threads_option
 from trustlab.runtime.errors import ConfigError, DataError
 
 from .cli_config import _OPT, _SHARED, build_config
@@ -28,7 +29,7 @@ BUILD_SHARED = ("model", "backend", "base_url", "tokenizer", "chat_template", "s
                 "trust_remote_code", "out", "resume", "judge", "judge_backend", "judge_model", "judge_base_url",
                 "refusal_list")
 BUILD_OWN = dict(
-    config=(Optional[Path], typer.Option(None, "--config", help="BuildConfig YAML; flags override it.")),
+    config=(Optional[Path], config_option(None, help="BuildConfig YAML; flags override it.")),
     n=(Optional[int], typer.Option(None, "--n", help="Prompts sampled from the pool (seeded; default all).")),
     part=(Optional[str], typer.Option(None, "--part", help="Part judged: response (default), thought or answer.")),
     require_closed=(Optional[bool], typer.Option(None, "--require-closed/--allow-unclosed",
@@ -109,8 +110,8 @@ def build_cmd(**o) -> None:
 
 def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alpaca JSONL (trustlab safety build)."),
             model: Optional[str] = typer.Option(None, "--model", help="Base model: registry name, folder or hub id."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/safety/safety-sft-<UTC>)."),
-            config: Optional[Path] = typer.Option(None, "--config", help="SFTConfig YAML; flags override it."),
+            out: Optional[Path] = out_option(None, help="Run folder (default runs/safety/safety-sft-<UTC>)."),
+            config: Optional[Path] = config_option(None, help="SFTConfig YAML; flags override it."),
             lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) or full fine-tuning."),
             epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the data (default 2)."),
             max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap on optimizer steps."),
@@ -131,10 +132,9 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
                                                         help="System prompt put in every training chat (none)."),
             device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
             mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
-            seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order and init (default 0)."),
-            threads: int = typer.Option(1, "--threads", help="Torch/BLAS threads per process."),
-            resume: bool = typer.Option(True, "--resume/--no-resume",
-                                        help="Refuse a run folder holding another config (default) or start afresh."),
+            seed: Optional[int] = seed_option(None, help="Seed of the data order and init (default 0)."),
+            threads: int = threads_option(1, help="Torch/BLAS threads per process."),
+            resume: bool = resume_option(help="Refuse a run folder holding another config (default) or start afresh."),
             eval_dataset: Optional[str] = typer.Option(None, "--eval-dataset",
                                                        help="Evaluate base and tuned model on this set (before/after)."),
             eval_limit: int = typer.Option(6, "--eval-limit", help="Prompts of the before/after evaluation."),

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="HashVFL: hashed vertical federated learning, attacks, detection, multi-host parties.")
 
@@ -69,7 +71,7 @@ PARTIES_FILE_HELP = "parties.yaml: A's CA, certificate and key and each party's 
 
 
 @app.command()
-def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
+def train(config: Optional[str] = config_option(None, help=CONFIG_HELP),
           dataset: Optional[str] = typer.Option(None, "--dataset", help="Override data.name (a registry name, "
                                                 "or csv:/parquet:/npz:/idx: PATH)."),
           defence: Optional[str] = typer.Option(None, "--defence", help="none|hash|gaussian|laplace|gsparse|hash_laplace"),
@@ -77,11 +79,11 @@ def train(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
           embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Override defence.embed_dim (width of "
                                                   "unhashed messages)."),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
-          seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
+          seed: Optional[int] = seed_option(None, help="Override train.seed."),
           transport: Optional[str] = typer.Option(None, "--transport", help="inproc|grpc"),
           parties: Optional[str] = typer.Option(None, "--parties", help=PARTIES_FILE_HELP),
-          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
-          resume: bool = typer.Option(True, "--resume/--no-resume", help=RESUME_HELP),
+          out: Optional[Path] = out_option(None, help=OUT_HELP),
+          resume: bool = resume_option(help=RESUME_HELP),
           run_dir: Optional[Path] = RUN_DIR_ALIAS, force: bool = FORCE_ALIAS,
           attack: bool = typer.Option(False, "--attack/--no-attack", help="Run every attack after training.")) -> None:
     """Train vanilla VFL or a defence (in-process, or over gRPC with --transport grpc --parties F).
@@ -122,7 +124,7 @@ def _require_net() -> None:
 
 
 @app.command()
-def attack(out: Optional[Path] = typer.Option(None, "--out", help="The trained run's folder (results are "
+def attack(out: Optional[Path] = out_option(None, help="The trained run's folder (results are "
                                               "written back into it)."),
            attacks: str = typer.Option("whitebox,inverse,label,decode,detect", "--attacks", help=ATTACKS_HELP),
            target_party: Optional[int] = typer.Option(None, "--target-party", help="Party whose rows are "
@@ -167,7 +169,7 @@ def _render(run_dir: Path) -> None:
 
 
 @app.command()
-def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP + " Default: digits."),
+def sweep(config: Optional[str] = config_option(None, help=CONFIG_HELP + " Default: digits."),
           defences: Optional[str] = typer.Option(None, "--defences",
                                                  help="Default: none,hash,gaussian,laplace,gsparse,hash_laplace."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds. Default: 0,1,2."),
@@ -175,8 +177,8 @@ def sweep(config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HEL
                                               "e.g. noise_scale=0.01,0.1,1."),
           attacks: Optional[str] = typer.Option(None, "--attacks", help=ATTACKS_HELP),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs of every cell."),
-          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
-          resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume the sweep in --out (default: "
+          out: Optional[Path] = out_option(None, help=OUT_HELP),
+          resume: bool = resume_option(help="Resume the sweep in --out (default: "
                                       "finished cells are skipped) or start it afresh, discarding its cells."),
           force: bool = FORCE_ALIAS) -> None:
     """Defences x seeds (x one parameter) on one harness; resumable per cell; sweep.json/csv and plots.
@@ -222,8 +224,8 @@ def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
 @app.command()
 def demo(quick: bool = typer.Option(True, "--quick/--full", help="Vanilla vs hash on one seed (default), or "
                                     "all six defences on seeds 0,1,2."),
-         out: Path = typer.Option(Path("runs/vfl-demo"), "--out", help="Run folder."),
-         resume: bool = typer.Option(True, "--resume/--no-resume", help=RESUME_HELP),
+         out: Path = out_option(Path("runs/vfl-demo"), help="Run folder."),
+         resume: bool = resume_option(help=RESUME_HELP),
          force: bool = FORCE_ALIAS) -> None:
     """Offline demo on digits (about a minute with --quick); the same command resumes an interrupted demo."""
     run_dir = run_demo(out, quick, resume=resume and not force)
@@ -242,16 +244,16 @@ def ls() -> None:
 
 
 @app.command()
-def report(out: Optional[Path] = typer.Option(None, "--out", help="A run or sweep folder."),
+def report(out: Optional[Path] = out_option(None, help="A run or sweep folder."),
            run_dir: Optional[Path] = RUN_DIR_ALIAS) -> None:
     """Re-render report.md/report.html for a run or sweep folder."""
     _render(_required_out(out, run_dir, "report"))
 
 
 @app.command("export-parties")
-def export_parties(config: Optional[str] = typer.Option("digits", "--config", help=CONFIG_HELP),
-                   out: Path = typer.Option(..., "--out", help="Folder for label.npz and party{i}.npz."),
-                   seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed (the split).")) -> None:
+def export_parties(config: Optional[str] = config_option("digits", help=CONFIG_HELP),
+                   out: Path = out_option(..., help="Folder for label.npz and party{i}.npz."),
+                   seed: Optional[int] = seed_option(None, help="Override train.seed (the split).")) -> None:
     """Write label.npz and party{i}.npz: one file per data owner."""
     from .data import export_parties as do_export
 
@@ -307,10 +309,10 @@ def party(party_id: int = typer.Option(..., "--party-id", help="This party's id 
 @app.command()
 def local(n_parties: int = typer.Option(2, "--n-parties", help="Number of feature-party servers "
                                         "(data.n_parties)."),
-          config: Optional[str] = typer.Option("digits", "--config", help=CONFIG_HELP),
+          config: Optional[str] = config_option("digits", help=CONFIG_HELP),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
           defence: Optional[str] = typer.Option(None, "--defence", help="none|hash|gaussian|laplace|gsparse|hash_laplace"),
-          out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+          out: Optional[Path] = out_option(None, help=OUT_HELP),
           attack: bool = typer.Option(True, "--attack/--no-attack", help="Run every attack after training."),
           run_dir: Optional[Path] = RUN_DIR_ALIAS,
           parties: Optional[int] = typer.Option(None, "--parties", hidden=True, help="Deprecated: --n-parties.")
@@ -347,7 +349,7 @@ app.add_typer(pki_app, name="pki")
 
 
 @pki_app.command("ca")
-def pki_ca(out: Path = typer.Option(..., "--out", help="Folder for ca.crt and ca.key (0600; keep it offline)."),
+def pki_ca(out: Path = out_option(..., help="Folder for ca.crt and ca.key (0600; keep it offline)."),
            name: str = typer.Option("trustlab-vfl federation CA", "--name", help="The CA's common name."),
            days: int = typer.Option(3650, "--days", min=1, help="Validity in days.")) -> None:
     """Make the federation CA (ca.crt goes to every party and to the label party)."""
@@ -361,7 +363,7 @@ def pki_ca(out: Path = typer.Option(..., "--out", help="Folder for ca.crt and ca
 def pki_party(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
               party_id: int = typer.Option(..., "--id", min=0, help="The party's id."),
               host: list[str] = typer.Option(..., "--host", help="Host name or IP the label party dials (repeatable)."),
-              out: Path = typer.Option(..., "--out", help="Folder for party{ID}.crt and party{ID}.key."),
+              out: Path = out_option(..., help="Folder for party{ID}.crt and party{ID}.key."),
               days: int = typer.Option(825, "--days", min=1, help="Validity in days.")) -> None:
     """A party server's certificate (serverAuth, subjectAltName = --host): party{ID}.crt and party{ID}.key."""
     from .pki import issue
@@ -372,7 +374,7 @@ def pki_party(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding 
 
 @pki_app.command("label")
 def pki_label(ca_dir: Path = typer.Option(..., "--ca-dir", help="Folder holding ca.crt and ca.key."),
-              out: Path = typer.Option(..., "--out", help="Folder for label.crt and label.key."),
+              out: Path = out_option(..., help="Folder for label.crt and label.key."),
               days: int = typer.Option(825, "--days", min=1, help="Validity in days.")) -> None:
     """The label party's client certificate (clientAuth): label.crt and label.key."""
     from .pki import issue
