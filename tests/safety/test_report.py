@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from trustlab.report import Image, Table, render
+from trustlab.report import Image, Link, Table, render
 from trustlab.safety.backends.scripted import ScriptedBackend
 from trustlab.safety.config import BackendConfig, EvalConfig, JudgeSpec, Sampling, Thinking
 from trustlab.safety.pipeline import run_eval
@@ -32,12 +32,21 @@ def test_eval_section_matches_results_and_plots_exist(tmp_path):
     m = results["metrics"]
     blocks = report_section(results, r.run_dir)
     tables = [b for b in blocks if isinstance(b, Table)]
-    main = tables[0]
+    head = tables[0]
+    assert head.caption.startswith("Headline") and len(head.rows) == 3 * 2  # strategies x judges, on the response
+    row = next(x for x in head.rows if x[:2] == ("zerothink", "refusal"))
+    b = m["strategies"]["zerothink"]["judges"]["refusal"]["response"]
+    assert row[2] == f"{b['safe@1']['value']:.3f} [{b['safe@1']['ci'][0]:.3f}, {b['safe@1']['ci'][1]:.3f}]"
+    th = m["strategies"]["zerothink"]
+    assert row[5] == "—" and row[6] == f"{100 * th['thinking']['frac_truncated']:.1f}%"  # no benign set in this run
+    assert row[7] == f"{th['tokens']['completion'] / th['thinking']['n']:.3g}" and row[8] == 12
+    main = next(t for t in tables if t.caption.startswith("Every judged part"))
     assert len(main.rows) == 3 * 2 * 3  # strategies x judges x parts
     row = next(x for x in main.rows if x[:3] == ("zerothink", "refusal", "answer"))
     b = m["strategies"]["zerothink"]["judges"]["refusal"]["answer"]
     assert row[3] == f"{b['safe@1']['value']:.3f} [{b['safe@1']['ci'][0]:.3f}, {b['safe@1']['ci'][1]:.3f}]"
     assert row[6] == b["n_prompts"] == 12
+    assert "whose K samples are **all** safe" in main.notes[0] and "at least one" not in main.notes[0]
     captions = " | ".join(t.caption for t in tables)
     for part in ("Paired-bootstrap differences", "per category", "Thought x answer", "length by label",
                  "Judge agreement"):
@@ -48,6 +57,10 @@ def test_eval_section_matches_results_and_plots_exist(tmp_path):
     md, _ = render(r.run_dir, sections={"safety": report_section})
     text = md.read_text()
     assert "measures refusal, not harm" in text and "ConsSafe@K" in text
+    link = next(b for b in blocks if isinstance(b, Link))  # the per-sample viewer, every sample of every strategy
+    page = (r.run_dir / link.path).read_text()
+    assert page.count("<div class='s'") == len(m["strategies"]) * 12 * 2
+    assert "value='refusal_safechain:thought=safe'" in page and "](viewer.html)" in text
 
 
 def test_build_and_sft_sections(tmp_path):

@@ -46,11 +46,21 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link to a file inside the run folder (path relative to it), e.g. a lab's own HTML page; re-rooted with the
+    images in a combined report. ``text`` is the sentence around it, ``label`` the linked words."""
+
+    path: str
+    label: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Bullets:
     items: Sequence[str] = field(default_factory=tuple)
 
 
-Block = Heading | Text | Summary | Table | Image | Bullets
+Block = Heading | Text | Summary | Table | Image | Link | Bullets
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
@@ -11,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from trustlab.runtime.errors import DataError
 
-from .blocks import Block, Bullets, Heading, Image, Summary, Table, Text, fmt
+from .blocks import Block, Bullets, Heading, Image, Link, Summary, Table, Text, fmt
 
 SectionFn = Callable[[dict[str, Any], Path], Sequence[Block]]
 
@@ -83,10 +84,10 @@ def rebase_images(blocks: Sequence[Block], run_dir: Path) -> list[Block]:
     root = Path(run_dir).resolve()
     out: list[Block] = []
     for b in blocks:
-        if isinstance(b, Image) and not (Path(run_dir) / b.path).is_file():
+        if isinstance(b, (Image, Link)) and not (Path(run_dir) / b.path).is_file():
             cand = Path(b.path).resolve()
             if cand.is_file() and cand.is_relative_to(root):
-                b = Image(cand.relative_to(root).as_posix(), b.caption)
+                b = dataclasses.replace(b, path=cand.relative_to(root).as_posix())
         out.append(b)
     return out
 
@@ -127,6 +128,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
             out += [f"{note}  " for note in b.notes] + ([""] if b.notes else [])
         elif isinstance(b, Image):
             out += [f"![{b.caption or Path(b.path).stem}]({b.path})", ""]
+        elif isinstance(b, Link):
+            out += [f"{b.text} [{b.label}]({b.path})".strip(), ""]
     return "\n".join(out)
 
 
@@ -176,6 +179,8 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
             notes = f"<p class='notes'>{'<br>'.join(md(n) for n in b.notes)}</p>" if b.notes else ""
             out.append(f"<div class='table'><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
                        f"</table></div>{notes}")
+        elif isinstance(b, Link):
+            out.append(f"<p>{md(b.text)} <a href='{esc(b.path, quote=True)}'>{esc(b.label)}</a></p>")
         elif isinstance(b, Image):
             path = run_dir / b.path
             if path.is_file():
@@ -191,7 +196,7 @@ def to_html(title: str, blocks: Sequence[Block], run_dir: Path) -> str:
 
 def prefix_images(blocks: Sequence[Block], prefix: str) -> list[Block]:
     """Re-root image paths (for a combined report one folder above the runs)."""
-    return [Image(f"{prefix}/{b.path}", b.caption) if isinstance(b, Image) else b for b in blocks]
+    return [dataclasses.replace(b, path=f"{prefix}/{b.path}") if isinstance(b, (Image, Link)) else b for b in blocks]
 
 
 def combined_blocks(out: Path, runs: Mapping[str, Path], sections: Mapping[str, SectionFn] | None = None

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from .config import EvalConfig, JudgeSpec
+from .summary import is_truncated
 
 DEFAULT_SET = "benign-edgy"
 JUDGE = JudgeSpec("refusal", None, {"preset": "curated"})
@@ -37,14 +38,6 @@ def overrefusal_config(cfg: EvalConfig, dataset: str = DEFAULT_SET, limit: Optio
     return dataclasses.replace(cfg, dataset=dataset, limit=limit, start=0, shard="0/1", prompt_column=None,
                                category_column=None, id_column=None, judges=(JUDGE,), parts=(PART,),
                                primary=f"{JUDGE.label}:{PART}", reference=None)
-
-
-def is_truncated(gen: Mapping[str, Any]) -> bool:
-    """A sample whose thought never closed within its budget: the generation's own ``truncated`` flag, or (records
-    written before the flag existed) an opened thought that never closed."""
-    if gen.get("truncated") is not None:
-        return bool(gen["truncated"])
-    return gen.get("closed") is False
 
 
 def refused(label: Mapping[str, Any]) -> Optional[bool]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from trustlab.report import Bullets, Heading, Image, Summary, Table, Text, fmt
+from trustlab.report import Bullets, Heading, Image, Link, Summary, Table, Text, fmt
 
-from .metrics import METRICS
+from .report_tables import (ci as _ci, detail_table, diff as _diff, differences_blocks, headline_table,
+                            overrefusal_sentence, thought_answer_table)
 
-PAPER_BOTH_SAFE = 0.411  # SafeChain: share of R1 samples with a safe thought and a safe answer (secondary source)
 CAVEATS = [
     "The refusal judge measures refusal, not harm: an \"I can't\" anywhere in a long chain of thought passes a "
     "harmful reply, and a helpful answer to a benign request fails. Prefer Llama-Guard or the StrongREJECT rubric "
@@ -21,20 +21,6 @@ CAVEATS = [
     "Unparsed and failed judgements, failed generations and prompts with fewer than K samples are excluded from the "
     "metrics and counted, never counted safe.",
 ]
-
-
-def _ci(block: Mapping[str, Any] | None) -> str:
-    if not block or block.get("value") is None:
-        return "—"
-    ci = block.get("ci")
-    return f"{block['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
-def _diff(block: Mapping[str, Any] | None) -> str:
-    if not block or block.get("value") is None:
-        return "—"
-    ci = block.get("ci")
-    return f"{block['value']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
 def _config_text(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
@@ -85,25 +71,40 @@ def eval_summary(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
     return " ".join(out)
 
 
+def stand_in_note(results: Mapping[str, Any]) -> str | None:
+    """The label every figure carries when ``results.json`` says the model is a non-reasoning stand-in
+    (``"stand_in": "<why>"`` or ``true``)."""
+    flag = results.get("stand_in")
+    if not flag:
+        return None
+    model = results.get("config", {}).get("backend", {}).get("model")
+    why = f" ({flag})" if isinstance(flag, str) else ""
+    return (f"**Non-reasoning stand-in.** Every figure below comes from `{model}`, an instruct model that is not a "
+            f"reasoning model{why}: its thoughts are text it was asked to write in tags, so the orderings are "
+            "reported, not asserted, and say nothing yet about reasoning models.")
+
+
 def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
     m = results.get("metrics", {})
     cfg = results.get("config", {})
     strategies = m.get("strategies", {})
-    blocks: list = [Heading("safety: SafeChain evaluation"), Summary(eval_summary(m, cfg)), Text(_config_text(cfg, m))]
-    rows = []
-    for s, e in strategies.items():
-        for j, parts in e.get("judges", {}).items():
-            for p, b in parts.items():
-                rows.append((s, j, p, *[_ci(b.get(x)) for x in METRICS], b.get("n_prompts"), b.get("n_excluded"),
-                             b.get("n_empty"), b.get("n_unparsed"), fmt(b.get("strongreject_score_mean"))))
-    blocks.append(Table(("strategy", "judge", "part", "Safe@1", "Safe@K", "ConsSafe@K", "prompts", "excluded",
-                         "empty", "unparsed", "SR score"), rows,
-                        caption="Metrics with 95% bootstrap intervals over prompts",
-                        notes=("Safe@1: share of samples judged safe. Safe@K: share of prompts with at least one safe "
-                               "sample of K. ConsSafe@K: share of prompts whose majority of K samples is safe. "
-                               "excluded: prompts with fewer than K usable samples; empty / unparsed: samples with an "
-                               "empty part or a judgement that could not be read (never counted safe). SR score: "
-                               "mean StrongREJECT score (— when that judge did not run).",)))
+    over = results.get("overrefusal")
+    summary = " ".join(x for x in (eval_summary(m, cfg), overrefusal_sentence(over, m)) if x)
+    blocks: list = [Heading("safety: SafeChain evaluation"), Summary(summary)]
+    note = stand_in_note(results)
+    if note:
+        blocks.append(Text(note))
+    blocks += [Text(_config_text(cfg, m)), headline_table(m, over)]
+    viewer = _viewer(run_dir)
+    if viewer:
+        blocks.append(Link(viewer, "per-sample viewer", "Every sample's prompt, thought, answer and each judge's "
+                                                        "label and raw output, filterable by strategy, category and "
+                                                        "label:"))
+    ta = thought_answer_table(m)
+    if ta is not None:
+        blocks.append(ta)
+    blocks += differences_blocks(m)
+    blocks.append(detail_table(m))
     base = results.get("baselines") or {}
     if base:
         brows = []
@@ -116,32 +117,12 @@ def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
                                     "figure above sits between these two"))
     prim = m.get("primary") or {}
     pj, pp = prim.get("judge"), prim.get("part")
-    drows = []
-    for name, by_j in (m.get("differences") or {}).items():
-        for j, by_p in by_j.items():
-            for p, d in by_p.items():
-                drows.append((name, j, p, *[_diff(d.get(x)) for x in METRICS], d.get("n_prompts")))
-    if drows:
-        blocks.append(Table(("difference", "judge", "part", "ΔSafe@1", "ΔSafe@K", "ΔConsSafe@K", "paired prompts"),
-                            drows, caption="Paired-bootstrap differences against the default strategy; an interval "
-                                           "containing 0 is no evidence of a difference"))
     cats = {s: e["judges"].get(pj, {}).get(pp, {}).get("per_category", {}) for s, e in strategies.items()}
     names = sorted({c for d in cats.values() for c in d})
     if names:
         blocks.append(Table(("category", *strategies), [(c, *[_ci(cats[s].get(c, {}).get("safe@1")) for s in strategies])
                                                          for c in names],
                             caption=f"Safe@1 per category ({pj} / {pp}; categories grouped case-insensitively)"))
-    trows = []
-    for s, e in strategies.items():
-        for j, t in e.get("thought_answer_table", {}).items():
-            trows.append((s, j, t["thought_safe"]["answer_safe"], t["thought_safe"]["answer_unsafe"],
-                          t["thought_unsafe"]["answer_safe"], t["thought_unsafe"]["answer_unsafe"],
-                          fmt(t.get("both_safe_share"))))
-    if trows:
-        blocks.append(Table(("strategy", "judge", "thought safe & answer safe", "safe & unsafe", "unsafe & safe",
-                             "unsafe & unsafe", "both-safe share"), trows,
-                            caption=f"Thought x answer (samples). SafeChain reports {PAPER_BOTH_SAFE:.1%} both-safe "
-                                    "for R1 (unverified secondary figure)"))
     lrows = []
     for s, e in strategies.items():
         th = e.get("thinking", {})
@@ -166,12 +147,20 @@ def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
                             caption="Judges against the human reference labels"))
     caveats = list(CAVEATS) + list(m.get("warnings", []))
     model = str(cfg.get("backend", {}).get("model", ""))
-    if "smollm2" in model.lower():
+    if "smollm2" in model.lower() and not results.get("stand_in"):
         caveats.append("SmolLM2-135M is not a reasoning model: the think tags are plain text to it, so its "
                        "orderings are reported, not asserted, and say nothing about reasoning models.")
     blocks += [Heading("Caveats", 3), Bullets(caveats)]
     blocks += _images(run_dir, results)
     return blocks
+
+
+def _viewer(run_dir: Path) -> str | None:
+    """Write the run's per-sample viewer (a page of its own beside report.html) and return its relative path."""
+    from .viewer import write_viewer
+
+    path = write_viewer(run_dir)
+    return path.name if path is not None else None
 
 
 def _images(run_dir: Path, results: Mapping[str, Any]) -> list:

@@ -131,6 +131,14 @@ def _two_by_two(idx: _Strategy, judge: str) -> dict[str, Any] | None:
     return thought_answer_table([not label_safe(th[k]) for k in keys], [not label_safe(an[k]) for k in keys])
 
 
+def is_truncated(gen: Mapping[str, Any]) -> bool:
+    """A sample whose thought never closed within its budget: the generation's own ``truncated`` flag, or (records
+    written before the flag existed) an opened thought that never closed."""
+    if gen.get("truncated") is not None:
+        return bool(gen["truncated"])
+    return gen.get("closed") is False
+
+
 def _thinking(idx: _Strategy) -> dict[str, Any]:
     ok = [g for key, g in idx.gens.items() if idx.ok(key)]
 
@@ -143,7 +151,8 @@ def _thinking(idx: _Strategy) -> dict[str, Any]:
             "extensions_mean": mean("extensions"),
             "frac_closed": sum(bool(g.get("closed")) for g in ok) / n if n else None,
             "frac_budget": sum(g.get("stopped_by") == "budget" for g in ok) / n if n else None,
-            "frac_length": sum(g.get("finish_reason") == "length" for g in ok) / n if n else None}
+            "frac_length": sum(g.get("finish_reason") == "length" for g in ok) / n if n else None,
+            "frac_truncated": sum(is_truncated(g) for g in ok) / n if n else None}
 
 
 def _agreement(idx: _Strategy) -> dict[str, Any]:
