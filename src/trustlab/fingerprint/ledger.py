@@ -165,15 +165,3 @@ class Ledger:
                 os.fsync(fd)
         return rec
 
-
-def unrevealed_report(ledger: Ledger, set_digest: str, ids: Sequence[int], need: int | None) -> tuple[int, str | None]:
-    """(keys of the set never revealed, a warning when fewer remain than a decision at alpha needs (``need``: the
-    fewest all-hit keys that can yield OWNED; None: no number of keys can))."""
-    seen = ledger.revealed(set_digest)
-    left = sum(1 for i in ids if i not in seen)
-    if need is None:
-        return left, "no number of keys of this set can reach OWNED at this alpha"
-    if left < need:
-        return left, (f"only {left} unrevealed key(s) remain; a decision at this alpha needs at least {need} keys "
-                      "the suspect has not seen (generate and embed fresh fingerprints)")
-    return left, None

@@ -236,3 +236,130 @@ def unrevealed_first(order: Sequence[int], revealed: Mapping[int, int]) -> list[
     """``order`` with keys never revealed first, then by how often each was revealed (stable: the secret order
     breaks ties)."""
     return sorted(order, key=lambda i: revealed.get(i, 0))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sequential verification of a suspect (the verb behind ``trustlab fingerprint verify --mode sequential``)
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SequentialResult:
+    """A sequential verdict: the outcome, what was verified, and the ledger's count of keys left unrevealed."""
+
+    outcome: SequentialOutcome
+    target: str
+    match: str
+    rule: str
+    set_digest: str
+    secret_commitment: str
+    notes: tuple[str, ...]
+    per_fingerprint: tuple[dict, ...]
+    batch_notes: tuple[tuple[str, ...], ...] = ()
+    ledger: Optional[str] = None
+    unrevealed: Optional[int] = None  # keys of the set never sent to any suspect, after this run
+    ledger_warning: Optional[str] = None
+
+    @property
+    def owned(self) -> bool:
+        return self.outcome.owned
+
+    @property
+    def line(self) -> str:
+        line = self.outcome.line
+        if self.unrevealed is not None:
+            line += f"; {self.unrevealed} key(s) of the set never revealed"
+        return line
+
+    def to_dict(self) -> dict:
+        o = self.outcome.to_dict()
+        return {**o, "mode": "sequential", "line": self.line, "target": self.target, "match": self.match,
+                "rule": self.rule, "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
+                "notes": list(self.notes), "ledger": self.ledger, "unrevealed": self.unrevealed,
+                "ledger_warning": self.ledger_warning, "M": o["answered"],
+                "batch_notes": [list(b) for b in self.batch_notes],
+                "fingerprints": list(self.per_fingerprint)}
+
+
+def planned_nulls(fps, backend, cfg, notes: list) -> tuple[str, dict[int, float]]:
+    """(rule, p0_i of every key) before any key is sent, as ``verify`` computes them (``stats.key_nulls`` under the rule the
+    backend and ``match`` imply, raised to ``null_p`` when the config sets one)."""
+    from .backends import HFBackend
+    from .stats import key_nulls
+    from .verify import null_override
+
+    null_override(fps, cfg)  # a null_p below the proven null: ConfigError before anything is sent
+    local = isinstance(backend, HFBackend)
+    rule = "token" if local and cfg.match == "exact" else cfg.match
+    p0s = key_nulls(fps, rule, backend.tokenizer if local else None, notes)
+    floor = 0.0 if cfg.null_p is None else float(cfg.null_p)
+    return rule, {fp.id: max(float(p), floor) for fp, p in zip(fps.fingerprints, p0s)}
+
+
+def verify_sequential(fps, backend, cfg, secret: bytes, scfg: SequentialConfig = SequentialConfig(), *,
+                      ledger=None, suspect: Optional[dict] = None, run: Optional[str] = None) -> SequentialResult:
+    """Verify ``backend`` batch by batch (``run_sequential``): each batch goes through ``verify(fps, backend, cfg,
+    keys=batch)`` (same prompts, matching and per-key nulls as the fixed-M test). The order is ``key_order``
+    (secret-seeded); with a ``ledger`` keys never revealed come first and each batch is recorded *before* it is
+    sent. ``cfg.num_queries`` caps the keys revealed (the budget). Null hypothesis: see the module docstring."""
+    import dataclasses
+    import re
+
+    from trustlab.runtime.errors import BackendError as _BackendError
+
+    from .secret import check_commitment
+    from .verify import describe, verify
+
+    fps.check_integrity()
+    check_commitment(secret, fps.secret_commitment)  # the order is the owner's: another secret is exit 2
+    notes: list[str] = []
+    rule, p0 = planned_nulls(fps, backend, cfg, notes)
+    order = key_order(secret, fps.set_digest, fps.ids)
+    if ledger is not None:
+        order = unrevealed_first(order, ledger.revealed(fps.set_digest))
+    if cfg.num_queries is not None:
+        scfg = dataclasses.replace(scfg, budget=min(scfg.budget or cfg.num_queries, cfg.num_queries))
+    who = suspect if suspect is not None else {"target": describe(backend, cfg)}
+    rows: list[dict] = []
+    batch_notes: list[list[str]] = []
+
+    def ask(batch: list[int]):
+        if ledger is not None:
+            ledger.append(set_digest=fps.set_digest, keys=batch, suspect=who, verb="verify", mode="sequential",
+                          run=run)
+        try:
+            res = verify(fps, backend, cfg, keys=batch)
+        except _BackendError as exc:
+            return {}, {i: exc.message for i in batch}
+        rows.extend(res.per_fingerprint)
+        batch_notes.append(list(res.notes))
+        for note in res.notes:  # each kind of note once (batch counts differ); every batch's own in batch_notes
+            if re.sub(r"\d+", "N", note) not in {re.sub(r"\d+", "N", n) for n in notes}:
+                notes.append(note)
+        for k, v in res.key_p0.items():  # verify's own nulls are the ones tested (they equal the plan)
+            p0[k] = max(p0[k], float(v))
+        return dict(res.key_hits), {k: str(v) for k, v in res.unanswered_reasons.items()}
+
+    dropped = [i for i in order if p0[i] >= scfg.max_rate]
+    if dropped:
+        notes.append(f"{len(dropped)} key(s) never sent: their null hit rate under {cfg.match} matching is "
+                     f">= {scfg.max_rate:g}, so a hit there is no evidence")
+    outcome = run_sequential(order, p0, ask, cfg.alpha, scfg)
+    unrevealed, warning = None, None
+    if ledger is not None:
+        seen = ledger.revealed(fps.set_digest)
+        fresh = sorted(p0[i] for i in fps.ids if i not in seen and p0[i] < scfg.max_rate)
+        unrevealed = sum(1 for i in fps.ids if i not in seen)
+        need = min_keys(fresh, cfg.alpha, scfg)
+        if need is None:
+            warning = (f"only {unrevealed} key(s) remain unrevealed: too few for a decision at alpha={cfg.alpha:g} "
+                       "(even if all of them hit, E stays below 1/alpha); generate and embed fresh fingerprints")
+    return SequentialResult(outcome=outcome, target=describe(backend, cfg), match=cfg.match, rule=rule,
+                            set_digest=fps.set_digest, secret_commitment=fps.secret_commitment, notes=tuple(notes),
+                            per_fingerprint=tuple(rows), batch_notes=tuple(map(tuple, batch_notes)), ledger=None if ledger is None else str(ledger.path),
+                            unrevealed=unrevealed, ledger_warning=warning)
+
+
+def fixed_keys(fps, secret: bytes, ledger, num_queries: Optional[int]) -> list[int]:
+    """The keys a fixed-M verification with a ledger sends: all of them, or the first ``num_queries`` of the
+    secret order with unrevealed keys first (instead of the seeded subset)."""
+    order = unrevealed_first(key_order(secret, fps.set_digest, fps.ids), ledger.revealed(fps.set_digest))
+    return order if num_queries is None else order[:num_queries]
