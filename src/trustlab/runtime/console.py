@@ -1,0 +1,64 @@
+"""What a command prints besides its results: each Python warning as one ``warning:`` line, printed once per command
+(no source path, no code line), and library progress bars (transformers' "Loading weights", huggingface_hub's
+downloads, tqdm) only where trustlab's own bars would show: not under ``--quiet``, ``CI`` or a stderr that is not a
+terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from .progress import is_quiet
+
+
+def warning_line(message: Warning | str) -> str:
+    """The one line a warning becomes: its first non-empty line of text, whitespace collapsed."""
+    lines = [ln for ln in str(message).strip().splitlines() if ln.strip()]
+    return "warning: " + " ".join((lines[0] if lines else type(message).__name__).split())
+
+
+@contextmanager
+def one_line_warnings(echo: Callable[[str], None] | None = None) -> Iterator[set[str]]:
+    """Within the block, every warning that the filters let through is printed as ``warning: <text>`` the first time
+    its text appears (later repeats, from the same or another place, are dropped). Yields the set of lines printed.
+    The filters and the previous ``showwarning`` are restored on exit."""
+    seen: set[str] = set()
+    out = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001 - warnings' API
+        text = warning_line(message)
+        if text not in seen:
+            seen.add(text)
+            out(text)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # dedup by text is ours: Python's is per source location
+        warnings.showwarning = show
+        yield seen
+
+
+def libraries_quiet() -> bool:
+    """True when library progress bars must stay off (``--quiet``, ``CI``, ``TRUSTLAB_QUIET``, or no terminal)."""
+    return is_quiet() or not sys.stderr.isatty()
+
+
+def quiet_library_progress() -> bool:
+    """Turn library progress bars off when ``libraries_quiet()``: the environment switches that huggingface_hub,
+    transformers (read at its import) and tqdm honour, and the live switches of those already imported. Returns
+    whether it turned them off."""
+    if not libraries_quiet():
+        return False
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return True
