@@ -63,3 +63,63 @@ def test_bad_arguments_name_the_value(args):
 def test_bad_alpha():
     with pytest.raises(ConfigError, match="alpha"):
         ownership_test(3, 5, P0, alpha=1.5)
+
+
+# --- issue 18 §1: per-key nulls, the exact Poisson-binomial tail -------------------------------------------
+def _brute_tail(m, ps):
+    import itertools
+
+    total = 0.0
+    for bits in itertools.product((0, 1), repeat=len(ps)):
+        if sum(bits) >= m:
+            prob = 1.0
+            for b, p in zip(bits, ps):
+                prob *= p if b else 1 - p
+            total += prob
+    return total
+
+
+def test_poisson_binomial_tail_is_exact():
+    from trustlab.fingerprint.stats import log10_poisson_binomial_tail, poisson_binomial_tail
+
+    ps = [0.1, 1 / 3, 1 / 3, 2 / 3, 0.05, 0.5, 1 / 3, 0.2, 0.9, 0.01]
+    for m in range(0, 12):
+        assert poisson_binomial_tail(m, ps) == pytest.approx(_brute_tail(m, ps), rel=1e-9, abs=1e-300)
+    for M, m in [(7, 3), (32, 31), (64, 20)]:  # one rate: the binomial
+        assert poisson_binomial_tail(m, [P0] * M) == pytest.approx(binom_tail(m, M, P0), rel=1e-9)
+    # far tails stay finite in log10: 3000 keys at 1/3 and 2000 at 2/3, every one hit
+    assert log10_poisson_binomial_tail(5000, [P0] * 3000 + [2 * P0] * 2000) == pytest.approx(
+        3000 * math.log10(P0) + 2000 * math.log10(2 * P0), rel=1e-9)
+
+
+def test_keys_test_verdicts_and_inconclusive():
+    from trustlab.fingerprint.stats import ownership_test_keys
+
+    d = ownership_test_keys(10, [P0] * 8 + [2 * P0] * 4)
+    assert d.p_value == pytest.approx(_brute_tail(10, [P0] * 8 + [2 * P0] * 4), rel=1e-9)
+    assert "Poisson-binomial, p0=1/3..0.667" in d.line and d.p0 == pytest.approx(2 * P0)
+    assert ownership_test_keys(31, [P0] * 32).line == ownership_test(31, 32, P0).line
+    # five keys at 1/3 can never reach 1e-3 (0.0041 at 5/5): the verdict says so instead of "not owned"
+    d = ownership_test_keys(5, [P0] * 5)
+    assert d.decision == "INCONCLUSIVE" and not d.owned and "insufficient evidence" in d.line
+    assert ownership_test_keys(2, [P0] * 40).decision == "not owned"
+    with pytest.raises(ConfigError, match="p0_i"):
+        ownership_test_keys(1, [0.5, 1.0])
+
+
+def test_key_nulls_on_generated_fingerprints(tiny_fps, fp_tiny):
+    """fp-tiny's own candidates: token ids keep 1/k; text rules count the candidates one output can match."""
+    import numpy as np
+
+    from trustlab.fingerprint.matching import joint_matches
+    from trustlab.fingerprint.stats import candidate_texts, key_nulls
+
+    k = tiny_fps.params["nucleus_k"]
+    assert np.allclose(key_nulls(tiny_fps, "token"), 1 / k)
+    texts = candidate_texts(tiny_fps, fp_tiny[1])
+    for rule in ("exact", "lenient"):
+        got = key_nulls(tiny_fps, rule, fp_tiny[1])
+        want = [joint_matches(t, rule, whole_word=tiny_fps.response_length == 1) / k for t in texts]
+        assert np.allclose(got, want) and (got >= 1 / k).all()
+    # without a tokenizer the file's one is loaded offline (fp-tiny's cache folder)
+    assert np.allclose(key_nulls(tiny_fps, "exact"), key_nulls(tiny_fps, "exact", fp_tiny[1]))

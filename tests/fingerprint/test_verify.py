@@ -219,3 +219,17 @@ def test_a_set_edited_in_memory_is_refused_by_the_api(fps):
         with pytest.raises(DataError, match="'fingerprints\\[\\*\\].response_text' was changed") as exc:
             verify(edited, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"))
         assert exc.value.exit_code == 2 and srv.posts() == []
+
+
+# --- issue 18: the interface sequential verification builds on --------------------------------------------
+def test_verify_given_keys_reports_per_key_hits_and_nulls(fps):
+    with FakeServer(models=("suspect",), check_model=True, answer=served(fps, {2, 5})) as srv:
+        res = verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"), keys=[5, 2, 7])
+        sent = [p["prompt"] for p in srv.posts("/completions")]
+    assert res.subset_ids == (5, 2, 7) and res.queried == 3
+    assert res.key_hits == {5: True, 2: True, 7: False} and res.key_p0 == {5: 1 / 3, 2: 1 / 3, 7: 1 / 3}
+    flat = [x for p in sent for x in (p if isinstance(p, list) else [p])]
+    assert sorted(flat) == sorted(fps.fingerprints[i].key_text for i in (2, 5, 7))  # only those keys revealed
+    assert res.decision.decision == "INCONCLUSIVE"  # 3 keys at 1/3 can never reach alpha = 1e-3
+    with pytest.raises(ConfigError, match="twice"):
+        verify(fps, http(srv.url), VerifyConfig(endpoint=srv.url, served_model="suspect"), keys=[1, 1])

@@ -13,10 +13,17 @@ answered keys: OWNED iff P[Bin(M, p0) >= m] <= alpha. Matching:
   text-level null rate (``bound_assumes_exact: false``).
 
 Text matching reads ``key_text`` and ``response_text``; they are trusted only because the file's ``set_digest``
-covers them (``FingerprintSet.load`` refuses an edited file). The null rate p0 is the one the strategy proves
-(``fpset.proven_null_p``: 1/k for perinucleus); ``null_p`` in the config may only raise it (a more conservative
-test, marked ``p0 overridden by user`` in the verdict line and the results) or supply one where the strategy proves
-none (``english``); a value below the proven null is refused, because it would turn chance matches into OWNED.
+covers them (``FingerprintSet.load`` refuses an edited file). Each key has its own null rate p0_i
+(``stats.key_nulls``: 1/k on token ids; c_i/k for text rules, c_i the largest number of the key's candidates one
+output can match), and the p-value is the exact Poisson-binomial tail over the answered keys. A key whose null
+reaches 1 is no evidence and is dropped with a note; when even all remaining keys hitting could not reach alpha the
+verdict is INCONCLUSIVE. ``null_p`` in the config may only raise the nulls (p0_i = max(p0_i, null_p): a more
+conservative test, marked ``p0 overridden by user``) or supply one where the strategy proves none (``english``); a
+value below the proven null is refused, because it would turn chance matches into OWNED.
+
+The suspect is hostile: the shared client bounds every reply's size and time; an output is kept in the results cut
+to ``OUTPUT_CHARS`` characters with invalid code points replaced; identical answers, unanswered keys (with their
+reasons) and invalid text are named in ``notes``. Nothing answered at all is a BackendError (exit 4).
 
 Every verdict carries the attack caveat: a host controlling decoding can suppress memorised answers.
 """
@@ -25,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,36 +39,14 @@ from trustlab.runtime.errors import ConfigError, ModelError
 
 from .backends import Backend, Completion, HFBackend
 from .fpset import proven_null_p
-from .stats import OwnershipDecision, format_p0, ownership_test
+from .matching import exact_text_hit, lenient_hit, normalize  # the rules' home is matching.py
+from .stats import OwnershipDecision, format_p0, key_nulls, ownership_test_keys
 
+__all__ = ["verify", "VerifyResult", "backend_for", "describe", "null_override", "null_rate", "local_prompt",
+           "remote_prompt", "check_suspect_tokenizer", "normalize", "lenient_hit", "exact_text_hit"]
 log = logging.getLogger(__name__)
 TEXT_MARGIN = 2  # extra tokens generated when matching text, so a re-tokenised response still fits
-
-
-def normalize(text: str) -> str:
-    """Lenient form: NFKC, casefold, every whitespace and punctuation character removed."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
-
-
-def lenient_hit(output: str, response: str) -> bool:
-    """The normalised output starts with the normalised response; an empty normalised response never hits."""
-    want = normalize(response)
-    return bool(want) and normalize(output).startswith(want)
-
-
-def exact_text_hit(output: str, response: str) -> bool:
-    """``output`` starts with ``response`` at a word boundary: a longer word ("their" for "the") is another token,
-    so it does not count. Leading whitespace that a server puts before the completion is ignored when the
-    response has none; a whitespace-only response never hits (it would match almost any completion)."""
-    if not response.strip():
-        return False
-    for text in (output, output.lstrip()) if not response[:1].isspace() else (output,):
-        if text.startswith(response):
-            rest = text[len(response):]
-            if not (rest[:1].isalnum() and response[-1:].isalnum()):
-                return True
-    return False
+OUTPUT_CHARS = 200  # an output is kept in the results up to this many characters
 
 
 @dataclass(frozen=True)
@@ -91,6 +75,10 @@ class VerifyResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     p0_override: str | None = None  # "p0 overridden by user: 0.5 (proven 1/3)" when the config set null_p
     p0_proven: float | None = None  # the strategy's proven null rate (None for english)
+    rule: str = "token"  # the matching rule the nulls were computed for: token, exact (text) or lenient
+    key_hits: dict[int, bool] = field(default_factory=dict)  # fingerprint id -> hit, answered keys only
+    key_p0: dict[int, float] = field(default_factory=dict)  # fingerprint id -> p0_i, answered keys only
+    dropped: tuple[int, ...] = ()  # answered keys whose null reached 1 (no evidence, not counted)
 
     @property
     def owned(self) -> bool:
@@ -122,8 +110,9 @@ class VerifyResult:
                 "temperature": self.temperature, "samples": self.samples, "wrapper": self.wrapper,
                 "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
                 "subset_ids": None if self.subset_ids is None else list(self.subset_ids), "notes": list(self.notes),
-                "p0_override": self.p0_override, "p0_proven": self.p0_proven,
-                "fingerprints": list(self.per_fingerprint)}
+                "p0_override": self.p0_override, "p0_proven": self.p0_proven, "rule": self.rule,
+                "null": d.null_name, "key_p0": {str(k): v for k, v in self.key_p0.items()},
+                "dropped": list(self.dropped), "fingerprints": list(self.per_fingerprint)}
 
 
 def null_override(fps, cfg) -> str | None:
@@ -190,20 +179,39 @@ def remote_prompt(fp, prompt_format: str, wrapper: int | None) -> str | list[dic
     return [{"role": "user", "content": text}] if prompt_format == "chat" else text
 
 
-def verify(fps, backend: Backend, cfg) -> VerifyResult:
-    """Query ``backend`` with the keys of ``fps`` and return the ownership verdict (see module docstring)."""
+def verify(fps, backend: Backend, cfg, keys: Sequence[int] | None = None, *,
+           base_tokenizer: Any = None) -> VerifyResult:
+    """Query ``backend`` with the keys of ``fps`` and return the ownership verdict (see module docstring).
+
+    ``keys``: the fingerprint ids to query (in that order; ids equal positions in a generated file), recorded as
+    ``subset_ids``; None queries the configured set (all keys, or the seeded ``num_queries`` subset).
+    ``base_tokenizer``: the file's tokenizer, to decode candidates for the text nulls (loaded offline when not
+    given and the local suspect's tokenizer is not the file's)."""
     fps.check_integrity()  # empty, edited (digest) or inconsistent null settings: DataError, exit 2
     full_digest = fps.set_digest
     subset_ids = None
-    if cfg.num_queries is not None and cfg.num_queries < len(fps):
+    if keys is not None:
+        keys = [int(k) for k in keys]
+        if not keys:
+            raise ConfigError("verify was given an empty list of keys", hint="pass at least one fingerprint id")
+        if len(set(keys)) != len(keys):
+            raise ConfigError("verify was given a key id twice", hint="pass each fingerprint id once")
+        fps = fps.subset(keys)
+        subset_ids = tuple(fps.ids)
+    elif cfg.num_queries is not None and cfg.num_queries < len(fps):
         fps = fps.sample(cfg.num_queries, seed=cfg.seed)
         subset_ids = tuple(fps.ids)
-    p0, heuristic = null_rate(fps, cfg)
+    heuristic = null_rate(fps, cfg)[1]  # also the ConfigError when a strategy without a proven null has none
     override = null_override(fps, cfg)
     L = fps.response_length
     local = isinstance(backend, HFBackend)
     token_match = local and cfg.match == "exact"
+    rule = "token" if token_match else cfg.match
     notes: list[str] = []
+    tok_for_nulls = base_tokenizer if base_tokenizer is not None else (backend.tokenizer if local else None)
+    p0s = key_nulls(fps, rule, tok_for_nulls, notes)
+    if cfg.null_p is not None:
+        p0s = [max(float(x), float(cfg.null_p)) for x in p0s]
     if local:
         if token_match:
             fps.check_tokenizer(backend.tokenizer)  # ModelError with the --match lenient hint
@@ -224,24 +232,35 @@ def verify(fps, backend: Backend, cfg) -> VerifyResult:
     outs = backend.generate(prompts, max_new, temperature=cfg.temperature, n=cfg.samples,
                             seed=cfg.seed if cfg.temperature > 0 else None)
     failures = dict(getattr(backend, "failures", {}) or {})
-    rows, m, answered, mean_hits, any_hits = [], 0, 0, 0.0, 0
+    rows, mean_hits, any_hits = [], 0.0, 0
+    key_hits: dict[int, bool] = {}
+    key_p0: dict[int, float] = {}
+    dropped: list[int] = []
     for i, (fp, comps) in enumerate(zip(fps.fingerprints, outs)):
         if not comps:
             rows.append({"id": fp.id, "answered": False, "reason": failures.get(i, "no completion"), "hit": None})
             continue
         hits = [_hit(c, fp, L, cfg.match, token_match) for c in comps]
-        answered += 1
-        m += int(hits[0])  # the test uses one (the first) answer per key: independent keys, rate <= p0 under H0
+        # the test uses one (the first) answer per key: independent keys, rate <= p0_i under H0
+        key_hits[fp.id], key_p0[fp.id] = bool(hits[0]), float(p0s[i])
+        if p0s[i] >= 1.0:
+            dropped.append(fp.id)
         mean_hits += sum(hits) / len(hits)
         any_hits += int(any(hits))
-        rows.append({"id": fp.id, "answered": True, "hit": hits[0], "sample_hits": hits,
-                     "output": comps[0].text,
+        rows.append({"id": fp.id, "answered": True, "hit": hits[0], "sample_hits": hits, "p0": float(p0s[i]),
+                     "output": _kept(comps[0].text), "invalid_text": _invalid(comps[0].text),
                      "output_ids": list(comps[0].token_ids[:L]) if comps[0].token_ids is not None else None})
+    answered = len(key_hits)
     if answered == 0:
         from trustlab.runtime.errors import BackendError
 
         raise BackendError("the suspect answered none of the fingerprint keys", hint="check the backend")
-    decision = ownership_test(m, answered, p0, cfg.alpha)
+    notes += _hostility_notes(rows, failures, fps)
+    used = [k for k in key_hits if k not in set(dropped)]
+    if dropped:
+        notes.append(f"{len(dropped)} answered key(s) dropped: their null hit rate reaches 1 under {rule} matching, "
+                     f"so a hit there is no evidence")
+    decision = _decide([key_hits[k] for k in used], [key_p0[k] for k in used], cfg.alpha, len(dropped))
     unanswered = tuple(r["id"] for r in rows if not r["answered"])
     return VerifyResult(
         target=describe(backend, cfg), backend=type(backend).__name__, match=cfg.match, decision=decision,
@@ -250,7 +269,53 @@ def verify(fps, backend: Backend, cfg) -> VerifyResult:
         per_fingerprint=tuple(rows), mean_hit_rate=mean_hits / answered, any_hit_rate=any_hits / answered,
         bound_assumes_exact=cfg.match == "exact", heuristic_null=heuristic, temperature=cfg.temperature,
         samples=cfg.samples, wrapper=cfg.wrapper, set_digest=full_digest, secret_commitment=fps.secret_commitment,
-        subset_ids=subset_ids, notes=tuple(notes), p0_override=override, p0_proven=proven_null_p(fps))
+        subset_ids=subset_ids, notes=tuple(notes), p0_override=override, p0_proven=proven_null_p(fps), rule=rule,
+        key_hits=key_hits, key_p0=key_p0, dropped=tuple(dropped))
+
+
+def _decide(hits: Sequence[bool], p0s: Sequence[float], alpha: float, dropped: int) -> OwnershipDecision:
+    """The Poisson-binomial test on the counted keys; INCONCLUSIVE (M = 0) when no key is evidence."""
+    if not hits:
+        return OwnershipDecision(m=0, M=0, p0=1.0, alpha=float(alpha), p_value=1.0, log10_p_value=0.0,
+                                 hoeffding_bound=1.0, owned=False, min_matches=None, dropped=dropped)
+    return ownership_test_keys(int(sum(hits)), p0s, alpha, dropped=dropped)
+
+
+def _kept(text: Any) -> str:
+    """An output as the results keep it: a string of at most OUTPUT_CHARS characters, valid UTF-8."""
+    text = text if isinstance(text, str) else str(text)
+    return text[:OUTPUT_CHARS].encode("utf-8", "replace").decode("utf-8")
+
+
+def _invalid(text: Any) -> bool:
+    """True for an answer that is not clean text: not a string, lone surrogates, or U+FFFD (decoded bad bytes)."""
+    if not isinstance(text, str):
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\ufffd" in text
+
+
+def _hostility_notes(rows: list[dict], failures: dict, fps) -> list[str]:
+    """Lines naming what a hostile or broken suspect did: unanswered keys by reason, one text for many keys,
+    answers holding invalid or replacement characters."""
+    from collections import Counter
+
+    notes = []
+    reasons = Counter(r["reason"].split(":")[0][:80] for r in rows if not r["answered"])
+    for reason, n in reasons.most_common(3):
+        notes.append(f"{n} key(s) unanswered: {reason}")
+    texts = Counter(r["output"] for r in rows if r["answered"])
+    if texts and len(rows) >= 4:
+        text, n = texts.most_common(1)[0]
+        if n >= max(3, len(rows) // 2):
+            notes.append(f"the suspect gave the same answer to {n} of {len(rows)} keys ({text[:40]!r})")
+    bad = sum(1 for r in rows if r["answered"] and r["invalid_text"])
+    if bad:
+        notes.append(f"{bad} answer(s) held invalid or replacement characters")
+    return notes
 
 
 def _local_text_prompt(tokenizer, fp, prompt_format: str, wrapper: int | None) -> list[int]:
