@@ -34,7 +34,7 @@ def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
 @app.command()
 def demo(out: Path = out_option(Path("runs/certify-demo"), help="Run folder."),
          quick: bool = typer.Option(True, "--quick/--full", help="1 seed / 200 inputs, or 3 seeds / all + all defences."),
-         resume: bool = RESUME, threads: int = THREADS) -> None:
+         resume: bool = RESUME, threads: Optional[int] = THREADS) -> None:
     """Offline reproduction on digits: clean, attack-A and attack-B models, RS + IBP, STRIP + fine-pruning."""
     _setup(threads)
     out = _out(out, "demo")
@@ -47,7 +47,7 @@ def demo(out: Path = out_option(Path("runs/certify-demo"), help="Run folder."),
 def run(config: str = typer.Argument(..., help="Experiment YAML, or a shipped name (demo_digits, fidelity_digits, "
                                                "sweep_digits, mnist5k_cnn, fashion_cnn)."),
         out: Optional[Path] = OUT, device: str = DEVICE, seeds: Optional[str] = SEEDS, resume: bool = RESUME,
-        threads: int = THREADS) -> None:
+        threads: Optional[int] = THREADS) -> None:
     """Run an experiment config: train clean + attacked models, certify on x and T(x), defences, report."""
     from .experiment import run_experiment
 
@@ -65,7 +65,7 @@ def sweep(config: str = typer.Argument(..., help="Base experiment YAML or shippe
           grid: List[str] = typer.Option(..., "--grid", help="key=v1,v2,... (attack.rate, attack.lam, attack.beta, "
                                                              "smoothing.sigma, bounds.eps, train.*); repeatable."),
           out: Optional[Path] = OUT, device: str = DEVICE, seeds: Optional[str] = SEEDS, resume: bool = RESUME,
-          threads: int = THREADS) -> None:
+          threads: Optional[int] = THREADS) -> None:
     """One run per grid cell (keyed by config hash; finished cells are skipped), plus sweep plots."""
     from trustlab.runtime import parse_float_list
 
@@ -118,7 +118,8 @@ def train(dataset: str = typer.Option("digits", "--dataset", help="Dataset name 
           trigger_size: int = typer.Option(3, "--trigger-size", help="Side of the square trigger patch in pixels."),
           epochs: int = typer.Option(80, "--epochs", help="Training epochs."),
           seed: int = seed_option(0, help="Seed of the split, initial weights, poisons and training."),
-          out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME, threads: int = THREADS) -> None:
+          out: Optional[Path] = OUT, device: str = DEVICE, resume: bool = RESUME,
+          threads: Optional[int] = THREADS) -> None:
     """Train one (possibly attacked) model into OUT/model (model.pt + train.json); resumes from checkpoints."""
     from trustlab.runtime import RunDir, parse_int_list, require_choice
 
@@ -217,7 +218,7 @@ def eval_(model: str = typer.Argument(...,
           device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK when CUDA is available, else "
                                                               "cpu) | cpu | cuda[:i]. Bounds run on the CPU."),
           max_hours: float = MAX_HOURS, out: Optional[Path] = OUT, resume: bool = RESUME,
-          threads: int = THREADS) -> None:
+          threads: Optional[int] = THREADS) -> None:
     """Certify a lab model, a TorchScript file, a factory or a torchvision model on x and/or T(x), resumably; under
     torchrun or accelerate launch the ranks share the inputs and rank 0 merges them (docs/certify.md)."""
     from trustlab.runtime import require_choice
@@ -300,7 +301,7 @@ def eval_(model: str = typer.Argument(...,
 def defend(run_dir: Path = typer.Argument(..., help="A finished `certify run` folder."),
            defence: str = typer.Option("strip,spectral,activation-clustering,fine-pruning", "--defence",
                                        help="Comma-separated: strip, spectral, activation-clustering, fine-pruning."),
-           out: Optional[Path] = OUT, resume: bool = RESUME, threads: int = THREADS) -> None:
+           out: Optional[Path] = OUT, resume: bool = RESUME, threads: Optional[int] = THREADS) -> None:
     """Apply defences to a finished run (its trained models and certificates are reused), write a new run."""
     from trustlab.runtime import require_choice
 

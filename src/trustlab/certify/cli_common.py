@@ -18,12 +18,12 @@ OUT = out_option(None, help="Run folder (default runs/certify-<verb>-<UTC time>)
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda[:i].")
 SEEDS = typer.Option(None, "--seeds", help="Comma-separated seeds (overrides the config).")
 RESUME = resume_option(help="Resume a run folder (default) or start it afresh.")
-THREADS = threads_option(1, help="Torch/BLAS threads (1 is fastest on small CPUs).")
+THREADS = threads_option(None)
 MAX_HOURS = typer.Option(24.0, "--max-hours", help="Refuse a smoothing budget estimated (from measured throughput) "
                                                    "to take longer than this.")
 
 
-def _setup(threads: int) -> None:
+def _setup(threads: Optional[int]) -> None:
     from trustlab.runtime import configure_threads
 
     configure_threads(threads)

@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import typer
 
-from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
+from trustlab.runtime.cli_options import (config_option, out_option, resume_option, seed_option, threads_option,
+                                          use_threads)
 from trustlab.runtime.errors import Interrupted
 
 from .cli_verify import register as register_verify
@@ -24,9 +25,10 @@ app = typer.Typer(name="fingerprint", no_args_is_help=True, add_completion=False
                   help="OML 1.0 model fingerprinting: embed secret key/response pairs, prove ownership.")
 
 
-def _threads() -> None:
+def _threads(threads: Optional[int] = None) -> None:
     from trustlab.runtime import configure_threads
 
+    use_threads(threads)
     configure_threads()
 
 
@@ -73,6 +75,7 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing fingerprint file."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run record folder (default "
                                                                    "runs/fingerprint-generate-<UTC>)."),
+    threads: Optional[int] = threads_option(None),
 ) -> None:
     """Generate secret-keyed fingerprints for a model (the secret never enters the fingerprint file)."""
     from .config import GenerateConfig
@@ -82,7 +85,7 @@ def generate(
         response_length=response_length, key_temperature=key_temperature, nucleus_t=nucleus_t, nucleus_k=nucleus_k,
         alnum_filter=alnum_filter, prompt_format=prompt_format, seed_words=seed_words, null_p=null_p,
         batch_size=batch_size, seed=seed))
-    _threads()
+    _threads(threads)
     path, skipped = run_generate(cfg, secret, out, overwrite, run_dir)
     if skipped:
         typer.echo(f"{path} already holds fingerprints of this config and secret; skipping")
@@ -138,6 +141,7 @@ def embed(
                                      "start afresh, discarding what the folder holds."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace what the folder holds, also a run of another config (= --no-resume)."),
+    threads: Optional[int] = threads_option(None),
 ) -> None:
     """Fine-tune the fingerprints into a model (full or LoRA, per-step weight averaging, benign mixing)."""
     import dataclasses
@@ -156,7 +160,7 @@ def embed(
     if cfg.model is None:
         cfg = dataclasses.replace(cfg, model=SMOLLM2)
     out = out or (Path(cfg.out_dir) if cfg.out_dir else default_run_path(LAB, "embed"))
-    _threads()
+    _threads(threads)
     import warnings
 
     try:
@@ -248,12 +252,13 @@ def run_demo(out: Path, quick: bool = True) -> Path:
 @app.command()
 def demo(out: Path = out_option(Path("runs/fingerprint-demo"), help="Run folder of the demo."),
          profile: str = typer.Option("smollm2", "--profile", help="smollm2 (about 10 min on 2 cores) | tiny "
-                                                                  "(about 1 min).")) -> None:
+                                                                  "(about 1 min)."),
+         threads: Optional[int] = threads_option(None)) -> None:
     """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""
     from trustlab.runtime.validate import require_choice
 
     require_choice("--profile", profile, ("smollm2", "tiny"))
-    _threads()
+    _threads(threads)
     try:
         run_dir = _run_demo(out, profile=profile)
     except KeyboardInterrupt:

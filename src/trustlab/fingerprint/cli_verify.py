@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import typer
 
-from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
+from trustlab.runtime.cli_options import (config_option, out_option, resume_option, seed_option, threads_option,
+                                          use_threads)
 from trustlab.runtime.errors import ConfigError, DataError, Interrupted
 
 
@@ -22,9 +23,10 @@ def _resolve(cls, config: Optional[Path], overrides: dict[str, Any]):
     return resolve_config(cls, config, overrides)
 
 
-def _threads() -> None:
+def _threads(threads: Optional[int] = None) -> None:
     from trustlab.runtime import configure_threads
 
+    use_threads(threads)
     configure_threads()
 
 
@@ -52,6 +54,7 @@ def verify_cmd(
     concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests when a server takes one "
                                                             "prompt per request."),
     out: Optional[Path] = out_option(None, help="Run folder (default runs/fingerprint-verify-<UTC>)."),
+    threads: Optional[int] = threads_option(None),
 ) -> None:
     """Test a suspect model (weights or endpoint) for the fingerprints: verdict, p-value, Hoeffding bound."""
     from .config import VerifyConfig
@@ -60,6 +63,7 @@ def verify_cmd(
         fingerprints=fingerprints, model=model, endpoint=endpoint, served_model=served_model, api=api,
         api_key_env=api_key_env, match=match, num_queries=num_queries, alpha=alpha, null_p=null_p,
         wrapper=wrapper, temperature=temperature, samples=samples, batch_size=batch_size, seed=seed))
+    use_threads(threads)
     run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency, timeout=timeout)
     res = json.loads((run_dir / "verify_result.json").read_text())
     typer.echo(res["line"])
@@ -139,6 +143,7 @@ def robustness_cmd(
     seed: Optional[int] = seed_option(None, help="Seed of every experiment (default 0)."),
     out: Optional[Path] = out_option(None, help="Run folder (default runs/fingerprint-robustness-<UTC>)."),
     resume: bool = resume_option(help="Skip experiments already in robustness.json."),
+    threads: Optional[int] = threads_option(None),
 ) -> None:
     """Robustness of the fingerprints to fine-tuning, merging, wrappers, sampling, quantization, suppression."""
     from .config import RobustnessConfig
@@ -147,7 +152,7 @@ def robustness_cmd(
     exps = None if experiments is None else tuple(e.strip() for e in experiments.split(",") if e.strip())
     cfg = _resolve(RobustnessConfig, config, dict(fingerprinted=fingerprinted, base=base, fingerprints=fingerprints,
                                                   experiments=exps, seed=seed))
-    _threads()
+    _threads(threads)
     try:
         result = run_robustness(cfg, out_dir=out, resume=resume)
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ OUT_HELP = "Run folder (default runs/<lab>-<verb>-<UTC time>)."
 RESUME_HELP = "Resume the run folder (default: skip what it already holds) or start it afresh."
 SEED_HELP = "Seed of every random choice of the run (default 0)."
 CONFIG_HELP = "Config YAML; flags override its fields."
-THREADS_HELP = "Torch/BLAS threads of this process (1 is fastest on small CPUs)."
+THREADS_HELP = "Torch/BLAS threads of this process (default $TRUSTLAB_THREADS, else 1: fastest on small CPUs)."
 QUIET_HELP = "No progress bars."
 
 
@@ -60,3 +60,18 @@ def threads_option(default: Any = 1, help: str = THREADS_HELP) -> Any:
 def quiet_option(help: str = QUIET_HELP) -> Any:
     """``--quiet``/``-q``: no progress bars."""
     return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def use_threads(threads: int | None) -> None:
+    """Make ``--threads`` this process's choice without importing torch: every later ``configure_threads()`` (the
+    labs' library code calls it) and every process this one starts (party servers, workers) read it from
+    ``$TRUSTLAB_THREADS``. ``None`` keeps ``$TRUSTLAB_THREADS`` or the default 1."""
+    import os
+
+    if threads is None:
+        return
+    if threads < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--threads must be >= 1, got {threads}", hint="pass --threads 1")
+    os.environ["TRUSTLAB_THREADS"] = str(threads)

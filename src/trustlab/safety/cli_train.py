@@ -133,7 +133,7 @@ def sft_cmd(data: Optional[str] = typer.Option(None, "--data", help="Chat or alp
             device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
             mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
             seed: Optional[int] = seed_option(None, help="Seed of the data order and init (default 0)."),
-            threads: int = threads_option(1, help="Torch/BLAS threads per process."),
+            threads: Optional[int] = threads_option(None),
             resume: bool = resume_option(help="Refuse a run folder holding another config (default) or start afresh."),
             eval_dataset: Optional[str] = typer.Option(None, "--eval-dataset",
                                                        help="Evaluate base and tuned model on this set (before/after)."),

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from trustlab.runtime.cli_options import config_option, out_option, resume_option, seed_option
+from trustlab.runtime.cli_options import (config_option, out_option, resume_option, seed_option, threads_option,
+                                          use_threads)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="HashVFL: hashed vertical federated learning, attacks, detection, multi-host parties.")
@@ -85,10 +86,12 @@ def train(config: Optional[str] = config_option(None, help=CONFIG_HELP),
           out: Optional[Path] = out_option(None, help=OUT_HELP),
           resume: bool = resume_option(help=RESUME_HELP),
           run_dir: Optional[Path] = RUN_DIR_ALIAS, force: bool = FORCE_ALIAS,
-          attack: bool = typer.Option(False, "--attack/--no-attack", help="Run every attack after training.")) -> None:
+          attack: bool = typer.Option(False, "--attack/--no-attack", help="Run every attack after training."),
+          threads: Optional[int] = threads_option(None)) -> None:
     """Train vanilla VFL or a defence (in-process, or over gRPC with --transport grpc --parties F).
 
     The same command with `--out D` resumes an interrupted run with the config saved in D."""
+    use_threads(threads)
     from trustlab.runtime import default_run_path
 
     out, resume = _out(out, run_dir), resume and not force
@@ -133,8 +136,10 @@ def attack(out: Optional[Path] = out_option(None, help="The trained run's folder
                                                    "(attack.n_targets, default 100; clamped)."),
            run_dir: Optional[Path] = RUN_DIR_ALIAS,
            aux_data: Optional[str] = typer.Option(None, "--aux-data", help="The target party's rows (party{i}.npz)."),
-           ref_acc: Optional[float] = typer.Option(None, "--ref-acc", help="Vanilla accuracy MP* for DCS.")) -> None:
+           ref_acc: Optional[float] = typer.Option(None, "--ref-acc", help="Vanilla accuracy MP* for DCS."),
+           threads: Optional[int] = threads_option(None)) -> None:
     """Run the attacks, baselines and detection on a trained run's saved messages."""
+    use_threads(threads)
     from dataclasses import replace
 
     from .evaluate import evaluate, load_run
@@ -180,13 +185,15 @@ def sweep(config: Optional[str] = config_option(None, help=CONFIG_HELP + " Defau
           out: Optional[Path] = out_option(None, help=OUT_HELP),
           resume: bool = resume_option(help="Resume the sweep in --out (default: "
                                       "finished cells are skipped) or start it afresh, discarding its cells."),
-          force: bool = FORCE_ALIAS) -> None:
+          force: bool = FORCE_ALIAS, threads: Optional[int] = threads_option(None)) -> None:
     """Defences x seeds (x one parameter) on one harness; resumable per cell; sweep.json/csv and plots.
 
     Re-running the same command (or `--out D` alone) skips finished cells and resumes an interrupted one."""
     import shlex
 
     from trustlab.runtime import default_run_path, parse_int_list
+
+    use_threads(threads)
 
     from .sweep import parse_param, run_sweep, sweep_config_for
 
@@ -226,8 +233,9 @@ def demo(quick: bool = typer.Option(True, "--quick/--full", help="Vanilla vs has
                                     "all six defences on seeds 0,1,2."),
          out: Path = out_option(Path("runs/vfl-demo"), help="Run folder."),
          resume: bool = resume_option(help=RESUME_HELP),
-         force: bool = FORCE_ALIAS) -> None:
+         force: bool = FORCE_ALIAS, threads: Optional[int] = threads_option(None)) -> None:
     """Offline demo on digits (about a minute with --quick); the same command resumes an interrupted demo."""
+    use_threads(threads)
     run_dir = run_demo(out, quick, resume=resume and not force)
     typer.echo(f"report: {run_dir / 'report.md'}")
 
@@ -275,7 +283,7 @@ def party(party_id: int = typer.Option(..., "--party-id", help="This party's id 
           share_model: bool = typer.Option(False, "--share-model", help="Allow the white-box audit to fetch weights."),
           device: str = typer.Option("cpu", "--device", help="Torch device of this party's model."),
           max_message_mb: int = typer.Option(64, "--max-message-mb", help="Largest gRPC message accepted."),
-          fault: Optional[str] = typer.Option(None, "--fault", hidden=True)) -> None:
+          fault: Optional[str] = typer.Option(None, "--fault", hidden=True), threads: Optional[int] = threads_option(None)) -> None:
     """A long-lived feature-party server (mutual TLS); SIGTERM stops it after the current call."""
     from trustlab.runtime import ConfigError, configure_threads
 
@@ -296,6 +304,7 @@ def party(party_id: int = typer.Option(..., "--party-id", help="This party's id 
         from .transport.address import check_bindable
 
         check_bindable(host, port, "--listen")
+    use_threads(threads)
     configure_threads()  # imports torch: after every check of the command line
     from .data import load_party_file
     from .party import FeatureParty
@@ -315,8 +324,8 @@ def local(n_parties: int = typer.Option(2, "--n-parties", help="Number of featur
           out: Optional[Path] = out_option(None, help=OUT_HELP),
           attack: bool = typer.Option(True, "--attack/--no-attack", help="Run every attack after training."),
           run_dir: Optional[Path] = RUN_DIR_ALIAS,
-          parties: Optional[int] = typer.Option(None, "--parties", hidden=True, help="Deprecated: --n-parties.")
-          ) -> None:
+          parties: Optional[int] = typer.Option(None, "--parties", hidden=True, help="Deprecated: --n-parties."),
+          threads: Optional[int] = threads_option(None)) -> None:
     """N loopback party servers with throwaway certificates, trained over mutual-TLS gRPC.
 
     The same command with the same --out resumes an interrupted run."""
@@ -326,6 +335,7 @@ def local(n_parties: int = typer.Option(2, "--n-parties", help="Number of featur
 
     from .local import run_local
 
+    use_threads(threads)
     _require_net()
     parties = n_parties if parties is None else parties
     cfg = _cfg(config, defence=defence, epochs=epochs)
