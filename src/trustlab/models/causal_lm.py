@@ -20,6 +20,7 @@ from typing import Any
 
 from trustlab.runtime.errors import ConfigError, MissingDependencyError, ModelError
 
+from . import demo_gguf
 from .cache import cache_root, cached_dir  # noqa: F401 (cache_root re-exported)
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -44,6 +45,7 @@ MODELS = {
     TINY: ModelEntry(TINY, "random-init Llama, ~1M parameters, byte-level vocabulary; for tests"),
     FP_TINY: ModelEntry(FP_TINY, "Llama of ~0.27M parameters pretrained on a synthetic grammar (built once, ~1 min, "
                                  "then cached); the fingerprint lab's test model"),
+    demo_gguf.NAME: ModelEntry(demo_gguf.NAME, demo_gguf.WHAT),
 }
 ALIASES = {"smollm2": SMOLLM2, "smollm2_135m_instruct": SMOLLM2, "tiny_llama": TINY, "fp_tiny": FP_TINY}
 
@@ -219,8 +221,10 @@ def prepare(name: str = SMOLLM2) -> Path:
         from .fp_tiny import prepare_tiny
 
         return prepare_tiny()
+    if name == demo_gguf.NAME:  # a GGUF for llama.cpp: assembled and SHA-256 checked, not converted
+        return demo_gguf.gguf_path()
     if name != SMOLLM2:
-        raise ConfigError(f"only {SMOLLM2!r} and {FP_TINY!r} need preparing; got {name!r}")
+        raise ConfigError(f"only {SMOLLM2!r}, {FP_TINY!r} and {demo_gguf.NAME!r} need preparing; got {name!r}")
     folder = cached_dir(SMOLLM2)
     if (folder / "config.json").is_file():
         return folder
@@ -329,6 +333,8 @@ def listing() -> list[dict[str, Any]]:
             cached = (cached_dir(SMOLLM2) / "config.json").is_file()
         elif entry.name == FP_TINY:
             available, cached = True, (fp_tiny_dir() / "config.json").is_file()
+        elif entry.name == demo_gguf.NAME:
+            available, cached = demo_gguf.status()["available"], demo_gguf.status()["cached"]
         else:
             available, cached = True, False
         rows.append({"name": entry.name, "what": entry.what, "available": available, "cached": cached})
