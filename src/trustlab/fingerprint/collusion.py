@@ -4,10 +4,15 @@ Each of N_c copies receives a secret random subset of a pool of P fingerprints: 
 u("assign|f|c") / 2^64 < p, with p = 1/(2K) for coalitions of at most K copies. A host is identified by querying
 all P keys and scoring each copy by the hits on its own fingerprints, score_c = sum_f hit_f A[f, c].
 
-Per-copy p-value: if copy c is not behind the host, c's subset was drawn independently of the host's hits, so its
-hits follow Bin(|FP_c|, q_c) with q_c the host's hit rate on the fingerprints outside FP_c; the p-value is
-P[Bin(|FP_c|, q_c) >= score_c]. Paper Prop. 5.3 (coalitions that must answer a key's common response when all
-members agree): P = O(2^K K^(K+1) log(N_c/delta)) keys catch a colluder with probability 1 - delta.
+Per-copy p-value, H0_c: copy c is not behind the host (nor in its coalition). Each fingerprint joined c's subset by
+its own keyed draw, independent of the host's answers, so given |FP_c| = n_c the subset is a uniformly random n_c-subset
+of the P pool keys, independent of which T keys the host hit: score_c ~ Hypergeometric(P, T, n_c) exactly, and
+p_c = P[score_c >= observed] (``scipy.stats.hypergeom.sf``, conditional on T and n_c; no plug-in rate). One stray hit
+that falls in a 17-key subset of a 100-key pool gives p = 0.17, not 0. Scanning N copies tests N hypotheses, so
+``identify_host`` reports Holm-adjusted p-values (``holm``: step-down, controls the family-wise error at alpha under
+any dependence between the copies' tests) and accuses only copies whose adjusted p is at most alpha. Paper Prop. 5.3
+(coalitions that must answer a key's common response when all members agree): P = O(2^K K^(K+1) log(N_c/delta)) keys
+catch a colluder with probability 1 - delta.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.progress import progress
 
-from .stats import binom_tail
+from .stats import DEFAULT_ALPHA
 
 STRATEGIES = ("majority", "minority", "unanimous", "optimal")
 ASSIGNMENT_SCHEMA = "trustlab.fingerprint.assignment/1"
@@ -107,19 +112,42 @@ def _price_assignment(secret: bytes, pool: int, copies: int, p: float) -> None:
 
 @dataclass(frozen=True)
 class HostIdentification:
-    """``best``: the copies with the top score (all ties); per copy: score, |FP_c|, score/|FP_c|, p-value."""
+    """``best``: the accused copies (Holm-adjusted p <= ``alpha``) with the top score among them (all ties), empty
+    when none is accused; per copy: score, |FP_c|, score/|FP_c|, the exact hypergeometric p-value and its Holm
+    adjustment across the copies scanned."""
 
     best: tuple[int, ...]
     scores: np.ndarray
     sizes: np.ndarray
     fractions: np.ndarray
-    p_values: np.ndarray
+    p_values: np.ndarray  # exact per-copy p-values (not adjusted)
+    adjusted: np.ndarray = None  # Holm-adjusted across all copies
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def accused(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in np.flatnonzero(self.adjusted <= self.alpha))
 
     def to_dict(self, top: int = 10) -> dict:
-        order = np.argsort(self.p_values, kind="stable")[:top]
-        return {"best": list(self.best), "top": [
-            {"copy": int(c), "score": int(self.scores[c]), "size": int(self.sizes[c]),
-             "fraction": float(self.fractions[c]), "p_value": float(self.p_values[c])} for c in order]}
+        """``p_value`` in each row is the Holm-adjusted one (the one a decision reads); ``p_unadjusted`` beside."""
+        order = np.lexsort((-self.scores, self.p_values))[:top]
+        return {"best": list(self.best), "accused": list(self.accused), "alpha": self.alpha,
+                "copies_scanned": int(len(self.scores)), "null": "hypergeometric given the hits, Holm-adjusted",
+                "top": [{"copy": int(c), "score": int(self.scores[c]), "size": int(self.sizes[c]),
+                         "fraction": float(self.fractions[c]), "p_value": float(self.adjusted[c]),
+                         "p_unadjusted": float(self.p_values[c])} for c in order]}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values: sort ascending, p_(i) * (N - i + 1) for i = 1..N, running maximum,
+    capped at 1. Rejecting where the adjusted value is <= alpha keeps the family-wise error at alpha."""
+    p = np.asarray(p_values, dtype=float)
+    n = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, p[order] * (n - np.arange(n)))
+    out = np.empty(n)
+    out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 def _check_hits(hits: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,23 +166,28 @@ def _check_hits(hits: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, n
     return h, a
 
 
-def identify_host(hits: np.ndarray, assignment: np.ndarray) -> HostIdentification:
-    """Score every copy by the host's hits on its fingerprints; the argmax (all ties) and a p-value per copy."""
+def identify_host(hits: np.ndarray, assignment: np.ndarray, alpha: float = DEFAULT_ALPHA) -> HostIdentification:
+    """Score every copy by the host's hits on its fingerprints; exact p-values (module docstring), their Holm
+    adjustment across the copies, and the accused copies with the top score."""
+    from scipy.stats import hypergeom
+
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}", hint="the default is alpha = 1e-3")
     h, a = _check_hits(hits, assignment)
     scores = (h[:, None] & a).sum(axis=0)
     sizes = a.sum(axis=0)
     total = int(h.sum())
     fractions = np.where(sizes > 0, scores / np.maximum(sizes, 1), 0.0)
-    p_values = np.ones(a.shape[1])
-    for c in range(a.shape[1]):
-        outside = a.shape[0] - int(sizes[c])
-        if scores[c] == 0 or sizes[c] == 0:
-            continue
-        q = (total - int(scores[c])) / outside if outside else 0.0
-        # q = 0: no hit outside c's subset, so any hit inside it is impossible under the null
-        p_values[c] = 0.0 if q <= 0.0 else (binom_tail(int(scores[c]), int(sizes[c]), q) if q < 1.0 else 1.0)
-    best = tuple(int(c) for c in np.flatnonzero(scores == scores.max())) if total else ()
-    return HostIdentification(best=best, scores=scores, sizes=sizes, fractions=fractions, p_values=p_values)
+    p_values = np.where(scores > 0, hypergeom.sf(scores - 1, a.shape[0], total, sizes), 1.0)
+    p_values = np.clip(p_values, 0.0, 1.0)
+    adjusted = holm(p_values)
+    accused = np.flatnonzero(adjusted <= alpha)
+    best = ()
+    if accused.size:
+        top = scores[accused].max()
+        best = tuple(int(c) for c in accused if scores[c] == top)
+    return HostIdentification(best=best, scores=scores, sizes=sizes, fractions=fractions, p_values=p_values,
+                              adjusted=adjusted, alpha=float(alpha))
 
 
 def coalition_hits(assignment: np.ndarray, members: list[int] | tuple[int, ...], strategy: str,
