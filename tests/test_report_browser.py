@@ -208,3 +208,38 @@ def test_screenshot_command_in_docs():
     """The make-free way for a user to look at a report page is written down."""
     text = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
     assert "--screenshot" in text and "chromium" in text
+
+
+VIEWER_JS = """
+window.addEventListener('load', () => {
+  const all = document.querySelectorAll('div.s').length;
+  const pick = (name, value) => { const s = document.querySelector(`select[name=${name}]`); s.value = value;
+                                  s.dispatchEvent(new Event('change')); };
+  pick('strategy', 'zerothink');
+  const zt = [...document.querySelectorAll('div.s')].filter(d => !d.hidden);
+  pick('label', 'refusal:answer=unsafe');
+  const both = [...document.querySelectorAll('div.s')].filter(d => !d.hidden);
+  const pre = document.createElement('pre');
+  pre.id = 'trustlab-check';
+  pre.textContent = JSON.stringify({all, zt: zt.length, ztOk: zt.every(d => d.dataset.strategy === 'zerothink'),
+    both: both.length, bothOk: both.every(d => d.dataset.labels.split(' ').includes('refusal:answer=unsafe')),
+    count: document.getElementById('count').textContent});
+  document.body.appendChild(pre);
+});
+"""
+
+
+def test_viewer_filters_in_the_browser(page, tmp_path):
+    """The safety run's per-sample viewer, linked from the combined page, filters by strategy and label."""
+    viewer = page.parent / "work" / "safety" / "run" / "viewer.html"
+    assert "work/safety/run/viewer.html" in page.read_text()  # the link is re-rooted to the combined page
+    probe = tmp_path / "viewer.html"
+    probe.write_text(viewer.read_text().replace("</body>", f"<script>{VIEWER_JS}</script></body>"))
+    dom = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()).stdout
+    m = re.search(r'<pre id="trustlab-check">(.*?)</pre>', dom, re.S)
+    assert m, dom[-500:]
+    import html as _html
+
+    got = json.loads(_html.unescape(m.group(1)))
+    assert got["all"] == 3 * 12 * 2 and got["zt"] == 12 * 2 and got["ztOk"]
+    assert 0 < got["both"] < got["zt"] and got["bothOk"] and got["count"] == str(got["both"])
