@@ -153,3 +153,74 @@ def test_invalid_values_name_the_field(make, field):
     with pytest.raises(ConfigError) as exc:
         make()
     assert field in exc.value.message and exc.value.hint
+
+
+# --- Thinking Intervention --------------------------------------------------------------------------------------
+def test_intervention_golden_prefix_and_text_in_thought():
+    from trustlab.safety.config import INTERVENTION_TEXT
+
+    iv = forced_prefix(P, Thinking(strategy="intervention"))
+    assert iv.prompt == P + "<think>\n" + INTERVENTION_TEXT + "\n" and iv.turn_prefix == "<think>\n" + INTERVENTION_TEXT + "\n"
+    b = ScriptedBackend({"rules": [{"match": "", "reply": "so I decline </think> I can't help with that."}]})
+    [g] = generate_samples(b, [Rec("p", "q")], Thinking(strategy="intervention", intervention_text="Be careful."),
+                           Sampling())
+    assert b.calls[0][1].endswith("<|assistant|>\n<think>\nBe careful.\n") and g.calls == 1
+    assert g.thought.startswith("Be careful.") and g.answer == "I can't help with that." and g.closed
+    assert not g.truncated and g.forced
+    # 9 generated words: the 3 before </think> (so I decline) are thought, the forced text is not counted
+    assert (g.think_tokens, g.answer_tokens) == (3, 6)
+
+
+def test_intervention_at_marker_placed_after_the_first_marker():
+    b = ScriptedBackend({"rules": [{"match": "Check.", "reply": "fine. </think> Sure."},
+                                   {"match": "", "reply": "first step\n\nsecond step </think> done"}]})
+    th = Thinking(strategy="intervention", intervention_text="Check.", intervention_marker="\n\n")
+    [g] = generate_samples(b, [Rec("p", "q")], th, Sampling(max_tokens=50))
+    assert [c[2].stop for c in b.calls] == [("\n\n", "</think>"), ()]
+    assert b.calls[1][1].endswith("<think>\nfirst step\n\nCheck.\n") and b.calls[1][2].max_tokens == 48
+    assert g.thought == "first step\n\nCheck.\nfine." and g.answer == "Sure." and g.extensions == 1 and g.calls == 2
+
+
+def test_intervention_text_validated():
+    with pytest.raises(ConfigError, match="intervention_text"):
+        Thinking(strategy="intervention", intervention_text="  ")
+    with pytest.raises(ConfigError, match="intervention_marker"):
+        Thinking(strategy="intervention", intervention_marker="")
+    assert canonical_strategy("Intervention") == "intervention"
+
+
+# --- truncation and tags matched as strings ---------------------------------------------------------------------
+def test_unclosed_thought_is_truncated_and_has_no_answer():
+    b = ScriptedBackend({"rules": [{"match": "", "reply": "a b c d e f g h"}]})
+    [g] = generate_samples(b, [Rec("p", "q")], Thinking(strategy="intervention"), Sampling(max_tokens=4))
+    assert g.truncated and not g.closed and g.answer == "" and g.finish_reason == "length"
+    assert g.think_tokens == 4 and g.answer_tokens == 0
+    d = ScriptedBackend({"rules": [{"match": "", "reply": "<think>\nhmm, the user wants"}]})
+    [g] = generate_samples(d, [Rec("p", "q")], Thinking(), Sampling())
+    assert g.truncated and g.answer == "" and g.finish_reason == "stop"  # the model stopped inside its thought
+    [g] = generate_samples(ScriptedBackend({"rules": [{"match": "", "reply": "No."}]}), [Rec("p", "q")], Thinking(),
+                           Sampling())
+    assert not g.truncated and g.answer == "No."
+
+
+def test_split_response_thought_opened_after_a_preamble_is_unclosed():
+    assert split_response("Sure.\n<think>\nhow to do it", R1) == ("Sure.\n\nhow to do it", "", False)
+
+
+def test_template_ending_with_a_bare_tag_gets_only_the_newline():
+    bare = P + "<think>"
+    z = forced_prefix(bare, Thinking(strategy="zerothink"))
+    assert z.prompt == bare + "\n\n</think>\n\n" and z.prompt.count("<think>") == 1 and z.prefilled
+    assert z.turn_prefix == "<think>\n\n</think>\n\n"
+
+
+def test_partial_tag_at_a_budget_cut_is_dropped():
+    from trustlab.safety.strategies import strip_partial_tag
+
+    assert strip_partial_tag("so</thi", "</think>") == "so"
+    assert strip_partial_tag("so <", "</think>") == "so <" and strip_partial_tag("a/b", "</think>") == "a/b"
+    b = ScriptedBackend({"rules": [{"match": "", "endswith": "</think>\n\n", "reply": "ok"},
+                                   {"match": "", "reply": "x y </thi nk>"}]})
+    [g] = generate_samples(b, [Rec("p", "q")], Thinking(strategy="morethink", think_budget=3, max_extensions=1),
+                           Sampling())
+    assert "</thi" not in g.thought and g.thought == "x y" and g.answer == "ok"
