@@ -214,3 +214,15 @@ def test_a_missing_plot_is_an_image_that_fails_to_decode(tmp_path):
     """The browser test counts undecoded images, so a plot the section names but the run never wrote fails it."""
     _, html = _html_of(tmp_path, [Image("plots/gone.png", "gone")])
     assert "<img alt='missing plot plots/gone.png' src='data:,'>" in html
+
+
+def test_headlines_take_each_sections_first_summary_sentence():
+    from trustlab.report import Summary, headlines
+
+    blocks = [Heading("certify", 1), Text("x"), Summary("Under **attack** the certified accuracy falls from 0.91 to "
+                                                        "0.42. Second sentence."),
+              Summary("not this"), Heading("safety", 1), Heading("sub", 2),
+              Summary("Judged by `refusal` on the response: default 50%; more"), Heading("vfl", 1)]
+    assert headlines(blocks) == [("certify", "Under attack the certified accuracy falls from 0.91 to 0.42."),
+                                 ("safety", "Judged by refusal on the response: default 50%; more"), ("vfl", "no summary")]
+    assert headlines([Heading("a", 1), Summary("word " * 40)], width=20) == [("a", "word word word word…")]

@@ -209,3 +209,20 @@ def combined_blocks(out: Path, runs: Mapping[str, Path], sections: Mapping[str, 
         rel = Path(os.path.relpath(Path(run_dir).resolve(), root)).as_posix()
         blocks += [Heading(lab, 1), *prefix_images(run_blocks(Path(run_dir), sections), rel)]
     return blocks
+
+
+def headlines(blocks: Sequence[Block], width: int = 100) -> list[tuple[str, str]]:
+    """(lab, headline) for each level-1 section of a combined page: the first sentence of the section's opening
+    summary as plain text (Markdown marks dropped), cut to ``width`` characters; "no summary" when it has none."""
+    import re
+
+    out: list[tuple[str, str]] = []
+    for b in blocks:
+        if isinstance(b, Heading) and b.level == 1:
+            out.append((b.text, ""))
+        elif isinstance(b, Summary) and out and not out[-1][1]:
+            text = re.sub(r"[`*]", "", " ".join(b.text.split()))
+            m = re.match(r"(.+?[.:;])(\s|$)", text)
+            first = m.group(1) if m else text
+            out[-1] = (out[-1][0], first if len(first) <= width else first[:width - 1].rstrip() + "…")
+    return [(lab, h or "no summary") for lab, h in out]
