@@ -222,7 +222,7 @@ def headlines(blocks: Sequence[Block], width: int = 100) -> list[tuple[str, str]
             out.append((b.text, ""))
         elif isinstance(b, Summary) and out and not out[-1][1]:
             text = re.sub(r"[`*]", "", " ".join(b.text.split()))
-            m = re.match(r"(.+?[.:;])(\s|$)", text)
+            m = re.match(r"(.+?\.)(\s|$)", text)
             first = m.group(1) if m else text
             out[-1] = (out[-1][0], first if len(first) <= width else first[:width - 1].rstrip() + "…")
     return [(lab, h or "no summary") for lab, h in out]
