@@ -73,15 +73,14 @@ def eval_summary(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
 
 def stand_in_note(results: Mapping[str, Any]) -> str | None:
     """The label every figure carries when ``results.json`` says the model is a non-reasoning stand-in
-    (``"stand_in": "<why>"`` or ``true``)."""
+    (``"stand_in": "<what it is>"`` or ``true``)."""
     flag = results.get("stand_in")
     if not flag:
         return None
     model = results.get("config", {}).get("backend", {}).get("model")
-    why = f" ({flag})" if isinstance(flag, str) else ""
-    return (f"**Non-reasoning stand-in.** Every figure below comes from `{model}`, an instruct model that is not a "
-            f"reasoning model{why}: its thoughts are text it was asked to write in tags, so the orderings are "
-            "reported, not asserted, and say nothing yet about reasoning models.")
+    what = (str(flag).rstrip(".") + ". ") if isinstance(flag, str) else ""
+    return (f"**Non-reasoning stand-in.** {what}Every figure below comes from `{model}`, an instruct model asked to "
+            "write its thoughts in tags, not a reasoning model: the orderings are reported, not asserted.")
 
 
 def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
