@@ -15,6 +15,7 @@ from trustlab.models.llm.local import Completion  # noqa: F401 - the one complet
 from trustlab.runtime.errors import BackendError, ConfigError
 
 Prompt = Sequence[int] | str
+STOP_AFTER = 3  # requests in a row that failed (retries spent or reply refused) before an endpoint counts as down
 
 
 class Backend(Protocol):
@@ -102,7 +103,10 @@ class OpenAIBackend:
       When they run out the remaining prompts are left unanswered and named in ``failures``; nothing answered at
       all is a BackendError (exit 4).
     - authentication errors, unknown models and other 4xx fail at once; a malformed reply (non-JSON, wrong types,
-      fewer completions than prompts, oversized, impossible usage) is a BackendError naming the URL.
+      fewer completions than prompts, oversized, impossible usage) leaves the keys it carried unanswered, its reason
+      (naming the URL) in ``failures``.
+    - a hostile server may fail some keys on purpose: querying goes on past a failed request, and stops only after
+      ``STOP_AFTER`` requests in a row failed (the rest: "not sent"); nothing answered is a BackendError (exit 4).
     ``worst_case_s()`` states the longest one request can take."""
 
     base_url: str
@@ -166,7 +170,9 @@ class OpenAIBackend:
                 raise _Exhausted(f"{what}: {exc.message}") from None
             if exc.kind == "status":
                 raise _BadRequest(exc.status, exc.message) from None
-            raise  # malformed or cancelled: exit 4 naming the URL
+            if exc.kind == "malformed":  # this reply is refused; the keys it carried stay unanswered, named
+                raise _Exhausted(exc.message) from None
+            raise  # cancelled (Ctrl-C): exit 130
         finally:
             self.requests, self.retries = http.requests, http.retries
 
@@ -214,6 +220,7 @@ class OpenAIBackend:
                 raise ConfigError(f"an endpoint takes text prompts, got {type(p).__name__}",
                                   hint="pass key_text, not key_ids")
         self.failures = {}
+        self._down = 0
         results: list[list[Completion]] = [[] for _ in prompts]
         if self.api == "completions" and self.batched is not False and len(prompts) > 1:
             todo = self._batched_pass(prompts, results, max_new_tokens, temperature, n, seed)
@@ -240,9 +247,15 @@ class OpenAIBackend:
                 self.batched = False  # e.g. transformers serve: 400 "prompt must be a string"
                 return list(range(start, len(prompts)))
             except _Exhausted as exc:
-                for i in range(start, len(prompts)):
+                for i in idx:
                     self.failures[i] = str(exc)
-                return []
+                self._down += 1
+                if self._down >= STOP_AFTER:
+                    for i in range(idx[-1] + 1, len(prompts)):
+                        self.failures[i] = _NOT_SENT
+                    return []
+                continue
+            self._down = 0
             self.batched = True
             for i, g in zip(idx, got):
                 results[i] = g
@@ -253,27 +266,35 @@ class OpenAIBackend:
     def _single_pass(self, prompts, todo, results, max_tokens, temperature, n, seed) -> None:
         from trustlab.models.llm.bounded import daemon_map
 
-        stop = threading.Event()
+        stop, lock = threading.Event(), threading.Lock()
 
         def one(i: int) -> None:
             if stop.is_set():
-                self.failures[i] = "not sent: the endpoint had stopped answering"
+                self.failures[i] = _NOT_SENT
                 return
             try:
                 if self.api == "chat":
                     results[i] = self._chat(prompts[i], max_tokens, temperature, n, seed)
                 else:
                     results[i] = self._completions([prompts[i]], max_tokens, temperature, n, seed)[0]
+                with lock:
+                    self._down = 0
                 if self.on_answer is not None:
                     self.on_answer(1)
             except _Exhausted as exc:
                 self.failures[i] = str(exc)
-                stop.set()
+                with lock:
+                    self._down += 1
+                    if self._down >= STOP_AFTER:
+                        stop.set()
 
         try:
             daemon_map(one, todo, self.concurrency)
         except _BadRequest as exc:
             raise exc.as_backend_error(self.base_url, self._models_hint()) from None
+
+
+_NOT_SENT = f"not sent: the endpoint had stopped answering ({STOP_AFTER} requests in a row failed)"
 
 
 class _BadRequest(Exception):
