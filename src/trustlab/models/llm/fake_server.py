@@ -14,7 +14,8 @@ N POSTs answer ``fail_status``; a list: those statuses in turn) and ``faults`` (
 ``fail_after=N`` fails every POST after N answered ones; ``retry_after_ms`` / ``retry_after_s`` headers on 429;
 ``api_key`` (401 otherwise); ``check_model`` (404 for a model not in ``models``); ``context_len`` (400 when prompt
 words + max_tokens exceed it); ``completions=False`` (404 there); ``refuse_lists`` (400 for a list of prompts);
-``drop_one`` (one choice fewer); a rule with ``status``.
+``drop_one`` (one choice fewer); a rule with ``status``; ``fail_prompt(prompt) -> status`` (0 = serve) fails
+the requests that carry chosen prompts (a server that errors on some keys every time it is asked).
 Hostile ``mode`` (every POST, and GET too with ``hostile_get``): ``drip`` (a valid reply at ``drip_bps`` bytes/s),
 ``hang`` (never answers), ``close`` (drops the connection), ``oversized`` (a ``oversize_bytes`` text),
 ``non_json``, ``non_utf8``, ``wrong_type`` (``content``/``text`` 12345), ``bad_usage``
@@ -59,7 +60,7 @@ class FakeServer:
                  retry_after_s: Optional[float] = None, context_len: Optional[int] = None, completions: bool = True,
                  refuse_lists: bool = False, drop_one: bool = False, mode: Optional[str] = None,
                  hostile_get: bool = False, drip_bps: float = 1.0, oversize_bytes: int = 8 * 1024 * 1024,
-                 port: int = 0):
+                 port: int = 0, fail_prompt: Optional[Callable[[str], int]] = None):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
         self.script = Script.from_data(rules)
@@ -76,6 +77,7 @@ class FakeServer:
         self.retry_after_ms, self.retry_after_s = retry_after_ms, retry_after_s
         self.context_len, self.completions = context_len, completions
         self.refuse_lists, self.drop_one = refuse_lists, drop_one
+        self.fail_prompt = fail_prompt
         self.mode, self.hostile_get, self.drip_bps, self.oversize_bytes = mode, hostile_get, drip_bps, oversize_bytes
         self.log: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = self.answered = 0
@@ -234,6 +236,10 @@ class FakeServer:
             if status == 429 and self.retry_after_s is not None:
                 headers["retry-after"] = str(self.retry_after_s)
             return status, _error(f"injected status {status} (request {index + 1})", status), headers
+        if self.fail_prompt is not None:
+            status = self._prompt_status(body)
+            if status:
+                return status, _error(f"injected status {status} for this prompt", status), {}
         if route.endswith("/chat/completions"):
             status, obj = self._chat(body)
         elif route.endswith("/completions"):
@@ -251,6 +257,16 @@ class FakeServer:
         return status, obj, {}
 
     # --- replies ------------------------------------------------------------------------------------------------
+    def _prompt_status(self, body: dict) -> int:
+        """The first non-zero ``fail_prompt`` status among the request's prompts (or its last chat message)."""
+        if "messages" in body:
+            msgs = body.get("messages") or []
+            prompts = [str(msgs[-1].get("content", ""))] if msgs else []
+        else:
+            prompts = body.get("prompt", "")
+            prompts = [prompts] if isinstance(prompts, str) else [str(x) for x in prompts]
+        return next((st for st in (int(self.fail_prompt(p) or 0) for p in prompts) if st), 0)
+
     def _limits(self, body: dict) -> tuple[list[str], int, int, int]:
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
