@@ -47,3 +47,22 @@ def test_library_progress_bars_follow_ci(monkeypatch):
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+def test_a_console_command_routes_warnings_unless_they_are_recorded():
+    """In a plain process the routing takes over (one line, once); under pytest.warns the recorder keeps them."""
+    import subprocess
+    import sys
+
+    from trustlab.runtime.console import console_warnings
+
+    code = ("import warnings\nfrom trustlab.runtime.console import console_warnings\nwith console_warnings():\n"
+            "    for i in range(3):\n        warnings.warn('K=4 is even')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert r.stderr == "warning: K=4 is even\n"
+    lines = []
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with console_warnings(lines.append):
+            warnings.warn("recorded")
+    assert [str(w.message) for w in rec] == ["recorded"] and lines == []

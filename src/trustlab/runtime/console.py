@@ -40,6 +40,24 @@ def one_line_warnings(echo: Callable[[str], None] | None = None) -> Iterator[set
         yield seen
 
 
+def warnings_unclaimed() -> bool:
+    """True when nobody has taken over how warnings are shown: Python's own ``showwarning`` and printer are in place
+    (under ``pytest.warns`` or ``catch_warnings(record=True)`` they are not, and those recorders keep them)."""
+    impl = getattr(warnings, "_showwarnmsg_impl", None)
+    return (warnings.showwarning is getattr(warnings, "_showwarning_orig", None)
+            and getattr(impl, "__module__", None) == "warnings")
+
+
+@contextmanager
+def console_warnings(echo: Callable[[str], None] | None = None) -> Iterator[None]:
+    """``one_line_warnings`` for a console command, unless something already records warnings (a test)."""
+    if warnings_unclaimed():
+        with one_line_warnings(echo):
+            yield
+    else:
+        yield
+
+
 def libraries_quiet() -> bool:
     """True when library progress bars must stay off (``--quiet``, ``CI``, ``TRUSTLAB_QUIET``, or no terminal)."""
     return is_quiet() or not sys.stderr.isatty()
