@@ -164,7 +164,8 @@ class SequentialOutcome:
                 "max_log10_e_value": self.max_log_e / math.log(10), "p_value": self.p_value,
                 "keys_revealed": len(self.revealed), "revealed": list(self.revealed),
                 "batches": [list(b) for b in self.batches], "m": self.hits, "answered": self.answered,
-                "unanswered": {str(k): v for k, v in self.unanswered.items()}, "available": self.available,
+                "unanswered": list(self.unanswered), "available": self.available,
+                "unanswered_reasons": {str(k): v for k, v in self.unanswered.items()},
                 "budget": self.budget, "trajectory": list(self.trajectory), "line": self.line}
 
 
@@ -271,7 +272,9 @@ class SequentialResult:
 
     def to_dict(self) -> dict:
         o = self.outcome.to_dict()
-        return {**o, "mode": "sequential", "line": self.line, "target": self.target, "match": self.match,
+        from .stats import ATTACK_CAVEAT
+
+        return {**o, "mode": "sequential", "line": self.line, "caveat": ATTACK_CAVEAT, "target": self.target, "match": self.match,
                 "rule": self.rule, "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
                 "notes": list(self.notes), "ledger": self.ledger, "unrevealed": self.unrevealed,
                 "ledger_warning": self.ledger_warning, "M": o["answered"],
@@ -345,17 +348,36 @@ def verify_sequential(fps, backend, cfg, secret: bytes, scfg: SequentialConfig =
     outcome = run_sequential(order, p0, ask, cfg.alpha, scfg)
     unrevealed, warning = None, None
     if ledger is not None:
-        seen = ledger.revealed(fps.set_digest)
-        fresh = sorted(p0[i] for i in fps.ids if i not in seen and p0[i] < scfg.max_rate)
-        unrevealed = sum(1 for i in fps.ids if i not in seen)
-        need = min_keys(fresh, cfg.alpha, scfg)
-        if need is None:
-            warning = (f"only {unrevealed} key(s) remain unrevealed: too few for a decision at alpha={cfg.alpha:g} "
-                       "(even if all of them hit, E stays below 1/alpha); generate and embed fresh fingerprints")
+        fresh_p0 = {i: (p if p < scfg.max_rate else 1.0) for i, p in p0.items()}
+        unrevealed, warning = ledger_status(ledger, fps, fresh_p0, lambda ps: min_keys(sorted(ps), cfg.alpha, scfg),
+                                            cfg.alpha)
     return SequentialResult(outcome=outcome, target=describe(backend, cfg), match=cfg.match, rule=rule,
                             set_digest=fps.set_digest, secret_commitment=fps.secret_commitment, notes=tuple(notes),
                             per_fingerprint=tuple(rows), batch_notes=tuple(map(tuple, batch_notes)), ledger=None if ledger is None else str(ledger.path),
                             unrevealed=unrevealed, ledger_warning=warning)
+
+
+def fixed_min_keys(p0s: Sequence[float], alpha: float) -> Optional[int]:
+    """The fewest keys that can give the fixed-M test OWNED at ``alpha``: all of them hitting, the smallest p0s
+    first (the Poisson-binomial tail of M hits out of M is the product of the p0s); None when no number can."""
+    log_p, log_alpha = 0.0, math.log(alpha)
+    for j, p in enumerate(sorted(p0s), 1):
+        log_p += math.log(p)
+        if log_p <= log_alpha + 1e-12:
+            return j
+    return None
+
+
+def ledger_status(ledger, fps, p0: Mapping[int, float], need_fn: Callable[[list[float]], Optional[int]],
+                  alpha: float) -> tuple[int, Optional[str]]:
+    """(keys of the set never revealed to any suspect, a warning when they are too few for a decision at alpha;
+    ``need_fn(p0s of those keys)`` is the fewest all-hit keys the test needs, None when no number suffices)."""
+    seen = ledger.revealed(fps.set_digest)
+    fresh = [i for i in fps.ids if i not in seen]
+    if need_fn([p0[i] for i in fresh if p0[i] < 1.0]) is not None:
+        return len(fresh), None
+    return len(fresh), (f"only {len(fresh)} key(s) remain unrevealed: too few for a decision at alpha={alpha:g} "
+                        "(even if all of them hit); generate and embed fresh fingerprints")
 
 
 def fixed_keys(fps, secret: bytes, ledger, num_queries: Optional[int]) -> list[int]:
