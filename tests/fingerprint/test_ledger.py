@@ -75,3 +75,41 @@ def test_loose_permissions_and_run_folders_are_refused(tmp_path):
     (run / MARKER).write_text(json.dumps({"lab": "fingerprint", "verb": "verify"}))
     with pytest.raises(ConfigError, match="inside the run folder"):
         Ledger(run / "sub" / "s.ledger.jsonl", SECRET)
+
+
+@pytest.fixture(scope="module")
+def served_set(tiny_lm):
+    """32 hand-built keys (p0 = 1/3) and the text answers of a suspect that holds every fingerprint."""
+    from .helpers import make_set
+
+    fps = make_set(tiny_lm[1], [(f"ledger key number {i} is here", f" r{i}") for i in range(32)])
+    return fps, {fp.key_text: fp.response_text for fp in fps.fingerprints}
+
+
+def test_the_ledger_steers_each_verification_to_unrevealed_keys(served_set, tmp_path):
+    from trustlab.fingerprint.backends import OpenAIBackend
+    from trustlab.fingerprint.config import VerifyConfig
+    from trustlab.fingerprint.sequential import fixed_keys, key_order, verify_sequential
+    from trustlab.models.llm.fake_server import FakeServer
+
+    fps, table = served_set
+    led = filled(tmp_path, 0)
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p]) as srv:
+        cfg = VerifyConfig(endpoint=srv.url, served_model="suspect")
+        runs = [verify_sequential(fps, OpenAIBackend(srv.url, "suspect"), cfg, SECRET, ledger=led,
+                                  suspect={"endpoint": srv.url}, run=f"r{j}") for j in range(4)]
+        sent = [p for body in srv.posts() for p in ([body["prompt"]] if isinstance(body["prompt"], str)
+                                                    else body["prompt"])]
+    revealed = [set(r.outcome.revealed) for r in runs]
+    assert all(r.owned and len(r.outcome.revealed) == 7 for r in runs)
+    assert all(not (revealed[a] & revealed[b]) for a in range(4) for b in range(a))  # fresh keys every time
+    assert [r.unrevealed for r in runs] == [25, 18, 11, 4]
+    assert runs[0].outcome.revealed == tuple(key_order(SECRET, fps.set_digest, fps.ids)[:7])
+    assert runs[2].ledger_warning is None and "only 4 key(s) remain unrevealed" in runs[3].ledger_warning
+    # the ledger holds exactly what the server was sent, batch by batch, before it was sent
+    by_text = {fp.key_text: fp.id for fp in fps.fingerprints}
+    assert sorted(by_text[p] for p in sent) == sorted(k for rec in led.records() for k in rec["keys"])
+    assert [rec["run"] for rec in led.records()] == ["r0", "r1", "r2", "r3"]
+    # a fixed-M run with the ledger takes the 4 unrevealed keys first, then the least revealed
+    keys = fixed_keys(fps, SECRET, led, 6)
+    assert set(keys[:4]) == set(fps.ids) - set().union(*revealed) and len(keys) == 6
