@@ -165,3 +165,16 @@ class Ledger:
                 os.fsync(fd)
         return rec
 
+
+
+def open_for(secret_path: str | Path, ledger_path: str | Path | None, fps) -> tuple[bytes, Ledger]:
+    """(secret, ledger) for verifying ``fps``: the secret loaded and checked against the set's commitment (exit 2
+    otherwise), the ledger (default ``<secret>.ledger.jsonl``) read once, so a damaged one stops the run before the
+    suspect is loaded or any key is sent."""
+    from .secret import check_commitment, load_secret
+
+    secret = load_secret(secret_path)
+    check_commitment(secret, fps.secret_commitment)
+    led = Ledger(Path(ledger_path) if ledger_path is not None else ledger_path_for(secret_path), secret)
+    led.records()
+    return secret, led
