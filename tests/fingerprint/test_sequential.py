@@ -146,3 +146,8 @@ def test_key_order_is_secret_seeded_and_the_ledger_puts_revealed_keys_last():
     revealed = {oa[0]: 2, oa[1]: 1}
     steered = unrevealed_first(oa, revealed)
     assert steered[:30] == oa[2:] and steered[30:] == [oa[1], oa[0]]
+
+
+def test_a_null_rate_outside_0_1_is_refused():
+    with pytest.raises(ConfigError, match=r"p0\[1\]"):
+        run_sequential(range(3), {0: 0.3, 1: 0.0, 2: 0.3}, oracle([True] * 3), 1e-3)

@@ -175,6 +175,8 @@ def run_sequential(order: Sequence[int], p0: Mapping[int, float], ask: Ask, alph
     docstring. ``p0[i]`` is key i's null hit rate under H0; keys whose p0 leaves nothing to bet (p0 >= max_rate)
     are never revealed. Raises BackendError when the suspect answered no key at all."""
     require_range("alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+    for i in order:
+        require_range(f"p0[{i}]", p0[i], 0.0, 1.0, lo_open=True)
     keys = [i for i in order if p0[i] < cfg.max_rate]
     budget = len(keys) if cfg.budget is None else min(cfg.budget, len(keys))
     log_threshold = math.log(1 / alpha)
