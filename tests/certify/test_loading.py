@@ -170,7 +170,7 @@ def test_normalize_parses_and_is_the_first_layer(factory, lab_weights):
 
 
 def test_autocast_bf16_on_cpu_and_fp16_refused(lab_weights):
-    from trustlab.certify.records import model_digest
+    from trustlab.models.identity import weights_digest
 
     lab, _ = lab_weights
     assert with_autocast(lab, "off", "cpu") is lab
@@ -184,7 +184,7 @@ def test_autocast_bf16_on_cpu_and_fp16_refused(lab_weights):
         out, ref = m(x), lab(x)
     assert out.dtype == torch.float32 and not torch.equal(out, ref)  # computed in bf16 ...
     assert torch.allclose(out, ref, atol=0.1, rtol=0.05)  # ... to about bf16's 3 significant digits
-    assert model_digest(m) != model_digest(lab)  # the records' stamp tells an autocast model apart
+    assert weights_digest(m) != weights_digest(lab)  # the records' stamp tells an autocast model apart
 
 
 # --- the CLI ------------------------------------------------------------------------------------------------------

@@ -113,17 +113,17 @@ def test_zero_steps_per_epoch(tmp_path):
 
 def test_same_initial_weights_in_another_process():
     from trustlab.vfl.models import build_party_model
-    from trustlab.vfl.party import params_sha256
+    from trustlab.models.identity import weights_digest
     from trustlab.runtime import derive_seed
 
     cfg = load_config(None)
     code = ("from trustlab.vfl.config import load_config; from trustlab.vfl.models import build_party_model;"
-            "from trustlab.vfl.party import params_sha256; from trustlab.runtime import derive_seed;"
+            "from trustlab.models.identity import weights_digest; from trustlab.runtime import derive_seed;"
             "import torch; torch.manual_seed(123); c=load_config(None);"
-            "print(params_sha256(build_party_model(32, c.model, c.defence, (1,8,4), derive_seed(0, 1, 'init'))))")
+            "print(weights_digest(build_party_model(32, c.model, c.defence, (1,8,4), derive_seed(0, 1, 'init'))))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     torch.manual_seed(7)  # the global RNG must not matter
-    here = params_sha256(build_party_model(32, cfg.model, cfg.defence, (1, 8, 4), derive_seed(0, 1, "init")))
+    here = weights_digest(build_party_model(32, cfg.model, cfg.defence, (1, 8, 4), derive_seed(0, 1, "init")))
     assert here == other
 
 

@@ -351,13 +351,15 @@ class AdaptiveSmoothedClassifier:
 
 def adaptive_settings(model, x, idx, labels, cfg: AdaptiveConfig, seed: int, K: int) -> dict:
     """What an adaptive certificate depends on (the stamp of its record file)."""
-    from .records import array_digest, model_digest
+    from trustlab.models.identity import weights_digest
+
+    from .records import array_digest
     from .smoothing import NOISE_STREAM
 
     return {"certifier": "smoothing-adaptive", "sigma": cfg.sigma, "radius": cfg.radius, "n0": cfg.n0,
             "n_max": cfg.n_max, "alpha": cfg.alpha, "first": cfg.first, "growth": cfg.growth,
             "prior": list(cfg.prior), "noise_stream": NOISE_STREAM, "noise_seed": int(seed), "K": int(K),
-            "model": model_digest(model),
+            "model": weights_digest(model),
             "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(idx), np.asarray(labels))}
 
 

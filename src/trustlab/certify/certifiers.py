@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from trustlab.models.identity import weights_digest
 from trustlab.runtime import progress
 
 from .config import SMOOTHING_CERTIFIERS
-from .records import append_records, array_digest, cert_file, model_digest, open_records
+from .records import append_records, array_digest, cert_file, open_records
 
 
 def bounds_settings(model, x, y, bcfg, method: str) -> dict:
     """What a bound certificate depends on (the stamp of its record file)."""
     return {"certifier": method, "eps": bcfg.eps, "eps_grid": list(bcfg.eps_grid), "clip": list(bcfg.clip),
-            "model": model_digest(model), "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(y))}
+            "model": weights_digest(model), "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(y))}
 
 
 def bounds_records(model, x, y, bcfg, method: str, path: Path | None, chunk: int = 200, *, resume: bool = True,

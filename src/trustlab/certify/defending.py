@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from trustlab.models.identity import weights_digest
 from trustlab.runtime import config_hash, derive_seed, save_stamped, to_dict, write_json_atomic
 
 from .certifiers import certify_model
 from .data import SeedData
 from .metrics import abstained, defence_effect
-from .records import array_digest, cert_file, model_digest, read_records
+from .records import array_digest, cert_file, read_records
 from .store import load_model_dir, train_model
 
 
@@ -72,7 +73,7 @@ def run_defences(cfg, seed_dir, seed, data: SeedData, models, certifiers, device
 def defence_stamp(name: str, ctx) -> str:
     """What a defence's outcome depends on: its name and settings, the attacked model's weights, the training data."""
     dcfg = {k: v for k, v in to_dict(ctx.cfg).items() if k != "names"}
-    return config_hash({"defence": name, "cfg": dcfg, "attack": to_dict(ctx.attack), "model": model_digest(ctx.model),
+    return config_hash({"defence": name, "cfg": dcfg, "attack": to_dict(ctx.attack), "model": weights_digest(ctx.model),
                         "data": array_digest(np.asarray(ctx.x_train), np.asarray(ctx.y_train)),
                         "defender": array_digest(np.asarray(ctx.x_def), np.asarray(ctx.y_def)), "seed": ctx.seed})
 

@@ -23,10 +23,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from trustlab.models.identity import weights_digest
 from trustlab.runtime import ConfigError, DataError, ModelError, progress, require_range
 
 from . import ABSTAIN
-from .records import append_records, array_digest, model_digest, open_records
+from .records import append_records, array_digest, open_records
 from .budget import draws_per_input, require_budget
 from .stats import binom_pvalue, budget, cp_lower
 from .torchutil import eval_mode, model_device  # noqa: F401  (eval_mode: also imported from here)
@@ -349,7 +350,7 @@ def smoothing_settings(model, x, idx, labels, cfg, seed: int, K: int) -> dict:
     """What a smoothing certificate depends on (the stamp of its record file)."""
     return {"certifier": "smoothing", "sigma": cfg.sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha,
             "predict": cfg.predict, "bound": cfg.bound, "noise_stream": NOISE_STREAM, "noise_seed": int(seed),
-            "K": int(K), "model": model_digest(model),
+            "K": int(K), "model": weights_digest(model),
             "inputs": array_digest(np.asarray(x, dtype=np.float32), np.asarray(idx), np.asarray(labels))}
 
 

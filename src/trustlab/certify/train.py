@@ -80,11 +80,13 @@ def hook_stamp(hook):
 def train_stamp(model, x, y, cfg, *, seed: int, hook=None, param_masks: dict | None = None,
                 device: str = "auto") -> str:
     """config_hash of what training ``model`` (at its current, initial weights) on (x, y) with ``cfg`` produces."""
-    from .records import array_digest, model_digest
+    from trustlab.models.identity import weights_digest
+
+    from .records import array_digest
 
     masks = None if not param_masks else array_digest(*[m for m in param_masks.values()])
     return config_hash({"train": to_dict(cfg), "seed": int(seed), "data": array_digest(np.asarray(x), np.asarray(y)),
-                        "init": model_digest(model), "hook": hook_stamp(hook), "masks": masks,
+                        "init": weights_digest(model), "hook": hook_stamp(hook), "masks": masks,
                         "device": resolve_device(device).type})
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from trustlab.models.identity import weights_digest
 from trustlab.runtime import DataError, Interrupted, ModelError, config_hash, derive_seed, load_stamped, progress, save_stamped
 
 from . import protocol as P
 from .commands import fresh_command, resume_command
 from .config import HASHED
 from .errors import MalformedMessageError, ProtocolMismatchError
-from .party import EMBED_PAGE, PartyInfo, party_config, params_sha256
+from .party import EMBED_PAGE, PartyInfo, party_config
 
 
 def state_stamp(run_id: str, cfg) -> str:
@@ -220,7 +221,7 @@ class LabelParty:
                               "party_sha256": party_sha}, ckpt, stamp)
                 if on_epoch:
                     on_epoch(rec)
-        return FitResult(history, time.perf_counter() - t0, tc.epochs - start, party_sha, params_sha256(self.top))
+        return FitResult(history, time.perf_counter() - t0, tc.epochs - start, party_sha, weights_digest(self.top))
 
     def checkpoint(self, epoch: int) -> list[str]:
         """Every party saves ``epoch_E.pt``; returns their parameter SHA-256s."""

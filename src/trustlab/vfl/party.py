@@ -8,7 +8,6 @@ gradients, fused with the next positions -> P_i backpropagates, steps its own Ad
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import re
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trustlab.models.identity import weights_digest
 from trustlab.runtime import ConfigError, config_hash, derive_seed, from_dict, load_stamped, save_stamped, to_dict
 
 from . import protocol as P
@@ -46,15 +46,6 @@ def versions() -> dict[str, str]:
 
     return {"protocol": str(P.PROTOCOL_VERSION), "trustlab": __version__, "torch": torch.__version__,
             "python": platform.python_version()}
-
-
-def params_sha256(module) -> str:
-    """SHA-256 over the raw bytes of every parameter and buffer, in state_dict order."""
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class FeatureParty:
@@ -214,7 +205,7 @@ class FeatureParty:
             num = old.stem.removeprefix("epoch_")
             if num.isdigit() and int(num) <= epoch - KEEP_EPOCHS:
                 old.unlink(missing_ok=True)
-        return self._reply("checkpoint", epoch=epoch, sha256=params_sha256(self.model))
+        return self._reply("checkpoint", epoch=epoch, sha256=weights_digest(self.model))
 
     def _load(self, epoch: int) -> None:
         """Resume from this run's ``epoch_E.pt``; a missing file, or one from another run or config, is refused."""
@@ -240,7 +231,7 @@ class FeatureParty:
         sd = self.model.state_dict()
         names = list(sd)
         arrays = {f"t{j}": v.detach().cpu().numpy() for j, v in enumerate(sd.values())}
-        return self._reply("state", arrays, names=names, sha256=params_sha256(self.model))
+        return self._reply("state", arrays, names=names, sha256=weights_digest(self.model))
 
 
 def _parse_fault(fault: str | None):
