@@ -17,7 +17,7 @@ LLAMACPP_STAMP := $(VENV)/.llamacpp-$(LLAMACPP_VERSION)
 LLAMACPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DLLAVA_BUILD=OFF
 
-.PHONY: setup llamacpp demo-model chromium demo test bench clean
+.PHONY: setup llamacpp gguf-converter demo-model chromium demo test bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,20 @@ $(LLAMACPP_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	$(PIP) install --no-cache-dir 'llama-cpp-python[server]==$(LLAMACPP_VERSION)'
 	touch $@
+
+# llama.cpp's HF-to-GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/), which the wheel does not ship,
+# unpacked from the same llama-cpp-python sdist for the fingerprint lab's GGUF theft path (trustlab.models.gguf).
+GGUF_CONVERTER := $(VENV)/share/llama.cpp-$(LLAMACPP_VERSION)
+GGUF_SRC := llama_cpp_python-$(LLAMACPP_VERSION)/vendor/llama.cpp
+
+gguf-converter: $(GGUF_CONVERTER)/conversion/__init__.py
+
+$(GGUF_CONVERTER)/conversion/__init__.py: $(STAMP)
+	rm -rf $(GGUF_CONVERTER).tmp && mkdir -p $(GGUF_CONVERTER).tmp
+	$(PIP) download --no-deps --no-binary :all: 'llama-cpp-python==$(LLAMACPP_VERSION)' -d $(GGUF_CONVERTER).tmp
+	tar xzf $(GGUF_CONVERTER).tmp/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz -C $(GGUF_CONVERTER).tmp \
+	  --strip-components=3 $(addprefix $(GGUF_SRC)/,convert_hf_to_gguf.py conversion gguf-py)
+	rm -f $(GGUF_CONVERTER).tmp/*.tar.gz && rm -rf $(GGUF_CONVERTER) && mv $(GGUF_CONVERTER).tmp $(GGUF_CONVERTER)
 
 # The safety demo's stand-in model (requirements-data.txt installs its six weight-only wheels): assembled once into
 # $$TRUSTLAB_CACHE and SHA-256 checked (trustlab.models.demo_gguf); a wrong digest stops here with one line.
@@ -54,7 +68,7 @@ chromium:
 demo: setup llamacpp demo-model
 	$(VENV)/bin/trustlab demo --out runs/demo
 
-test: setup llamacpp demo-model chromium
+test: setup llamacpp gguf-converter demo-model chromium
 	$(PY) -m pytest -q
 
 BENCHES := benchmarks/cli_startup.py benchmarks/vfl_overhead.py benchmarks/certify/bench_smoothing.py \
