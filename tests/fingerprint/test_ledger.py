@@ -75,6 +75,12 @@ def test_loose_permissions_and_run_folders_are_refused(tmp_path):
     (run / MARKER).write_text(json.dumps({"lab": "fingerprint", "verb": "verify"}))
     with pytest.raises(ConfigError, match="inside the run folder"):
         Ledger(run / "sub" / "s.ledger.jsonl", SECRET)
+    later = Ledger(tmp_path / "runs" / "fingerprint-verify-y" / "s.ledger.jsonl", SECRET)  # no run there yet
+    (later.path.parent).mkdir()
+    (later.path.parent / MARKER).write_text("{}")  # ... until a run claims the folder
+    with pytest.raises(ConfigError, match="inside the run folder"):
+        later.append(set_digest="s", keys=[0], suspect={}, verb="verify", mode="fixed", run=None)
+    assert not later.path.exists()
 
 
 @pytest.fixture(scope="module")

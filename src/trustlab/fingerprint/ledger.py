@@ -63,6 +63,9 @@ class Ledger:
 
     def __post_init__(self):
         self.path = Path(self.path)
+        self._outside_runs()
+
+    def _outside_runs(self) -> None:
         run = _in_run_folder(self.path)
         if run is not None:
             raise ConfigError(f"ledger {str(self.path)!r} lies inside the run folder {str(run)!r}",
@@ -151,6 +154,7 @@ class Ledger:
         key leaves."""
         from trustlab.runtime.rundir import utc_now
 
+        self._outside_runs()  # again: a run folder may have been claimed around it since
         with self._locked() as fd:
             self._check_mode()
             with at_path(self.path, "ledger", DataError):
