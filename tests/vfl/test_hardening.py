@@ -188,8 +188,23 @@ def test_sweep_conflict_hint_and_interrupted_cell_resumes(cli, tmp_path, monkeyp
     code, _, err = cli(*base[:6], "--seeds", "1", "--epochs", "3", "--out", d)
     assert_one_line_error(err, code, 2)
     assert_flags_exist(hint_of(err))
-    code, out, err = cli(*hint_command(hint_of(err)))
+    resume = hint_command(hint_of(err))
+    code, out, err = cli(*resume)
     assert code == 0 and "hash-s0: done, skipped" in out
+    # issue 17: the finished cells are records of the one stamped record store, which a resume reads
+    from trustlab.runtime.records import read_records
+
+    settings, recs = read_records(d / "cells.jsonl")
+    assert [r["key"] for r in recs] == ["none-s0", "hash-s0"] and settings["attacks"]
+    sweep = json.loads((d / "sweep.json").read_text())
+    assert {k: v["train"]["test_acc"] for k, v in sweep["cells"].items()} == \
+        {r["key"]: r["result"]["train"]["test_acc"] for r in recs}
+    # a sweep folder of an older trustlab (finished cells, no record file) is adopted, not trained again
+    (d / "cells.jsonl").unlink()
+    code, out, err = cli(*resume)
+    assert code == 0 and out.count("done, skipped") == 2, err
+    assert [r["key"] for r in read_records(d / "cells.jsonl")[1]] == ["none-s0", "hash-s0"]
+    assert json.loads((d / "sweep.json").read_text())["rows"] == sweep["rows"]
 
 
 def test_demo_interrupt_hint_names_the_demo(tmp_path, monkeypatch):

@@ -1,5 +1,10 @@
-"""Defence x parameter x seed sweeps, resumable per cell (a cell with results is skipped), aggregated as
-mean +- std into sweep.json / sweep.csv with the trade-off plot and a reconstruction grid per defence."""
+"""Defence x parameter x seed sweeps, resumable per cell, aggregated as mean +- std into sweep.json / sweep.csv with
+the trade-off plot and a reconstruction grid per defence.
+
+Each finished cell is one record of ``cells.jsonl``, the one stamped record store (``runtime.RecordStore``) keyed by
+cell name and stamped with what a cell's figures depend on (the base config and the attacks run); a resumed sweep
+skips the cells it holds. A finished cell folder without a record (a sweep of an older trustlab, or a crash between
+the cell's results.json and its record) is adopted into the store rather than trained again."""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trustlab.runtime import (ConfigError, Interrupted, RunDir, check_types, configure_threads, require_choice,
-                              require_range, write_json_atomic)
+from trustlab.runtime import (ConfigError, Interrupted, RecordStore, RunDir, check_types, configure_threads,
+                              require_choice, require_range, to_dict, write_json_atomic)
 
 from .config import DEFENCES, DefenceConfig, VFLConfig, with_
 
@@ -118,6 +123,27 @@ def cells(sc: SweepConfig) -> list[tuple[str, VFLConfig]]:
     return out
 
 
+CELLS = "cells.jsonl"
+
+
+def cell_store(sc: SweepConfig, out: Path, resume: bool = True) -> RecordStore:
+    """The sweep's cell records: one per finished cell (key = cell name, ``result`` = its slimmed results), stamped
+    with the base config and the attacks (a cell's name fixes its defence, parameter value and seed)."""
+    return RecordStore(out / CELLS, {"base": to_dict(sc.base), "attacks": list(sc.attacks)}, what="sweep cell records",
+                       resume=resume, hint=f"add --no-resume to start the sweep in {str(out)!r} afresh")
+
+
+def _finished_cell(rpath: Path) -> dict | None:
+    """The results of a cell folder whose run finished (status ok, attacks run), else None."""
+    if not rpath.is_file():
+        return None
+    try:
+        r = json.loads(rpath.read_text())
+    except (OSError, ValueError):
+        return None
+    return r if isinstance(r, dict) and r.get("status") == "ok" and "attacks" in r else None
+
+
 def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", force: bool = False,
               resume_hint: str | None = None) -> dict:
     """Train + evaluate every cell (skipping finished ones, resuming an interrupted one from its checkpoint), then
@@ -136,19 +162,20 @@ def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", 
             raise
         raise ConfigError(exc.message, hint=f"resume it as saved with `{hint}`, add --no-resume to start it afresh "
                                             "with the new settings, or choose another --out") from None
+    store = cell_store(sc, out, resume=not force)
+    done = {r["key"]: r["result"] for r in store.latest()}
     results = {}
     for name, cfg in cells(sc):
         cdir = out / "cells" / name
-        rpath = cdir / "results.json"
-        if rpath.is_file():
-            try:
-                r = json.loads(rpath.read_text())
-            except (OSError, ValueError):
-                r = {}
-            if isinstance(r, dict) and r.get("status") == "ok" and "attacks" in r:
-                log(f"[sweep] {name}: done, skipped")
-                results[name] = r
-                continue
+        if name not in done:
+            old = _finished_cell(cdir / "results.json")
+            if old is not None:
+                store.append([{"key": name, "result": _slim(old)}])
+                done[name] = _slim(old)
+        if name in done:
+            log(f"[sweep] {name}: done, skipped")
+            results[name] = done[name]
+            continue
         log(f"[sweep] {name}: training")
         try:
             # resume the cell from its checkpoint (same config), or start it afresh (another config)
@@ -159,6 +186,8 @@ def run_sweep(sc: SweepConfig, out: str | Path, log=print, verb: str = "sweep", 
                               hint=f"resume with: {hint}") from None
         except Interrupted as exc:
             raise Interrupted(f"sweep interrupted in cell {name}: {exc.message}", hint=f"resume with: {hint}") from None
+        store.append([{"key": name, "result": _slim(results[name])}])
+        results[name] = _slim(results[name])
         run.event("cell", item=name)
         log(f"[sweep] {name}: acc {results[name]['train']['test_acc']:.3f}")
     # DCS needs the vanilla accuracy of the same seed
@@ -258,6 +287,8 @@ def plots(out: Path, results: dict, summary: list[dict]) -> None:
     rows, shape = [], None
     seed0 = [n for n in results if n.endswith(f"-s{min(r['config']['train']['seed'] for r in results.values())}")]
     for name in seed0:
+        if not (out / "cells" / name / "recon.npz").is_file():  # a recorded cell whose folder was removed
+            continue
         with np.load(out / "cells" / name / "recon.npz", allow_pickle=False) as z:
             if len(z["image_shape"]) == 0:
                 break
