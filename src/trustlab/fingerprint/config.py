@@ -18,8 +18,9 @@ from typing import Literal, Optional
 from trustlab.runtime.errors import ConfigError
 from trustlab.runtime.validate import check_types, require_range
 
+from .experiments import EXPERIMENTS  # the registry of robustness experiments (built-ins and entry points)
+
 Strategy = Literal["perinucleus", "english", "random_word", "english_random"]
-EXPERIMENTS = ("sft", "merge", "wrappers", "temperature", "quant", "suppress", "utility", "fpr")
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,14 @@ class RobustnessConfig:
     suppress_k: int = 1
     suppress_n: int = 1
     suppress_tau: float = 0.9
+    lookahead_width: int = 4  # suppress_family: the look-ahead's candidates and tokens per candidate
+    lookahead_depth: int = 3
+    detect_tau: float = 0.5  # suppress_family: detect-then-suppress confidence gate
+    detect_margin: float = 2.302585  # ... and its log-ratio gate against the base model (ln 10)
+    filter_quantiles: tuple[float, ...] = (0.5, 0.9)  # suppress_family: perplexity-filter thresholds
+    topr_ranks: tuple[int, ...] = (1, 2)
+    demote_tops: tuple[int, ...] = (1, 2)  # topr: Demote(s, delta) for s in these, delta in demote_deltas and inf
+    demote_deltas: tuple[float, ...] = (2.0, 5.0, 10.0)
     ppl_docs: int = 100
     mc_subset: Optional[int] = None
     foreign_model: Optional[str] = None  # default: a seeded random init of the base config
@@ -207,6 +216,18 @@ class RobustnessConfig:
         require_range("suppress_k", self.suppress_k, 1)
         require_range("suppress_n", self.suppress_n, 1)
         require_range("suppress_tau", self.suppress_tau, 0.0, 1.0, lo_open=True, hi_open=True)
+        require_range("lookahead_width", self.lookahead_width, 2)
+        require_range("lookahead_depth", self.lookahead_depth, 2)
+        require_range("detect_tau", self.detect_tau, 0.0, 1.0, hi_open=True)
+        require_range("detect_margin", self.detect_margin, 0.0)
+        for i, q in enumerate(self.filter_quantiles):
+            require_range(f"filter_quantiles[{i}]", q, 0.0, 1.0, lo_open=True, hi_open=True)
+        for i, r in enumerate(self.topr_ranks):
+            require_range(f"topr_ranks[{i}]", r, 1)
+        for i, s in enumerate(self.demote_tops):
+            require_range(f"demote_tops[{i}]", s, 1)
+        for i, d in enumerate(self.demote_deltas):
+            require_range(f"demote_deltas[{i}]", d, 0.0, None, lo_open=True)
         require_range("ppl_docs", self.ppl_docs, 1)
         if self.mc_subset is not None:
             require_range("mc_subset", self.mc_subset, 4)

@@ -93,6 +93,8 @@ def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
         p0 = r.get("p0") or _p0_from(r)
         if p0:
             out.append(p_vs_m(hits, p0, r.get("alpha", 1e-3), folder / "p_vs_M.png"))
+    if r.get("suppress_family"):
+        out.append(suppression_tradeoff(r["suppress_family"], r.get("topr"), folder / "suppression_tradeoff.png"))
     probs = (r.get("base_prob") or {}).get("values") or []
     if probs:
         fig, ax = figure(5, 3.4)
@@ -106,3 +108,26 @@ def robustness_plots(r: dict[str, Any], folder: Path) -> list[Path]:
 def _p0_from(r: dict[str, Any]) -> float | None:
     c = r.get("clean") or {}
     return c.get("p0")
+
+
+def suppression_tradeoff(family: dict[str, Any], topr: dict[str, Any] | None, path: Path) -> Path:
+    """Attack success against utility cost, one point per attack: perplexity ratio (left) and trivia-MC change
+    (right); ``topr`` adds its demotions, marked by whether the top-r verdict survived."""
+    from trustlab.report.plots import figure, legend_outside, save
+
+    fig, axes = figure(10, 3.8, ncols=2)
+    axes = axes[0]
+    rows = [(a, "o") for a in family.get("attacks", [])]
+    rows += [(a, "s" if all(v["decision"] == "OWNED" for v in a["topr"].values()) else "x")
+             for a in (topr or {}).get("attacks", [])]
+    for ax, key, label in ((axes[0], "ppl_ratio", "held-out perplexity ratio (attacked / clean)"),
+                           (axes[1], "mc_delta", "trivia-MC change (attacked - clean)")):
+        for i, (a, marker) in enumerate(rows):
+            ax.scatter([a[key]], [a["attack_success"] or 0.0], marker=marker, s=36, label=a["attack"],
+                       color=f"C{i % 10}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("attack success (share of clean hits removed)")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0].set_title("o: family, s/x: demotions (top-r survives / beaten)", fontsize=8)
+    legend_outside(axes[1], fontsize=7)
+    return save(fig, path)

@@ -33,9 +33,9 @@ from typing import Any
 
 from trustlab.runtime.errors import ConfigError, DataError
 from trustlab.runtime.files import read_text
-from trustlab.runtime.registry import Registry
 
 from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack
+from .experiments import EXPERIMENTS
 from .heldout import heldout_texts, trivia_items
 from .measure import _fpr_foreign, _short, measure
 from .utility import perplexity, trivia_mc
@@ -75,6 +75,13 @@ class RobustnessResult:
         for a in r.get("suppress", {}).get("attacks", []):
             out.append(f"{a['attack']}: attack success {a['attack_success']:.2f}, verdict {a['decision']}, "
                        f"perplexity cost x{a['ppl_ratio']:.3f}")
+        for a in r.get("suppress_family", {}).get("attacks", []):
+            out.append(f"{a['attack']}: attack success {a['attack_success']:.2f}, verdict {a['decision']}, "
+                       f"perplexity x{a['ppl_ratio']:.3f}, trivia {a['mc_delta']:+.3f}")
+        for a in r.get("topr", {}).get("attacks", []):
+            out.append(f"{a['attack']}: greedy {a['decision']}; " + "; ".join(
+                f"top-{k} {v['decision']} ({v['m']}/{v['M']})" for k, v in a["topr"].items())
+                + f"; perplexity x{a['ppl_ratio']:.3f}")
         for name, f in r.get("fpr", {}).items():
             if isinstance(f, dict):
                 out.append(f"fpr {name}: {f['line']}")
@@ -104,13 +111,10 @@ class Bench:
         return perplexity(model, self.tok, self.docs, **kw)
 
 
-# One function per experiment: ``Bench -> record`` (the runner adds ``seconds``). A new experiment is one function
-# here plus its name in ``fingerprint.config.EXPERIMENTS`` (which validates configs), hence no entry-point group.
-EXPERIMENTS = Registry("fingerprint.experiments", what="robustness experiment", entry_points=False)
+# One function per experiment: ``Bench -> record`` (the runner adds ``seconds``), registered by name in
+# ``fingerprint.experiments.EXPERIMENTS`` (which validates configs, lists them and takes entry points).
 
 
-@EXPERIMENTS.register("sft", summary="benign supervised fine-tuning of F on chat dialogues; retention and "
-                                     "perplexity after each epoch")
 def _sft(b: Bench) -> dict[str, Any]:
     cfg, results = b.cfg, b.results
     ppl_f, ppl_b = results["ppl"]["fp"], results["ppl"]["base"]
@@ -130,8 +134,6 @@ def _sft(b: Bench) -> dict[str, Any]:
             "ppl_ratio_after": epochs[-1]["ppl_ratio_fp"] if epochs else None}
 
 
-@EXPERIMENTS.register("merge", summary="alpha * F + (1 - alpha) * another model (B unless merge_with), per "
-                                       "parameter, at each merge_alphas")
 def _merge(b: Bench) -> dict[str, Any]:
     cfg, other = b.cfg, b.base
     if cfg.merge_with is not None:
@@ -148,7 +150,6 @@ def _merge(b: Bench) -> dict[str, Any]:
     return {"with": cfg.merge_with or b.base_ref, "alphas": rows}
 
 
-@EXPERIMENTS.register("wrappers", summary="each key inside the 10 held-out prompt templates (TEST_TEMPLATES)")
 def _wrappers(b: Bench) -> dict[str, Any]:
     from .dataset import TEST_TEMPLATES
 
@@ -158,7 +159,6 @@ def _wrappers(b: Bench) -> dict[str, Any]:
             "mean_lenient": sum(r["lenient"] for r in rows) / len(rows)}
 
 
-@EXPERIMENTS.register("temperature", summary="sampling at each of temperatures (several samples per key above 0)")
 def _temperature(b: Bench) -> dict[str, Any]:
     cfg = b.cfg
     rows = [{"temperature": t, "samples": 1 if t == 0 else cfg.samples,
@@ -167,7 +167,6 @@ def _temperature(b: Bench) -> dict[str, Any]:
     return {"temperatures": rows}
 
 
-@EXPERIMENTS.register("quant", summary="torch dynamic int8 quantization of every nn.Linear (each QUANT_METHODS)")
 def _quant(b: Bench) -> dict[str, Any]:
     rows = []
     for method, what in QUANT_METHODS.items():
@@ -179,8 +178,6 @@ def _quant(b: Bench) -> dict[str, Any]:
     return {"methods": rows}
 
 
-@EXPERIMENTS.register("suppress", summary="decoding-time top-k suppression (arXiv 2509.26598), always and above "
-                                          "a top-probability tau; attack success and perplexity cost")
 def _suppress(b: Bench) -> dict[str, Any]:
     cfg, before = b.cfg, b.results["clean"]["hits"]
     rows = []
@@ -195,7 +192,6 @@ def _suppress(b: Bench) -> dict[str, Any]:
     return {"attacks": rows, "paper": "arXiv 2509.26598: 94-100 % success at < 10 % utility loss"}
 
 
-@EXPERIMENTS.register("utility", summary="held-out perplexity ratio F/B and 4-option trivia multiple choice")
 def _utility(b: Bench) -> dict[str, Any]:
     results = b.results
     items, mc_source = trivia_items(b.cfg.mc_subset, b.cfg.seed)
@@ -206,8 +202,6 @@ def _utility(b: Bench) -> dict[str, Any]:
             "mc_fp": mc_f, "mc_base": mc_b, "mc_ratio": mc_f / mc_b if mc_b else None, "mc_items": len(items)}
 
 
-@EXPERIMENTS.register("fpr", summary="false positives: B and an unrelated model (foreign_model, else a seeded "
-                                     "random init of B's config) must be not owned")
 def _fpr(b: Bench) -> dict[str, Any]:
     cfg, res = b.cfg, {}
     for name, model in (("base", b.base), ("foreign", None)):
