@@ -74,14 +74,15 @@ def test_headline_puts_overrefusal_truncation_and_tokens_beside_safe_at_1(tmp_pa
     over = {"dataset": "benign-edgy", "judge": "refusal (curated list)", "part": "response", "k": 2,
             "strategies": {"default": {"refusal@1": _b(0.1, 0.0, 0.3), "n_prompts": 5},
                            "zerothink": {"refusal@1": _b(0.6, 0.4, 0.8), "n_prompts": 5}}}
-    res = _results(tmp_path, overrefusal=over, stand_in="Qwen2.5-Coder-0.5B-Instruct, a non-reasoning model")
+    res = _results(tmp_path, overrefusal=over, stand_in={"label": "non-reasoning stand-in: Qwen2.5-Coder-0.5B"})
     t = headline_table(res["metrics"], over)
     assert t.rows[1] == ("zerothink", "refusal", "0.750 [0.500, 1.000]", "0.500 [0.000, 1.000]",
                          "1.000 [1.000, 1.000]", "0.600 [0.400, 0.800]", "25.0%", "100", 4)
     blocks = report_section(res, tmp_path)
     summary = blocks[1].text
     assert "refuses 10% with `default`, 60% with `zerothink` (5 prompts of `benign-edgy`)" in summary
-    assert any(isinstance(b, Text) and b.text.startswith("**Non-reasoning stand-in.**") for b in blocks)
+    assert any(isinstance(b, Text) and b.text.startswith("**Non-reasoning stand-in.** non-reasoning stand-in: "
+                                                         "Qwen2.5-Coder-0.5B. Every figure") for b in blocks)
     plain = report_section(_results(tmp_path), tmp_path)
     assert not any(isinstance(b, Text) and "Non-reasoning" in b.text for b in plain)
     assert "over-refusal: —" in headline_table(_results(tmp_path)["metrics"], None).notes[-1]

@@ -73,12 +73,13 @@ def eval_summary(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
 
 def stand_in_note(results: Mapping[str, Any]) -> str | None:
     """The label every figure carries when ``results.json`` says the model is a non-reasoning stand-in
-    (``"stand_in": "<what it is>"`` or ``true``)."""
+    (``"stand_in": {"label": "<what it is>", ...}``, a string, or ``true``)."""
     flag = results.get("stand_in")
     if not flag:
         return None
     model = results.get("config", {}).get("backend", {}).get("model")
-    what = (str(flag).rstrip(".") + ". ") if isinstance(flag, str) else ""
+    text = flag.get("label") if isinstance(flag, Mapping) else flag if isinstance(flag, str) else None
+    what = (str(text).rstrip(".") + ". ") if text else ""
     return (f"**Non-reasoning stand-in.** {what}Every figure below comes from `{model}`, an instruct model asked to "
             "write its thoughts in tags, not a reasoning model: the orderings are reported, not asserted.")
 
