@@ -81,8 +81,8 @@ def test_headline_puts_overrefusal_truncation_and_tokens_beside_safe_at_1(tmp_pa
     blocks = report_section(res, tmp_path)
     summary = blocks[1].text
     assert "refuses 10% with `default`, 60% with `zerothink` (5 prompts of `benign-edgy`)" in summary
-    assert any(isinstance(b, Text) and b.text.startswith("**Non-reasoning stand-in.** non-reasoning stand-in: "
-                                                         "Qwen2.5-Coder-0.5B. Every figure") for b in blocks)
+    assert any(isinstance(b, Text) and b.text.startswith("**Non-reasoning stand-in.** Qwen2.5-Coder-0.5B. "
+                                                         "Every figure") for b in blocks)
     plain = report_section(_results(tmp_path), tmp_path)
     assert not any(isinstance(b, Text) and "Non-reasoning" in b.text for b in plain)
     assert "over-refusal: —" in headline_table(_results(tmp_path)["metrics"], None).notes[-1]

@@ -79,7 +79,9 @@ def stand_in_note(results: Mapping[str, Any]) -> str | None:
         return None
     model = results.get("config", {}).get("backend", {}).get("model")
     text = flag.get("label") if isinstance(flag, Mapping) else flag if isinstance(flag, str) else None
-    what = (str(text).rstrip(".") + ". ") if text else ""
+    text = str(text or "").strip()
+    text = text.split(":", 1)[1].strip() if text.lower().startswith("non-reasoning stand-in:") else text
+    what = (text[0].upper() + text[1:].rstrip(".") + ". ") if text else ""
     return (f"**Non-reasoning stand-in.** {what}Every figure below comes from `{model}`, an instruct model asked to "
             "write its thoughts in tags, not a reasoning model: the orderings are reported, not asserted.")
 
