@@ -224,3 +224,12 @@ def test_partial_tag_at_a_budget_cut_is_dropped():
     [g] = generate_samples(b, [Rec("p", "q")], Thinking(strategy="morethink", think_budget=3, max_extensions=1),
                            Sampling())
     assert "</thi" not in g.thought and g.thought == "x y" and g.answer == "ok"
+
+
+def test_default_intervention_text_holds_no_refusal_phrase():
+    """The forced text must not make the refusal judge pass a response by itself."""
+    from trustlab.safety.config import INTERVENTION_TEXT
+    from trustlab.safety.judges.refusal import RefusalJudge
+
+    for preset in ("curated", "safechain"):
+        assert RefusalJudge(preset).match(INTERVENTION_TEXT) is None
