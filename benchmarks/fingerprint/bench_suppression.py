@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--ppl-docs", type=int, default=100)
     ap.add_argument("--mc-subset", type=int, default=100)
+    ap.add_argument("--experiments", default="suppress_family,topr",
+                    help="run a part now (each is recorded and skipped by a later run in the same --out)")
     args = ap.parse_args()
 
     from trustlab.fingerprint.config import RobustnessConfig
@@ -102,20 +104,33 @@ def main() -> None:
     t0 = time.perf_counter()
     fmodel, tok, fps, embed_info = embedded(args.model, args.n, cache)
     base, _ = load_causal_lm(resolve_model_ref(args.model))
-    cfg = RobustnessConfig(fingerprinted=str(cache / "model"), base=args.model,
-                           experiments=("suppress_family", "topr"), ppl_docs=args.ppl_docs, mc_subset=args.mc_subset)
     t1 = time.perf_counter()
-    res = run_robustness(cfg, args.out, models=(fmodel, tok, base), fps=fps)
-    r = res.results
+    results = {}
+    for exp in ("suppress_family", "topr"):  # one run folder each: a part can run (and resume) on its own
+        cfg = RobustnessConfig(fingerprinted=str(cache / "model"), base=args.model, experiments=(exp,),
+                               ppl_docs=args.ppl_docs, mc_subset=args.mc_subset)
+        path = args.out / exp / "robustness.json"
+        if exp in args.experiments.split(","):
+            results[exp] = run_robustness(cfg, args.out / exp, models=(fmodel, tok, base), fps=fps).results
+        elif path.is_file():
+            results[exp] = json.loads(path.read_text())
+    if set(results) != {"suppress_family", "topr"} or any(e not in results[e] for e in results):
+        print(f"recorded so far under {args.out}: {', '.join(results)}; run the rest with --experiments")
+        return
+    r = {**results["topr"], **results["suppress_family"]}
+    r["topr"] = results["topr"]["topr"]
     lines = table(r)
     print("\n".join(lines))
+    from trustlab.fingerprint.plots import suppression_tradeoff
+
+    plot = suppression_tradeoff(r["suppress_family"], r["topr"], args.out / "suppression_tradeoff.png")
     summary = {"model": args.model, "n": len(fps), "embed": embed_info, "cache": str(cache),
-               "load_s": round(t1 - t0, 1), "experiments_s": round(time.perf_counter() - t1, 1),
-               "plot": str(res.run_dir / "plots" / "suppression_tradeoff.png"),
+               "load_s": round(t1 - t0, 1), "experiments_s": round(time.perf_counter() - t1, 1), "plot": str(plot),
+               "seconds": {e: results[e][e]["seconds"] for e in results},
                "success": {a["attack"]: a["attack_success"] for a in r["suppress_family"]["attacks"]},
                "ppl_ratio": {a["attack"]: round(a["ppl_ratio"], 4) for a in r["suppress_family"]["attacks"]},
                "topr_cheapest_win": r["topr"]["cheapest_win"]}
-    (res.run_dir / "table.md").write_text("\n".join(lines) + "\n")
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)))
 
 

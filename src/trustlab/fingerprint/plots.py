@@ -115,6 +115,9 @@ def suppression_tradeoff(family: dict[str, Any], topr: dict[str, Any] | None, pa
     (right); ``topr`` adds its demotions, marked by whether the top-r verdict survived."""
     from trustlab.report.plots import figure, legend_outside, save
 
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
     fig, axes = figure(10, 3.8, ncols=2)
     axes = axes[0]
     rows = [(a, "o") for a in family.get("attacks", [])]
@@ -124,7 +127,7 @@ def suppression_tradeoff(family: dict[str, Any], topr: dict[str, Any] | None, pa
                            (axes[1], "mc_delta", "trivia-MC change (attacked - clean)")):
         for i, (a, marker) in enumerate(rows):
             ax.scatter([a[key]], [a["attack_success"] or 0.0], marker=marker, s=36, label=a["attack"],
-                       color=f"C{i % 10}")
+                       color=cmap(i % 20))
         ax.set_xlabel(label)
         ax.set_ylabel("attack success (share of clean hits removed)")
         ax.set_ylim(-0.05, 1.05)
