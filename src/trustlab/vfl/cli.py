@@ -137,8 +137,11 @@ def attack(out: Optional[Path] = out_option(None, help="The trained run's folder
            run_dir: Optional[Path] = RUN_DIR_ALIAS,
            aux_data: Optional[str] = typer.Option(None, "--aux-data", help="The target party's rows (party{i}.npz)."),
            ref_acc: Optional[float] = typer.Option(None, "--ref-acc", help="Vanilla accuracy MP* for DCS."),
+           resume: bool = resume_option(help="Reuse the attacks already recorded in the run folder (attacks.jsonl; "
+                                        "default) or run them all again."),
            threads: Optional[int] = threads_option(None)) -> None:
-    """Run the attacks, baselines and detection on a trained run's saved messages."""
+    """Run the attacks, baselines and detection on a trained run's saved messages (an interrupted run of the same
+    command resumes: finished attacks are read back)."""
     use_threads(threads)
     from dataclasses import replace
 
@@ -151,7 +154,8 @@ def attack(out: Optional[Path] = out_option(None, help="The trained run's folder
         ac = replace(ac, target_party=target_party)
     if n_targets is not None:
         ac = replace(ac, n_targets=n_targets)
-    res = evaluate(run_dir, tuple(a.strip() for a in attacks.split(",") if a.strip()), ac, aux_data, ref_acc)
+    res = evaluate(run_dir, tuple(a.strip() for a in attacks.split(",") if a.strip()), ac, aux_data, ref_acc,
+                   resume=resume)
     _echo_summary(res.results)
     _render(run_dir)
 

@@ -15,6 +15,7 @@ import numpy as np
 from trustlab.runtime import (ConfigError, DataError, RunDir, at_path, configure_threads, from_dict, load_stamped,
                               load_yaml, read_text)
 
+from .attack_records import AttackRecords
 from .config import HASHED, AttackConfig, VFLConfig
 
 ATTACKS = ("whitebox", "inverse", "label", "decode", "detect")
@@ -176,9 +177,12 @@ class EvalResult:
 
 
 def evaluate(run, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
-             aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True) -> EvalResult:
+             aux_data: str | None = None, ref_acc: float | None = None, plots: bool = True,
+             resume: bool = True) -> EvalResult:
     """Run the chosen attacks on a ``TrainResult`` (in memory) or a trained run folder (offline re-run); write
-    results.json (status ok) and plots into the run folder; return an ``EvalResult``."""
+    results.json (status ok) and plots into the run folder; return an ``EvalResult``. Each finished attack is a
+    record of the run's ``attacks.jsonl`` (``attack_records``): run again, an interrupted evaluation reads the
+    attacks it finished back; ``resume=False`` runs them all again."""
     configure_threads()
     from .attacks.inverse_net import inverse_attack
     from .attacks.label_leak import label_leak
@@ -229,39 +233,50 @@ def evaluate(run, attacks=ATTACKS, attack_cfg: AttackConfig | None = None,
     res["baselines"] = baselines(x_t, y_t, x_aux, y_aux, shape, onehot, clf, cfg.train.seed)
     att: dict = {}
     recon = {"original": x_t, "class_mean": class_means(x_aux, y_aux, X.shape[1], len(run["meta"]["classes"]))[y_t]}
-    if "inverse" in attacks:
+    records = AttackRecords(run, ac, t, aux_data, resume=resume)
+
+    def attack(key, compute):
+        result, arrays = records.run(key, compute)
+        att[key] = result
+        recon.update(arrays)
+
+    def inverse():
         xr = inverse_attack(m_aux, x_aux, m_t, shape is not None, ac.inv_epochs, ac.inv_lr, ac.inv_batch,
                             cfg.train.seed)
-        att["inverse_net"] = recon_metrics(x_t, xr, shape, onehot, clf, y_t)
-        recon["inverse_net"] = xr
-    if "whitebox" in attacks:
+        return recon_metrics(x_t, xr, shape, onehot, clf, y_t), {"inverse_net": xr}
+
+    def whitebox():
         model = party_model(run, t)
         if model is None:
-            att["whitebox"] = {"skipped": f"party {t} did not share its model (--share-model)"}
-        else:
-            xr = whitebox_invert(model, m_t, kind, x_aux, shape, ac.wb_steps, ac.wb_lr, ac.tv, ac.l2, ac.prior,
-                                 cfg.defence.clip_norm)
-            att["whitebox"] = recon_metrics(x_t, xr, shape, onehot, clf, y_t)
-            recon["whitebox"] = xr
-    codes = run["codes"]
-    if "decode" in attacks and codes is not None:
+            return {"skipped": f"party {t} did not share its model (--share-model)"}, {}
+        xr = whitebox_invert(model, m_t, kind, x_aux, shape, ac.wb_steps, ac.wb_lr, ac.tv, ac.l2, ac.prior,
+                             cfg.defence.clip_norm)
+        return recon_metrics(x_t, xr, shape, onehot, clf, y_t), {"whitebox": xr}
+
+    def decoded():
         c_hat = decode(m_t, codes)
         xr = class_means(x_aux, y_aux, X.shape[1], len(codes))[c_hat]
-        att["decoded_class_mean"] = {**recon_metrics(x_t, xr, shape, onehot, clf, y_t),
-                                     "decode_acc": float(np.mean(c_hat == y_t))}
-        recon["decoded_class_mean"] = xr
-    if "label" in attacks:
+        return ({**recon_metrics(x_t, xr, shape, onehot, clf, y_t), "decode_acc": float(np.mean(c_hat == y_t))},
+                {"decoded_class_mean": xr})
+
+    def leak():
         ok_te = test[np.isfinite(X[test]).all(1)]
         m_te = run["msgs"]["test"][t][np.searchsorted(sp["test"], ok_te)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            att["label_leak"] = label_leak(m_aux, x_aux, y_aux, m_te, X[ok_te], y[ok_te], ac.leak_k, cfg.train.seed)
+            return label_leak(m_aux, x_aux, y_aux, m_te, X[ok_te], y[ok_te], ac.leak_k, cfg.train.seed), {}
+
+    codes = run["codes"]
+    for name, key, compute in (("inverse", "inverse_net", inverse), ("whitebox", "whitebox", whitebox),
+                               ("decode", "decoded_class_mean", decoded), ("label", "label_leak", leak)):
+        if name in attacks and (name != "decode" or codes is not None):
+            attack(key, compute)
     res["attacks"] = att
     res["attack_config"] = {"target_party": t, "n_targets": int(len(tgt)), "wb_steps": ac.wb_steps,
                             "tv": ac.tv, "l2": ac.l2, "prior": ac.prior, "inv_epochs": ac.inv_epochs,
                             "leak_k": ac.leak_k}
     if "detect" in attacks and kind in HASHED and codes is not None:
-        res["detection"] = detection(run, t, ac.detect_sets, shape, X)
+        res["detection"] = records.run("detection", lambda: (detection(run, t, ac.detect_sets, shape, X), {}))[0]
     acc = res.get("train", {}).get("test_acc")
     if ref_acc is not None and acc is not None:
         res["dcs"] = dcs_block(att, res["baselines"], acc, ref_acc)
