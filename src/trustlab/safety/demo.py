@@ -99,6 +99,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     from trustlab.models.llm.llamacpp_server import LlamaServer
     from trustlab.runtime.threads import configure
 
+    from .overrefusal import run_overrefusal
     from .pipeline import run_eval
 
     configure(1)
@@ -111,5 +112,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     with LlamaServer(path, threads=threads, n_ctx=1024, alias=name) as server:
         cfg = demo_config(server.model_id, server.base_url, template, QUICK if quick else FULL)
         baselines = run_baselines(cfg, out)
-        r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha)})
+        over = run_overrefusal(cfg, out / "overrefusal", limit=cfg.limit)  # same model and strategies, benign prompts
+        r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha),
+                                                   "overrefusal": over})
     return r.run_dir
