@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 # keys whose values are clocks, rates or the machine, never results
 _CLOCK = re.compile(r"(^|_)(s|sec|secs|seconds|time|times|elapsed|wall|duration|throughput|per_s|per_sec|rate_s|"
-                    r"started|finished|hours|minutes|eta)$|^(environment|trustlab_version|run_id|versions)$")
+                    r"started|finished|hours|minutes|eta)$|^(environment|timing|timings|trustlab_version|run_id|versions)$")
 
 
 def numbers(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:

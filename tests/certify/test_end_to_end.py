@@ -47,6 +47,25 @@ def test_demo_quick_writes_all_artefacts_and_shows_the_attacks(demo_run):
     assert "reconstructed from the paper's abstract" in (run / "report.md").read_text()
 
 
+def test_demo_run_again_gives_the_same_numbers(demo_run):
+    """Issue 17: the quick demo run again into its folder (a resume: every stamped model and certificate reused)
+    gives the same numbers in results.json, clocks aside (benchmarks/demo_same_numbers.py also compares a second
+    fresh run: 4033 numbers, none differ)."""
+    import importlib.util
+    from pathlib import Path
+
+    from trustlab.certify.cli import run_demo
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_same_numbers.py"
+    spec = importlib.util.spec_from_file_location("demo_same_numbers", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    before = json.loads((demo_run / "results.json").read_text())
+    assert run_demo(demo_run, quick=True) == demo_run
+    after = json.loads((demo_run / "results.json").read_text())
+    assert sum(1 for _ in m.numbers(before)) > 1000 and m.diff(before, after) == []
+
+
 def test_interrupted_eval_resumed_equals_fresh(demo_run, tmp_path):
     from trustlab.certify.cli import app
 
