@@ -134,6 +134,7 @@ def main() -> None:
     import numpy as np
 
     from trustlab.fingerprint.fpset import FingerprintSet
+    from trustlab.fingerprint.sequential import fixed_min_keys
     from trustlab.fingerprint.secret import load_secret
     from trustlab.models import load_causal_lm
     from trustlab.runtime import configure_threads
@@ -173,7 +174,9 @@ def main() -> None:
                                  if r["fixed"]["decision"] != "OWNED"},
         "decisions_per_set": {r["model"]: {"sequential": decisions_per_set(r["p0s"], args.alpha), "fixed": 1}
                               for r in owned},
-        "target_met": all(r["ratio_keys"] <= 0.2 for r in owned),
+        # target <= 1/5 of the keys; no test can go below floor = (fewest all-hit keys the fixed test needs) / N
+        "floor_ratio": {r["model"]: round(fixed_min_keys(r["p0s"], args.alpha) / r["n_keys"], 4) for r in owned},
+        "target_met": {r["model"]: r["ratio_keys"] <= 0.2 for r in owned},
         "simulated_copies_n64_p0_1_3": simulated_copies(64, 1 / 3, args.alpha, args.sim_reps, rng),
     }
     write_json_atomic(args.out / "bench_sequential.json", {"summary": summary, "rows": rows})
