@@ -231,11 +231,10 @@ def candidate_texts(fps, tokenizer=None) -> list[tuple[str, ...]] | None:
     """Each fingerprint's candidates decoded one token at a time by the file's tokenizer, or None when no tokenizer
     with the file's vocabulary digest is at hand (``tokenizer`` when its digest matches, else loaded offline from
     the file's tokenizer name or base model reference)."""
-    from .fpset import tokenizer_info
 
     want = fps.tokenizer.get("vocab_sha256")
     tok = None
-    if tokenizer is not None and (not want or tokenizer_info(tokenizer)["vocab_sha256"] == want):
+    if tokenizer is not None and (not want or _vocab_digest(tokenizer) == want):
         tok = tokenizer
     if tok is None:
         tok = _load_file_tokenizer(fps, want)
@@ -245,11 +244,27 @@ def candidate_texts(fps, tokenizer=None) -> list[tuple[str, ...]] | None:
             for fp in fps.fingerprints]
 
 
+_DIGESTS: dict[int, tuple[object, int, str]] = {}  # id(tokenizer) -> (tokenizer, vocab size, vocab digest)
+
+
+def _vocab_digest(tokenizer) -> str:
+    """``tokenizer_info(tokenizer)["vocab_sha256"]``, remembered per tokenizer object and vocabulary size (hashing a
+    50k vocabulary costs 0.3 s, and a verification loop asks once per call)."""
+    from .fpset import tokenizer_info
+
+    hit = _DIGESTS.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer and hit[1] == len(tokenizer):
+        return hit[2]
+    digest = tokenizer_info(tokenizer)["vocab_sha256"]
+    if len(_DIGESTS) > 16:
+        _DIGESTS.clear()
+    _DIGESTS[id(tokenizer)] = (tokenizer, len(tokenizer), digest)
+    return digest
+
+
 def _load_file_tokenizer(fps, want: str | None):
     """The file's tokenizer from the offline cache (by its recorded name, then the base model's reference), or None."""
     from trustlab.runtime.errors import TrustlabError
-
-    from .fpset import tokenizer_info
 
     refs = [fps.tokenizer.get("name"), (fps.base_model or {}).get("ref"), (fps.base_model or {}).get("name_or_path")]
     for ref in dict.fromkeys(r for r in refs if isinstance(r, str) and r):
@@ -261,7 +276,7 @@ def _load_file_tokenizer(fps, want: str | None):
             tok = load_tokenizer(resolve_model_ref(ref))
         except (TrustlabError, OSError, ValueError):
             continue
-        if not want or tokenizer_info(tok)["vocab_sha256"] == want:
+        if not want or _vocab_digest(tok) == want:
             return tok
     return None
 
