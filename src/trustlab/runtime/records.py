@@ -25,6 +25,9 @@ how they are produced (batch size, concurrency, threads, timeouts, retries, ``--
 therefore be extended by those settings: a ``--limit 4`` run on a ``--limit 2`` folder appends the two missing
 prompts and ends with exactly the records of a fresh ``--limit 4`` run.
 
+Users: safety's ``generations.jsonl`` / ``labels.jsonl``, certify's certificate files, vfl's sweep cells
+(``cells.jsonl``) and attacks (``attacks.jsonl``).
+
 Two older headers stay readable: certify's ``{"trustlab_stamp", "settings"}`` (the same shape, without ``format``)
 and safety's ``{"trustlab_store", "fingerprint", "identity"}``, whose fingerprint is the same hash.
 """
