@@ -35,10 +35,24 @@ def family(models, tmp_path_factory):
     from trustlab.fingerprint.robustness import run_robustness
 
     fps, fmodel, tok, base = models
-    cfg = RobustnessConfig(fingerprinted="fp", base="fp-tiny", experiments=("suppress_family", "topr"), ppl_docs=20,
-                           mc_subset=40, demote_tops=(1,), demote_deltas=(0.5, 5.0))
+    cfg = RobustnessConfig(fingerprinted="fp", base="fp-tiny", experiments=("suppress_family", "topr"), ppl_docs=10,
+                           mc_subset=16, demote_tops=(1,), demote_deltas=(0.5, 5.0))
     out = tmp_path_factory.mktemp("family")
-    return out, run_robustness(cfg, out, models=(fmodel, tok, base), fps=fps).results
+    import dataclasses
+
+    run_robustness(dataclasses.replace(cfg, experiments=("suppress_family",)), out, models=(fmodel, tok, base), fps=fps)
+    return out, run_robustness(cfg, out, models=(fmodel, tok, base), fps=fps).results  # extends the run: topr
+
+
+def test_a_run_is_extended_by_naming_more_experiments(family):
+    from trustlab.runtime.records import read_records
+
+    out, r = family
+    header, rows = read_records(out / "robustness.jsonl")
+    keys = [row["key"] for row in rows]
+    assert keys.count("suppress_family") == 1 and keys.count("topr") == 1 and keys.count("clean") == 1
+    assert header["experiments"] == [] and {"suppress_family", "topr"} <= set(r)
+    assert json.loads((out / "robustness.json").read_text())["topr"] == r["topr"]
 
 
 def test_cost_bench_matches_the_plain_utility_measures(models):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trustlab.runtime.errors import ConfigError, DataError
+from trustlab.runtime.errors import ConfigError
 from trustlab.runtime.files import read_text
 
 from .attacks import QUANT_METHODS, SuppressTopK, foreign_model, merge_linear, quantize_int8, sft_attack
@@ -250,20 +250,20 @@ def _load_models(cfg):
 
 def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, *,
                    models: tuple | None = None, fps=None) -> RobustnessResult:
-    """Run ``cfg.experiments`` against the fingerprinted model; ``robustness.json`` is rewritten after each one and
-    experiments already in it (same config) are skipped. ``models=(F, tok, B)`` and ``fps`` skip loading."""
+    """Run ``cfg.experiments`` against the fingerprinted model. Each result is one record of the stamped store
+    ``robustness.jsonl`` (``runtime.RecordStore``, keyed by experiment), appended as it finishes; ``robustness.json``
+    is the combined view, rewritten after each one. A resume skips recorded experiments; the stamp and the run
+    folder's config leave ``experiments`` out (``content_config``), so a run is extended by naming more of them.
+    ``models=(F, tok, B)`` and ``fps`` skip loading."""
     from trustlab.runtime.io import write_json_atomic
+    from trustlab.runtime.records import RecordStore
     from trustlab.runtime.rundir import RunDir
 
-    run = RunDir.open(out_dir, "fingerprint", "robustness", cfg, cfg.seed, resume=resume)
+    content = content_config(cfg)
+    run = RunDir.open(out_dir, "fingerprint", "robustness", content, cfg.seed, resume=resume)
     path = run.path / "robustness.json"
-    results: dict[str, Any] = {}
-    if resume and path.is_file():
-        try:
-            results = json.loads(read_text(path, "robustness record"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"robustness record {str(path)!r} is corrupt ({exc.msg}, line {exc.lineno})",
-                            hint="start afresh with --no-resume") from None
+    store = RecordStore(run.path / "robustness.jsonl", content, what="robustness record", resume=resume)
+    results: dict[str, Any] = {r["key"]: r["result"] for r in store.latest()}
     if models is None:
         fps, fmodel, tok, base, _, base_ref = _load_models(cfg)
     else:
@@ -272,7 +272,8 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
         if fps is None:
             raise ConfigError("run_robustness(models=...) needs fps", hint="pass the FingerprintSet")
 
-    def save():
+    def record(*names: str) -> None:
+        store.append({"key": n, "result": results[n]} for n in (*names, "sources"))
         write_json_atomic(path, results)
 
     docs, ppl_source = heldout_texts(cfg.ppl_docs, tok)
@@ -285,10 +286,10 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
                                 "max": max(probs) if probs else None, "values": probs}
     if "clean" not in results:
         results["clean"] = bench.meas(fmodel, "fingerprinted")
-        save()
+        record("base_prob", "clean")
     if "ppl" not in results:
         results["ppl"] = {"fp": bench.ppl(fmodel), "base": bench.ppl(base)}
-        save()
+        record("ppl")
 
     for exp in cfg.experiments:
         if exp in results:
@@ -297,13 +298,22 @@ def run_robustness(cfg, out_dir: str | Path | None = None, resume: bool = True, 
         res = EXPERIMENTS.get(exp)(bench)  # RobustnessConfig has validated the names
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[exp] = res
-        save()
+        record(exp)
+    write_json_atomic(path, results)
     from . import plots
 
     arts = plots.robustness_plots(results, run.path / "plots")
-    run.write_results(_headline(results), artifacts=[path, *arts], robustness=results,
+    run.write_results(_headline(results), artifacts=[path, store.path, *arts], robustness=results,
                       caveat=results["clean"].get("caveat") or _caveat())
     return RobustnessResult(run.path, results)
+
+
+def content_config(cfg):
+    """``cfg`` with ``experiments`` emptied: what a resume must agree on (which experiments a run holds only
+    decides which records it has, not what they say)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, experiments=())
 
 
 def _caveat() -> str:
