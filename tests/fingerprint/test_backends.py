@@ -148,3 +148,22 @@ def test_hf_backend_sampling_is_seeded(tiny_lm):
     a1 = b.generate(["abc", "defg"], 3, temperature=1.0, n=2, seed=5)
     a2 = b.generate(["abc", "defg"], 3, temperature=1.0, n=2, seed=5)
     assert a1 == a2 and [len(x) for x in a1] == [2, 2]
+
+
+def test_failed_keys_do_not_end_querying_until_three_requests_in_a_row_fail():
+    """Issue 18 §4: a server that errors on chosen keys leaves only those unanswered; three failed requests in a
+    row count as a dead endpoint (the rest is named 'not sent')."""
+    bad = {PROMPTS[i] for i in (1, 4, 5)}
+    with FakeServer(models=("suspect",), check_model=True, answer=answer,
+                    fail_prompt=lambda p: 500 if p in bad else 0) as srv:
+        b = backend(srv.url, batch_size=1, max_retries=0)
+        out = b.generate(PROMPTS[:8], 1)
+    assert sorted(b.failures) == [1, 4, 5] and all(out[i] for i in (0, 2, 3, 6, 7))
+    dead = {PROMPTS[i] for i in range(2, 20)}
+    with FakeServer(models=("suspect",), check_model=True, answer=answer,
+                    fail_prompt=lambda p: 503 if p in dead else 0) as srv:
+        b = backend(srv.url, batch_size=1, max_retries=0)
+        out = b.generate(PROMPTS[:10], 1)
+        assert len(srv.posts("/completions")) == 5  # two answered, three failed, then nothing more sent
+    assert [i for i, o in enumerate(out) if o] == [0, 1]
+    assert all("not sent" in b.failures[i] for i in range(5, 10)) and "503" in b.failures[2]
