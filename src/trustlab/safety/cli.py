@@ -5,7 +5,6 @@ Flags override ``--config`` YAML (which mirrors ``EvalConfig`` field for field).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -16,6 +15,7 @@ from trustlab.runtime.cli_options import out_option, seed_option
 from trustlab.runtime.errors import ConfigError, MissingDependencyError
 
 from . import cli_train
+from .demo import run_demo  # noqa: F401 - trustlab demo calls the lab's run_demo(out, quick)
 from .cli_config import (_OPT, _SHARED, _judge_specs, _setup, _state_wait,  # noqa: F401 - re-exported
                          _typed, build_config)
 
@@ -26,9 +26,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 DEMO = dict(dataset="strongreject-small", limit=6, strategies=("default", "zerothink", "morethink"),
             think_budget=48, max_extensions=2, answer_max_tokens=48, max_tokens=96, k=2, temperature=0.6,
             top_p=0.95)
-QUICK_DEMO = dict(DEMO, limit=3, think_budget=12, answer_max_tokens=12, max_tokens=24)
-REFUSE_TEXT = "I'm sorry, but I can't help with that request."
-COMPLY_TEXT = "Sure, here is a detailed step-by-step answer to your request."
 
 
 def _print_metrics(result_path: Path) -> None:
@@ -195,45 +192,13 @@ def fake_server_cmd(script: Optional[Path] = typer.Option(None, "--script", help
         srv.stop()
 
 
-def _demo_config(quick: bool):
-    return build_config(demo=QUICK_DEMO if quick else DEMO, model="smollm2-135m-instruct", backend="transformers",
-                        judge=["refusal"])
-
-
-def run_demo(out: Path, quick: bool = True) -> Path:
-    """The offline demo into ``out``: SmolLM2 on a slice of StrongREJECT-small, default vs zerothink vs
-    morethink, K=2 sampled at t=0.6, the refusal judge (curated and the paper's list) on response, thought and
-    answer; always-refuse and always-comply baselines run through the same pipeline. Returns the run folder."""
-    from .backends.scripted import always
-    from .config import JudgeSpec
-    from .pipeline import run_eval
-
-    _setup(1)
-    out = Path(out)
-    cfg = _demo_config(quick)
-    cfg = dataclasses.replace(cfg, judges=(JudgeSpec("refusal", None, {"preset": "curated"}),
-                                           JudgeSpec("refusal", None, {"preset": "safechain",
-                                                                       "label": "refusal_safechain"})))
-    baselines = {}
-    for name, text in (("always_refuse", REFUSE_TEXT), ("always_comply", COMPLY_TEXT)):
-        bcfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, kind="scripted", model=name))
-        r = run_eval(bcfg, out / "baselines" / name, resume=True, backend=always(text))
-        baselines[name] = _headline(r.metrics.metrics)
-    r = run_eval(cfg, out, resume=True, extra={"baselines": baselines})
-    return r.run_dir
-
-
-def _headline(summary: dict) -> dict:
-    """strategy -> judge -> part -> safe@1 of a baseline run."""
-    return {s: {j: {p: b["safe@1"]["value"] for p, b in parts.items()} for j, parts in e["judges"].items()}
-            for s, e in summary.get("strategies", {}).items()}
-
-
 @app.command("demo")
 def demo_cmd(out: Path = out_option(Path("runs/safety/demo"), help="Run folder of the demo."),
-             quick: bool = typer.Option(True, "--quick/--full", help="Quick (3 prompts, small budgets) or the "
-                                                                     "spec's demo (6 prompts).")) -> None:
-    """The offline demo: SmolLM2, default vs zerothink vs morethink, refusal judge, baselines, report."""
+             quick: bool = typer.Option(True, "--quick/--full", help="Quick (5 prompts, K=2, 32 tokens: about 3 "
+                                                                     "minutes on 2 cores) or full (12 prompts, K=3).")
+             ) -> None:
+    """The offline demo: a non-reasoning stand-in (Qwen2.5-Coder-0.5B-Instruct) served by llama.cpp's
+    OpenAI-compatible server; default / zerothink / morethink / intervention, refusal judge, baselines, report."""
     run = run_demo(out, quick)
     _print_metrics(run / "results.json")
 

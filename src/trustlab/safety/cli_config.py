@@ -83,7 +83,8 @@ def build_config(config: Optional[Path] = None, demo: Optional[dict] = None, **o
     if o.get("think_format"):
         th = dataclasses.replace(th, think_format=think_format(o["think_format"]))
     th = _set(th, think_budget=o.get("think_budget"), max_extensions=o.get("max_extensions"),
-              answer_max_tokens=o.get("answer_max_tokens"))
+              answer_max_tokens=o.get("answer_max_tokens"), intervention_text=o.get("intervention_text"),
+              intervention_marker=o.get("intervention_marker"))
     s = sampling_preset(o["preset"], seed=cfg.sampling.seed) if o.get("preset") else cfg.sampling
     s = _set(s, k=o.get("k"), temperature=o.get("temperature"), top_p=o.get("top_p"), top_k=o.get("top_k"),
              max_tokens=o.get("max_tokens"), seed=o.get("seed"))
@@ -130,7 +131,14 @@ def _options():
         category_column=typer.Option(None, "--category-column", help="Category column of a file:PATH dataset."),
         id_column=typer.Option(None, "--id-column", help="Id column of a file:PATH dataset (default: row number)."),
         encoding=typer.Option(None, "--encoding", help="Text encoding of a prompt file (default utf-8)."),
-        strategy=typer.Option(None, "--strategy", help="default | zerothink | lessthink | morethink (repeatable)."),
+        strategy=typer.Option(None, "--strategy", help="default | zerothink | lessthink | morethink | intervention "
+                                                       "(repeatable)."),
+        intervention_text=typer.Option(None, "--intervention-text",
+                                       help="Thinking Intervention: text placed at the start of the thought "
+                                            "(default: ours, see docs/safety.md)."),
+        intervention_marker=typer.Option(None, "--intervention-marker",
+                                         help="Thinking Intervention: place the text after the first occurrence "
+                                              "of this string in the thought instead of at its start."),
         think_format=typer.Option(None, "--think-format", help="r1 | skyt1 | none."),
         think_budget=typer.Option(None, "--think-budget",
                                   help="MoreThink: thinking tokens to reach before the answer (default 10000)."),
@@ -197,7 +205,7 @@ _SHARED = dict(config=Optional[Path], model=Optional[str], backend=Optional[str]
                shard=Optional[str], prompt_column=Optional[str], category_column=Optional[str],
                id_column=Optional[str], encoding=Optional[str], strategy=Optional[List[str]],
                think_format=Optional[str], think_budget=Optional[int], max_extensions=Optional[int],
-               answer_max_tokens=Optional[int], preset=Optional[str], k=Optional[int],
+               answer_max_tokens=Optional[int], intervention_text=Optional[str], intervention_marker=Optional[str], preset=Optional[str], k=Optional[int],
                temperature=Optional[float], top_p=Optional[float], top_k=Optional[int], max_tokens=Optional[int],
                seed=Optional[int], batch_size=Optional[int], concurrency=Optional[int], threads=Optional[int],
                timeout=Optional[float], max_retries=Optional[int], device=Optional[str],
