@@ -69,6 +69,9 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
         from trustlab.runtime.progress import set_quiet
 
         set_quiet(True)
+    from trustlab.runtime.console import quiet_library_progress
+
+    quiet_library_progress()  # transformers' "Loading weights" and hub bars follow --quiet / CI / no terminal
 
 
 def _register_subapps(argv: list[str] | None = None) -> None:
@@ -106,7 +109,7 @@ def demo(out: Path = out_option(Path("runs/demo"), help="Folder for all demo run
          resume: bool = resume_option(help="Resume an interrupted demo (default) or start every chosen lab afresh.")
          ) -> None:
     """Run every lab's demo into one folder and write one combined report."""
-    from trustlab.report import Heading, Text, prefix_images, render, run_blocks
+    from trustlab.report import Text, combined_blocks, headlines, render
 
     chosen = available_labs() if labs is None else [s.strip() for s in labs.split(",") if s.strip()]
     unknown = [lab for lab in chosen if lab not in available_labs()]
@@ -124,21 +127,30 @@ def demo(out: Path = out_option(Path("runs/demo"), help="Folder for all demo run
         for lab in chosen:
             RunDir.discard(out / lab, lab)
     top = RunDir.open(out, "trustlab", "demo")
-    blocks = []
-    if not chosen:
-        blocks.append(Text("No lab is installed yet; nothing to demonstrate."))
+    runs: dict[str, Path] = {}
     for lab in chosen:
         typer.echo(f"== {lab} demo")
         try:
-            run_dir = Path(lab_module(lab).run_demo(out / lab, quick=quick))
+            runs[lab] = Path(lab_module(lab).run_demo(out / lab, quick=quick))
         except (Interrupted, KeyboardInterrupt):
             raise Interrupted(f"demo interrupted during the {lab} demo; finished labs are kept in {out}",
                               hint=f"resume with: {resume_command(out=out)}") from None
-        blocks += [Heading(lab, 1), *prefix_images(run_blocks(run_dir, lab_sections()),
-                                                   str(run_dir.relative_to(out)))]
+    blocks = (combined_blocks(out, runs, lab_sections()) if runs
+              else [Text("No lab is installed yet; nothing to demonstrate.")])
     md, page = render(out, title="trustlab demo", blocks=blocks)
     top.close()
-    typer.echo(f"wrote {md} and {page}")
+    _closing_table(headlines(blocks), page, md)
+
+
+def _closing_table(rows: list[tuple[str, str]], page: Path, md: Path) -> None:
+    """The demo's last lines: each lab's headline result, then where the report is."""
+    if rows:
+        width = max(len("lab"), *(len(lab) for lab, _ in rows))
+        typer.echo("")
+        typer.echo(f"{'lab':<{width}}  headline result")
+        for lab, text in rows:
+            typer.echo(f"{lab:<{width}}  {text}")
+    typer.echo(f"report: {page} (Markdown: {md})")
 
 
 def _full_short_help(command) -> None:
@@ -159,9 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     """
     from trustlab.runtime.rundir import begin_command, end_command
 
+    from trustlab.runtime.console import console_warnings
+
     begin_command(argv)
     try:
-        _run_command(argv)
+        with console_warnings(lambda line: typer.echo(line, err=True)):  # each warning: one line, once
+            _run_command(argv)
     finally:
         end_command()
 
