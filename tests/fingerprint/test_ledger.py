@@ -119,3 +119,46 @@ def test_the_ledger_steers_each_verification_to_unrevealed_keys(served_set, tmp_
     # a fixed-M run with the ledger takes the 4 unrevealed keys first, then the least revealed
     keys = fixed_keys(fps, SECRET, led, 6)
     assert set(keys[:4]) == set(fps.ids) - set().union(*revealed) and len(keys) == 6
+
+
+def test_cli_sequential_then_fixed_take_fresh_keys_and_a_torn_ledger_stops_before_any_query(cli, served_set,
+                                                                                            tmp_path):
+    from trustlab.models.llm.fake_server import FakeServer
+    from trustlab.runtime.files import write_secret
+
+    fps, table = served_set
+    fps.save(tmp_path / "fp.json")
+    write_secret(tmp_path / "owner.secret", SECRET.hex().encode() + b"\n")
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p]) as srv:
+        args = ("fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--endpoint", srv.url,
+                "--served-model", "suspect", "--secret", str(tmp_path / "owner.secret"))
+        code, out, err = cli(*args, "--mode", "sequential", "--out", str(tmp_path / "s1"))
+        assert code == 0, err
+        assert out.startswith("OWNED (sequential) 7/7 matched, 7 of 32 keys revealed")
+        assert "; 25 key(s) of the set never revealed" in out
+        code, out, err = cli(*args, "--num-queries", "10", "--out", str(tmp_path / "f2"))
+        assert code == 0, err
+        assert out.startswith("OWNED 10/10 matched") and "; 15 key(s) of the set never revealed" in out
+        code, out, err = cli(*args, "--mode", "sequential", "--out", str(tmp_path / "s3"))
+        assert code == 0 and "; 8 key(s) of the set never revealed" in out, err
+        code, out, err = cli(*args, "--mode", "sequential", "--out", str(tmp_path / "s4"))
+        assert code == 0 and "warning: only 1 key(s) remain unrevealed" in out, err
+    r1, r2, r3 = (json.loads((tmp_path / d / "verify_result.json").read_text()) for d in ("s1", "f2", "s3"))
+    assert r1["mode"] == "sequential" and len(r1["revealed"]) == 7 and r2["mode"] == "fixed"
+    assert not set(r1["revealed"]) & set(r2["subset_ids"]) and not set(r3["revealed"]) & set(r2["subset_ids"])
+    assert not set(r1["revealed"]) & set(r3["revealed"])
+    results = json.loads((tmp_path / "s1" / "results.json").read_text())
+    assert results["mode"] == "sequential" and results["metrics"]["keys_revealed"] == 7
+    ledger = tmp_path / "owner.secret.ledger.jsonl"
+    assert stat.S_IMODE(os.stat(ledger).st_mode) == 0o600 and not list((tmp_path / "s1").glob("*ledger*"))
+
+    ledger.write_bytes(ledger.read_bytes()[:-3])  # a torn write
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: table[p]) as srv:
+        code, out, err = cli("fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--endpoint",
+                             srv.url, "--served-model", "suspect", "--secret", str(tmp_path / "owner.secret"),
+                             "--mode", "sequential", "--out", str(tmp_path / "s5"))
+        assert srv.posts() == []
+    assert code == 2 and "error: ledger" in err and "is torn" in err and "Traceback" not in err
+    code, out, err = cli("fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--endpoint",
+                         "http://127.0.0.1:9/v1", "--served-model", "x", "--mode", "sequential")
+    assert code == 2 and "needs the owner's secret" in err and "hint: pass --secret" in err

@@ -55,8 +55,18 @@ def verify_cmd(
                                                             "prompt per request."),
     out: Optional[Path] = out_option(None, help="Run folder (default runs/fingerprint-verify-<UTC>)."),
     threads: Optional[int] = threads_option(None),
+    mode: str = typer.Option("fixed", "--mode", help="fixed: every key (or --num-queries), the reference test | "
+                                                     "sequential: keys a batch at a time until the evidence decides "
+                                                     "(needs --secret; --num-queries is its budget)."),
+    secret: Optional[Path] = typer.Option(None, "--secret", help="The owner's secret: seeds the sequential order "
+                                                                  "and keeps the revealed-key ledger beside it."),
+    ledger: Optional[Path] = typer.Option(None, "--ledger", help="Revealed-key ledger (default "
+                                                                  "<secret>.ledger.jsonl; never in a run folder)."),
+    step: Optional[int] = typer.Option(None, "--step", help="Sequential: keys per batch (default: the fewest that "
+                                                            "could still decide)."),
 ) -> None:
-    """Test a suspect model (weights or endpoint) for the fingerprints: verdict, p-value, Hoeffding bound."""
+    """Test a suspect model (weights or endpoint) for the fingerprints: verdict, p-value, Hoeffding bound; with
+    --mode sequential an anytime-valid test that reveals the fewest keys; with --secret a ledger of revealed keys."""
     from .config import VerifyConfig
 
     cfg = _resolve(VerifyConfig, config, dict(
@@ -64,9 +74,12 @@ def verify_cmd(
         api_key_env=api_key_env, match=match, num_queries=num_queries, alpha=alpha, null_p=null_p,
         wrapper=wrapper, temperature=temperature, samples=samples, batch_size=batch_size, seed=seed))
     use_threads(threads)
-    run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency, timeout=timeout)
+    run_dir = run_verify(cfg, out, max_retries=max_retries, concurrency=concurrency, timeout=timeout, mode=mode,
+                         secret=secret, ledger=ledger, step=step)
     res = json.loads((run_dir / "verify_result.json").read_text())
     typer.echo(res["line"])
+    if res.get("ledger_warning"):
+        typer.echo(f"warning: {res['ledger_warning']}")
     if res["unanswered"]:
         typer.echo(f"unanswered keys ({len(res['unanswered'])}): {', '.join(map(str, res['unanswered'][:20]))}"
                    + (" ..." if len(res["unanswered"]) > 20 else ""))
@@ -77,13 +90,16 @@ def verify_cmd(
 
 
 def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: int = 4,
-               timeout: Optional[float] = None) -> Path:
-    """Load the fingerprint file and the suspect, verify inside a RunDir; returns the run folder."""
+               timeout: Optional[float] = None, mode: str = "fixed", secret: Optional[Path] = None,
+               ledger: Optional[Path] = None, step: Optional[int] = None) -> Path:
+    """Load the fingerprint file and the suspect, verify inside a RunDir; returns the run folder. ``mode``:
+    ``fixed`` (``verify``) or ``sequential`` (``sequential.verify_sequential``, needs ``secret``); with ``secret``
+    every key sent is first recorded in the ledger beside it, and unrevealed keys are drawn first."""
     from trustlab.runtime.io import write_json_atomic
     from trustlab.runtime.rundir import RunDir
 
     from .fpset import FingerprintSet
-    from .verify import backend_for, verify
+    from .verify import backend_for
 
     if cfg.fingerprints is None:
         raise ConfigError("verify needs the fingerprint file", hint="pass --fingerprints fingerprints.json")
@@ -93,13 +109,29 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
     if isinstance(max_retries, bool) or max_retries < 0 or concurrency < 1:
         raise ConfigError(f"--max-retries must be >= 0 and --concurrency >= 1, got {max_retries} and {concurrency}",
                           hint="e.g. --max-retries 5 --concurrency 4")
+    from .sequential import SequentialConfig
+
+    if mode not in ("fixed", "sequential"):
+        raise ConfigError(f"--mode must be fixed or sequential, got {mode!r}",
+                          hint="--mode fixed (every key, the reference) or --mode sequential --secret FILE")
+    if secret is None and (mode == "sequential" or ledger is not None):
+        raise ConfigError("--mode sequential needs the owner's secret (it seeds the key order)" if ledger is None
+                          else "--ledger needs --secret (the ledger is authenticated with the secret)",
+                          hint="pass --secret owner.secret (the file `trustlab fingerprint generate` wrote)")
+    scfg = SequentialConfig(step=step)
     fps = FingerprintSet.load(cfg.fingerprints)
     from .verify import null_override
 
     null_override(fps, cfg)  # a --null-p below the proven null is refused before the suspect is loaded
+    key, led = (None, None)
+    if secret is not None:
+        from .ledger import open_for
+
+        key, led = open_for(secret, ledger, fps)  # wrong secret or a damaged ledger: exit 2 before any query
     _threads()
     run = RunDir.open(out, "fingerprint", "verify", cfg, cfg.seed, new_only=True)  # before the suspect loads
     backend = backend_for(cfg, max_retries=max_retries, concurrency=concurrency)
+    suspect = _suspect(backend, cfg)
     from trustlab.runtime.progress import is_quiet, task
 
     from .backends import endpoint_plan
@@ -111,16 +143,49 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
         with task("verify: keys answered", cfg.num_queries or len(fps.fingerprints)) as bar:
             if plan is not None:
                 backend.on_answer = bar.advance
-            res = verify(fps, backend, cfg)
+            res = _verify_mode(fps, backend, cfg, mode, key, led, scfg, suspect, str(run.path))
     except KeyboardInterrupt:
         raise Interrupted("verification interrupted; nothing was written", hint="run the same command again") from None
     d = res.to_dict()
+    if mode == "fixed" and led is not None:
+        _ledger_fields(d, fps, backend, cfg, led)
+    d["mode"] = mode
     write_json_atomic(run.path / "verify_result.json", d)
-    run.write_results({k: d[k] for k in ("decision", "m", "M", "p0", "p_value", "hoeffding_bound", "alpha",
-                                         "queried", "answered", "mean_hit_rate", "any_hit_rate")},
-                      artifacts=["verify_result.json"], verify=[{k: v for k, v in d.items() if k != "fingerprints"}],
-                      caveat=d["caveat"], suspect=_suspect(backend, cfg))
+    keys = (("decision", "m", "M", "p_value", "alpha", "answered", "keys_revealed", "e_value") if mode == "sequential"
+            else ("decision", "m", "M", "p0", "p_value", "hoeffding_bound", "alpha", "queried", "answered",
+                  "mean_hit_rate", "any_hit_rate"))
+    metrics = {k: d[k] for k in keys}
+    if d.get("unrevealed") is not None:
+        metrics["unrevealed"] = d["unrevealed"]
+    run.write_results(metrics, artifacts=["verify_result.json"], mode=mode,
+                      verify=[{k: v for k, v in d.items() if k != "fingerprints"}], caveat=d["caveat"],
+                      suspect=suspect)
     return run.path
+
+
+def _verify_mode(fps, backend, cfg, mode, key, led, scfg, suspect, run):
+    """One verification: sequential, or fixed-M (the keys drawn unrevealed-first and logged when there is a ledger)."""
+    from .sequential import fixed_keys, verify_sequential
+    from .verify import verify
+
+    if mode == "sequential":
+        return verify_sequential(fps, backend, cfg, key, scfg, ledger=led, suspect=suspect, run=run)
+    keys = None
+    if led is not None:
+        keys = fixed_keys(fps, key, led, cfg.num_queries)
+        led.append(set_digest=fps.set_digest, keys=keys, suspect=suspect, verb="verify", mode="fixed", run=run)
+    return verify(fps, backend, cfg, keys=keys)
+
+
+def _ledger_fields(d: dict, fps, backend, cfg, led) -> None:
+    """A fixed-M verdict's ledger report: keys never revealed, and a warning when too few remain for the test."""
+    from .sequential import fixed_min_keys, ledger_status, planned_nulls
+
+    p0 = planned_nulls(fps, backend, cfg, [])[1]
+    d["unrevealed"], d["ledger_warning"] = ledger_status(led, fps, p0, lambda ps: fixed_min_keys(ps, cfg.alpha),
+                                                         cfg.alpha)
+    d["ledger"] = str(led.path)
+    d["line"] += f"; {d['unrevealed']} key(s) of the set never revealed"
 
 
 def _suspect(backend, cfg) -> dict:
