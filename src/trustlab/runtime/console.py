@@ -34,8 +34,7 @@ def one_line_warnings(echo: Callable[[str], None] | None = None) -> Iterator[set
             seen.add(text)
             out(text)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", UserWarning)  # dedup by text is ours: Python's is per source location
+    with warnings.catch_warnings():  # the filters stay as they are (a module's "ignore" still holds)
         warnings.showwarning = show
         yield seen
 
