@@ -57,6 +57,10 @@ def verify_blocks(rows: list[dict[str, Any]]) -> list:
                          f"(ids {', '.join(map(str, r['unanswered'][:10]))}); the verdict covers the answered keys")
         if r.get("heuristic_null"):
             notes.append(f"{r.get('target')}: the null rate p0 is heuristic (strategy english)")
+        if r.get("mode") == "sequential":
+            notes.append(f"{r.get('target')}: sequential test ({r.get('keys_revealed')} of {r.get('available')} keys "
+                         f"revealed, E = {_f(r.get('e_value'))}); its p-value is the anytime-valid min(1, 1/max E), "
+                         "not the binomial tail")
         if r.get("bound_assumes_exact") is False:
             notes.append(f"{r.get('target')}: lenient text matching; the bound assumes a text-level null rate")
     return [table] + ([Bullets(notes)] if notes else [])
