@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from trustlab.fingerprint.sequential import (NOT_OWNED, OWNED, EProcess, SequentialConfig, bet_rate, key_order,
-                                             log_factor, min_keys, run_sequential, unrevealed_first)
+from trustlab.fingerprint.sequential import (INCONCLUSIVE, NOT_OWNED, OWNED, EProcess, SequentialConfig, bet_rate,
+                                             key_order, log_factor, min_keys, run_sequential, unrevealed_first)
 from trustlab.fingerprint.stats import binom_tail
 from trustlab.runtime.errors import BackendError, ConfigError
 
@@ -104,7 +104,9 @@ def test_budget_stops_with_not_owned():
     assert out.decision == NOT_OWNED and out.revealed == tuple(range(7)) and out.budget == 7
     assert out.reason == "the budget of 7 keys is spent"
     out = run_sequential(range(5), {i: 1 / 3 for i in range(5)}, oracle([True] * 5), 1e-3)
-    assert out.decision == NOT_OWNED and out.revealed == () and "futility" in out.reason  # 5 keys can never do
+    assert out.decision == INCONCLUSIVE and out.revealed == () and "no key was sent" in out.reason  # 5 never do
+    out = run_sequential(range(5), {i: 0.995 for i in range(5)}, oracle([True] * 5), 1e-3)
+    assert out.decision == INCONCLUSIVE and out.revealed == () and out.available == 0
 
 
 def test_fixed_step_and_keys_without_evidence():

@@ -27,7 +27,9 @@ Stopping rules (``run_sequential``), checked after each batch:
 1. OWNED as soon as E_t >= 1/alpha;
 2. "not owned" (futility) as soon as E_t times the best the remaining keys could add (all of them hit: the all-hit
    path maximises E, since a hit never lowers the factor or later bets) stays below 1/alpha;
-3. "not owned" when the budget of revealed keys is spent, or when a batch was answered not at all.
+3. "not owned" when the budget of revealed keys is spent, or when a batch was answered not at all;
+4. INCONCLUSIVE, sending nothing, when even all the usable keys within the budget hitting could not reach 1/alpha
+   (as the fixed test says INCONCLUSIVE when alpha is out of reach).
 Each batch is the fewest further keys whose all-hit path could reach 1/alpha (``step=None``), or ``step`` keys.
 Keys are queried in a secret-seeded order (``key_order``), with keys that the ledger shows as revealed last.
 """
@@ -41,7 +43,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from trustlab.runtime.errors import BackendError
 from trustlab.runtime.validate import check_types, require_range
 
-OWNED, NOT_OWNED = "OWNED", "not owned"
+OWNED, NOT_OWNED, INCONCLUSIVE = "OWNED", "not owned", "INCONCLUSIVE"
 # the suspect answers a batch of key ids: (hits of the answered keys, reason per unanswered key)
 Ask = Callable[[list[int]], "tuple[dict[int, bool], dict[int, str]]"]
 
@@ -193,7 +195,11 @@ def run_sequential(order: Sequence[int], p0: Mapping[int, float], ask: Ask, alph
         rest = keys[len(revealed):budget]
         need = ep.keys_to_reach([p0[i] for i in rest], log_threshold)
         if need is None:
-            if not rest:
+            if not revealed:  # no key can decide: nothing is sent, and "not owned" is not claimed
+                decision = INCONCLUSIVE
+                reason = (f"even if all {len(rest)} usable keys hit, E cannot reach 1/alpha; no key was sent"
+                          if rest else "no key can be evidence under its null (p0 >= max_rate); no key was sent")
+            elif not rest:
                 reason = "every key is revealed" if budget == len(keys) else f"the budget of {budget} keys is spent"
             else:
                 within = " within the budget" if budget < len(keys) else ""
