@@ -51,7 +51,8 @@ def judge(name, fps, model, tok, secret, alpha, orders, rng):
     decisions = {d for _, d in replay}
     return {
         "suspect": name, "n_keys": len(fps), "hits": int(sum(hits.values())), "p0s": sorted(p0.values()),
-        "fixed": {"decision": fixed.decision.decision, "keys_revealed": fixed.queried, "p_value": fixed.decision.p_value,
+        "fixed": {"decision": fixed.decision.decision, "keys_revealed": fixed.queried,
+                  "p_value": fixed.decision.p_value,
                   "cpu_s": round(t_fixed, 2)},
         "sequential": {"decision": seq.outcome.decision, "keys_revealed": len(seq.outcome.revealed),
                        "batches": [len(b) for b in seq.outcome.batches], "e_value": seq.outcome.e_value,

@@ -18,7 +18,8 @@ SECRET = bytes(range(32))
 def filled(tmp_path, n=3) -> Ledger:
     led = Ledger(ledger_path_for(tmp_path / "owner.secret"), SECRET)
     for b in range(n):
-        led.append(set_digest="set-a", keys=[2 * b, 2 * b + 1], suspect={"endpoint": "http://x/v1", "served_model": "m"},
+        led.append(set_digest="set-a", keys=[2 * b, 2 * b + 1], suspect={"endpoint": "http://x/v1",
+                                                                          "served_model": "m"},
                    verb="verify", mode="sequential", run=f"run-{b}")
     return led
 

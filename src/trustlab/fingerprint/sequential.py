@@ -282,7 +282,8 @@ class SequentialResult:
         o = self.outcome.to_dict()
         from .stats import ATTACK_CAVEAT
 
-        return {**o, "mode": "sequential", "line": self.line, "caveat": ATTACK_CAVEAT, "target": self.target, "match": self.match,
+        return {**o, "mode": "sequential", "line": self.line, "caveat": ATTACK_CAVEAT, "target": self.target,
+                "match": self.match,
                 "rule": self.rule, "set_digest": self.set_digest, "secret_commitment": self.secret_commitment,
                 "notes": list(self.notes), "ledger": self.ledger, "unrevealed": self.unrevealed,
                 "ledger_warning": self.ledger_warning, "M": o["answered"],
@@ -291,8 +292,8 @@ class SequentialResult:
 
 
 def planned_nulls(fps, backend, cfg, notes: list) -> tuple[str, dict[int, float]]:
-    """(rule, p0_i of every key) before any key is sent, as ``verify`` computes them (``stats.key_nulls`` under the rule the
-    backend and ``match`` imply, raised to ``null_p`` when the config sets one)."""
+    """(rule, p0_i of every key) before any key is sent, as ``verify`` computes them (``stats.key_nulls`` under the
+    rule the backend and ``match`` imply, raised to ``null_p`` when the config sets one)."""
     from .backends import HFBackend
     from .stats import key_nulls
     from .verify import null_override
@@ -361,7 +362,8 @@ def verify_sequential(fps, backend, cfg, secret: bytes, scfg: SequentialConfig =
                                             cfg.alpha)
     return SequentialResult(outcome=outcome, target=describe(backend, cfg), match=cfg.match, rule=rule,
                             set_digest=fps.set_digest, secret_commitment=fps.secret_commitment, notes=tuple(notes),
-                            per_fingerprint=tuple(rows), batch_notes=tuple(map(tuple, batch_notes)), ledger=None if ledger is None else str(ledger.path),
+                            per_fingerprint=tuple(rows), batch_notes=tuple(map(tuple, batch_notes)),
+                            ledger=None if ledger is None else str(ledger.path),
                             unrevealed=unrevealed, ledger_warning=warning)
 
 
