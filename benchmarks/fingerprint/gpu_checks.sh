@@ -44,7 +44,9 @@ lab_ok() { PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" "$1" -c 'import transform
 import trustlab.fingerprint.train, trustlab.fingerprint.verify, trustlab.fingerprint.tiny' >/dev/null 2>&1; }
 
 DEV=cuda DTYPE=${GPU_CHECKS_DTYPE:-bfloat16} QUICK=()
-if [ -n "${GPU_CHECKS_DRY:-}" ]; then DEV=cpu QUICK=(--quick); log "dry run: the same steps on the CPU, --quick"; fi
+if [ -n "${GPU_CHECKS_DRY:-}" ]; then  # bf16 matmuls are slow on a CPU: float32 unless GPU_CHECKS_DTYPE is set
+  DEV=cpu QUICK=(--quick) DTYPE=${GPU_CHECKS_DTYPE:-float32} OMP_NUM_THREADS=1; log "dry run: the same steps on the CPU, --quick, $DTYPE"
+fi
 
 PY=
 for cand in .venv/bin/python python3; do
