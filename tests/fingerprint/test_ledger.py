@@ -163,3 +163,24 @@ def test_cli_sequential_then_fixed_take_fresh_keys_and_a_torn_ledger_stops_befor
     code, out, err = cli("fingerprint", "verify", "--fingerprints", str(tmp_path / "fp.json"), "--endpoint",
                          "http://127.0.0.1:9/v1", "--served-model", "x", "--mode", "sequential")
     assert code == 2 and "needs the owner's secret" in err and "hint: pass --secret" in err
+
+
+def test_a_server_that_dies_mid_run_stops_the_sequential_test_naming_why(served_set, tmp_path):
+    from trustlab.fingerprint.backends import OpenAIBackend
+    from trustlab.fingerprint.config import VerifyConfig
+    from trustlab.fingerprint.sequential import verify_sequential
+    from trustlab.models.llm.fake_server import FakeServer
+    from trustlab.runtime.errors import BackendError
+
+    fps, table = served_set
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: " nope", fail_after=1,
+                    fail_status=500) as srv:  # the first batch misses (7 keys, one request); then HTTP 500
+        res = verify_sequential(fps, OpenAIBackend(srv.url, "suspect", max_retries=0),
+                                VerifyConfig(endpoint=srv.url, served_model="suspect"), SECRET)
+    assert res.outcome.decision == "not owned" and "answered none of the 20 keys of the last batch" in \
+        res.outcome.reason and len(res.outcome.unanswered) == 20 and res.outcome.answered == 7
+    with FakeServer(models=("suspect",), check_model=True, answer=lambda p: " nope", fail_after=0,
+                    fail_status=500) as srv:  # nothing ever answered: exit 4 with the endpoint's own message
+        with pytest.raises(BackendError, match="answered none"):
+            verify_sequential(fps, OpenAIBackend(srv.url, "suspect", max_retries=0),
+                              VerifyConfig(endpoint=srv.url, served_model="suspect"), SECRET)
