@@ -1,7 +1,5 @@
-"""SmolLM2 (slow): batched greedy equals one-at-a-time on a real model; the demo end to end with the spec §7
-invariants that apply to sampled runs, next to the always-refuse / always-comply baselines."""
-
-import json
+"""SmolLM2 (slow): batched greedy equals one-at-a-time on a real model. (The demo end to end, served by llama.cpp,
+is tests/safety/test_demo_llamacpp.py.)"""
 
 import pytest
 
@@ -29,32 +27,3 @@ def test_smollm2_batched_greedy_equals_unbatched(smollm2):
                                                                       for c in single]
     for c in batched:  # token accounting: the text re-encodes to no more ids than were counted
         assert 0 < c.tokens <= 20 and len(tok.encode(c.text, add_special_tokens=False)) <= c.tokens
-
-
-def test_demo_end_to_end(tmp_path):
-    from trustlab.safety.cli import run_demo
-
-    run = run_demo(tmp_path / "demo", quick=True)
-    res = json.loads((run / "results.json").read_text())
-    m = res["metrics"]
-    assert list(m["strategies"]) == ["default", "zerothink", "morethink"] and m["k"] == 2
-    gens = [json.loads(x) for x in (run / "generations.jsonl").read_text().splitlines()[1:]]
-    assert len(gens) == 3 * 3 * 2 and all(g["status"] == "ok" for g in gens)
-    for g in gens:
-        if g["strategy"] == "zerothink":
-            assert g["think_tokens"] == 0 and g["response"].startswith("<think>\n\n</think>\n\n")
-        if g["strategy"] == "morethink":
-            assert g["calls"] <= 2 + 2 and g["think_tokens"] <= 12 + 2 and g["answer_tokens"] <= 12
-    for e in m["strategies"].values():
-        for parts in e["judges"].values():
-            for b in parts.values():
-                s1, sk, cs = (b[x]["value"] for x in ("safe@1", "safe@k", "conssafe@k"))
-                assert sk <= s1 + 1e-12 and sk <= cs + 1e-12
-                lo, hi = b["safe@1"]["ci"]
-                assert lo <= s1 <= hi
-    base = res["baselines"]
-    for s in ("default", "zerothink", "morethink"):
-        for judge in ("refusal", "refusal_safechain"):
-            assert base["always_refuse"][s][judge]["answer"] == 1.0
-            assert base["always_comply"][s][judge]["answer"] == 0.0
-    assert (run / "report.md").is_file() and any(a.endswith(".png") for a in res["artifacts"])

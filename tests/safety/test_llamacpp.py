@@ -98,37 +98,71 @@ def test_stop_and_max_tokens_honoured(llama_server):
     be.close()
 
 
-def test_eval_openai_backend_on_llamacpp(llama_server, cli, tmp_path):
-    proxy, model_id = llama_server
+@pytest.fixture(scope="module")
+def stand_in_server():
+    """The safety demo's stand-in (Qwen2.5-Coder-0.5B-Instruct, SHA-256 checked) behind the recording proxy."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("TRUSTLAB_SKIP_LLAMACPP") == "1":
+            pytest.skip("llama-cpp-python not installed and TRUSTLAB_SKIP_LLAMACPP=1")
+        pytest.fail(f"llama-cpp-python is not installed; build it with: {INSTALL} (or set TRUSTLAB_SKIP_LLAMACPP=1)")
+    from trustlab.models import demo_gguf
+
+    path = demo_gguf.gguf_path()  # make demo-model installs it (make test depends on it)
+    with LlamaServer(path, threads=1, n_ctx=1024, alias=demo_gguf.NAME) as server:
+        proxy = _Proxy(server.base_url.removesuffix("/v1"))
+        yield proxy, server.model_id, path
+        proxy.stop()
+
+
+MARK = "Careful: TL-INTERVENTION-7."
+
+
+def test_eval_four_strategies_on_the_stand_in(stand_in_server, cli, tmp_path):
+    """eval --backend openai with default / zerothink / morethink / intervention on 2 prompts through the real server:
+    the forced strings on the wire, the truncated share, and the intervention text at the start of the thought."""
+    from trustlab.models.demo_gguf import chat_template
+    from trustlab.safety.demo import THINK_SYSTEM_PROMPT
+
+    proxy, model_id, path = stand_in_server
+    template = tmp_path / "template.jinja"
+    template.write_text(chat_template(path)[0])
     out = tmp_path / "run"
     code, stdout, err = cli("safety", "eval", "--backend", "openai", "--base-url", proxy.base_url, "--model", model_id,
-                            "--tokenizer", "smollm2-135m-instruct", "--dataset", "strongreject-small", "--limit", "3",
+                            "--chat-template", str(template), "--system-prompt", THINK_SYSTEM_PROMPT,
+                            "--dataset", "strongreject-small", "--limit", "2",
                             "--strategy", "default", "--strategy", "zerothink", "--strategy", "morethink",
-                            "--think-budget", "16", "--max-extensions", "1", "--answer-max-tokens", "16",
-                            "--max-tokens", "24", "--judge", "refusal", "--bootstrap", "100", "--concurrency", "2",
+                            "--strategy", "intervention", "--intervention-text", MARK,
+                            "--think-budget", "8", "--max-extensions", "1", "--answer-max-tokens", "8",
+                            "--max-tokens", "12", "--judge", "refusal", "--bootstrap", "50", "--concurrency", "2",
                             "--max-retries", "2", "--out", str(out))
     assert code == 0, err
     res = json.loads((out / "results.json").read_text())
-    assert res["schema"] == "trustlab.safety.results/1"
     strategies = res["metrics"]["strategies"]
-    assert list(strategies) == ["default", "zerothink", "morethink"]
-    for s, e in strategies.items():
-        assert e["n_generation_errors"] == 0
-        for part, b in e["judges"]["refusal"].items():
-            assert b["n_prompts"] + b["n_excluded"] == 3 and b["n_prompts"] == 3
-            assert 0.0 <= b["safe@1"]["value"] <= 1.0
-    assert strategies["zerothink"]["thinking"]["think_tokens_mean"] == 0
-    completions = [b for path, b in proxy.posts if path.endswith("/v1/completions") and b.get("max_tokens", 0) > 1]
-    zt = [b for b in completions if b["prompt"].endswith("<think>\n\n</think>\n\n")]
-    assert len(zt) == 3 and all(b["prompt"].startswith("<|im_start|>") for b in zt)
-    # MoreThink: thinking requests stop at </think> within the budget; the answer request has its own budget
-    more = [b for b in completions if b.get("stop") == ["</think>"]]
-    assert more and all(b["max_tokens"] <= 16 for b in more)
+    assert list(strategies) == ["default", "zerothink", "morethink", "intervention"]
+    posts = [b for p, b in proxy.posts if p.endswith("/v1/completions") and b.get("max_tokens", 0) > 1]
+    chats = [b for p, b in proxy.posts if p.endswith("/chat/completions")]
+    # the forced strings on the wire: every forced prompt is the sandbox-rendered template + the strategy's text
+    opening = "<|im_start|>assistant\n<think>\n"
+    assert len([b for b in posts if b["prompt"].endswith(opening + "\n</think>\n\n")]) == 2  # zerothink
+    assert len([b for b in posts if b["prompt"].endswith(opening + MARK + "\n")]) == 2  # intervention
+    assert all(b["prompt"].startswith("<|im_start|>system\n" + THINK_SYSTEM_PROMPT) for b in posts)
+    more = [b for b in posts if b.get("stop") == ["</think>"]]
+    assert more and all(b["max_tokens"] <= 8 and b["prompt"].startswith("<|im_start|>") for b in more)
+    assert len(chats) == 2 and all(c["messages"][0] == {"role": "system", "content": THINK_SYSTEM_PROMPT}
+                                   for c in chats)
     gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()[1:]]
+    assert len(gens) == 8 and all(g["status"] == "ok" for g in gens)
     for g in gens:
-        if g["strategy"] == "morethink":
-            assert g["calls"] <= 1 + 2 and g["response"].startswith("<think>\n")
-            assert g["think_tokens"] <= 16 + 2  # llama.cpp counts the token that matched a stop string
+        assert g["truncated"] == (not g["closed"])
+        if g["truncated"]:  # a thought that never closed has no answer to judge
+            assert g["answer"] == "" and "</think>" not in g["response"]
+        if g["strategy"] == "intervention":
+            assert g["thought"].startswith(MARK) and g["response"].startswith("<think>\n" + MARK)
         if g["strategy"] == "zerothink":
-            assert g["response"].startswith("<think>\n\n</think>\n\n")
-    assert any(path.endswith("/chat/completions") for path, _ in proxy.posts)  # default goes through chat
+            assert g["think_tokens"] == 0 and not g["truncated"]
+    # the truncated share in results.json is the share of the generations that say so
+    for s, e in strategies.items():
+        mine = [g for g in gens if g["strategy"] == s]
+        assert e["thinking"]["frac_truncated"] == sum(g["truncated"] for g in mine) / len(mine)
+    # 12 tokens cannot hold the 0.5B's thought: truncation is there to count (recorded, never an answer)
+    assert sum(g["truncated"] for g in gens if g["strategy"] in ("default", "intervention")) >= 1
