@@ -153,3 +153,13 @@ def test_key_order_is_secret_seeded_and_the_ledger_puts_revealed_keys_last():
 def test_a_null_rate_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match=r"p0\[1\]"):
         run_sequential(range(3), {0: 0.3, 1: 0.0, 2: 0.3}, oracle([True] * 3), 1e-3)
+
+
+def test_a_key_whose_null_turns_out_to_be_1_adds_nothing():
+    p0 = {i: 1 / 3 for i in range(20)}
+
+    def ask(batch):  # the verify call reports key 0's null as 1 (dropped there): no bet, no NaN
+        p0[0] = 1.0
+        return {i: i != 0 for i in batch}, {}
+    out = run_sequential(range(20), p0, ask, 1e-3)
+    assert out.decision == OWNED and math.isfinite(out.log_e) and out.trajectory[0]["q"] == 1.0

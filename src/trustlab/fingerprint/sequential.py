@@ -81,7 +81,10 @@ def bet_rate(hits: int, n: int, p0: float, cfg: SequentialConfig) -> float:
 
 
 def log_factor(hit: bool, p0: float, q: float) -> float:
-    """log of the likelihood ratio of one answer: q/p0 for a hit, (1-q)/(1-p0) for a miss."""
+    """log of the likelihood ratio of one answer: q/p0 for a hit, (1-q)/(1-p0) for a miss (0 when q = p0: no bet,
+    which also covers p0 = 1)."""
+    if q == p0:
+        return 0.0
     return math.log(q / p0) if hit else math.log1p(-q) - math.log1p(-p0)
 
 
@@ -113,7 +116,7 @@ class EProcess:
         for j, p0 in enumerate(p0s, 1):
             log_e += log_factor(True, p0, bet_rate(hits, n, p0, self.cfg))
             hits, n = hits + 1, n + 1
-            if log_e >= log_threshold - 1e-12:
+            if log_e >= log_threshold:
                 return j
         return None
 
@@ -189,7 +192,7 @@ def run_sequential(order: Sequence[int], p0: Mapping[int, float], ask: Ask, alph
     trajectory: list[dict] = []
     decision, reason = NOT_OWNED, ""
     while True:
-        if ep.log_e >= log_threshold - 1e-12:
+        if ep.log_e >= log_threshold:
             decision, reason = OWNED, f"E reached 1/alpha after {len(revealed)} keys"
             break
         rest = keys[len(revealed):budget]
@@ -375,7 +378,7 @@ def fixed_min_keys(p0s: Sequence[float], alpha: float) -> Optional[int]:
     log_p, log_alpha = 0.0, math.log(alpha)
     for j, p in enumerate(sorted(p0s), 1):
         log_p += math.log(p)
-        if log_p <= log_alpha + 1e-12:
+        if log_p <= log_alpha:
             return j
     return None
 
