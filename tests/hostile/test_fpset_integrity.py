@@ -48,7 +48,9 @@ def build_set(tok, strategy="perinucleus"):
     """16 fingerprints with tiny-llama's tokenizer; perinucleus ones carry k = 3 candidates holding the response."""
     fps = []
     for i in range(N):
-        key, resp = f"integrity key sentence number {i} goes here", f" r{i}"
+        # the response's first token is "r": a whitespace-only first token (" ") shares outputs with any other
+        # candidate under text matching, so its key's null would be 2/3 (stats.key_nulls)
+        key, resp = f"integrity key sentence number {i} goes here", f"r{i}"
         rid = tuple(tok.encode(resp, add_special_tokens=False))
         cands = (rid[0], rid[0] + 1, rid[0] + 2) if strategy == "perinucleus" else None
         fps.append(Fingerprint(id=i, key_text=key, key_ids=tuple(tok.encode(key, add_special_tokens=False)),

@@ -39,9 +39,10 @@ def exact_text_hit(output: str, response: str, whole_word: bool = True) -> bool:
     """``output`` starts with ``response`` at a word boundary: a longer word ("their" for "the") is another token,
     so it does not count. Leading whitespace that a server puts before the completion is ignored when the
     response has none; a whitespace-only response never hits (it would match almost any completion).
-    ``whole_word=False`` drops the boundary test (the relaxed rule a multi-token response implies for its first
-    token: an output that starts with "the cat" starts with "the", whatever follows)."""
-    if not isinstance(output, str) or not response.strip():
+    ``whole_word=False`` is the relaxed rule a multi-token response implies for its first token: no boundary test
+    (an output that starts with "the cat" starts with "the", whatever follows) and no whitespace-only exclusion (a
+    response " r0" whose first token is " " is only hit by outputs that start with " ")."""
+    if not isinstance(output, str) or (whole_word and not response.strip()):
         return False
     for text in (output, output.lstrip()) if not response[:1].isspace() else (output,):
         if text.startswith(response):
@@ -52,9 +53,12 @@ def exact_text_hit(output: str, response: str, whole_word: bool = True) -> bool:
 
 
 def text_hit(rule: str, output: str, response: str, whole_word: bool = True) -> bool:
-    """The ``exact`` or ``lenient`` text rule (``whole_word`` applies to ``exact`` only)."""
+    """The ``exact`` or ``lenient`` text rule; ``whole_word=False`` is its first-token relaxation (see
+    ``exact_text_hit``; for ``lenient``: a first token that normalises to nothing matches every output)."""
     if rule == "lenient":
-        return isinstance(output, str) and lenient_hit(output, response)
+        if not isinstance(output, str):
+            return False
+        return lenient_hit(output, response) if whole_word else normalize(output).startswith(normalize(response))
     return exact_text_hit(output, response, whole_word)
 
 

@@ -208,7 +208,7 @@ def key_nulls(fps, rule: str = "token", tokenizer=None, notes: list | None = Non
         first = cand[fp.candidates.index(fp.response_ids[0])]
         starts = (normalize(fp.response_text).startswith(normalize(first)) if rule == "lenient"
                   else fp.response_text.startswith(first))
-        if not starts or not (normalize(first) if rule == "lenient" else first.strip()):
+        if not starts:
             out[i] = 1.0
             broken.append(fp.id)
             continue
@@ -263,10 +263,14 @@ def _vocab_digest(tokenizer) -> str:
 
 
 def _load_file_tokenizer(fps, want: str | None):
-    """The file's tokenizer from the offline cache (by its recorded name, then the base model's reference), or None."""
+    """The file's tokenizer from the offline cache, or None: by its recorded name, the base model's reference, then
+    the registry's small models already at hand (``tiny-llama``; ``fp-tiny`` when built), kept only when the
+    vocabulary digest is the file's."""
+    from trustlab.models.fp_tiny import cache_folder
     from trustlab.runtime.errors import TrustlabError
 
-    refs = [fps.tokenizer.get("name"), (fps.base_model or {}).get("ref"), (fps.base_model or {}).get("name_or_path")]
+    refs = [fps.tokenizer.get("name"), (fps.base_model or {}).get("ref"), (fps.base_model or {}).get("name_or_path"),
+            "tiny-llama", str(cache_folder()) if cache_folder().is_dir() else None]
     for ref in dict.fromkeys(r for r in refs if isinstance(r, str) and r):
         try:
             from trustlab.models.causal_lm import load_tokenizer
