@@ -17,7 +17,27 @@ import pytest
 
 from trustlab.runtime.errors import MissingDependencyError
 
-pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
+def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch):
+    from trustlab.models import gguf
+    from trustlab.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no config.json"):
+        gguf.convert_to_gguf(tmp_path, tmp_path / "x.gguf")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="outtype 'q4'"):
+        gguf.convert_to_gguf(tmp_path, tmp_path / "x.gguf", outtype="q4")
+    (tmp_path / "x.gguf").write_bytes(b"mine")
+    with pytest.raises(ConfigError, match="already exists"):
+        gguf.convert_to_gguf(tmp_path, tmp_path / "x.gguf")
+    assert (tmp_path / "x.gguf").read_bytes() == b"mine"  # never overwritten
+    monkeypatch.setenv(gguf.CONVERTER_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(MissingDependencyError, match="not unpacked") as err:
+        gguf.convert_to_gguf(tmp_path, tmp_path / "y.gguf")
+    assert "make gguf-converter" in err.value.hint
+    with pytest.raises(ConfigError, match="Q3_X"):
+        gguf.quantize_gguf(tmp_path / "x.gguf", tmp_path / "z.gguf", "Q3_X")
+    with pytest.raises(ConfigError, match="already exists"):
+        gguf.quantize_gguf(tmp_path / "x.gguf", tmp_path / "x.gguf", "Q8_0")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +62,8 @@ def ggufs(tiny_embedded, fp_tiny_path, tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # llama_cpp's log callback, not ours
+@pytest.mark.slow
+@pytest.mark.llamacpp
 def test_gguf_tokenizes_keys_like_the_hf_tokenizer(ggufs, fp_tiny):
     import llama_cpp
 
@@ -67,6 +89,8 @@ def _verify(cli, ggufs, path, name):
     return json.loads((out / "verify_result.json").read_text()), stdout
 
 
+@pytest.mark.slow
+@pytest.mark.llamacpp
 def test_fingerprints_survive_gguf_quantization(ggufs, cli):
     res, out = _verify(cli, ggufs, ggufs["base"], "base")
     assert res["decision"] == "not owned" and res["m"] == 0, out
