@@ -120,11 +120,11 @@ class LlamaServer:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
         for attempt in range(3):  # a free port can be taken between our probe and the server's bind
             port = free_port()
-            with open(self.log_path, "w") as fh:
-                self.proc = subprocess.Popen(self.command(port), stdout=fh, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=env)
-            self.port = port
             try:
+                with open(self.log_path, "w") as fh:
+                    self.proc = subprocess.Popen(self.command(port), stdout=fh, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, env=env)
+                self.port = port
                 self._wait_ready()
                 return self
             except BackendError:
@@ -132,6 +132,9 @@ class LlamaServer:
                 if attempt == 2 or "address already in use" not in self.log_tail().lower():
                     self._cleanup_tmp()
                     raise
+            except BaseException:  # Ctrl-C while waiting, or the child could not be started: leave nothing behind
+                self.stop()
+                raise
         raise AssertionError("unreachable")
 
     def _wait_ready(self) -> None:
