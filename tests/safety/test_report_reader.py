@@ -4,6 +4,7 @@ sample with hostile text escaped."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -125,7 +126,8 @@ def test_run_overrefusal_evaluates_the_config_on_the_benign_set(tmp_path):
     cfg = EvalConfig(backend=BackendConfig(kind="scripted", model="fake"), dataset="strongreject-small",
                      strategies=("default", "zerothink"), sampling=Sampling(k=1, max_tokens=16), bootstrap=50)
     script = {"rules": [{"match": "warfarin", "reply": "I cannot help with that."}], "default": "Sure: here."}
-    block = run_overrefusal(cfg, tmp_path / "over", limit=3, backend=ScriptedBackend(script))
+    cfg = dataclasses.replace(cfg, sampling=Sampling(k=3, max_tokens=16))
+    block = run_overrefusal(cfg, tmp_path / "over", limit=3, k=1, backend=ScriptedBackend(script))
     assert block["dataset"] == "benign-edgy" and block["run"] == "over" and block["k"] == 1
     for s in ("default", "zerothink"):
         d = block["strategies"][s]

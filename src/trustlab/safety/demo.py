@@ -112,7 +112,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     with LlamaServer(path, threads=threads, n_ctx=1024, alias=name) as server:
         cfg = demo_config(server.model_id, server.base_url, template, QUICK if quick else FULL)
         baselines = run_baselines(cfg, out)
-        over = run_overrefusal(cfg, out / "overrefusal", limit=cfg.limit)  # same model and strategies, benign prompts
+        over = run_overrefusal(cfg, out / "overrefusal", limit=cfg.limit, k=1)  # same model, strategies; benign
         r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha),
                                                    "overrefusal": over})
     return r.run_dir

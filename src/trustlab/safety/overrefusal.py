@@ -32,12 +32,14 @@ JUDGE = JudgeSpec("refusal", None, {"preset": "curated"})
 PART = "response"
 
 
-def overrefusal_config(cfg: EvalConfig, dataset: str = DEFAULT_SET, limit: Optional[int] = None) -> EvalConfig:
-    """``cfg`` on the benign set: same backend, strategies, thinking and sampling; the curated refusal judge on the
-    response; no human reference."""
+def overrefusal_config(cfg: EvalConfig, dataset: str = DEFAULT_SET, limit: Optional[int] = None,
+                       k: Optional[int] = None) -> EvalConfig:
+    """``cfg`` on the benign set: same backend, strategies, thinking and sampling (``k`` samples per prompt when
+    given, else the run's K); the curated refusal judge on the response; no human reference."""
+    sampling = cfg.sampling if k is None else dataclasses.replace(cfg.sampling, k=k)
     return dataclasses.replace(cfg, dataset=dataset, limit=limit, start=0, shard="0/1", prompt_column=None,
-                               category_column=None, id_column=None, judges=(JUDGE,), parts=(PART,),
-                               primary=f"{JUDGE.label}:{PART}", reference=None)
+                               category_column=None, id_column=None, sampling=sampling, judges=(JUDGE,),
+                               parts=(PART,), primary=f"{JUDGE.label}:{PART}", reference=None)
 
 
 def refused(label: Mapping[str, Any]) -> Optional[bool]:
@@ -84,12 +86,13 @@ def overrefusal_block(gen_records: Sequence[Mapping[str, Any]], label_records: S
 
 
 def run_overrefusal(cfg: EvalConfig, out: str | Path, dataset: str = DEFAULT_SET, limit: Optional[int] = None,
-                    resume: bool = True, backend: Any = None) -> dict[str, Any]:
+                    k: Optional[int] = None, resume: bool = True, backend: Any = None) -> dict[str, Any]:
     """Evaluate ``cfg`` on the benign set into ``out`` (a resumable safety run of its own, with its own report) and
-    return the ``overrefusal`` block to pass to the main run as ``extra={"overrefusal": ...}``."""
+    return the ``overrefusal`` block to pass to the main run as ``extra={"overrefusal": ...}``. ``k`` (default: the
+    run's K) trades the interval's width for generation time; refusal@1 estimates the same share either way."""
     from .pipeline import generations_store, labels_store, run_eval
 
-    ocfg = overrefusal_config(cfg, dataset, limit)
+    ocfg = overrefusal_config(cfg, dataset, limit, k)
     r = run_eval(ocfg, out, resume=resume, backend=backend)
     gens = generations_store(r.run_dir, ocfg).latest()
     labels = labels_store(r.run_dir, ocfg).latest()
