@@ -92,9 +92,10 @@ def headline(summary: dict) -> dict:
             for s, e in summary.get("strategies", {}).items()}
 
 
-def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = None, threads: int = 1) -> Path:
+def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = None, threads: int = 1,
+             size: Optional[DemoSize] = None) -> Path:
     """The demo into ``out`` (resumable); returns the run folder. ``gguf`` serves another GGUF instead of the
-    stand-in (tests use SmolLM2's); ``threads`` are llama.cpp's."""
+    stand-in (tests use SmolLM2's); ``threads`` are llama.cpp's; ``size`` overrides QUICK / FULL."""
     from trustlab.models import demo_gguf
     from trustlab.models.llm.llamacpp_server import LlamaServer
     from trustlab.runtime.threads import configure
@@ -110,7 +111,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
         path, name, sha = Path(gguf), Path(gguf).name, None
     template, _, _ = demo_gguf.chat_template(path)
     with LlamaServer(path, threads=threads, n_ctx=1024, alias=name) as server:
-        cfg = demo_config(server.model_id, server.base_url, template, QUICK if quick else FULL)
+        cfg = demo_config(server.model_id, server.base_url, template, size or (QUICK if quick else FULL))
         baselines = run_baselines(cfg, out)
         over = run_overrefusal(cfg, out / "overrefusal", limit=cfg.limit, k=1)  # same model, strategies; benign
         r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha),
