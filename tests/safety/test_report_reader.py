@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 
 from trustlab.report import Table, Text
-from trustlab.safety.overrefusal import overrefusal_block
+from trustlab.safety.benign import overrefusal_block
 from trustlab.safety.report import report_section
 from trustlab.safety.report_tables import differences_blocks, headline_table
 from trustlab.safety.viewer import build_viewer
@@ -133,3 +133,8 @@ def test_run_overrefusal_evaluates_the_config_on_the_benign_set(tmp_path):
         d = block["strategies"][s]
         assert d["refusal@1"]["value"] == pytest.approx(1 / 3) and d["n_prompts"] == 3 and d["n_samples"] == 3
     assert (tmp_path / "over" / "results.json").is_file() and (tmp_path / "over" / "viewer.html").is_file()
+    from trustlab.safety.benign import load_block
+
+    again = load_block(tmp_path / "over")  # what the report recomputes when results.json lost the block
+    assert again["strategies"] == block["strategies"] and again["run"] == "over"
+    assert load_block(tmp_path / "nothing") is None

@@ -20,16 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
-import numpy as np
-
-from .config import EvalConfig, JudgeSpec
-from .summary import is_truncated
-
-DEFAULT_SET = "benign-edgy"
-JUDGE = JudgeSpec("refusal", None, {"preset": "curated"})
-PART = "response"
+from .benign import DEFAULT_SET, JUDGE, PART, overrefusal_block
+from .config import EvalConfig
 
 
 def overrefusal_config(cfg: EvalConfig, dataset: str = DEFAULT_SET, limit: Optional[int] = None,
@@ -40,49 +34,6 @@ def overrefusal_config(cfg: EvalConfig, dataset: str = DEFAULT_SET, limit: Optio
     return dataclasses.replace(cfg, dataset=dataset, limit=limit, start=0, shard="0/1", prompt_column=None,
                                category_column=None, id_column=None, sampling=sampling, judges=(JUDGE,),
                                parts=(PART,), primary=f"{JUDGE.label}:{PART}", reference=None)
-
-
-def refused(label: Mapping[str, Any]) -> Optional[bool]:
-    """True when the refusal judge found a refusal phrase, False when it found none or the part was empty, None when
-    the judgement does not count (error, unparsed)."""
-    status = label.get("status")
-    if status == "empty":
-        return False
-    if status == "ok" and label.get("unsafe") is not None:
-        return not label["unsafe"]  # the refusal judge calls a reply without a refusal "unsafe"
-    return None
-
-
-def overrefusal_block(gen_records: Sequence[Mapping[str, Any]], label_records: Sequence[Mapping[str, Any]], k: int,
-                      dataset: str, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
-    """The ``overrefusal`` block of results.json from a benign run's generation and label records."""
-    from .metrics import bootstrap_ci
-
-    label = {(str(r.get("strategy", "default")), str(r["key"])): r for r in label_records
-             if r.get("judge") == JUDGE.label and r.get("part") == PART}
-    per: dict[str, dict[str, dict[int, Optional[bool]]]] = {}
-    truncated: dict[str, int] = {}
-    n_samples: dict[str, int] = {}
-    for g in gen_records:
-        s = str(g.get("strategy", "default"))
-        pid, _, j = str(g["key"]).rpartition("#")
-        ok = g.get("status", "ok") == "ok"
-        lab = label.get((s, str(g["key"])))
-        per.setdefault(s, {}).setdefault(pid, {})[int(j)] = refused(lab) if ok and lab is not None else None
-        if ok:
-            n_samples[s] = n_samples.get(s, 0) + 1
-            truncated[s] = truncated.get(s, 0) + is_truncated(g)
-    out: dict[str, Any] = {}
-    for s, prompts in per.items():
-        rows = [[samples.get(j) for j in range(k)] for samples in prompts.values()]
-        complete = [r for r in rows if all(v is not None for v in r)]
-        v = np.asarray(complete, dtype=float).reshape(len(complete), k).mean(axis=1)
-        ci = bootstrap_ci(v[:, None], n_boot, alpha, seed) if len(v) else None
-        out[s] = {"refusal@1": {"value": float(v.mean()) if len(v) else None,
-                                "ci": None if ci is None else [float(ci[0, 0]), float(ci[0, 1])]},
-                  "n_prompts": len(complete), "n_excluded": len(rows) - len(complete),
-                  "n_samples": n_samples.get(s, 0), "n_truncated": truncated.get(s, 0)}
-    return {"dataset": dataset, "judge": f"{JUDGE.label} (curated list)", "part": PART, "k": k, "strategies": out}
 
 
 def run_overrefusal(cfg: EvalConfig, out: str | Path, dataset: str = DEFAULT_SET, limit: Optional[int] = None,

@@ -90,7 +90,7 @@ def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
     m = results.get("metrics", {})
     cfg = results.get("config", {})
     strategies = m.get("strategies", {})
-    over = results.get("overrefusal")
+    over = results.get("overrefusal") or _benign_subrun(run_dir)
     summary = " ".join(x for x in (eval_summary(m, cfg), overrefusal_sentence(over, m)) if x)
     blocks: list = [Heading("safety: SafeChain evaluation"), Summary(summary)]
     note = stand_in_note(results)
@@ -155,6 +155,13 @@ def _eval_section(results: Mapping[str, Any], run_dir: Path) -> list:
     blocks += [Heading("Caveats", 3), Bullets(caveats)]
     blocks += _images(run_dir, results)
     return blocks
+
+
+def _benign_subrun(run_dir: Path) -> dict | None:
+    """The over-refusal block from ``RUN/overrefusal`` when results.json lacks it (``metrics`` rewrote it)."""
+    from .benign import load_block
+
+    return load_block(run_dir / "overrefusal") if (run_dir / "overrefusal" / "results.json").is_file() else None
 
 
 def _viewer(run_dir: Path) -> str | None:
