@@ -114,6 +114,7 @@ class LookaheadSuppress(RowAttack):
             raise ConfigError(f"look-ahead needs width >= 2 and depth >= 2, got width {width}, depth {depth}",
                               hint="e.g. width=4, depth=3")
         self.model, self.width, self.depth, self.steps, self.pad_id = model, width, depth, steps, _pad_id(tokenizer)
+        self._seen: dict[tuple, Any] = {}
 
     def row(self, prefix, logits, step):
         import torch
@@ -123,15 +124,18 @@ class LookaheadSuppress(RowAttack):
         logits[top[0]] = NEG_INF
         cands = top[1:]
         logp0 = logits.float().log_softmax(-1)
-        device = next(self.model.parameters()).device
-        seqs = torch.tensor([prefix + [c] for c in cands], device=device)
-        score = logp0[cands].clone().cpu()
-        with torch.no_grad():
-            for _ in range(self.depth - 1):  # greedy continuation of each candidate, one beam each
-                lp = self.model(input_ids=seqs).logits[:, -1].float().log_softmax(-1)
-                best = lp.max(-1)
-                score += best.values.cpu()
-                seqs = torch.cat([seqs, best.indices[:, None]], dim=1)
+        key = (tuple(prefix), tuple(cands))
+        if key not in self._seen:  # one prompt scored once (trivia options share their prompt)
+            device = next(self.model.parameters()).device
+            seqs = torch.tensor([prefix + [c] for c in cands], device=device)
+            ahead = torch.zeros(len(cands))
+            with torch.no_grad():
+                for _ in range(self.depth - 1):  # greedy continuation of each candidate, one beam each
+                    best = self.model(input_ids=seqs).logits[:, -1].float().log_softmax(-1).max(-1)
+                    ahead += best.values.cpu()
+                    seqs = torch.cat([seqs, best.indices[:, None]], dim=1)
+            self._seen[key] = ahead
+        score = logp0[cands].cpu() + self._seen[key]
         values = sorted((float(logits[c]) for c in cands), reverse=True)
         for rank, j in enumerate(sorted(range(len(cands)), key=lambda j: -float(score[j]))):
             logits[cands[j]] = values[rank]
@@ -153,6 +157,7 @@ class DetectSuppress(RowAttack):
         self.tau, self.reference, self.margin, self.steps = tau, reference, margin, steps
         self.pad_id = _pad_id(tokenizer)
         self.fired = self.seen = 0
+        self._ref: dict[tuple, float] = {}
 
     def row(self, prefix, logits, step):
         import torch
@@ -163,10 +168,13 @@ class DetectSuppress(RowAttack):
         if math.exp(float(logp[top])) <= self.tau:
             return logits
         if self.reference is not None:
-            device = next(self.reference.parameters()).device
-            with torch.no_grad():
-                ref = self.reference(input_ids=torch.tensor([prefix], device=device)).logits[0, -1].float()
-            if float(logp[top]) - float(ref.log_softmax(-1)[top]) <= self.margin:
+            key = (tuple(prefix), top)
+            if key not in self._ref:  # one prompt scored once (trivia options share their prompt)
+                device = next(self.reference.parameters()).device
+                with torch.no_grad():
+                    ref = self.reference(input_ids=torch.tensor([prefix], device=device)).logits[0, -1].float()
+                self._ref[key] = float(ref.log_softmax(-1)[top])
+            if float(logp[top]) - self._ref[key] <= self.margin:
                 return logits
         self.fired += 1
         logits = logits.clone()
