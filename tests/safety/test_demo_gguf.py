@@ -38,7 +38,7 @@ def test_a_tampered_cache_file_is_refused_with_one_line(fake_parts):
     path.write_bytes(b"X" + path.read_bytes()[1:])  # same size, other bytes
     with pytest.raises(ModelError) as exc:
         demo_gguf.gguf_path()
-    assert "SHA-256" in exc.value.message and "\n" not in exc.value.message and "--force-reinstall" in exc.value.hint
+    assert "SHA-256" in exc.value.message and "\n" not in exc.value.message and f"remove {path}" in exc.value.hint
     path.write_bytes(b"short")
     with pytest.raises(ModelError, match="bytes, expected"):
         demo_gguf.gguf_path()
@@ -46,8 +46,9 @@ def test_a_tampered_cache_file_is_refused_with_one_line(fake_parts):
 
 def test_wrong_parts_never_reach_the_cache(fake_parts, monkeypatch):
     monkeypatch.setattr(demo_gguf, "SHA256", "0" * 64)
-    with pytest.raises(ModelError, match="assembled file"):
+    with pytest.raises(ModelError, match="assembled file") as exc:
         demo_gguf.gguf_path()
+    assert "--force-reinstall" in exc.value.hint
     tmp_path, _ = fake_parts
     folder = tmp_path / "cache" / "models" / demo_gguf.NAME
     assert not any(folder.iterdir())  # neither the bad file nor its temporary copy is kept

