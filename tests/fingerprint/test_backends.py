@@ -44,6 +44,17 @@ def test_refused_lists_fall_back_to_one_prompt_per_request():
     assert sum(isinstance(r["prompt"], str) for r in srv.posts()) == 24
 
 
+def test_a_500_on_the_first_list_falls_back_to_one_prompt_per_request_without_retrying_it():
+    """llama.cpp's server answers a list of prompts with HTTP 500: the first list is not retried."""
+    sleeps = []
+    with FakeServer(models=("suspect",), check_model=True, answer=answer, refuse_lists=500) as srv:
+        b = backend(srv.url, sleeps, batch_size=8, concurrency=2)
+        out = b.generate(PROMPTS, 1)
+    assert [o[0].text for o in out] == [answer(p) for p in PROMPTS]
+    assert b.batched is False and b.failures == {} and sleeps == []
+    assert sum(isinstance(r["prompt"], list) for r in srv.posts()) == 1
+
+
 def test_429_is_retried_with_exponential_backoff_and_retry_after():
     sleeps = []
     with FakeServer(models=("suspect",), check_model=True, answer=answer, fail_first=[429, 503, 502]) as srv:

@@ -90,6 +90,10 @@ class _Exhausted(Exception):
     """Retries ran out on a retryable failure (429, 5xx, timeout, connection)."""
 
 
+class _ListRefused(Exception):
+    """The first list of prompts a server got failed with a plain 500 (llama.cpp's server): not retried."""
+
+
 @dataclass
 class OpenAIBackend:
     """An OpenAI-compatible server (``completions`` or ``chat`` API) through the shared client
@@ -97,7 +101,8 @@ class OpenAIBackend:
     replies, daemon threads (Ctrl-C abandons requests in flight).
 
     - completions: ``batch_size`` prompts per request; a server that refuses a list of prompts (HTTP 400, as
-      ``transformers serve`` does) is queried one prompt per request, ``concurrency`` requests at a time.
+      ``transformers serve`` does, or fails the first list it gets, as llama.cpp's server does with a 500: that
+      first list is sent once, unretried) is queried one prompt per request, ``concurrency`` requests at a time.
     - 429, 5xx, timeouts and refused connections are retried ``max_retries`` times with jittered exponential
       backoff (``backoff_s`` doubling up to ``max_backoff_s``; a Retry-After header is honoured up to that cap).
       When they run out the remaining prompts are left unanswered and named in ``failures``; nothing answered at
@@ -152,12 +157,21 @@ class OpenAIBackend:
         self._http.close()
 
     # -- one request, retried -------------------------------------------------------------------------------------
-    def _call(self, route: str, payload: dict, expect: int, what: str):
+    def _call(self, route: str, payload: dict, expect: int, what: str, *, list_probe: bool = False):
         from trustlab.models.llm.retry import RequestError
 
         http = self._http
+
+        def attempt(_: int):
+            try:
+                return http.generation_once(route, payload, expect)
+            except RequestError as exc:
+                if list_probe and exc.kind == "status" and exc.status == 500:
+                    raise _ListRefused(exc.message) from None  # not retried: lists are not served here
+                raise
+
         try:
-            return http.run(lambda _: http.generation_once(route, payload, expect))
+            return http.run(attempt)
         except RequestError as exc:
             if exc.kind == "status" and exc.status in (401, 403):
                 raise BackendError(f"endpoint {self.base_url} refused the credentials ({exc.status}): "
@@ -185,13 +199,14 @@ class OpenAIBackend:
         return f"{served}; the endpoint should end in /v1 (e.g. http://127.0.0.1:8000/v1)"
 
     # -- the two APIs ----------------------------------------------------------------------------------------------
-    def _completions(self, prompts: list[str], max_tokens: int, temperature: float, n: int, seed: int | None):
+    def _completions(self, prompts: list[str], max_tokens: int, temperature: float, n: int, seed: int | None,
+                     *, list_probe: bool = False):
         extra = {} if seed is None else {"seed": int(seed)}
         prompt: Any = prompts if len(prompts) > 1 else prompts[0]
         payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": float(temperature),
                    "n": n, **extra}
         reply = self._call("/completions", payload, len(prompts) * n,
-                           f"completions request for {len(prompts)} prompt(s)")
+                           f"completions request for {len(prompts)} prompt(s)", list_probe=list_probe)
         grouped: list[list[Completion]] = [[] for _ in prompts]
         ordered = sorted(reply.choices, key=lambda c: c.index or 0)
         for pos, ch in enumerate(ordered[:len(prompts) * n]):
@@ -239,12 +254,15 @@ class OpenAIBackend:
         """Batches of ``batch_size`` prompts; returns the indices left for one-per-request (after a refusal)."""
         for start in range(0, len(prompts), self.batch_size):
             idx = list(range(start, min(start + self.batch_size, len(prompts))))
+            probe = self.batched is None and len(idx) > 1
             try:
-                got = self._completions([prompts[i] for i in idx], max_tokens, temperature, n, seed)
-            except _BadRequest as exc:
+                got = self._completions([prompts[i] for i in idx], max_tokens, temperature, n, seed,
+                                        list_probe=probe)
+            except (_BadRequest, _ListRefused) as exc:
                 if len(idx) == 1:
                     raise exc.as_backend_error(self.base_url, self._models_hint()) from None
-                self.batched = False  # e.g. transformers serve: 400 "prompt must be a string"
+                # transformers serve: 400 "prompt must be a string"; llama.cpp's server: 500 on its first list
+                self.batched = False
                 return list(range(start, len(prompts)))
             except _Exhausted as exc:
                 for i in idx:

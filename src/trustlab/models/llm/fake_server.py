@@ -13,8 +13,8 @@ Knobs: ``latency_s``; ``hang_first=N`` delays the first N POSTs by ``hang_s``; `
 N POSTs answer ``fail_status``; a list: those statuses in turn) and ``faults`` (statuses, 0 = serve normally);
 ``fail_after=N`` fails every POST after N answered ones; ``retry_after_ms`` / ``retry_after_s`` headers on 429;
 ``api_key`` (401 otherwise); ``check_model`` (404 for a model not in ``models``); ``context_len`` (400 when prompt
-words + max_tokens exceed it); ``completions=False`` (404 there); ``refuse_lists`` (400 for a list of prompts);
-``drop_one`` (one choice fewer); a rule with ``status``; ``fail_prompt(prompt) -> status`` (0 = serve) fails
+words + max_tokens exceed it); ``completions=False`` (404 there); ``refuse_lists`` (400 for a list of prompts, or
+the status it holds: 500 as llama.cpp's server); ``drop_one`` (one choice fewer); a rule with ``status``; ``fail_prompt(prompt) -> status`` (0 = serve) fails
 the requests that carry chosen prompts (a server that errors on some keys every time it is asked).
 Hostile ``mode`` (every POST, and GET too with ``hostile_get``): ``drip`` (a valid reply at ``drip_bps`` bytes/s),
 ``hang`` (never answers), ``close`` (drops the connection), ``oversized`` (a ``oversize_bytes`` text),
@@ -58,7 +58,7 @@ class FakeServer:
                  fail_first: Union[int, Sequence[int]] = 0, fail_status: int = 500, faults: Sequence[int] = (),
                  fail_after: Optional[int] = None, retry_after_ms: Optional[int] = None,
                  retry_after_s: Optional[float] = None, context_len: Optional[int] = None, completions: bool = True,
-                 refuse_lists: bool = False, drop_one: bool = False, mode: Optional[str] = None,
+                 refuse_lists: bool | int = False, drop_one: bool = False, mode: Optional[str] = None,
                  hostile_get: bool = False, drip_bps: float = 1.0, oversize_bytes: int = 8 * 1024 * 1024,
                  port: int = 0, fail_prompt: Optional[Callable[[str], int]] = None):
         if mode is not None and mode not in MODES:
@@ -291,7 +291,8 @@ class FakeServer:
     def _completions(self, body: dict) -> tuple[int, Any]:
         prompts = body.get("prompt", "")
         if isinstance(prompts, list) and self.refuse_lists:
-            return 400, _error("prompt must be a string", 400)
+            status = 400 if self.refuse_lists is True else int(self.refuse_lists)
+            return status, _error("prompt must be a string", status)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         stop, max_tokens, n, seed = self._limits(body)
         choices, used, prompt_words = [], 0, 0
