@@ -14,8 +14,9 @@ N POSTs answer ``fail_status``; a list: those statuses in turn) and ``faults`` (
 ``fail_after=N`` fails every POST after N answered ones; ``retry_after_ms`` / ``retry_after_s`` headers on 429;
 ``api_key`` (401 otherwise); ``check_model`` (404 for a model not in ``models``); ``context_len`` (400 when prompt
 words + max_tokens exceed it); ``completions=False`` (404 there); ``refuse_lists`` (400 for a list of prompts, or
-the status it holds: 500 as llama.cpp's server); ``drop_one`` (one choice fewer); a rule with ``status``; ``fail_prompt(prompt) -> status`` (0 = serve) fails
-the requests that carry chosen prompts (a server that errors on some keys every time it is asked).
+the status it holds: 500 as llama.cpp's server); ``drop_one`` (one choice fewer); a rule with ``status``;
+``fail_prompt(prompt) -> status`` (0 = serve) fails the requests that carry chosen prompts (a server that errors on
+some keys every time it is asked).
 Hostile ``mode`` (every POST, and GET too with ``hostile_get``): ``drip`` (a valid reply at ``drip_bps`` bytes/s),
 ``hang`` (never answers), ``close`` (drops the connection), ``oversized`` (a ``oversize_bytes`` text),
 ``non_json``, ``non_utf8``, ``wrong_type`` (``content``/``text`` 12345), ``bad_usage``
