@@ -66,6 +66,9 @@ def test_cost_bench_matches_the_plain_utility_measures(models):
     assert cost.trivia() == trivia_mc(fmodel, tok, items)
     with pytest.raises(ConfigError, match="steps"):
         cost.perplexity(SuppressTopK(1, 2))
+    idle = DetectSuppress(tok, tau=0.999999)  # never fires: every score is the clean one, exactly
+    assert (cost.perplexity(idle), cost.trivia(idle)) == (cost.perplexity(), cost.trivia()) and idle.fired == 0
+    assert cost.trivia(SuppressTopK(1, 1)) <= 1.0 and idle.seen > 0
 
 
 def test_the_family_on_the_fingerprinted_tiny_model(family):

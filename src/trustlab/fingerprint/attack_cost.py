@@ -22,9 +22,10 @@ from trustlab.runtime.errors import ConfigError, DataError
 from .utility import NLL_CAP, PPL_PROMPT, _pad_id
 
 
-def _nll(logits, target: int) -> float:
+def _nll(logits, target: int, cap_all: bool) -> float:
+    """The target's NLL: a banned (infinite) one at NLL_CAP; every one capped for text (as the clean scores)."""
     v = -float(logits.float().log_softmax(-1)[target])
-    return NLL_CAP if not math.isfinite(v) else min(v, NLL_CAP)
+    return NLL_CAP if not math.isfinite(v) else min(v, NLL_CAP) if cap_all else v
 
 
 class CostBench:
@@ -75,7 +76,7 @@ class CostBench:
                 for pos in range(start - 1, min(start - 1 + self.max_steps, len(seq) - 1)):
                     win.append((pos, torch.tensor(seq[:pos + 1]), logits[i, pos].cpu(), seq[pos + 1],
                                 float(nll[i, pos])))
-                windows.append((start, win))
+                windows.append((start, win, kind == "text"))
         if per_row:
             return totals, counts, windows
         return sum(totals), sum(counts), windows
@@ -86,14 +87,18 @@ class CostBench:
                               f"cost bench stored {self.max_steps}", hint="build CostBench(max_steps=...) larger")
 
     @staticmethod
-    def _delta(attack, start: int, win) -> float:
-        """Attacked minus clean NLL summed over one row's window."""
+    def _delta(attack, start: int, win, cap_all: bool) -> float:
+        """Attacked minus clean NLL summed over one row's window (scored as the clean row was)."""
+        import torch
+
         attack.begin(start)
         d = 0.0
         for pos, prefix, logits, target, clean in win:
             if pos - (start - 1) >= attack.steps:
                 break
-            d += _nll(attack(prefix[None], logits[None].clone())[0], target) - clean
+            out = attack(prefix[None], logits[None].clone())[0]
+            if not torch.equal(out, logits):  # untouched positions keep their clean score exactly
+                d += _nll(out, target, cap_all) - clean
         return d
 
     def perplexity(self, attack=None) -> float:
@@ -101,7 +106,7 @@ class CostBench:
         self._check(attack)
         total = self._doc_total
         if attack is not None:
-            total += sum(self._delta(attack, start, win) for start, win in self._doc_win)
+            total += sum(self._delta(attack, *w) for w in self._doc_win)
         return math.exp(total / self._doc_count)
 
     def trivia(self, attack=None) -> float:
