@@ -9,15 +9,18 @@ p-value. Attacks and transforms:
 - wrappers: the 10 disjoint TEST_TEMPLATES around each key; temperatures with several samples.
 - ``quantize_int8``: torch dynamic int8 quantization of every nn.Linear, as a host serving cheaply would.
 - ``SuppressTopK``: the decoding-time suppression attacks of arXiv 2509.26598 as a logits processor: ban the
-  top-k tokens for the first n decode steps, or (``tau``) only where the top probability exceeds tau.
+  top-k tokens for the first n decode steps, or (``tau``) only where the top probability exceeds tau; the rest
+  of that family (neighbour, look-ahead, detect-then-suppress, perplexity filter) and the top-r logprob verifier
+  are the experiments ``suppress_family`` and ``topr`` (``attack_family``, ``suppression``, ``topr``).
 - utility: held-out perplexity ratio F/B and a 4-option trivia multiple-choice score (mean answer
   log-likelihood); false positives: B and an unrelated model (a seeded random init of B's config) must be
   ``not owned``.
 
 This module is the experiment runner and its record: each experiment is a function ``Bench -> record`` in the
-``EXPERIMENTS`` registry (``trustlab fingerprint ls`` lists them); ``run_robustness(cfg, out_dir)`` runs those
-``cfg.experiments`` names, writes ``robustness.json`` after every experiment and skips, on resume, those already
-recorded under the same config. The parts live in one module per job: ``attacks`` (the transforms), ``utility``
+``experiments.EXPERIMENTS`` registry (entry-point group ``trustlab.fingerprint.experiments``; ``trustlab
+fingerprint ls`` lists them); ``run_robustness(cfg, out_dir)`` runs those ``cfg.experiments`` names, appends each
+result to the stamped record store ``robustness.jsonl`` (``robustness.json`` is the combined view) and skips, on
+resume, those already recorded under the same settings. The parts live in one module per job: ``attacks`` (the transforms), ``utility``
 (perplexity, trivia-MC), ``heldout`` (their data, with provenance) and ``measure`` (verify on a model); the names
 the runner composes are importable from here too.
 """
