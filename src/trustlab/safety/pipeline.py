@@ -317,6 +317,7 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
     from trustlab.runtime.progress import progress
 
     from .judges import JudgeItem
+    from .thinking import judged_text
 
     path = Path(run_dir)
     run = _attach(path, "judge")
@@ -345,8 +346,8 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
             for start in progress(range(0, len(todo), chunk), description=f"judge {spec.label}",
                                   total=(len(todo) + chunk - 1) // chunk):
                 batch = todo[start:start + chunk]
-                items = [JudgeItem(prompt=g["prompt"], text=g.get(part) or "", context=g.get("context") or None)
-                         for g, part in batch]
+                items = [JudgeItem(prompt=g["prompt"], text=judged_text(g, part, cfg.thinking),
+                                   context=g.get("context") or None) for g, part in batch]
                 verdicts = jd.judge(items)
                 labels = [{"key": g["key"], "strategy": g["strategy"], "prompt_id": g["prompt_id"],
                            "sample": g["sample"], "judge": spec.label, "part": part, **v.to_label(),
@@ -366,8 +367,6 @@ def judge(run_dir: str | Path, judges: Optional[Sequence[JudgeSpec]] = None, par
         raise failed  # the labels are written; a judge whose requests mostly failed is exit 4
     return JudgeResult(path, n_new, len(store.latest()), by_status)
 
-
-# --- metrics, report --------------------
 
 
 def _reference(path: Optional[str]) -> Optional[list[dict]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from . import strategies as run
 from .backends.base import messages_for
@@ -146,6 +146,16 @@ def forced_suffix(thinking: Thinking) -> str:
     if thinking.strategy == "intervention" and thinking.intervention_marker is None:
         return thinking.intervention_text + "\n"
     return ""
+
+
+def judged_text(gen: Mapping[str, Any], part: str, thinking: Thinking) -> str:
+    """The text a judge sees for ``part`` of a generation record: the stored part, except that the Thinking
+    Intervention text we forced into the thought (our words, not the model's) is removed once from thought and
+    response, so no judge scores our own reminder to refuse as the model's refusal."""
+    text = str(gen.get(part) or "")
+    if gen.get("strategy") == "intervention" and part in ("thought", "response"):
+        text = text.replace(thinking.intervention_text + "\n", "", 1)
+    return text
 
 
 def forced_prefix(rendered: str, thinking: Thinking) -> Forced:
