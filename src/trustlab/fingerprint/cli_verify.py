@@ -136,7 +136,11 @@ def run_verify(cfg, out: Optional[Path], *, max_retries: int = 5, concurrency: i
 
     from .backends import endpoint_plan
 
-    backend, plan = endpoint_plan(backend, cfg.num_queries or len(fps.fingerprints), timeout)
+    n_plan = cfg.num_queries or len(fps.fingerprints)
+    backend, plan = endpoint_plan(backend, n_plan, timeout)
+    if plan is not None and mode == "sequential":  # n_plan is a budget: the test usually stops far earlier
+        plan = plan.replace(f" for {n_plan} key(s):", f" for at most {n_plan} key(s) (the sequential budget; it "
+                            "stops as soon as the evidence decides):", 1)
     if plan is not None and not is_quiet():
         typer.echo(plan, err=True)
     try:

@@ -38,31 +38,86 @@ CAPTIONS = {
 }
 
 
+def _sequential(r: dict[str, Any]) -> bool:
+    return r.get("mode") == "sequential"
+
+
+def rests_on(r: dict[str, Any]) -> str:
+    """What one verdict rests on, in words: the test behind it, or why it could not decide (INCONCLUSIVE)."""
+    decision = r.get("decision")
+    if _sequential(r):
+        what = (f"anytime-valid p = 1/max E (E = {_f(r.get('e_value'))}, needs ≥ 1/α); "
+                f"{r.get('keys_revealed')} of {r.get('available')} keys revealed")
+        return (f"INCONCLUSIVE: {r.get('reason')}" if decision == "INCONCLUSIVE"
+                else f"{what}; stopped: {r.get('reason')}" if r.get("reason") else what)
+    M, dropped = r.get("M"), r.get("dropped")
+    n_dropped = len(dropped) if isinstance(dropped, list) else (dropped or 0)
+    null = r.get("null") or (f"p0 ≤ {_f(r.get('p0'))}" if r.get("p0") is not None else "per-key nulls")
+    what = f"exact Poisson-binomial tail P[S ≥ m] over the {M} answered keys' nulls ({null})"
+    if n_dropped:
+        what += f"; {n_dropped} key(s) dropped (null reaches 1)"
+    if decision == "INCONCLUSIVE":
+        return ("INCONCLUSIVE: no answered key is evidence (every null reaches 1)" if not M else
+                f"INCONCLUSIVE: even {M}/{M} hits could not reach α under these nulls ({null})"
+                + (f"; {n_dropped} key(s) dropped" if n_dropped else ""))
+    return what
+
+
+def verify_caption(rows: list[dict[str, Any]]) -> str:
+    """The verify table's caption: the decision rule of each mode present, and INCONCLUSIVE when a row is."""
+    parts = []
+    if any(not _sequential(r) for r in rows):
+        parts.append("fixed: OWNED iff the exact Poisson-binomial tail over the answered keys' per-key nulls is "
+                     "≤ α")
+    if any(_sequential(r) for r in rows):
+        parts.append("sequential: OWNED as soon as the test martingale E reaches 1/α (p = 1/max E, anytime-valid)")
+    if any(r.get("decision") == "INCONCLUSIVE" for r in rows):
+        parts.append("INCONCLUSIVE: even every key hitting could not reach α, so no verdict is claimed")
+    return "Ownership verdicts of one fingerprinted model (one seed; " + "; ".join(parts) + ")"
+
+
+def verify_notes(rows: list[dict[str, Any]]) -> str:
+    """The verify table's legend, for the modes present."""
+    note = ("match: how a response is compared (exact tokens or lenient text). m / M: keys answered with the "
+            "fingerprint response of M answered. ")
+    if any(not _sequential(r) for r in rows):
+        note += ("p0: the largest per-key null rate, the chance a model that never saw the fingerprints matches one "
+                 "key (each key's own rate: how many of its candidates one output can match, over k). Fixed-mode "
+                 "p-value: the exact Poisson-binomial tail P[S ≥ m], S a sum of independent Bernoulli(p0_i); "
+                 "Hoeffding: a distribution-free upper bound on it. ")
+    if any(_sequential(r) for r in rows):
+        note += ("Sequential-mode p-value: min(1, 1/max E) of the test martingale over the revealed keys' nulls, "
+                 "valid at whatever key the test stopped.")
+    return note.strip()
+
+
 def verify_blocks(rows: list[dict[str, Any]]) -> list:
     from trustlab.report import Bullets, Table
 
-    table = Table(("suspect", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict"),
-                  [(r.get("target") or r.get("model") or r.get("label"), r.get("match"), f"{r.get('m')}/{r.get('M')}", _f(r.get("p0")),
-                    _p(r.get("p_value")), _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"))
+    def p0(r):
+        return "per key" if _sequential(r) else _f(r.get("p0"))
+
+    table = Table(("suspect", "mode", "match", "m / M", "p0", "p-value", "Hoeffding", "alpha", "verdict", "rests on"),
+                  [(r.get("target") or r.get("model") or r.get("label"), r.get("mode") or "fixed", r.get("match"),
+                    f"{r.get('m')}/{r.get('M')}", p0(r), _p(r.get("p_value")),
+                    "—" if _sequential(r) else _p(r.get("hoeffding_bound")), _f(r.get("alpha")), r.get("decision"),
+                    rests_on(r))
                    for r in rows],
-                  caption="Ownership verdicts of one fingerprinted model (one seed; binomial test, OWNED iff p <= alpha)",
-                  notes=("match: how a response is compared (exact tokens or lenient text). m / M: keys answered with "
-                         "the fingerprint response of M queried. p0: the chance a model that never saw the "
-                         "fingerprints matches one key. p-value: binomial tail P[X ≥ m], X ~ Bin(M, p0); Hoeffding: a "
-                         "distribution-free upper bound on it.",))
+                  caption=verify_caption(rows),
+                  notes=(verify_notes(rows),))
     notes = []
     for r in rows:
         if r.get("unanswered"):
-            notes.append(f"{r.get('target')}: {len(r['unanswered'])} of {r.get('queried')} keys unanswered "
-                         f"(ids {', '.join(map(str, r['unanswered'][:10]))}); the verdict covers the answered keys")
+            notes.append(f"{r.get('target')}: {len(r['unanswered'])} of {r.get('queried') or r.get('keys_revealed')} "
+                         f"keys unanswered (ids {', '.join(map(str, r['unanswered'][:10]))}); the verdict covers the "
+                         "answered keys")
         if r.get("heuristic_null"):
             notes.append(f"{r.get('target')}: the null rate p0 is heuristic (strategy english)")
-        if r.get("mode") == "sequential":
-            notes.append(f"{r.get('target')}: sequential test ({r.get('keys_revealed')} of {r.get('available')} keys "
-                         f"revealed, E = {_f(r.get('e_value'))}); its p-value is the anytime-valid min(1, 1/max E), "
-                         "not the binomial tail")
         if r.get("bound_assumes_exact") is False:
-            notes.append(f"{r.get('target')}: lenient text matching; the bound assumes a text-level null rate")
+            notes.append(f"{r.get('target')}: lenient text matching; each key's null counts the candidates one "
+                         "output can match under it")
+        if r.get("ledger_warning"):
+            notes.append(f"{r.get('target')}: {r['ledger_warning']}")
     return [table] + ([Bullets(notes)] if notes else [])
 
 
@@ -140,9 +195,12 @@ def summary_text(results: dict) -> str:
     name = lambda r: r.get("target") or r.get("model") or r.get("label") or "the suspect model"  # noqa: E731
     if ver:
         r = ver[0]
+        p = (f"anytime-valid p ≤ {_p(r.get('p_value'))} after {r.get('keys_revealed')} keys revealed"
+             if _sequential(r) else f"p = {_p(r.get('p_value'))}")
+        why = f" ({rests_on(r).removeprefix('INCONCLUSIVE: ')})" if r.get("decision") == "INCONCLUSIVE" else ""
         out.append(f"`{name(r)}` answers {r.get('m')} of {r.get('M')} fingerprint keys with the fingerprint response: "
-                   f"p = {_p(r.get('p_value'))} against α = {_f(r.get('alpha'))}, so the verdict is "
-                   f"**{r.get('decision')}**" + ("; models that never saw the fingerprints: " + ", ".join(
+                   f"{p} against α = {_f(r.get('alpha'))}, so the verdict is "
+                   f"**{r.get('decision')}**{why}" + ("; models that never saw the fingerprints: " + ", ".join(
                        f"`{name(x)}` {x.get('m')}/{x.get('M')} ({x.get('decision')})" for x in ver[1:])
                        if len(ver) > 1 else "") + ".")
     attacked = []
