@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 
+from trustlab.cli.main import main
 from trustlab.fingerprint.cli import run_demo
 
 
-def test_tiny_demo_tells_the_whole_story(tmp_path):
+def _cli(capsys, *args) -> tuple[int, str]:
+    """(exit code, stderr) of ``trustlab fingerprint demo ARGS`` through the real entry point."""
+    code = 0
+    try:
+        main(["fingerprint", "demo", *map(str, args)])
+    except SystemExit as exc:
+        code = exc.code or 0
+    return code, capsys.readouterr().err
+
+
+def test_tiny_demo_tells_the_whole_story(tmp_path, capsys, monkeypatch):
     """With a fixed owner secret the demo is deterministic. (A fresh random secret draws other fingerprints: the
     tiny demo's exact match then ranges over about 0.88-0.97, so a threshold on it would be a coin toss.)"""
     from trustlab.runtime.files import write_secret
@@ -29,4 +40,27 @@ def test_tiny_demo_tells_the_whole_story(tmp_path):
     for p in (f for f in run_dir.rglob("*") if f.is_file()):
         blob = p.read_bytes()
         assert secret not in blob and secret.hex().encode() not in blob, p
-    assert run_demo(out, quick=True) == run_dir  # a rerun reuses the finished steps
+    # --resume (the default): the same command continues this run and reuses its finished steps
+    weights = next((run_dir / "embed" / "model").glob("*.safetensors"))
+    marker, stamp = (run_dir / ".trustlab-run.json").read_text(), weights.stat().st_mtime_ns
+    code, err = _cli(capsys, "--profile", "tiny", "--out", out)
+    assert code == 0, err
+    assert (run_dir / ".trustlab-run.json").read_text() == marker and weights.stat().st_mtime_ns == stamp
+    # --no-resume removes what the demo wrote (its nested runs included) and nothing else; the secret stays
+    (out / "mine.txt").write_text("a user's note")
+    (out / "embed" / "notes.txt").write_text("another")
+    import trustlab.models
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trustlab.models, "load_causal_lm", ctrl_c)  # stop right after the folder is made fresh
+    code, err = _cli(capsys, "--profile", "tiny", "--out", out, "--no-resume")
+    assert code == 130 and "Traceback" not in err
+    hint = next(ln for ln in err.splitlines() if ln.startswith("hint: resume with: "))
+    assert "--no-resume" not in hint and f"--out {out}" in hint
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == [".trustlab-manifest.json", ".trustlab-run.json", "config.yaml", "config_hash", "embed/notes.txt",
+                    "events.jsonl", "mine.txt"], left  # the new run's marker, config and interruption event
+    assert (run_dir / ".trustlab-run.json").read_text() != marker  # a new run claimed the folder
+    assert bytes.fromhex(out.with_name("demo.secret").read_text().strip()) == secret

@@ -244,26 +244,31 @@ def inspect(path: Path = typer.Argument(..., help="fingerprints.json or a finger
 
 
 # --- demo -------------------------------------------------------------------------------------------------
-def run_demo(out: Path, quick: bool = True) -> Path:
-    """The offline demo (quick: the fp-tiny profile; full: SmolLM2); returns the run folder holding results.json."""
-    return _run_demo(Path(out), profile="tiny" if quick else "smollm2")
+def run_demo(out: Path, quick: bool = True, resume: bool = True) -> Path:
+    """The offline demo (quick: the fp-tiny profile; full: SmolLM2); returns the run folder holding results.json.
+    ``resume=False`` starts afresh, removing only what the earlier demo in ``out`` wrote."""
+    return _run_demo(Path(out), profile="tiny" if quick else "smollm2", resume=resume)
 
 
 @app.command()
 def demo(out: Path = out_option(Path("runs/fingerprint-demo"), help="Run folder of the demo."),
          profile: str = typer.Option("smollm2", "--profile", help="smollm2 (about 10 min on 2 cores) | tiny "
                                                                   "(about 1 min)."),
+         resume: bool = resume_option(help="Resume the demo in --out (default: its finished steps are kept) or "
+                                           "start it afresh (only the files the earlier demo wrote are removed; "
+                                           "the secret beside the folder is kept)."),
          threads: Optional[int] = threads_option(None)) -> None:
     """generate -> embed -> verify (owned) -> verify base -> benign SFT -> re-verify -> utility -> report."""
+    from trustlab.runtime.rundir import resume_command
     from trustlab.runtime.validate import require_choice
 
     require_choice("--profile", profile, ("smollm2", "tiny"))
     _threads(threads)
     try:
-        run_dir = _run_demo(out, profile=profile)
+        run_dir = _run_demo(out, profile=profile, resume=resume)
     except KeyboardInterrupt:
-        raise Interrupted("demo interrupted", hint=f"rerun: trustlab fingerprint demo --out {out} "
-                                                   f"--profile {profile} (finished steps are kept)") from None
+        raise Interrupted("demo interrupted; finished steps are kept",
+                          hint=f"resume with: {resume_command(out=out)}") from None
     res = json.loads((run_dir / "results.json").read_text())
     for line in res["metrics"].get("lines", []):
         typer.echo(line)

@@ -46,8 +46,12 @@ PROFILES = {
 }
 
 
-def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = None) -> Path:
-    """Run the demo into ``out`` and return it (``results.json``, ``report.md``/``.html``, ``plots/``)."""
+def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = None, resume: bool = True) -> Path:
+    """Run the demo into ``out`` and return it (``results.json``, ``report.md``/``.html``, ``plots/``).
+
+    ``resume`` (default) keeps the finished steps of an earlier demo in ``out``; ``resume=False`` first removes what
+    that demo wrote (the run folder's manifest: its nested generate/embed/robustness runs included) and nothing
+    else. The secret beside the folder is kept either way, so a fresh run draws the same fingerprints."""
     from trustlab.report import render
     from trustlab.runtime.rundir import RunDir
 
@@ -63,7 +67,7 @@ def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = No
 
     out = Path(out)
     cfg = cfg or PROFILES[profile]
-    run = RunDir.open(out, "fingerprint", "demo", config=cfg, seed=cfg.seed, resume=True)
+    run = RunDir.open(out, "fingerprint", "demo", config=cfg, seed=cfg.seed, resume=resume)
     secret = out.with_name(out.name + ".secret")
     base, tok = load_causal_lm(resolve_model_ref(cfg.model))
     lines = []
@@ -81,7 +85,7 @@ def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = No
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model, _ = load_causal_lm(resolve_model_ref(cfg.model))
-        embed_dir, result = run_embed(ecfg, out / "embed", lm=(model, tok), fps=fps)
+        embed_dir, result = run_embed(ecfg, out / "embed", resume=True, lm=(model, tok), fps=fps)  # skip if done
     if result is None:  # finished earlier: reload what it wrote
         import json
 
@@ -122,4 +126,5 @@ def run_demo(out: str | Path, profile: str = "tiny", cfg: DemoConfig | None = No
     from .report import report_section
 
     render(out, sections={"fingerprint": report_section})
+    run.close()  # the report files join the manifest (a rerun or --no-resume must know them as the demo's)
     return out
