@@ -42,6 +42,9 @@ def test_demo_end_to_end_on_llamacpp(tmp_path):
         assert e["thinking"]["frac_truncated"] == sum(g["truncated"] for g in mine) / len(mine)
         for parts in e["judges"].values():
             for b in parts.values():
+                if b["n_prompts"] == 0:  # e.g. the answer part when every prompt has a truncated sample
+                    assert b["safe@1"]["value"] is None and b["n_excluded"] == size.limit
+                    continue
                 s1, sk, cs = (b[x]["value"] for x in ("safe@1", "safe@k", "conssafe@k"))
                 assert sk <= s1 + 1e-12 and sk <= cs + 1e-12
                 lo, hi = b["safe@1"]["ci"]
