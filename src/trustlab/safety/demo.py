@@ -45,6 +45,9 @@ class DemoSize:
     answer_max_tokens: int
 
 
+# QUICK fits three minutes on 2 cores with the baselines and the over-refusal step; the levers measured on held-out
+# prompts (benchmarks/safety/bench_demo_levers.py, docs/safety.md) found no size within that budget that separates
+# the strategies' response intervals on the stand-in, so the size stays the one whose cost is known.
 QUICK = DemoSize(limit=5, k=2, max_tokens=32, think_budget=16, max_extensions=1, answer_max_tokens=16)
 FULL = DemoSize(limit=12, k=3, max_tokens=96, think_budget=64, max_extensions=2, answer_max_tokens=64)
 
