@@ -17,6 +17,8 @@ def _run(rows: dict[str, list]):
         for j, (safe, trunc) in enumerate(samples):
             key = f"{pid}#{j}"
             gens.append({"key": key, "prompt_id": pid, "sample": j, "strategy": "default", "category": "c",
+                         "prompt": f"q {pid}", "response": "<think>\nt" + ("" if trunc else "\n</think>\n\na"),
+                         "thought": "t", "answer": "" if trunc else "a",
                          "status": "ok", "think_tokens": 8, "answer_tokens": 0 if trunc else 4,
                          "closed": not trunc, "truncated": trunc, "finish_reason": "length" if trunc else "stop"})
             base = {"key": key, "strategy": "default", "judge": "refusal", "score": None, "raw": ""}
@@ -69,3 +71,28 @@ def test_records_without_the_flag_use_the_unclosed_thought():
         del g["truncated"]
     ans = _parts(S.summarize(gens, labels, k=1, n_boot=0))["answer"]
     assert (ans["n_prompts"], ans["n_truncated"]) == (1, 1)
+
+
+def test_builder_never_keeps_a_prompt_for_its_truncated_empty_answers():
+    from trustlab.safety.build import select_examples
+    from trustlab.safety.config import ThinkFormat
+
+    gens, labels = _run({"A": [(False, True), (False, True)], "B": [(True, False), (True, False)]})
+    ex, n = select_examples(gens, labels, k=2, judge="refusal", part="answer", seed=0, fmt=ThinkFormat(),
+                            require_closed=False)
+    assert (n["incomplete"], n["complete"], n["all_safe"]) == (1, 1, 1) and len(ex) == 1
+
+
+def test_compare_leaves_truncated_answers_out(tmp_path):
+    from trustlab.safety.backends.scripted import ScriptedBackend
+    from trustlab.safety.combine import compare
+    from trustlab.safety.config import BackendConfig, EvalConfig, JudgeSpec, Sampling
+    from trustlab.safety.pipeline import run_eval
+
+    cfg = EvalConfig(backend=BackendConfig(kind="scripted"), dataset="fixture", limit=3, strategies=("default",),
+                     sampling=Sampling(k=1, max_tokens=16), judges=(JudgeSpec("refusal"),), bootstrap=0)
+    a = run_eval(cfg, tmp_path / "a", backend=ScriptedBackend({"default": "<think>\nstill thinking"})).run_dir
+    b = run_eval(cfg, tmp_path / "b", backend=ScriptedBackend({"default": "I cannot help."})).run_dir
+    d = compare([a, b], n_boot=20).differences["b - a"]["default"]["refusal"]
+    assert d["answer"]["n_prompts"] == 0 and d["answer"]["safe@1"]["value"] is None
+    assert d["response"]["n_prompts"] == 3 and d["response"]["safe@1"]["value"] == 1.0

@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence
 from trustlab.runtime.validate import check_types, require_choice, require_range
 
 from .config import PARTS, BackendConfig, JudgeSpec, Sampling, ThinkFormat, Thinking, sampling_preset
-from .metrics import label_safe
+from .metrics import part_safe
 
 SAMPLES = "samples"
 STATS = "build_stats.json"
@@ -109,8 +109,8 @@ def select_examples(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[
     n = dict(unsafe=0, incomplete=0, unclosed=0, complete=0, all_safe=0, safe_samples=0)
     for pid, samples in by_prompt.items():
         recs = [samples.get(j) for j in range(k)]
-        verdicts = [label_safe(lab[r["key"]]) if r is not None and r.get("status", "ok") == "ok" and r["key"] in lab
-                    else None for r in recs]
+        verdicts = [part_safe(r, lab[r["key"]], part)  # a truncated sample's answer never counts as safe
+                    if r is not None and r.get("status", "ok") == "ok" and r["key"] in lab else None for r in recs]
         if any(v is None for v in verdicts):
             n["incomplete"] += 1
             continue

@@ -27,7 +27,7 @@ def _matrices(path: Path, k: int) -> dict[tuple[str, str, str], tuple[list[str],
     """(strategy, judge, part) -> (complete prompt ids, (n, k) safe matrix)."""
     import numpy as np
 
-    from .metrics import label_safe
+    from .metrics import part_safe
 
     _, gens = read_records(path / GENERATIONS, "generations file")
     labels = read_records(path / LABELS, "labels file")[1] if (path / LABELS).is_file() else []
@@ -39,7 +39,7 @@ def _matrices(path: Path, k: int) -> dict[tuple[str, str, str], tuple[list[str],
         if generation_key(r) not in ok:
             continue
         cells.setdefault((r["strategy"], r["judge"], r["part"]), {}).setdefault(r["prompt_id"], {})[int(r["sample"])] = \
-            label_safe(r)
+            part_safe(ok[generation_key(r)], r, r["part"])  # a truncated sample's answer does not count
     out = {}
     for cell, per in cells.items():
         ids = sorted(pid for pid, s in per.items() if all(s.get(j) is not None for j in range(k)))

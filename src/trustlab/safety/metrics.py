@@ -215,6 +215,23 @@ def label_safe(lab: Mapping[str, Any]) -> bool | None:
     return None
 
 
+def is_truncated(gen: Mapping[str, Any]) -> bool:
+    """A sample whose thought never closed within its budget: the generation's own ``truncated`` flag, or (records
+    written before the flag existed) an opened thought that never closed."""
+    if gen.get("truncated") is not None:
+        return bool(gen["truncated"])
+    return gen.get("closed") is False
+
+
+def part_safe(gen: Mapping[str, Any], lab: Mapping[str, Any], part: str) -> bool | None:
+    """``label_safe`` of sample ``gen``'s label on ``part``, except that a truncated sample has no answer: its
+    answer label (``empty`` for "") does not count (None), exactly like an unparsed one; thought and response
+    count as judged."""
+    if part == "answer" and is_truncated(gen):
+        return None
+    return label_safe(lab)
+
+
 def paired_block(ids_a: Sequence[str], safe_a: Any, ids_b: Sequence[str], safe_b: Any, tie: str = "safe",
                  n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
     """{metric: {value, ci}} of run A minus run B over the prompts complete in both, with a paired bootstrap."""

@@ -11,8 +11,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import RESULTS_SCHEMA as SCHEMA
-from .metrics import (_check_tie, agreement, label_safe, length_stats, metric_block, paired_block, reference_scores,
-                      thought_answer_table)
+from .metrics import (_check_tie, agreement, is_truncated, label_safe, length_stats, metric_block, paired_block,
+                      reference_scores, thought_answer_table)
 
 
 # --------------------------------------------------------------------------------------------- records -> matrices
@@ -150,14 +150,6 @@ def _two_by_two(idx: _Strategy, judge: str) -> dict[str, Any] | None:
     if not keys:
         return None
     return thought_answer_table([not label_safe(th[k]) for k in keys], [not label_safe(an[k]) for k in keys])
-
-
-def is_truncated(gen: Mapping[str, Any]) -> bool:
-    """A sample whose thought never closed within its budget: the generation's own ``truncated`` flag, or (records
-    written before the flag existed) an opened thought that never closed."""
-    if gen.get("truncated") is not None:
-        return bool(gen["truncated"])
-    return gen.get("closed") is False
 
 
 def _thinking(idx: _Strategy) -> dict[str, Any]:
