@@ -113,6 +113,7 @@ def test_viewer_escapes_everything_and_offers_the_filters():
                 "value='llama_guard:answer=unsafe'", "value='llama_guard:answer=unparsed'"):
         assert opt in page
     assert "truncated True" in page and "data-labels='llama_guard:answer=unsafe'" in page
+    assert page.count("excluded from the answer metrics") == 1  # only the truncated sample says it has no answer
 
 
 

@@ -107,7 +107,8 @@ def build_viewer(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str
             f"<p><b>Prompt</b></p><pre>{esc(str(g.get('prompt') or ''))}</pre>"
             f"<details><summary>Thought ({len(str(g.get('thought') or ''))} characters)</summary>"
             f"<pre>{esc(str(g.get('thought') or ''))}</pre></details>"
-            f"<p><b>Answer</b></p><pre>{esc(str(g.get('answer') or ''))}</pre>{table}</div>")
+            f"<p><b>Answer</b>{_NO_ANSWER if truncated else ''}</p><pre>{esc(str(g.get('answer') or ''))}</pre>"
+            f"{table}</div>")
     filters = (_options("strategy", "strategy", strategies) + _options("category", "category", categories)
                + _options("label", "label (judge:part=verdict)", sorted(label_tokens)))
     head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -116,6 +117,10 @@ def build_viewer(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str
             f"<h1>{esc(title or 'safety samples')}</h1>")
     return (head + f"<div id='filters'>{filters} <span><span id='count'>{len(rows)}</span> of {len(rows)} samples"
             f"</span></div>" + "\n".join(rows) + f"<script>{_JS}</script></body></html>")
+
+
+_NO_ANSWER = (" <span class='meta'>(none: the thought never closed; this sample is excluded from the answer "
+              "metrics, whatever label its empty answer got)</span>")
 
 
 def write_viewer(run_dir: str | Path, title: str = "") -> Path | None:
