@@ -133,7 +133,7 @@ def test_fp_verify_silent_server_states_its_wait_and_ends_at_the_deadline(capsys
 def _interrupt_while_in_flight(args: list[str], srv: FakeServer, route: str) -> tuple[int, float, str]:
     """Start ``trustlab ARGS``, wait until the server holds a request on ``route`` (readiness, not a sleep), send
     SIGINT, and return the exit code, the seconds from the signal to the exit, and stderr."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", TRUSTLAB_QUIET="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TRUSTLAB_QUIET="1", PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "trustlab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, text=True)
     try:
@@ -144,7 +144,12 @@ def _interrupt_while_in_flight(args: list[str], srv: FakeServer, route: str) -> 
             time.sleep(0.05)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # name where it hangs: faulthandler dumps every thread's stack on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"no exit within 60 s of SIGINT; the child's threads:\n{err}") from None
         return proc.returncode, time.monotonic() - t0, err
     finally:
         if proc.poll() is None:
