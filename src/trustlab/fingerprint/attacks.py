@@ -24,23 +24,32 @@ def suppress(scores, k: int, tau: float | None = None):
     return scores.masked_fill(banned, float("-inf"))
 
 
+class FirstSteps:
+    """What every decoding-time attack shares: it acts during the first ``steps`` decode steps after the prompt only.
+    ``begin(prompt_len)`` is called by the backend before each batch; the class defines ``steps`` and ``_start``."""
+
+    steps: int
+    _start: int
+
+    def begin(self, prompt_len: int) -> None:
+        self._start = prompt_len
+
+    def acting(self, input_ids) -> bool:
+        return 0 <= input_ids.shape[1] - self._start < self.steps
+
+
 @dataclass
-class SuppressTopK:
+class SuppressTopK(FirstSteps):
     """A host's logits processor: suppress the top-k tokens during the first ``steps`` decode steps (``tau``:
-    only when the top probability exceeds it). ``begin(prompt_len)`` is called by HFBackend before each batch."""
+    only when the top probability exceeds it)."""
 
     k: int = 1
     steps: int = 1
     tau: float | None = None
     _start: int = 0
 
-    def begin(self, prompt_len: int) -> None:
-        self._start = prompt_len
-
     def __call__(self, input_ids, scores):
-        if input_ids.shape[1] - self._start >= self.steps:
-            return scores
-        return suppress(scores, self.k, self.tau)
+        return suppress(scores, self.k, self.tau) if self.acting(input_ids) else scores
 
     @property
     def name(self) -> str:

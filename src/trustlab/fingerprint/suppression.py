@@ -32,6 +32,8 @@ from typing import Any
 
 from trustlab.runtime.errors import ConfigError
 
+from .attacks import FirstSteps
+
 NEG_INF = float("-inf")
 
 
@@ -40,21 +42,17 @@ def normalise(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
-class RowAttack:
+class RowAttack(FirstSteps):
     """Base of the family: ``row(prefix_ids, logits, step) -> logits`` on each of the first ``steps`` steps."""
 
     steps: int = 1
     pad_id: int | None = None
     _start: int = 0
 
-    def begin(self, prompt_len: int) -> None:
-        self._start = prompt_len
-
     def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self._start
-        if step < 0 or step >= self.steps:
+        if not self.acting(input_ids):
             return scores
-        out = scores.clone()
+        out, step = scores.clone(), input_ids.shape[1] - self._start
         for i in range(scores.shape[0]):
             ids = input_ids[i].tolist()
             j = 0
@@ -219,7 +217,7 @@ class PerplexityFilter(RowAttack):
 
 
 @dataclass
-class Demote:
+class Demote(FirstSteps):
     """Subtract ``delta`` nats from each of the top-``s`` logits during the first ``steps`` steps (``inf``: a ban)."""
 
     s: int = 1
@@ -227,12 +225,8 @@ class Demote:
     steps: int = 1
     _start: int = field(default=0, repr=False)
 
-    def begin(self, prompt_len: int) -> None:
-        self._start = prompt_len
-
     def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self._start
-        if step < 0 or step >= self.steps:
+        if not self.acting(input_ids):
             return scores
         top = scores.topk(self.s, dim=-1).indices
         if math.isinf(self.delta):
