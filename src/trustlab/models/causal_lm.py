@@ -224,7 +224,8 @@ def prepare(name: str = SMOLLM2) -> Path:
     if name == demo_gguf.NAME:  # a GGUF for llama.cpp: assembled and SHA-256 checked, not converted
         return demo_gguf.gguf_path()
     if name != SMOLLM2:
-        raise ConfigError(f"only {SMOLLM2!r}, {FP_TINY!r} and {demo_gguf.NAME!r} need preparing; got {name!r}")
+        raise ConfigError(f"only {SMOLLM2!r}, {FP_TINY!r} and {demo_gguf.NAME!r} need preparing; got {name!r}",
+                          hint="trustlab models list shows every model; others load as they are")
     folder = cached_dir(SMOLLM2)
     if (folder / "config.json").is_file():
         return folder
