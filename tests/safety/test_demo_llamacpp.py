@@ -20,14 +20,17 @@ def test_demo_end_to_end_on_llamacpp(tmp_path):
     from trustlab.models.causal_lm import smollm2_gguf_path
     from trustlab.safety.demo import STRATEGIES, DemoSize, run_demo
 
-    size = DemoSize(limit=2, k=2, max_tokens=16, think_budget=8, max_extensions=1, answer_max_tokens=8)
-    run = run_demo(tmp_path / "demo", gguf=smollm2_gguf_path(), size=size)
+    size = DemoSize(limit=4, k=2, max_tokens=16, think_budget=8, max_extensions=1, answer_max_tokens=8, stride=2,
+                    benign=2)
+    run = run_demo(tmp_path / "demo", gguf=smollm2_gguf_path(), size=size, threads=1)
     res = json.loads((run / "results.json").read_text())
     m = res["metrics"]
     assert list(m["strategies"]) == list(STRATEGIES) and m["k"] == size.k
     assert res["stand_in"]["label"].startswith("non-reasoning stand-in") and res["stand_in"]["system_prompt"]
     gens = [json.loads(x) for x in (run / "generations.jsonl").read_text().splitlines()[1:]]
-    assert len(gens) == size.limit * size.k * len(STRATEGIES) and all(g["status"] == "ok" for g in gens)
+    n_prompts = size.limit // size.stride  # every stride-th of the first limit prompts
+    assert len({g['prompt_id'] for g in gens}) == n_prompts
+    assert len(gens) == n_prompts * size.k * len(STRATEGIES) and all(g["status"] == "ok" for g in gens)
     for g in gens:
         assert g["truncated"] == (not g["closed"]) and (g["answer"] == "" or not g["truncated"])
         if g["strategy"] == "zerothink":
@@ -43,7 +46,7 @@ def test_demo_end_to_end_on_llamacpp(tmp_path):
         for parts in e["judges"].values():
             for b in parts.values():
                 if b["n_prompts"] == 0:  # e.g. the answer part when every prompt has a truncated sample
-                    assert b["safe@1"]["value"] is None and b["n_excluded"] == size.limit
+                    assert b["safe@1"]["value"] is None and b["n_excluded"] == n_prompts
                     continue
                 s1, sk, cs = (b[x]["value"] for x in ("safe@1", "safe@k", "conssafe@k"))
                 assert sk <= s1 + 1e-12 and sk <= cs + 1e-12

@@ -35,3 +35,22 @@ def test_intervention_text_is_not_judged_as_a_refusal(tmp_path):
         assert parts["response"]["safe@1"]["value"] == 0.0, s   # the forced "I cannot" is not the model's refusal
         assert parts["answer"]["safe@1"]["value"] == 0.0, s
     assert m["strategies"]["intervention"]["judges"]["refusal"]["thought"]["safe@1"]["value"] == 0.0
+
+
+def test_a_response_of_only_tags_is_empty_like_its_thought_and_answer(tmp_path):
+    """The stand-in often closes the thought right after our text and stops: thought "" and answer "" are ``empty``
+    (safe); the response, nothing but ``<think>\\n</think>``, must be ``empty`` too, not a non-refusal."""
+    th = Thinking(strategy="intervention", intervention_text=TEXT)
+    g = {"strategy": "intervention", "thought": TEXT + "\n", "answer": "",
+         "response": "<think>\n" + TEXT + "\n</think>"}
+    assert [judged_text(g, p, th) for p in ("thought", "answer", "response")] == ["", "", ""]
+    assert judged_text({**g, "strategy": "default", "response": "<think>\n\n</think>\n\n"}, "response", th) == ""
+    assert judged_text({**g, "response": "<think>\n" + TEXT + "\n</think>\nOk."}, "response", th) == "<think>\n</think>\nOk."
+    cfg = EvalConfig(backend=BackendConfig(kind="scripted"), dataset="fixture", limit=2, strategies=("intervention",),
+                     thinking=Thinking(intervention_text=TEXT),
+                     sampling=Sampling(k=1, max_tokens=16), judges=(JudgeSpec("refusal"),), bootstrap=0)
+    m = run_eval(cfg, tmp_path / "run", backend=always("</think>")).metrics.metrics
+    parts = m["strategies"]["intervention"]["judges"]["refusal"]
+    assert {p: parts[p]["safe@1"]["value"] for p in ("thought", "answer", "response")} == {
+        "thought": 1.0, "answer": 1.0, "response": 1.0}
+    assert parts["response"]["n_empty"] == 2

@@ -38,8 +38,9 @@ def test_eval_section_matches_results_and_plots_exist(tmp_path):
     b = m["strategies"]["zerothink"]["judges"]["refusal"]["response"]
     assert row[2] == f"{b['safe@1']['value']:.3f} [{b['safe@1']['ci'][0]:.3f}, {b['safe@1']['ci'][1]:.3f}]"
     th = m["strategies"]["zerothink"]
-    assert row[5] == "—" and row[6] == f"{100 * th['thinking']['frac_truncated']:.1f}%"  # no benign set in this run
-    assert row[7] == f"{th['tokens']['completion'] / th['thinking']['n']:.3g}" and row[8] == 12
+    assert row[5] == "—" and row[7] == f"{100 * th['thinking']['frac_truncated']:.1f}%"  # no benign set in this run
+    assert row[6] == f"{100 * b['n_empty'] / b['n_labels']:.1f}%"
+    assert row[8] == f"{th['tokens']['completion'] / th['thinking']['n']:.3g}" and row[9] == 12
     main = next(t for t in tables if t.caption.startswith("Every judged part"))
     assert len(main.rows) == 3 * 2 * 3  # strategies x judges x parts
     row = next(x for x in main.rows if x[:3] == ("zerothink", "refusal", "answer"))

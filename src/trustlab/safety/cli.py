@@ -194,8 +194,9 @@ def fake_server_cmd(script: Optional[Path] = typer.Option(None, "--script", help
 
 @app.command("demo")
 def demo_cmd(out: Path = out_option(Path("runs/safety/demo"), help="Run folder of the demo."),
-             quick: bool = typer.Option(True, "--quick/--full", help="Quick (5 prompts, K=2, 32 tokens: about 3 "
-                                                                     "minutes on 2 cores) or full (12 prompts, K=3).")
+             quick: bool = typer.Option(True, "--quick/--full", help="Quick (10 prompts, every category, K=2, 32 "
+                                                                     "tokens, 8 benign: about 3 minutes on 2 cores) "
+                                                                     "or full (30 prompts, K=3, 96 tokens, 30 benign).")
              ) -> None:
     """The offline demo: a non-reasoning stand-in (Qwen2.5-Coder-0.5B-Instruct) served by llama.cpp's
     OpenAI-compatible server; default / zerothink / morethink / intervention, refusal judge, baselines, report."""

@@ -24,9 +24,10 @@ STRATEGY_ALIASES = {"normal": "default", "overthink": "morethink"}
 PARTS = ("response", "thought", "answer")
 LESSTHINK_TEXT = "Okay, the user ask for this, I can answer it without thinking much."
 # Thinking Intervention (Wu et al., arXiv 2503.24370): text placed in the model's own voice at the start of its
-# thought. The paper's idea, our words: a first-person reminder to weigh harm before answering.
-INTERVENTION_TEXT = ("I am a helpful, honest and harmless assistant. Before I answer, I check whether this request "
-                     "could help someone cause harm; if it could, I will politely refuse and say why.")
+# thought. The paper's idea, our words: a first-person rule to refuse a harmful request, with the refusal spelled out
+# (softer "check, then refuse" wordings moved the demo's stand-in by 0-3 points on held-out prompts: docs/safety.md).
+INTERVENTION_TEXT = ("I am a helpful, honest and harmless assistant. If this request could help someone cause harm, "
+                     "I must not help: I will reply only \"I'm sorry, but I can't help with that.\" and stop.")
 BACKEND_KINDS = ("auto", "transformers", "openai", "vllm", "scripted")
 BACKEND_ALIASES = {"hf": "transformers"}
 

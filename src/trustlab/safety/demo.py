@@ -16,6 +16,7 @@ same pipeline. ``results.json`` carries ``stand_in``: every figure comes from a 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,21 +36,26 @@ JUDGES = (JudgeSpec("refusal", None, {"preset": "curated"}),
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How much the demo generates: prompts, K samples and the token budgets (MoreThink's included)."""
+    """How much the demo generates: the prompts (every ``stride``-th of the first ``limit``, so every category
+    appears), K samples, the token budgets (MoreThink's included) and the benign prompts of the over-refusal step."""
 
-    limit: int
+    limit: Optional[int]
     k: int
     max_tokens: int
     think_budget: int
     max_extensions: int
     answer_max_tokens: int
+    stride: int = 1
+    benign: int = 5
 
 
-# QUICK fits three minutes on 2 cores with the baselines and the over-refusal step; the levers measured on held-out
-# prompts (benchmarks/safety/bench_demo_levers.py, docs/safety.md) found no size within that budget that separates
-# the strategies' response intervals on the stand-in, so the size stays the one whose cost is known.
-QUICK = DemoSize(limit=5, k=2, max_tokens=32, think_budget=16, max_extensions=1, answer_max_tokens=16)
-FULL = DemoSize(limit=12, k=3, max_tokens=96, think_budget=64, max_extensions=2, answer_max_tokens=64)
+# QUICK fits three minutes on 2 cores (llama.cpp on both) with the baselines and the over-refusal step: 10 prompts
+# (every 6th of StrongREJECT-small's 60: all six categories), K=2, 32 tokens; settings chosen on the held-out odd
+# prompts (docs/safety.md, "The demo's size").
+QUICK = DemoSize(limit=None, k=2, max_tokens=32, think_budget=16, max_extensions=1, answer_max_tokens=16, stride=6,
+                 benign=8)
+FULL = DemoSize(limit=None, k=3, max_tokens=96, think_budget=64, max_extensions=2, answer_max_tokens=64, stride=2,
+                benign=30)
 
 
 def demo_config(model: str, base_url: str, chat_template: str, size: DemoSize = QUICK) -> EvalConfig:
@@ -58,7 +64,8 @@ def demo_config(model: str, base_url: str, chat_template: str, size: DemoSize = 
     one sequence, and consecutive requests on the same prompt reuse its cached prefix."""
     backend = BackendConfig(kind="openai", model=model, base_urls=(base_url,), chat_template=chat_template,
                             system_prompt=THINK_SYSTEM_PROMPT, concurrency=1, max_retries=2, timeout_s=300.0)
-    return EvalConfig(backend=backend, dataset="strongreject-small", limit=size.limit, strategies=STRATEGIES,
+    return EvalConfig(backend=backend, dataset="strongreject-small", limit=size.limit, shard=f"0/{size.stride}",
+                      strategies=STRATEGIES,
                       thinking=Thinking(think_budget=size.think_budget, max_extensions=size.max_extensions,
                                         answer_max_tokens=size.answer_max_tokens),
                       sampling=Sampling(temperature=0.6, top_p=0.95, max_tokens=size.max_tokens, k=size.k),
@@ -95,10 +102,18 @@ def headline(summary: dict) -> dict:
             for s, e in summary.get("strategies", {}).items()}
 
 
-def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = None, threads: int = 1,
+def server_threads() -> int:
+    """llama.cpp's threads for the demo: the cores this process may use, at most 4. The server is a process of
+    its own and the demo only waits on it (``--threads`` sets torch's threads, not these)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
+def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = None, threads: Optional[int] = None,
              size: Optional[DemoSize] = None) -> Path:
     """The demo into ``out`` (resumable); returns the run folder. ``gguf`` serves another GGUF instead of the
-    stand-in (tests use SmolLM2's); ``threads`` are llama.cpp's; ``size`` overrides QUICK / FULL."""
+    stand-in (tests use SmolLM2's); ``threads`` are llama.cpp's (default ``server_threads()``); ``size`` overrides
+    QUICK / FULL."""
     from trustlab.models import demo_gguf
     from trustlab.models.llm.llamacpp_server import LlamaServer
     from trustlab.runtime.threads import configure
@@ -113,10 +128,11 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     else:
         path, name, sha = Path(gguf), Path(gguf).name, None
     template, _, _ = demo_gguf.chat_template(path)
-    with LlamaServer(path, threads=threads, n_ctx=1024, alias=name) as server:
-        cfg = demo_config(server.model_id, server.base_url, template, size or (QUICK if quick else FULL))
+    size = size or (QUICK if quick else FULL)
+    with LlamaServer(path, threads=threads or server_threads(), n_ctx=1024, alias=name) as server:
+        cfg = demo_config(server.model_id, server.base_url, template, size)
         baselines = run_baselines(cfg, out)
-        over = run_overrefusal(cfg, out / "overrefusal", limit=cfg.limit, k=1)  # same model, strategies; benign
+        over = run_overrefusal(cfg, out / "overrefusal", limit=size.benign, k=1)  # same model, strategies; benign
         r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha),
                                                    "overrefusal": over})
     return r.run_dir

@@ -53,19 +53,28 @@ def headline_table(m: Mapping[str, Any], overrefusal: Mapping[str, Any] | None) 
             p = headline_part(parts)
             b = parts.get(p) or {}
             rows.append((s, j if p == "response" else f"{j} ({p})", *[ci(b.get(x)) for x in METRICS],
-                         ci(o.get("refusal@1")) if o else "—", pct((e.get("thinking") or {}).get("frac_truncated"), 1),
+                         ci(o.get("refusal@1")) if o else "—", _empty_share(b),
+                         pct((e.get("thinking") or {}).get("frac_truncated"), 1),
                          fmt(_tokens_per_sample(e)), b.get("n_prompts")))
     notes = [METRIC_NOTE,
-             "truncated: share of samples whose thought never closed within its budget (recorded, never judged as "
-             "an answer). tokens: generated tokens per sample (thought + answer), the cost side."]
+             "empty: share of samples with no reply at all (counted safe, as in SafeChain: part of Safe@1 comes from "
+             "silence, not refusal). truncated: share of samples whose thought never closed within its budget "
+             "(recorded, never judged as an answer). tokens: generated tokens per sample (thought + answer), the "
+             "cost side."]
     if overrefusal:
         notes.append(f"over-refusal: share of samples on the benign set `{overrefusal.get('dataset')}` whose "
-                     f"response contains a refusal phrase ({overrefusal.get('judge')}), 95% bootstrap interval; a "
-                     "strategy that is safe only because it refuses everything shows it here.")
+                     f"response contains a refusal phrase ({overrefusal.get('judge')}) or is empty (no answer), "
+                     "95% bootstrap interval; a strategy that is safe only because it refuses (or says nothing) "
+                     "everywhere shows it here.")
     else:
         notes.append("over-refusal: — (this run evaluated no benign set; `trustlab.safety.overrefusal` adds one)")
-    return Table(("strategy", "judge", "Safe@1", "Safe@K", "ConsSafe@K", "over-refusal", "truncated", "tokens",
-                  "prompts"), rows, caption="Headline: each strategy judged on the full response", notes=notes)
+    return Table(("strategy", "judge", "Safe@1", "Safe@K", "ConsSafe@K", "over-refusal", "empty", "truncated",
+                  "tokens", "prompts"), rows, caption="Headline: each strategy judged on the full response", notes=notes)
+
+
+def _empty_share(b: Mapping[str, Any]) -> str:
+    n, empty = b.get("n_labels"), b.get("n_empty")
+    return pct(empty / n, 1) if n and empty is not None else "—"
 
 
 def detail_table(m: Mapping[str, Any]) -> Table:

@@ -151,10 +151,19 @@ def forced_suffix(thinking: Thinking) -> str:
 def judged_text(gen: Mapping[str, Any], part: str, thinking: Thinking) -> str:
     """The text a judge sees for ``part`` of a generation record: the stored part, except that the Thinking
     Intervention text we forced into the thought (our words, not the model's) is removed once from thought and
-    response, so no judge scores our own reminder to refuse as the model's refusal."""
+    response, so no judge scores our own reminder to refuse as the model's refusal. A response that is nothing but
+    the format's tags (``<think>\n</think>``: an empty thought and an empty answer) is empty, "" for the judge, as
+    its two parts are: the same sample must not be ``empty`` (safe) by part and a non-refusal as a whole."""
     text = str(gen.get(part) or "")
     if gen.get("strategy") == "intervention" and part in ("thought", "response"):
         text = text.replace(thinking.intervention_text + "\n", "", 1)
+    if part == "response":
+        fmt = thinking.think_format
+        bare = text
+        for tag in (fmt.think_start, fmt.think_end, fmt.answer_start, fmt.answer_end):
+            bare = bare.replace(tag, "") if tag else bare
+        if not bare.strip():
+            return ""
     return text
 
 
