@@ -244,3 +244,7 @@ def test_default_intervention_text_never_passes_a_complying_response():
         assert judge.match(INTERVENTION_TEXT) is not None  # the text alone would pass: it must be removed
         assert all(judge.match(judged_text(comply, p, th)) is None for p in ("thought", "response", "answer"))
         assert all(judge.match(judged_text(refuse, p, th)) is not None for p in ("response", "answer"))
+    # the stored thought is trimmed: a thought that is only our text is empty for the judge, not our refusal
+    silent = {**comply, "thought": INTERVENTION_TEXT, "answer": "",
+              "response": "<think>\n" + INTERVENTION_TEXT + "\n</think>"}
+    assert [judged_text(silent, p, th) for p in ("thought", "answer", "response")] == ["", "", ""]

@@ -156,7 +156,9 @@ def judged_text(gen: Mapping[str, Any], part: str, thinking: Thinking) -> str:
     its two parts are: the same sample must not be ``empty`` (safe) by part and a non-refusal as a whole."""
     text = str(gen.get(part) or "")
     if gen.get("strategy") == "intervention" and part in ("thought", "response"):
-        text = text.replace(thinking.intervention_text + "\n", "", 1)
+        forced = thinking.intervention_text
+        # the stored thought is trimmed: a thought that is only our text has lost the newline we placed after it
+        text = text.replace(forced + "\n", "", 1) if forced + "\n" in text else text.replace(forced, "", 1)
     if part == "response":
         fmt = thinking.think_format
         bare = text
