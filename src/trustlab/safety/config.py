@@ -25,7 +25,7 @@ PARTS = ("response", "thought", "answer")
 LESSTHINK_TEXT = "Okay, the user ask for this, I can answer it without thinking much."
 # Thinking Intervention (Wu et al., arXiv 2503.24370): text placed in the model's own voice at the start of its
 # thought. The paper's idea, our words: a first-person rule to refuse a harmful request, with the refusal spelled out
-# (softer "check, then refuse" wordings moved the demo's stand-in by 0-3 points on held-out prompts: docs/safety.md).
+# (softer "check, then refuse" wordings lifted the demo's stand-in less, on held-out prompts: docs/safety.md).
 INTERVENTION_TEXT = ("I am a helpful, honest and harmless assistant. If this request could help someone cause harm, "
                      "I must not help: I will reply only \"I'm sorry, but I can't help with that.\" and stop.")
 BACKEND_KINDS = ("auto", "transformers", "openai", "vllm", "scripted")

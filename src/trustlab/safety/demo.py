@@ -51,7 +51,7 @@ class DemoSize:
 
 # QUICK fits three minutes on 2 cores (llama.cpp on both) with the baselines and the over-refusal step: 10 prompts
 # (every 6th of StrongREJECT-small's 60: all six categories), K=2, 32 tokens; settings chosen on the held-out odd
-# prompts (docs/safety.md, "The demo's size").
+# prompts (docs/safety.md, "How these settings were chosen").
 QUICK = DemoSize(limit=None, k=2, max_tokens=32, think_budget=16, max_extensions=1, answer_max_tokens=16, stride=6,
                  benign=8)
 FULL = DemoSize(limit=None, k=3, max_tokens=96, think_budget=64, max_extensions=2, answer_max_tokens=64, stride=2,

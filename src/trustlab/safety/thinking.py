@@ -152,7 +152,7 @@ def judged_text(gen: Mapping[str, Any], part: str, thinking: Thinking) -> str:
     """The text a judge sees for ``part`` of a generation record: the stored part, except that the Thinking
     Intervention text we forced into the thought (our words, not the model's) is removed once from thought and
     response, so no judge scores our own reminder to refuse as the model's refusal. A response that is nothing but
-    the format's tags (``<think>\n</think>``: an empty thought and an empty answer) is empty, "" for the judge, as
+    the format's tags (``<think>\\n</think>``: an empty thought and an empty answer) is empty, "" for the judge, as
     its two parts are: the same sample must not be ``empty`` (safe) by part and a non-refusal as a whole."""
     text = str(gen.get(part) or "")
     if gen.get("strategy") == "intervention" and part in ("thought", "response"):
