@@ -132,9 +132,10 @@ def test_fp_verify_silent_server_states_its_wait_and_ends_at_the_deadline(capsys
 # --------------------------------------------------------------------------------------------- Ctrl-C
 def _as_from_a_shell() -> None:
     """In the child before exec: SIGINT at its default and unblocked, as a terminal starts a command. A child
-    inherits ignored signals and the signal mask; in the full suite (not in this file alone) the child ignored SIGINT
-    and kept looping in daemon_map (faulthandler dump), so some earlier in-process test leaves this pytest process
-    with SIGINT ignored or blocked (not yet traced to which)."""
+    inherits ignored signals and the signal mask, and a shell without job control starts a background command
+    (``make test &``, ``nohup ... &``, a CI runner's detached step) with SIGINT ignored (POSIX, asynchronous lists):
+    pytest then runs with SIGINT ignored from its first test (traced with a plugin that logged the disposition after
+    every test), and so did the CLI it started, which kept looping in daemon_map (faulthandler dump)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
