@@ -62,3 +62,22 @@ def test_demo_end_to_end_on_llamacpp(tmp_path):
               .splitlines()[1:]]
     assert all(g["truncated"] and g["answer"] == "" for g in comply if g["strategy"] == "intervention")
     assert (run / "report.md").is_file() and any(a.endswith(".png") for a in res["artifacts"])
+
+
+def test_demo_refuses_a_foreign_folder_before_writing_anything(tmp_path):
+    """The demo claims its own folder before its sub-runs (baselines, benign set) write into it: a folder holding a
+    user's file is refused at once, with nothing added and the file untouched (it used to be refused only after
+    the whole demo had run, with the sub-runs already written beside the user's file)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python not installed")
+    from trustlab.models.causal_lm import smollm2_gguf_path
+    from trustlab.runtime.errors import ConfigError
+    from trustlab.safety.demo import DemoSize, run_demo
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    size = DemoSize(limit=2, k=1, max_tokens=4, think_budget=2, max_extensions=1, answer_max_tokens=2, benign=1)
+    with pytest.raises(ConfigError, match="not a trustlab run folder"):
+        run_demo(out, gguf=smollm2_gguf_path(), size=size, threads=1)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"

@@ -321,7 +321,6 @@ class RunDir:
         few files unlisted: those count as foreign and ``--no-resume`` keeps them."""
         if self.run_id is None or not self.path.is_dir():  # built by hand, not opened or attached: owns nothing
             return
-            return
         files = self._files | (_listing(self.path) - self._foreign)
         if files != self._files or not (self.path / MANIFEST).is_file():
             self._files = files

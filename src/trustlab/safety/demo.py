@@ -119,7 +119,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     from trustlab.runtime.threads import configure
 
     from .overrefusal import run_overrefusal
-    from .pipeline import run_eval
+    from .pipeline import claim_run, run_eval
 
     configure(1)
     out = Path(out)
@@ -131,6 +131,7 @@ def run_demo(out: str | Path, quick: bool = True, gguf: Optional[str | Path] = N
     size = size or (QUICK if quick else FULL)
     with LlamaServer(path, threads=threads or server_threads(), n_ctx=1024, alias=name) as server:
         cfg = demo_config(server.model_id, server.base_url, template, size)
+        claim_run(cfg, out)  # the demo's own folder first: a foreign one is refused before any sub-run writes in it
         baselines = run_baselines(cfg, out)
         over = run_overrefusal(cfg, out / "overrefusal", limit=size.benign, k=1)  # same model, strategies; benign
         r = run_eval(cfg, out, resume=True, extra={"baselines": baselines, "stand_in": stand_in(name, sha),

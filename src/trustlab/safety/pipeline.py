@@ -164,6 +164,12 @@ def _require_sample_budget(n_prompts: int, cfg: EvalConfig) -> None:
                    n * SAMPLE_BYTES, hint="lower -k or --limit (the paper uses K=5)")
 
 
+def claim_run(cfg: EvalConfig, out: str | Path, resume: bool = True) -> None:
+    """Claim (or resume) ``out`` for ``cfg``'s eval run now, before a caller writes sub-runs into it (the demo's
+    baselines and benign run): a foreign folder or another config is refused before any work, not after it."""
+    _open(cfg, out, "eval", resume).close()
+
+
 def _attach(path: Path, verb: str):
     from trustlab.runtime.rundir import RunDir
 
