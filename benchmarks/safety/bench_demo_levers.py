@@ -9,10 +9,10 @@ The stand-in GGUF is served by ``LlamaServer`` (``--threads``, default the demo'
 each variant (a Thinking Intervention text x a think-in-tags system prompt) runs ``run_eval`` with the demo's config
 on every ``stride``-th of prompts ``start .. start+limit`` of StrongREJECT-small. The demo shows prompts 0, 6, ...,
 54 (start 0, stride 6): choose levers on the others (``--start 3`` gives 3, 9, ..., 57), not on those the report
-shows. The strategies other than intervention do not read the text,
-so they run once per system prompt (the baseline of that system prompt). Prints one JSON line per run: per strategy
-the curated refusal judge's Safe@1 on the response with its 95% interval, the truncated share, tokens and wall
-seconds, and ``separated``: the pairs of strategies whose response intervals do not overlap.
+shows. The strategies other than intervention do not read the text, so they run once per system prompt (the
+baseline of that system prompt). Prints one JSON line per run: per strategy the curated refusal judge's Safe@1 on
+the response with its 95% interval, the truncated share, empty replies, tokens and wall seconds, and
+``separated``: the pairs of strategies whose response intervals do not overlap (``a>b``: a's lies above b's).
 """
 
 from __future__ import annotations
