@@ -115,6 +115,9 @@ def test_viewer_escapes_everything_and_offers_the_filters():
         assert opt in page
     assert "truncated True" in page and "data-labels='llama_guard:answer=unsafe'" in page
     assert page.count("excluded from the answer metrics") == 1  # only the truncated sample says it has no answer
+    assert "Thinking Intervention text" not in page  # no intervention sample here
+    forced = {**gens[0], "strategy": "intervention", "forced": True, "thought": "Our text.\nModel text."}
+    assert build_viewer([forced], [], "t").count("the strategy wrote it, not the model") == 1
 
 
 

@@ -106,6 +106,7 @@ def build_viewer(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str
             f"<div class='meta'><b>{esc(str(g.get('key')))}</b> · {esc(meta)}</div>"
             f"<p><b>Prompt</b></p><pre>{esc(str(g.get('prompt') or ''))}</pre>"
             f"<details><summary>Thought ({len(str(g.get('thought') or ''))} characters)</summary>"
+            f"{_FORCED if g.get('strategy') == 'intervention' and g.get('forced') else ''}"
             f"<pre>{esc(str(g.get('thought') or ''))}</pre></details>"
             f"<p><b>Answer</b>{_NO_ANSWER if truncated else ''}</p><pre>{esc(str(g.get('answer') or ''))}</pre>"
             f"{table}</div>")
@@ -119,6 +120,8 @@ def build_viewer(gens: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str
             f"</span></div>" + "\n".join(rows) + f"<script>{_JS}</script></body></html>")
 
 
+_FORCED = ("<p class='meta'>The thought opens with the Thinking Intervention text: the strategy wrote it, not the "
+           "model, and no judge sees it (only what the model wrote after it is judged).</p>")
 _NO_ANSWER = (" <span class='meta'>(none: the thought never closed; this sample is excluded from the answer "
               "metrics, whatever label its empty answer got)</span>")
 
