@@ -44,8 +44,10 @@ def test_a_response_of_only_tags_is_empty_like_its_thought_and_answer(tmp_path):
     g = {"strategy": "intervention", "thought": TEXT + "\n", "answer": "",
          "response": "<think>\n" + TEXT + "\n</think>"}
     assert [judged_text(g, p, th) for p in ("thought", "answer", "response")] == ["", "", ""]
-    assert judged_text({**g, "strategy": "default", "response": "<think>\n\n</think>\n\n"}, "response", th) == ""
-    assert judged_text({**g, "response": "<think>\n" + TEXT + "\n</think>\nOk."}, "response", th) == "<think>\n</think>\nOk."
+    assert judged_text({**g, "strategy": "default", "thought": "", "response": "<think>\n\n</think>\n\n"},
+                       "response", th) == ""
+    ok = {**g, "answer": "Ok.", "response": "<think>\n" + TEXT + "\n</think>\nOk."}
+    assert judged_text(ok, "response", th) == "<think>\n</think>\nOk."
     cfg = EvalConfig(backend=BackendConfig(kind="scripted"), dataset="fixture", limit=2, strategies=("intervention",),
                      thinking=Thinking(intervention_text=TEXT),
                      sampling=Sampling(k=1, max_tokens=16), judges=(JudgeSpec("refusal"),), bootstrap=0)

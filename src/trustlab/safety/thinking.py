@@ -159,13 +159,8 @@ def judged_text(gen: Mapping[str, Any], part: str, thinking: Thinking) -> str:
         forced = thinking.intervention_text
         # the stored thought is trimmed: a thought that is only our text has lost the newline we placed after it
         text = text.replace(forced + "\n", "", 1) if forced + "\n" in text else text.replace(forced, "", 1)
-    if part == "response":
-        fmt = thinking.think_format
-        bare = text
-        for tag in (fmt.think_start, fmt.think_end, fmt.answer_start, fmt.answer_end):
-            bare = bare.replace(tag, "") if tag else bare
-        if not bare.strip():
-            return ""
+    if part == "response" and not (judged_text(gen, "thought", thinking) or str(gen.get("answer") or "")).strip():
+        return ""
     return text
 
 
